@@ -1,0 +1,37 @@
+//! lograft: a Fluentd-compatible log forwarder and Raft-replicated aggregator that never loses
+//! an acknowledged event.
+//!
+//! # Layout
+//!
+//! An event's path through a node mirrors the modules below:
+//!
+//! ```text
+//!  app ──Forward/HTTP──▶ input ──▶ router ──▶ buffer ──▶ output ──Forward──▶ next hop
+//! ```
+//!
+//! - [`config`]: Fluentd-syntax config files parsed once into typed structs, errors with file:line.
+//! - [`event`]: tags, `EventTime`, and batches of entries kept as msgpack bytes (never decoded
+//!   on the hot path).
+//! - [`forward`]: the one Forward-protocol codec (event modes, options, ack, handshake),
+//!   shared by the forward input and the forward output.
+//! - [`input`]: servers that accept events (`forward`, `http`) and acknowledge them only once
+//!   the rest of the node says they are committed (the [`input::Emit`] contract).
+//! - [`router`]: `<match>` patterns; sends each batch to the first matching pipeline's buffer.
+//! - [`buffer`]: chunks on disk (or in memory): checksummed appends, group-committed fsyncs,
+//!   resume after crashes, quarantine of corrupt chunks, flush scheduling.
+//! - [`output`]: where chunks go (`stdout`, `null`, `file`), and the driver that takes queued
+//!   chunks from a buffer, writes them with retry/backoff, and hands exhausted ones to
+//!   `<secondary>`.
+//! - [`node`]: builds the pipeline from a [`config::Config`], runs it, and shuts it down on
+//!   SIGTERM.
+//! - [`tls`]: loading certificates and keys for rustls.
+
+pub mod buffer;
+pub mod config;
+pub mod event;
+pub mod forward;
+pub mod input;
+pub mod node;
+pub mod output;
+pub mod router;
+pub mod tls;

@@ -1,0 +1,2 @@
+//! The `lograft` command line (placeholder until the CLI lands).
+fn main() {}
