@@ -1,2 +1,146 @@
-//! The `lograft` command line (placeholder until the CLI lands).
-fn main() {}
+//! The `lograft` command line: `run` a node from a config file, or `check-config` one.
+//!
+//! Owns argument parsing, logging set-up, signal handling and exit codes; everything else is
+//! in the library.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use lograft::config::{build, Config, LogLevel};
+use lograft::node::{self, NodeOptions};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "lograft", version, about = "Durable Fluentd-compatible log forwarder and aggregator")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node (forwarder or aggregator) from a Fluentd-syntax config file.
+    Run {
+        /// Config file.
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+        /// Directory for buffers without an explicit path (default: $LOGRAFT_DATA_DIR or /var/lib/lograft).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Log filter (overrides <system> log_level; RUST_LOG also works), e.g. `info`, `debug`.
+        #[arg(long)]
+        log_level: Option<String>,
+        /// Seconds flush workers may keep delivering after SIGTERM.
+        #[arg(long, default_value_t = 30)]
+        shutdown_timeout: u64,
+    },
+    /// Parse and validate a config file; print a summary, or FILE:LINE: errors and exit 1.
+    CheckConfig {
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { config } => check_config(&config),
+        Command::Run {
+            config,
+            data_dir,
+            log_level,
+            shutdown_timeout,
+        } => match run(config, data_dir, log_level, shutdown_timeout) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("lograft: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn check_config(path: &PathBuf) -> ExitCode {
+    match Config::load(path) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                eprintln!("warning: {w}");
+            }
+            let mut errors = Vec::new();
+            for m in &loaded.config.matches {
+                if let Err(e) = node::compile_patterns(m) {
+                    errors.push(e.to_string());
+                }
+            }
+            if !errors.is_empty() {
+                errors.iter().for_each(|e| eprintln!("{e}"));
+                return ExitCode::FAILURE;
+            }
+            println!("{}: OK", path.display());
+            print!("{}", build::summary(&loaded.config));
+            ExitCode::SUCCESS
+        }
+        Err(errs) => {
+            for e in &errs.0 {
+                eprintln!("{e}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(
+    config_path: PathBuf,
+    data_dir: Option<PathBuf>,
+    log_level: Option<String>,
+    shutdown_timeout: u64,
+) -> anyhow::Result<()> {
+    let loaded = Config::load(&config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    init_logging(log_level, loaded.config.system.log_level);
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    let opts = NodeOptions {
+        data_dir: data_dir.unwrap_or_else(node::default_data_dir),
+        shutdown_timeout: Duration::from_secs(shutdown_timeout),
+    };
+    let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    rt.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let signals = shutdown.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+            let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = int.recv() => tracing::info!("SIGINT received"),
+            }
+            signals.cancel();
+        });
+        node::run(loaded.config, opts, shutdown).await
+    })?;
+    Ok(())
+}
+
+fn init_logging(cli: Option<String>, system: Option<LogLevel>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = cli
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| {
+            match system.unwrap_or(LogLevel::Info) {
+                LogLevel::Trace => "trace",
+                LogLevel::Debug => "debug",
+                LogLevel::Info => "info",
+                LogLevel::Warn => "warn",
+                LogLevel::Error | LogLevel::Fatal => "error",
+            }
+            .to_string()
+        });
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
+}

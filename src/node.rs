@@ -1,1 +1,255 @@
-//! (placeholder: filled in by its owner)
+//! Node: builds the pipeline a config describes, runs it, and shuts it down cleanly.
+//!
+//! Owns start-up order (buffers are opened and resumed before any input listens, so nothing is
+//! accepted that cannot be stored), buffer directory resolution, and the shutdown sequence on
+//! SIGTERM: stop inputs (they finish acknowledging what they already read), stop buffers
+//! (draining them when `flush_at_shutdown`), let flush workers finish within a deadline. It must
+//! not contain protocol or storage logic.
+
+use crate::buffer::Buffer;
+use crate::config::{BufferKind, Config, MatchConfig, SourceKind};
+use crate::input::forward::ForwardInput;
+use crate::input::http::HttpInput;
+use crate::input::Emit;
+use crate::output::driver::OutputDriver;
+use crate::output::{Output, OutputError};
+use crate::router::{MatchPattern, PatternError, Route, Router};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Settings that come from the command line rather than the config file.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// Where buffers without an explicit `path` live (unless `<system> root_dir` is set).
+    pub data_dir: PathBuf,
+    /// How long flush workers may keep delivering after inputs stopped.
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("{location}: {source}")]
+    Pattern {
+        location: String,
+        #[source]
+        source: PatternError,
+    },
+    #[error("<match {patterns}> at {location}: {source}")]
+    Buffer {
+        patterns: String,
+        location: String,
+        #[source]
+        source: crate::buffer::BufferError,
+    },
+    #[error("<match {patterns}> at {location}: {source}")]
+    Output {
+        patterns: String,
+        location: String,
+        #[source]
+        source: OutputError,
+    },
+    #[error("<match {patterns}> at {location}: buffer directory {dir} is already used by another <match>")]
+    SharedBufferDir {
+        patterns: String,
+        location: String,
+        dir: PathBuf,
+    },
+    #[error("<source> at {location}: cannot listen: {source}")]
+    Listen {
+        location: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Compile a `<match>` directive's patterns.
+pub fn compile_patterns(m: &MatchConfig) -> Result<Vec<MatchPattern>, NodeError> {
+    m.patterns
+        .iter()
+        .map(|p| MatchPattern::parse(p))
+        .collect::<Result<_, _>>()
+        .map_err(|source| NodeError::Pattern {
+            location: m.common.location.to_string(),
+            source,
+        })
+}
+
+/// The buffer directory for the `index`-th `<match>`.
+pub fn buffer_dir(cfg: &Config, opts: &NodeOptions, index: usize) -> Option<PathBuf> {
+    let m = &cfg.matches[index];
+    match &m.buffer.kind {
+        BufferKind::Memory => None,
+        BufferKind::File { path: Some(p) } => Some(p.clone()),
+        BufferKind::File { path: None } => {
+            let root = cfg.system.root_dir.as_deref().unwrap_or(&opts.data_dir);
+            let name = match &m.common.id {
+                Some(id) => sanitize(id),
+                None => format!("match{index}-{}", sanitize(&m.patterns.join("_"))),
+            };
+            Some(root.join("buffer").join(name))
+        }
+    }
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' })
+        .collect()
+}
+
+struct Pipeline {
+    buffer: Arc<Buffer>,
+    drain_at_shutdown: bool,
+}
+
+/// Run a node until `shutdown` is cancelled.
+pub async fn run(
+    config: Config,
+    opts: NodeOptions,
+    shutdown: CancellationToken,
+) -> Result<(), NodeError> {
+    let abort_flush = CancellationToken::new();
+    let mut drivers = JoinSet::new();
+    let mut pipelines = Vec::new();
+    let mut routes = Vec::new();
+    let mut dirs = HashSet::new();
+
+    for (index, m) in config.matches.iter().enumerate() {
+        let patterns = m.patterns.join(" ");
+        let location = m.common.location.to_string();
+        let compiled = compile_patterns(m)?;
+        let dir = buffer_dir(&config, &opts, index);
+        if let Some(d) = &dir {
+            if !dirs.insert(d.clone()) {
+                return Err(NodeError::SharedBufferDir {
+                    patterns,
+                    location,
+                    dir: d.clone(),
+                });
+            }
+        }
+        let output_err = |source| NodeError::Output {
+            patterns: patterns.clone(),
+            location: location.clone(),
+            source,
+        };
+        let output = Output::build(&m.output).map_err(output_err)?;
+        let secondary = m
+            .secondary
+            .as_ref()
+            .map(Output::build)
+            .transpose()
+            .map_err(output_err)?;
+        let (buffer, report) = Buffer::open(&m.buffer, dir.clone(), &patterns)
+            .await
+            .map_err(|source| NodeError::Buffer {
+                patterns: patterns.clone(),
+                location: location.clone(),
+                source,
+            })?;
+        tracing::info!(r#match = %patterns, output = output.type_name(), buffer_dir = ?dir,
+            resumed_chunks = report.chunks, resumed_records = report.records,
+            repaired = report.repaired, quarantined = report.quarantined.len(), "pipeline ready");
+        let name = m.common.id.clone().unwrap_or_else(|| patterns.clone());
+        drivers.spawn(drain_all(OutputDriver::spawn(
+            name,
+            buffer.clone(),
+            output,
+            secondary,
+            m.buffer.retry.clone(),
+            m.buffer.flush_thread_count,
+            abort_flush.clone(),
+        )));
+        pipelines.push(Pipeline {
+            buffer: buffer.clone(),
+            drain_at_shutdown: m.buffer.flush_at_shutdown,
+        });
+        routes.push(Route {
+            patterns: compiled,
+            buffer,
+            name: patterns,
+        });
+    }
+
+    let router: Arc<dyn Emit> = Arc::new(Router::new(routes));
+    let stop_inputs = CancellationToken::new();
+    let mut inputs = JoinSet::new();
+    for source in &config.sources {
+        let location = source.common.location.to_string();
+        let listen_err = |source| NodeError::Listen {
+            location: location.clone(),
+            source,
+        };
+        match &source.kind {
+            SourceKind::Forward(c) => {
+                let input = ForwardInput::bind(c, router.clone()).await.map_err(listen_err)?;
+                tracing::info!(addr = %input.local_addr(), "forward input listening");
+                inputs.spawn(input.run(stop_inputs.clone()));
+            }
+            SourceKind::Http(c) => {
+                let input = HttpInput::bind(c, router.clone()).await.map_err(listen_err)?;
+                tracing::info!(addr = %input.local_addr(), "http input listening");
+                inputs.spawn(input.run(stop_inputs.clone()));
+            }
+        }
+    }
+    tracing::info!(sources = config.sources.len(), matches = config.matches.len(), "lograft node started");
+
+    flush_on_usr1(&pipelines, shutdown.clone());
+    shutdown.cancelled().await;
+
+    tracing::info!("shutting down: closing inputs");
+    stop_inputs.cancel();
+    while inputs.join_next().await.is_some() {}
+    for p in &pipelines {
+        p.buffer.shutdown(p.drain_at_shutdown);
+    }
+    tracing::info!("inputs closed; finishing flushes");
+    let finished = tokio::time::timeout(opts.shutdown_timeout, async {
+        while drivers.join_next().await.is_some() {}
+    })
+    .await;
+    if finished.is_err() {
+        tracing::warn!(timeout_secs = opts.shutdown_timeout.as_secs(),
+            "flushes did not finish in time; unsent chunks stay in the buffer for the next start");
+        abort_flush.cancel();
+        while drivers.join_next().await.is_some() {}
+    }
+    tracing::info!("lograft node stopped");
+    Ok(())
+}
+
+async fn drain_all(mut set: JoinSet<()>) {
+    while set.join_next().await.is_some() {}
+}
+
+/// SIGUSR1 flushes every buffer now (as Fluentd does).
+fn flush_on_usr1(pipelines: &[Pipeline], shutdown: CancellationToken) {
+    let buffers: Vec<_> = pipelines.iter().map(|p| p.buffer.clone()).collect();
+    let Ok(mut usr1) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+    else {
+        return;
+    };
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = usr1.recv() => {
+                    tracing::info!("SIGUSR1: flushing all buffers");
+                    buffers.iter().for_each(|b| b.enqueue_all());
+                }
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    });
+}
+
+/// Default data directory: `$LOGRAFT_DATA_DIR`, else `/var/lib/lograft`.
+pub fn default_data_dir() -> PathBuf {
+    std::env::var_os("LOGRAFT_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new("/var/lib/lograft").to_path_buf())
+}

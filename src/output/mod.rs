@@ -6,9 +6,14 @@
 //! written and fsynced), because the driver then deletes the chunk from the buffer.
 //! Outputs must not retry by themselves: the driver owns retry and backoff.
 
+pub mod driver;
 pub mod file;
 pub mod format;
+pub mod retry;
 pub mod stdout;
+
+use crate::buffer::Chunk;
+use crate::config::OutputConfig;
 
 /// Why an output could not deliver a chunk.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +39,45 @@ impl OutputError {
         OutputError::Io {
             context: context.into(),
             source,
+        }
+    }
+}
+
+/// An output plugin, built once from its typed config.
+pub enum Output {
+    Stdout(stdout::StdoutOutput),
+    Null,
+    File(file::FileOutput),
+}
+
+impl Output {
+    pub fn build(cfg: &OutputConfig) -> Result<Output, OutputError> {
+        Ok(match cfg {
+            OutputConfig::Stdout(c) => Output::Stdout(stdout::StdoutOutput::new(c)),
+            OutputConfig::Null => Output::Null,
+            OutputConfig::File(c) => Output::File(file::FileOutput::new(c)?),
+            OutputConfig::Forward(_) => {
+                return Err(OutputError::Unrecoverable(
+                    "the forward output is not available in this build yet".into(),
+                ))
+            }
+        })
+    }
+
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Output::Stdout(_) => "stdout",
+            Output::Null => "null",
+            Output::File(_) => "file",
+        }
+    }
+
+    /// Deliver a chunk; `Ok` means the next hop has it safely (the chunk may be deleted).
+    pub async fn write(&self, chunk: &Chunk) -> Result<(), OutputError> {
+        match self {
+            Output::Stdout(o) => o.write(chunk).await,
+            Output::Null => Ok(()),
+            Output::File(o) => o.write(chunk).await,
         }
     }
 }

@@ -1,0 +1,105 @@
+//! Weighted choice among out_forward servers, with standby servers as Fluentd defines them.
+//!
+//! Owns the rule: traffic goes to healthy non-standby servers in proportion to `weight`; standby
+//! servers join only while active servers are down, one by one until the lost weight is covered,
+//! and leave again as soon as the active ones are back. It keeps a smooth weighted round-robin
+//! position so the split is even over short runs. It must not probe nodes or send anything.
+
+/// What the balancer needs to know about one server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate {
+    pub weight: u32,
+    pub standby: bool,
+    pub available: bool,
+}
+
+/// The servers eligible for traffic right now, in configuration order.
+pub fn eligible(servers: &[Candidate]) -> Vec<usize> {
+    let mut out: Vec<usize> = (0..servers.len())
+        .filter(|&i| !servers[i].standby && servers[i].available && servers[i].weight > 0)
+        .collect();
+    let mut lost: i64 = servers
+        .iter()
+        .filter(|s| !s.standby && !s.available)
+        .map(|s| s.weight as i64)
+        .sum();
+    // With no active server to carry traffic at all, every available standby serves.
+    let no_active_path = out.is_empty() && lost == 0;
+    for (i, s) in servers.iter().enumerate() {
+        if s.standby && s.available && (lost > 0 || no_active_path) {
+            out.push(i);
+            lost -= s.weight.max(1) as i64;
+        }
+    }
+    out
+}
+
+
+/// Smooth weighted round-robin (each pick adds every weight, takes the largest, subtracts the total).
+#[derive(Debug, Default, Clone)]
+pub struct Balancer {
+    current: Vec<i64>,
+}
+
+impl Balancer {
+    /// Order in which to try servers for the next chunk: the weighted pick first, then the other
+    /// eligible servers (so a failed send moves on at once).
+    pub fn order(&mut self, servers: &[Candidate]) -> Vec<usize> {
+        let elig = eligible(servers);
+        if self.current.len() != servers.len() {
+            self.current = vec![0; servers.len()];
+        }
+        if elig.is_empty() {
+            return elig;
+        }
+        let total: i64 = elig.iter().map(|&i| servers[i].weight.max(1) as i64).sum();
+        for &i in &elig {
+            self.current[i] += servers[i].weight.max(1) as i64;
+        }
+        let &pick = elig
+            .iter()
+            .max_by_key(|&&i| (self.current[i], std::cmp::Reverse(i)))
+            .expect("non-empty");
+        self.current[pick] -= total;
+        let mut order = vec![pick];
+        order.extend(elig.iter().copied().filter(|&i| i != pick));
+        order
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(weight: u32, standby: bool, available: bool) -> Candidate {
+        Candidate { weight, standby, available }
+    }
+
+    #[test]
+    fn standby_only_while_primary_is_down() {
+        assert_eq!(eligible(&[c(60, false, true), c(60, true, true)]), vec![0]);
+        assert_eq!(eligible(&[c(60, false, false), c(60, true, true)]), vec![1]);
+        assert_eq!(eligible(&[c(60, false, false), c(60, true, false)]), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn standbys_cover_lost_weight_one_by_one() {
+        let s = [c(60, false, false), c(60, false, true), c(60, true, true), c(60, true, true)];
+        assert_eq!(eligible(&s), vec![1, 2]);
+        let s = [c(120, false, false), c(60, true, true), c(60, true, true)];
+        assert_eq!(eligible(&s), vec![1, 2]);
+    }
+
+    #[test]
+    fn weights_split_traffic() {
+        let s = [c(60, false, true), c(30, false, true)];
+        let mut b = Balancer::default();
+        let mut hits = [0; 2];
+        for _ in 0..90 {
+            hits[b.order(&s)[0]] += 1;
+        }
+        assert_eq!(hits, [60, 30]);
+        // Failover order lists the others after the pick.
+        assert_eq!(b.order(&s).len(), 2);
+    }
+}

@@ -1,0 +1,335 @@
+//! Shared helpers for end-to-end tests: run the real `lograft` binary, talk Forward to it with
+//! an independent client (plain `rmp`, not lograft's codec), and read what it wrote.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_lograft");
+
+/// A free TCP port on 127.0.0.1 (also free for UDP in practice).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `lograft run` process with its config and data dir.
+pub struct Node {
+    pub child: Option<Child>,
+    pub config: PathBuf,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    pub wait_ports: Vec<u16>,
+}
+
+impl Node {
+    /// Write `config_text` to `<dir>/lograft.conf` and start the binary; waits for `ports`.
+    pub fn start(dir: &Path, config_text: &str, ports: &[u16]) -> Node {
+        std::fs::create_dir_all(dir).unwrap();
+        let config = dir.join("lograft.conf");
+        std::fs::write(&config, config_text).unwrap();
+        let mut n = Node {
+            child: None,
+            config,
+            data_dir: dir.join("data"),
+            log: dir.join("lograft.log"),
+            wait_ports: ports.to_vec(),
+        };
+        n.spawn();
+        n
+    }
+
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(BIN)
+            .arg("run")
+            .arg("-c")
+            .arg(&self.config)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn lograft");
+        self.child = Some(child);
+        for p in self.wait_ports.clone() {
+            self.wait_port(p);
+        }
+    }
+
+    fn wait_port(&mut self, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("lograft exited with {status} before listening on {port}; log:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("lograft did not listen on {port}; log:\n{}", self.log_text());
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        signal(c.id() as i32, "TERM");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                panic!("lograft did not exit after SIGTERM; log:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn signal(pid: i32, sig: &str) {
+    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+}
+
+/// Encode `[time, record]` entries for records `{"seq": n, "msg": pad}`.
+pub fn entries(seqs: impl IntoIterator<Item = u64>, pad: usize) -> (Vec<u8>, u32) {
+    let filler = "x".repeat(pad);
+    let mut out = Vec::new();
+    let mut n = 0;
+    for seq in seqs {
+        rmp::encode::write_array_len(&mut out, 2).unwrap();
+        // EventTime fixext8
+        out.extend_from_slice(&[0xd7, 0x00]);
+        out.extend_from_slice(&1_700_000_000u32.to_be_bytes());
+        out.extend_from_slice(&(seq as u32 % 1_000_000_000).to_be_bytes());
+        rmp::encode::write_map_len(&mut out, 2).unwrap();
+        rmp::encode::write_str(&mut out, "seq").unwrap();
+        rmp::encode::write_uint(&mut out, seq).unwrap();
+        rmp::encode::write_str(&mut out, "msg").unwrap();
+        rmp::encode::write_str(&mut out, &filler).unwrap();
+        n += 1;
+    }
+    (out, n)
+}
+
+/// A PackedForward frame with `{size, chunk}` options.
+pub fn packed_forward(tag: &str, entries: &[u8], count: u32, chunk: Option<&str>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(entries.len() + 64);
+    rmp::encode::write_array_len(&mut out, 3).unwrap();
+    rmp::encode::write_str(&mut out, tag).unwrap();
+    rmp::encode::write_bin(&mut out, entries).unwrap();
+    rmp::encode::write_map_len(&mut out, if chunk.is_some() { 2 } else { 1 }).unwrap();
+    rmp::encode::write_str(&mut out, "size").unwrap();
+    rmp::encode::write_uint(&mut out, count as u64).unwrap();
+    if let Some(c) = chunk {
+        rmp::encode::write_str(&mut out, "chunk").unwrap();
+        rmp::encode::write_str(&mut out, c).unwrap();
+    }
+    out
+}
+
+/// A blocking Forward client that sends chunks and waits for their acks.
+pub struct ForwardClient {
+    stream: TcpStream,
+    counter: u64,
+}
+
+impl ForwardClient {
+    pub fn connect(addr: SocketAddr) -> std::io::Result<Self> {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        stream.set_nodelay(true)?;
+        Ok(ForwardClient { stream, counter: 0 })
+    }
+
+    /// Send events with the given sequence numbers and wait for the ack.
+    pub fn send_acked(&mut self, tag: &str, seqs: impl IntoIterator<Item = u64>, pad: usize) -> std::io::Result<()> {
+        let (e, n) = entries(seqs, pad);
+        self.counter += 1;
+        let chunk = format!("chunk-{}-{}", std::process::id(), self.counter);
+        self.stream.write_all(&packed_forward(tag, &e, n, Some(&chunk)))?;
+        let ack = read_msgpack(&mut self.stream)?;
+        let got = ack
+            .as_map()
+            .and_then(|m| m.iter().find(|(k, _)| k.as_str() == Some("ack")))
+            .and_then(|(_, v)| v.as_str().map(str::to_string));
+        if got.as_deref() != Some(chunk.as_str()) {
+            return Err(std::io::Error::other(format!("bad ack {ack:?} for {chunk}")));
+        }
+        Ok(())
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    pub fn stream(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+}
+
+/// Read one msgpack value from a blocking stream (small replies only).
+pub fn read_msgpack(stream: &mut TcpStream) -> std::io::Result<rmpv::Value> {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 4096];
+    loop {
+        let mut cur = std::io::Cursor::new(&buf[..]);
+        if let Ok(v) = rmpv::decode::read_value(&mut cur) {
+            return Ok(v);
+        }
+        let n = stream.read(&mut byte)?;
+        if n == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed without a reply"));
+        }
+        buf.extend_from_slice(&byte[..n]);
+    }
+}
+
+/// Every out_file line under `dir` (recursively, `.log` and `.log.gz`), as `(tag, record)`.
+pub fn read_out_file_records(dir: &Path) -> Vec<(String, serde_json::Value)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            let text = if name.ends_with(".gz") {
+                let mut s = String::new();
+                flate2::read::MultiGzDecoder::new(std::fs::File::open(&p).unwrap())
+                    .read_to_string(&mut s)
+                    .unwrap();
+                s
+            } else if name.ends_with(".log") {
+                std::fs::read_to_string(&p).unwrap()
+            } else {
+                continue;
+            };
+            for line in text.lines() {
+                let mut parts = line.splitn(3, '\t');
+                let (_t, tag, json) = (parts.next(), parts.next(), parts.next());
+                let (Some(tag), Some(json)) = (tag, json) else {
+                    panic!("malformed out_file line in {}: {line:?}", p.display())
+                };
+                out.push((tag.to_string(), serde_json::from_str(json).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+/// Count each `seq` value found in the records.
+pub fn seq_counts(records: &[(String, serde_json::Value)]) -> std::collections::HashMap<u64, u32> {
+    let mut m = std::collections::HashMap::new();
+    for (_, r) in records {
+        if let Some(s) = r.get("seq").and_then(|v| v.as_u64()) {
+            *m.entry(s).or_insert(0) += 1;
+        }
+    }
+    m
+}
+
+/// Poll until `f` returns true or the timeout passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+/// A Python interpreter with `fluent-logger` and `msgpack` installed (a venv under target/).
+pub fn python_with_fluent_logger() -> PathBuf {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-venv");
+    let python = venv.join("bin/python");
+    let ok = |p: &Path| {
+        Command::new(p)
+            .args(["-c", "import fluent.sender, msgpack"])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    if ok(&python) {
+        return python;
+    }
+    // Serialise set-up between test binaries running at once.
+    let lock = venv.with_extension("lock");
+    let _guard = FileLock::acquire(&lock);
+    if !ok(&python) {
+        let st = Command::new("python3").arg("-m").arg("venv").arg(&venv).status().unwrap();
+        assert!(st.success(), "python3 -m venv failed");
+        let st = Command::new(venv.join("bin/pip"))
+            .args(["install", "-q", "fluent-logger", "msgpack"])
+            .status()
+            .unwrap();
+        assert!(st.success(), "pip install fluent-logger msgpack failed");
+    }
+    python
+}
+
+struct FileLock(PathBuf);
+
+impl FileLock {
+    fn acquire(path: &Path) -> FileLock {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            match std::fs::OpenOptions::new().write(true).create_new(true).open(path) {
+                Ok(_) => return FileLock(path.to_path_buf()),
+                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
+                Err(e) => panic!("lock {}: {e}", path.display()),
+            }
+        }
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
