@@ -53,9 +53,9 @@ const INLINE_PARSE_LIMIT: usize = 64 * 1024;
 
 /// A transparent 1x1 GIF, the body of `respond_with_empty_img` responses.
 const EMPTY_GIF: &[u8] = &[
-    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00,
-    0x00, 0xff, 0xff, 0xff, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00,
-    0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
+    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0xff, 0xff, 0xff, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00, 0x00, 0x00,
+    0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
 ];
 
 /// The bound, not yet serving, HTTP input.
@@ -206,7 +206,10 @@ async fn ingest(
     if req.method() != Method::POST {
         return Err(Reject::new(
             StatusCode::METHOD_NOT_ALLOWED,
-            format!("method {} not allowed: post events with POST /<tag>", req.method()),
+            format!(
+                "method {} not allowed: post events with POST /<tag>",
+                req.method()
+            ),
         ));
     }
     let tag = tag_from_path(req.uri().path())
@@ -535,7 +538,8 @@ fn parse_time_param(raw: &[u8]) -> Result<EventTime, Reject> {
     if f == 0.0 {
         return Ok(EventTime::now());
     }
-    float_time(f).ok_or_else(|| Reject::bad_request(format!("time parameter {text:?} out of range")))
+    float_time(f)
+        .ok_or_else(|| Reject::bad_request(format!("time parameter {text:?} out of range")))
 }
 
 /// Undo `Content-Encoding`, never producing more than `limit` bytes.
@@ -571,7 +575,7 @@ fn decompress(encoding: Option<&str>, body: &[u8], limit: usize) -> Result<Vec<u
 }
 
 fn looks_like_zlib(b: &[u8]) -> bool {
-    b.len() >= 2 && b[0] & 0x0f == 8 && ((b[0] as u16) << 8 | b[1] as u16) % 31 == 0
+    b.len() >= 2 && b[0] & 0x0f == 8 && ((b[0] as u16) << 8 | b[1] as u16).is_multiple_of(31)
 }
 
 /// Read all of `rd`; `Ok(None)` as soon as it yields more than `limit` bytes. The buffer never
@@ -657,7 +661,10 @@ fn extra_fields(shared: &Shared, headers: &HeaderMap, peer: SocketAddr) -> Vec<(
                 .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
                 .collect::<Vec<_>>()
                 .join(", ");
-            let key = format!("HTTP_{}", name.as_str().to_ascii_uppercase().replace('-', "_"));
+            let key = format!(
+                "HTTP_{}",
+                name.as_str().to_ascii_uppercase().replace('-', "_")
+            );
             fields.push((key, value));
         }
     }
@@ -685,7 +692,12 @@ fn cors_check(allowed: &[String], headers: &HeaderMap) -> Result<Option<HeaderVa
     if allowed.iter().any(|a| a == "*") {
         return Ok(Some(HeaderValue::from_static("*")));
     }
-    let forbidden = || Reject::new(StatusCode::FORBIDDEN, "origin not allowed by cors_allow_origins");
+    let forbidden = || {
+        Reject::new(
+            StatusCode::FORBIDDEN,
+            "origin not allowed by cors_allow_origins",
+        )
+    };
     let origin = headers.get(header::ORIGIN).ok_or_else(forbidden)?;
     let text = origin.to_str().map_err(|_| forbidden())?;
     let matches = |pattern: &str| match pattern.split_once('*') {
@@ -735,7 +747,12 @@ fn success_response(shared: &Shared) -> HttpResponse {
 
 fn reject_response(reject: Reject) -> HttpResponse {
     let reason = reject.status.canonical_reason().unwrap_or("Error");
-    let body = format!("{} {}\n{}\n", reject.status.as_u16(), reason, reject.message);
+    let body = format!(
+        "{} {}\n{}\n",
+        reject.status.as_u16(),
+        reason,
+        reject.message
+    );
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = reject.status;
     r.headers_mut().insert(
@@ -875,7 +892,12 @@ mod tests {
         }
     }
 
-    async fn post(addr: SocketAddr, uri: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Reply {
+    async fn post(
+        addr: SocketAddr,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Reply {
         let mut sender = connect(addr).await;
         send(&mut sender, Method::POST, uri, headers, body).await
     }
@@ -898,7 +920,13 @@ mod tests {
     async fn json_form_field_becomes_one_event_tagged_by_path() {
         let s = start(config(), MockEmit::default()).await;
         let before = EventTime::now();
-        let r = post(s.addr, "/app/web/", &[FORM], "json=%7B%22action%22%3A%22login%22%2C%22user%22%3A2%7D").await;
+        let r = post(
+            s.addr,
+            "/app/web/",
+            &[FORM],
+            "json=%7B%22action%22%3A%22login%22%2C%22user%22%3A2%7D",
+        )
+        .await;
         assert_eq!(r.status, StatusCode::OK);
         assert!(r.body.is_empty());
         let batches = s.mock.batches();
@@ -914,12 +942,25 @@ mod tests {
     async fn msgpack_form_field_with_binary_bytes() {
         let s = start(config(), MockEmit::default()).await;
         let rec = rmp_serde::to_vec_named(&serde_json::json!({"k": "v", "n": 300})).unwrap();
-        let encoded: String = percent_encoding::percent_encode(&rec, percent_encoding::NON_ALPHANUMERIC).to_string();
-        let r = post(s.addr, "/t?time=1700000000.25", &[FORM], format!("msgpack={encoded}")).await;
+        let encoded: String =
+            percent_encoding::percent_encode(&rec, percent_encoding::NON_ALPHANUMERIC).to_string();
+        let r = post(
+            s.addr,
+            "/t?time=1700000000.25",
+            &[FORM],
+            format!("msgpack={encoded}"),
+        )
+        .await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text());
         let ev = events(&s.mock.batches()[0]);
         assert_eq!(ev[0].1, serde_json::json!({"k": "v", "n": 300}));
-        assert_eq!(ev[0].0, EventTime { secs: 1_700_000_000, nanos: 250_000_000 });
+        assert_eq!(
+            ev[0].0,
+            EventTime {
+                secs: 1_700_000_000,
+                nanos: 250_000_000
+            }
+        );
     }
 
     #[tokio::test]
@@ -932,15 +973,48 @@ mod tests {
         assert_eq!(batches.len(), 1, "one batch per request");
         assert_eq!(batches[0].count, 3);
         let ev = events(&batches[0]);
-        assert_eq!(ev[0], (EventTime { secs: 1_600_000_000, nanos: 0 }, serde_json::json!({"a": 1})));
-        assert_eq!(ev[1], (EventTime { secs: 1_600_000_001, nanos: 500_000_000 }, serde_json::json!({"a": 2})));
-        assert_eq!(ev[2], (EventTime { secs: 1_500_000_000, nanos: 0 }, serde_json::json!({"a": 3})));
+        assert_eq!(
+            ev[0],
+            (
+                EventTime {
+                    secs: 1_600_000_000,
+                    nanos: 0
+                },
+                serde_json::json!({"a": 1})
+            )
+        );
+        assert_eq!(
+            ev[1],
+            (
+                EventTime {
+                    secs: 1_600_000_001,
+                    nanos: 500_000_000
+                },
+                serde_json::json!({"a": 2})
+            )
+        );
+        assert_eq!(
+            ev[2],
+            (
+                EventTime {
+                    secs: 1_500_000_000,
+                    nanos: 0
+                },
+                serde_json::json!({"a": 3})
+            )
+        );
     }
 
     #[tokio::test]
     async fn single_json_object_keeps_its_time_key_and_key_order() {
         let s = start(config(), MockEmit::default()).await;
-        let r = post(s.addr, "/b?time=1500000000", &[JSON], r#"{"z":1,"time":5,"a":2}"#).await;
+        let r = post(
+            s.addr,
+            "/b?time=1500000000",
+            &[JSON],
+            r#"{"z":1,"time":5,"a":2}"#,
+        )
+        .await;
         assert_eq!(r.status, StatusCode::OK);
         let b = &s.mock.batches()[0];
         let e = EntryIter::new(&b.entries).next().unwrap().unwrap();
@@ -955,22 +1029,59 @@ mod tests {
     async fn msgpack_bodies_map_and_array() {
         let s = start(config(), MockEmit::default()).await;
         let map = rmp_serde::to_vec_named(&serde_json::json!({"m": 1})).unwrap();
-        let r = post(s.addr, "/mp", &[("content-type", "application/msgpack")], map.clone()).await;
+        let r = post(
+            s.addr,
+            "/mp",
+            &[("content-type", "application/msgpack")],
+            map.clone(),
+        )
+        .await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text());
         // Passed through byte for byte.
         let b = &s.mock.batches()[0];
-        assert_eq!(EntryIter::new(&b.entries).next().unwrap().unwrap().record, &map[..]);
+        assert_eq!(
+            EntryIter::new(&b.entries).next().unwrap().unwrap().record,
+            &map[..]
+        );
 
-        let arr = rmp_serde::to_vec_named(&serde_json::json!([{"m": 2, "time": 1600000000}, {"m": 3}])).unwrap();
-        let r = post(s.addr, "/mp", &[("content-type", "application/msgpack")], arr).await;
+        let arr =
+            rmp_serde::to_vec_named(&serde_json::json!([{"m": 2, "time": 1600000000}, {"m": 3}]))
+                .unwrap();
+        let r = post(
+            s.addr,
+            "/mp",
+            &[("content-type", "application/msgpack")],
+            arr,
+        )
+        .await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text());
         let ev = events(&s.mock.batches()[1]);
         assert_eq!(ev.len(), 2);
-        assert_eq!(ev[0], (EventTime { secs: 1_600_000_000, nanos: 0 }, serde_json::json!({"m": 2})));
+        assert_eq!(
+            ev[0],
+            (
+                EventTime {
+                    secs: 1_600_000_000,
+                    nanos: 0
+                },
+                serde_json::json!({"m": 2})
+            )
+        );
         assert_eq!(ev[1].1, serde_json::json!({"m": 3}));
 
-        for bad in [vec![0x01u8], vec![0x81, 0xa1], vec![0x80, 0x80], vec![0x92, 0x01, 0x80]] {
-            let r = post(s.addr, "/mp", &[("content-type", "application/msgpack")], bad.clone()).await;
+        for bad in [
+            vec![0x01u8],
+            vec![0x81, 0xa1],
+            vec![0x80, 0x80],
+            vec![0x92, 0x01, 0x80],
+        ] {
+            let r = post(
+                s.addr,
+                "/mp",
+                &[("content-type", "application/msgpack")],
+                bad.clone(),
+            )
+            .await;
             assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad:?}");
             assert!(r.text().contains("msgpack"), "{}", r.text());
         }
@@ -981,18 +1092,45 @@ mod tests {
     async fn ndjson_lines_are_a_batch() {
         let s = start(config(), MockEmit::default()).await;
         let body = "{\"k1\":\"v1\"}\r\n\n{\"k2\":\"v2\",\"time\":1600000000}\n";
-        let r = post(s.addr, "/nd", &[("content-type", "application/x-ndjson")], body).await;
+        let r = post(
+            s.addr,
+            "/nd",
+            &[("content-type", "application/x-ndjson")],
+            body,
+        )
+        .await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text());
         let ev = events(&s.mock.batches()[0]);
         assert_eq!(ev.len(), 2);
         assert_eq!(ev[0].1, serde_json::json!({"k1": "v1"}));
-        assert_eq!(ev[1], (EventTime { secs: 1_600_000_000, nanos: 0 }, serde_json::json!({"k2": "v2"})));
+        assert_eq!(
+            ev[1],
+            (
+                EventTime {
+                    secs: 1_600_000_000,
+                    nanos: 0
+                },
+                serde_json::json!({"k2": "v2"})
+            )
+        );
 
-        let r = post(s.addr, "/nd", &[FORM], "ndjson=%7B%22x%22%3A1%7D%0A%7B%22x%22%3A2%7D").await;
+        let r = post(
+            s.addr,
+            "/nd",
+            &[FORM],
+            "ndjson=%7B%22x%22%3A1%7D%0A%7B%22x%22%3A2%7D",
+        )
+        .await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text());
         assert_eq!(s.mock.batches()[1].count, 2);
 
-        let r = post(s.addr, "/nd", &[("content-type", "application/x-ndjson")], "{\"a\":1}\n[1]\n").await;
+        let r = post(
+            s.addr,
+            "/nd",
+            &[("content-type", "application/x-ndjson")],
+            "{\"a\":1}\n[1]\n",
+        )
+        .await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST);
         assert!(r.text().contains("line 2"), "{}", r.text());
     }
@@ -1021,25 +1159,67 @@ mod tests {
     #[tokio::test]
     async fn gzip_and_deflate_bodies() {
         let s = start(config(), MockEmit::default()).await;
-        let r = post(s.addr, "/z", &[JSON, ("content-encoding", "gzip")], gzip(br#"{"g":1}"#)).await;
+        let r = post(
+            s.addr,
+            "/z",
+            &[JSON, ("content-encoding", "gzip")],
+            gzip(br#"{"g":1}"#),
+        )
+        .await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text());
 
         let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
         z.write_all(br#"{"d":1}"#).unwrap();
-        let r = post(s.addr, "/z", &[JSON, ("content-encoding", "deflate")], z.finish().unwrap()).await;
+        let r = post(
+            s.addr,
+            "/z",
+            &[JSON, ("content-encoding", "deflate")],
+            z.finish().unwrap(),
+        )
+        .await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text());
 
         let mut raw = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
         raw.write_all(br#"{"r":1}"#).unwrap();
-        let r = post(s.addr, "/z", &[JSON, ("content-encoding", "deflate")], raw.finish().unwrap()).await;
+        let r = post(
+            s.addr,
+            "/z",
+            &[JSON, ("content-encoding", "deflate")],
+            raw.finish().unwrap(),
+        )
+        .await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text());
 
-        let recs: Vec<_> = s.mock.batches().iter().map(|b| events(b)[0].1.clone()).collect();
-        assert_eq!(recs, vec![serde_json::json!({"g":1}), serde_json::json!({"d":1}), serde_json::json!({"r":1})]);
+        let recs: Vec<_> = s
+            .mock
+            .batches()
+            .iter()
+            .map(|b| events(b)[0].1.clone())
+            .collect();
+        assert_eq!(
+            recs,
+            vec![
+                serde_json::json!({"g":1}),
+                serde_json::json!({"d":1}),
+                serde_json::json!({"r":1})
+            ]
+        );
 
-        let r = post(s.addr, "/z", &[JSON, ("content-encoding", "gzip")], &b"not gzip"[..]).await;
+        let r = post(
+            s.addr,
+            "/z",
+            &[JSON, ("content-encoding", "gzip")],
+            &b"not gzip"[..],
+        )
+        .await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST);
-        let r = post(s.addr, "/z", &[JSON, ("content-encoding", "br")], &b"{}"[..]).await;
+        let r = post(
+            s.addr,
+            "/z",
+            &[JSON, ("content-encoding", "br")],
+            &b"{}"[..],
+        )
+        .await;
         assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     }
 
@@ -1077,12 +1257,260 @@ mod tests {
             chunks.extend_from_slice(format!("{:x}\r\n{}\r\n", 600, " ".repeat(600)).as_bytes());
         }
         chunks.extend_from_slice(b"0\r\n\r\n");
-        assert!(raw_exchange(s.addr, &chunks).await.starts_with("HTTP/1.1 413"));
+        assert!(raw_exchange(s.addr, &chunks)
+            .await
+            .starts_with("HTTP/1.1 413"));
 
         // The server still answers.
         let r = post(s.addr, "/t", &[JSON], "{}").await;
         assert_eq!(r.status, StatusCode::OK);
         assert_eq!(s.mock.batches().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn gzip_bomb_is_413_without_inflating_it() {
+        let mut cfg = config();
+        cfg.body_size_limit = 2 << 20;
+        let s = start(cfg, MockEmit::default()).await;
+        // 1 MiB of zeros gzips to ~1 KiB; 1024 concatenated members inflate to 1 GiB.
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(&vec![0u8; 1 << 20]).unwrap();
+        let member = e.finish().unwrap();
+        let bomb = member.repeat(1024);
+        assert!(bomb.len() < 2 << 20);
+        let r = post(s.addr, "/t", &[JSON, ("content-encoding", "gzip")], bomb).await;
+        assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(r.text().contains("decompressed"), "{}", r.text());
+        let r = post(s.addr, "/t", &[JSON], "{}").await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+
+    #[test]
+    fn read_limited_stops_an_endless_stream_within_the_limit() {
+        assert!(read_limited(std::io::repeat(0), 1 << 20).unwrap().is_none());
+        let data = read_limited(&[7u8; 5000][..], 5000).unwrap().unwrap();
+        assert_eq!(data.len(), 5000);
+        assert!(data.capacity() <= 5001);
+        assert!(read_limited(&[7u8; 5001][..], 5000).unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn overflow_is_503_and_other_emit_errors_500() {
+        let s = start(config(), MockEmit::default()).await;
+        *s.mock.fail_with.lock().unwrap() = Some(|| EmitError::Overflow("total_limit_size".into()));
+        let r = post(s.addr, "/t", &[JSON], "{}").await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(r.text().contains("buffer is full"), "{}", r.text());
+        *s.mock.fail_with.lock().unwrap() = Some(|| EmitError::Storage("disk full".into()));
+        let r = post(s.addr, "/t", &[JSON], "{}").await;
+        assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(r.text().contains("disk full"));
+        *s.mock.fail_with.lock().unwrap() = None;
+        let r = post(s.addr, "/t", &[JSON], "{}").await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn response_waits_for_emit_and_shutdown_lets_it_finish() {
+        let gate = Arc::new(Semaphore::new(0));
+        let s = start(
+            config(),
+            MockEmit {
+                hold: Some(gate.clone()),
+                ..MockEmit::default()
+            },
+        )
+        .await;
+        let addr = s.addr;
+        let request = tokio::spawn(async move { post(addr, "/t", &[JSON], r#"{"a":1}"#).await });
+        while s.mock.entered.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!request.is_finished(), "responded before emit completed");
+
+        // Shutdown now: no new connections, but the request in progress completes.
+        s.shutdown.cancel();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !s.task.is_finished(),
+            "run returned with a request in progress"
+        );
+        assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+
+        gate.add_permits(1);
+        let r = tokio::time::timeout(Duration::from_secs(5), request)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(s.mock.batches().len(), 1);
+        tokio::time::timeout(Duration::from_secs(5), s.task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn shutdown_closes_idle_keepalive_connections() {
+        let s = start(config(), MockEmit::default()).await;
+        let mut conn = connect(s.addr).await;
+        let r = send(&mut conn, Method::POST, "/t", &[JSON], "{}").await;
+        assert_eq!(r.status, StatusCode::OK);
+        s.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), s.task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn headers_and_remote_addr_fields() {
+        let mut cfg = config();
+        cfg.add_http_headers = true;
+        cfg.add_remote_addr = true;
+        let s = start(cfg, MockEmit::default()).await;
+        let r = post(
+            s.addr,
+            "/h",
+            &[JSON, ("x-request-id", "r-1"), ("user-agent", "probe/1")],
+            r#"[{"a":1},{"a":2}]"#,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        let ev = events(&s.mock.batches()[0]);
+        for (_, rec) in &ev {
+            assert_eq!(rec["HTTP_X_REQUEST_ID"], "r-1");
+            assert_eq!(rec["HTTP_USER_AGENT"], "probe/1");
+            assert_eq!(rec["HTTP_CONTENT_TYPE"], "application/json");
+            assert_eq!(rec["REMOTE_ADDR"], "127.0.0.1");
+        }
+        let r = post(
+            s.addr,
+            "/h",
+            &[JSON, ("x-forwarded-for", "10.1.2.3, 10.0.0.1")],
+            r#"{"a":1}"#,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK);
+        let ev = events(&s.mock.batches()[1]);
+        assert_eq!(ev[0].1["REMOTE_ADDR"], "10.1.2.3");
+
+        // Without the options no field is added (and a msgpack map passes through untouched).
+        let s2 = start(config(), MockEmit::default()).await;
+        post(
+            s2.addr,
+            "/h",
+            &[JSON, ("x-request-id", "r-1")],
+            r#"{"a":1}"#,
+        )
+        .await;
+        assert_eq!(
+            events(&s2.mock.batches()[0])[0].1,
+            serde_json::json!({"a": 1})
+        );
+    }
+
+    #[tokio::test]
+    async fn routes_methods_and_response_kinds() {
+        let s = start(config(), MockEmit::default()).await;
+        let mut conn = connect(s.addr).await;
+        let r = send(&mut conn, Method::GET, "/t", &[], "").await;
+        assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(r.headers[header::ALLOW], "POST");
+        let r = send(&mut conn, Method::POST, "/", &[JSON], "{}").await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+        let r = send(
+            &mut conn,
+            Method::POST,
+            "/t",
+            &[("content-type", "multipart/form-data; boundary=x")],
+            "",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        let r = send(&mut conn, Method::POST, "/t", &[JSON], "[]").await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert!(s.mock.batches().is_empty(), "an empty batch is not emitted");
+
+        let mut cfg = config();
+        cfg.use_204_response = true;
+        let s = start(cfg, MockEmit::default()).await;
+        assert_eq!(
+            post(s.addr, "/t", &[JSON], "{}").await.status,
+            StatusCode::NO_CONTENT
+        );
+
+        let mut cfg = config();
+        cfg.respond_with_empty_img = true;
+        let s = start(cfg, MockEmit::default()).await;
+        let r = post(s.addr, "/t", &[JSON], "{}").await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.headers[header::CONTENT_TYPE], "image/gif");
+        assert!(r.body.starts_with(b"GIF89a\x01\x00\x01\x00"));
+    }
+
+    #[tokio::test]
+    async fn cors_allow_origins() {
+        let mut cfg = config();
+        cfg.cors_allow_origins = vec!["http://ok.example".into(), "https://*.example.org".into()];
+        let s = start(cfg, MockEmit::default()).await;
+        let r = post(s.addr, "/t", &[JSON, ("origin", "http://ok.example")], "{}").await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(
+            r.headers[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+            "http://ok.example"
+        );
+        let r = post(
+            s.addr,
+            "/t",
+            &[JSON, ("origin", "https://a.example.org")],
+            "{}",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK);
+        let r = post(
+            s.addr,
+            "/t",
+            &[JSON, ("origin", "http://evil.example")],
+            "{}",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+        let r = post(s.addr, "/t", &[JSON], "{}").await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+        let mut conn = connect(s.addr).await;
+        let r = send(
+            &mut conn,
+            Method::OPTIONS,
+            "/t",
+            &[
+                ("origin", "http://ok.example"),
+                ("access-control-request-headers", "content-type"),
+            ],
+            "",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.headers[header::ACCESS_CONTROL_ALLOW_METHODS], "POST");
+        assert_eq!(s.mock.batches().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn idle_keepalive_connection_is_closed_after_keepalive_timeout() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut cfg = config();
+        cfg.keepalive_timeout = Duration::from_millis(200);
+        let s = start(cfg, MockEmit::default()).await;
+        let mut stream = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+        let req = "POST /t HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
+        stream.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = [0u8; 1024];
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        // Kept alive for a while, then closed by the server.
+        let closed = tokio::time::timeout(Duration::from_secs(3), stream.read(&mut buf)).await;
+        assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
     }
 
     /// Send raw bytes (ignoring a write cut short by the server) and read the whole reply.
