@@ -137,11 +137,11 @@ pub async fn run(
             location: location.clone(),
             source,
         };
-        let output = Output::build(&m.output).map_err(output_err)?;
+        let output = Output::build(&m.output, &m.buffer).map_err(output_err)?;
         let secondary = m
             .secondary
             .as_ref()
-            .map(Output::build)
+            .map(|o| Output::build(o, &m.buffer))
             .transpose()
             .map_err(output_err)?;
         let (buffer, report) = Buffer::open(&m.buffer, dir.clone(), &patterns)

@@ -13,7 +13,7 @@ pub mod retry;
 pub mod stdout;
 
 use crate::buffer::Chunk;
-use crate::config::OutputConfig;
+use crate::config::{BufferConfig, OutputConfig};
 
 /// Why an output could not deliver a chunk.
 #[derive(Debug, thiserror::Error)]
@@ -51,11 +51,16 @@ pub enum Output {
 }
 
 impl Output {
-    pub fn build(cfg: &OutputConfig) -> Result<Output, OutputError> {
+    /// Build an output; `buffer` tells time-sliced outputs the chunks' timekey.
+    pub fn build(cfg: &OutputConfig, buffer: &BufferConfig) -> Result<Output, OutputError> {
         Ok(match cfg {
             OutputConfig::Stdout(c) => Output::Stdout(stdout::StdoutOutput::new(c)),
             OutputConfig::Null => Output::Null,
-            OutputConfig::File(c) => Output::File(file::FileOutput::new(c)?),
+            OutputConfig::File(c) => Output::File(file::FileOutput::with_time_slicing(
+                c,
+                buffer.timekey,
+                buffer.timekey_use_utc,
+            )?),
             OutputConfig::Forward(_) => {
                 return Err(OutputError::Unrecoverable(
                     "the forward output is not available in this build yet".into(),
