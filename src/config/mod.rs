@@ -168,7 +168,7 @@ pub struct ServerTlsConfig {
 #[derive(Debug, Clone)]
 pub struct HttpInputConfig {
     pub bind: String,
-    /// Default 8888.
+    /// Default 9880 (Fluentd's in_http default; the HA example sets 8888 explicitly).
     pub port: u16,
     /// Default 32m.
     pub body_size_limit: u64,
