@@ -82,6 +82,8 @@ pub fn build(root: &Element) -> Result<Loaded, ConfigErrors> {
             ),
         }
     }
+    sort_by_position(&mut d.errors);
+    sort_by_position(&mut d.warnings);
     if d.errors.is_empty() {
         Ok(Loaded {
             config,
@@ -94,6 +96,20 @@ pub fn build(root: &Element) -> Result<Loaded, ConfigErrors> {
 
 // ---------------------------------------------------------------------------------------------
 // Diagnostics and the per-section reader.
+
+/// Orders diagnostics by line within each file, files in order of first mention (stable).
+fn sort_by_position(list: &mut [ConfigError]) {
+    let mut files: Vec<PathBuf> = Vec::new();
+    for e in list.iter() {
+        if !files.contains(&e.location.file) {
+            files.push(e.location.file.clone());
+        }
+    }
+    list.sort_by_key(|e| {
+        let file_rank = files.iter().position(|f| *f == e.location.file);
+        (file_rank, e.location.line)
+    });
+}
 
 #[derive(Default)]
 struct Diag {
@@ -238,15 +254,19 @@ impl<'e> Section<'e> {
     }
 
     fn log_level(&mut self, d: &mut Diag, key: &'static str) -> Option<LogLevel> {
-        self.enumerated(d, key, &["trace", "debug", "info", "warn", "error", "fatal"])
-            .map(|level| match level {
-                "trace" => LogLevel::Trace,
-                "debug" => LogLevel::Debug,
-                "info" => LogLevel::Info,
-                "warn" => LogLevel::Warn,
-                "error" => LogLevel::Error,
-                _ => LogLevel::Fatal,
-            })
+        self.enumerated(
+            d,
+            key,
+            &["trace", "debug", "info", "warn", "error", "fatal"],
+        )
+        .map(|level| match level {
+            "trace" => LogLevel::Trace,
+            "debug" => LogLevel::Debug,
+            "info" => LogLevel::Info,
+            "warn" => LogLevel::Warn,
+            "error" => LogLevel::Error,
+            _ => LogLevel::Fatal,
+        })
     }
 
     /// A value that must not be below `min` (e.g. ports of 0 for servers are fine, counts of 0
@@ -266,7 +286,11 @@ impl<'e> Section<'e> {
                 .unwrap_or_else(|| self.el.location.clone());
             d.error(
                 &location,
-                format!("'{}' in {} must be at least {min}, got {got}", self.shown(key), self.title),
+                format!(
+                    "'{}' in {} must be at least {min}, got {got}",
+                    self.shown(key),
+                    self.title
+                ),
             );
             return false;
         }
@@ -358,7 +382,10 @@ impl<'e> Section<'e> {
             };
             d.error(
                 &child.location,
-                format!("unknown section <{}> in {}{known}{hint}", child.name, self.title),
+                format!(
+                    "unknown section <{}> in {}{known}{hint}",
+                    child.name, self.title
+                ),
             );
         }
     }
@@ -395,7 +422,10 @@ fn plugin_type(sec: &mut Section<'_>, d: &mut Diag) -> Option<(String, Location)
         }
         (Some(p), None) | (None, Some(p)) => {
             if p.value.is_empty() {
-                d.error(&p.location, format!("'@type' in {} has no value", sec.title));
+                d.error(
+                    &p.location,
+                    format!("'@type' in {} has no value", sec.title),
+                );
                 return None;
             }
             Some((p.value.clone(), p.location.clone()))
@@ -434,8 +464,13 @@ const SYSTEM_UNIMPLEMENTED: &[&str] = &[
     "config_include_dir",
     "umask",
 ];
-const SYSTEM_UNIMPLEMENTED_SECTIONS: &[&str] =
-    &["log", "counter_server", "counter_client", "metrics", "source_only_buffer"];
+const SYSTEM_UNIMPLEMENTED_SECTIONS: &[&str] = &[
+    "log",
+    "counter_server",
+    "counter_client",
+    "metrics",
+    "source_only_buffer",
+];
 
 fn build_system(el: &Element, d: &mut Diag) -> SystemConfig {
     let mut sec = Section::new(el, "<system>");
@@ -496,7 +531,10 @@ const TRANSPORT_TLS_UNIMPLEMENTED: &[&str] = &[
 fn build_source(el: &Element, d: &mut Diag) -> Option<SourceConfig> {
     let mut sec = Section::new(el, "<source>");
     if !el.arg.is_empty() {
-        d.error(&el.location, format!("<source> takes no argument (got '{}')", el.arg));
+        d.error(
+            &el.location,
+            format!("<source> takes no argument (got '{}')", el.arg),
+        );
     }
     let common = plugin_common(&mut sec, d);
     if let Some(label) = sec.raw("@label") {
@@ -560,7 +598,11 @@ fn forward_input(sec: &mut Section<'_>, d: &mut Diag) -> ForwardInputConfig {
 
 /// `<transport tcp>` (nothing to keep) or `<transport tls>` of in_forward.
 fn server_transport(el: &Element, d: &mut Diag) -> Option<ServerTlsConfig> {
-    let protocol = if el.arg.is_empty() { "tcp" } else { el.arg.as_str() };
+    let protocol = if el.arg.is_empty() {
+        "tcp"
+    } else {
+        el.arg.as_str()
+    };
     let mut sec = Section::new(el, format!("<transport {protocol}> of in_forward"));
     match protocol {
         "tcp" => {
@@ -770,7 +812,11 @@ fn build_match(el: &Element, d: &mut Diag) -> Option<MatchConfig> {
         }
         None => None,
     };
-    sec.finish(d, kind.unimplemented_params(), kind.unimplemented_sections());
+    sec.finish(
+        d,
+        kind.unimplemented_params(),
+        kind.unimplemented_sections(),
+    );
     Some(MatchConfig {
         common,
         patterns,
@@ -810,13 +856,23 @@ fn build_secondary(
     };
     sec.title = format!("<secondary> (out_{}) of {primary_title}", kind.name());
     for inner in sec.sections("buffer") {
-        d.error(&inner.location, "<secondary> cannot have its own <buffer> section");
+        d.error(
+            &inner.location,
+            "<secondary> cannot have its own <buffer> section",
+        );
     }
     for inner in sec.sections("secondary") {
-        d.error(&inner.location, "<secondary> cannot have a <secondary> section");
+        d.error(
+            &inner.location,
+            "<secondary> cannot have a <secondary> section",
+        );
     }
     let output = build_output(&mut sec, d, kind);
-    sec.finish(d, kind.unimplemented_params(), kind.unimplemented_sections());
+    sec.finish(
+        d,
+        kind.unimplemented_params(),
+        kind.unimplemented_sections(),
+    );
     output
 }
 
@@ -931,20 +987,21 @@ fn forward_output(sec: &mut Section<'_>, d: &mut Diag) -> Option<ForwardOutputCo
         Some("tls") => Transport::Tls,
         _ => Transport::Tcp,
     };
-    let heartbeat_type = match sec.enumerated(d, "heartbeat_type", &["transport", "tcp", "udp", "none"]) {
-        Some("udp") => HeartbeatType::Udp,
-        Some("none") => HeartbeatType::None,
-        Some("tcp") => {
-            if let Some(p) = sec.el.param("heartbeat_type") {
-                d.warn(
-                    &p.location,
-                    "'heartbeat_type tcp' is deprecated (as in Fluentd); it means 'transport'",
-                );
+    let heartbeat_type =
+        match sec.enumerated(d, "heartbeat_type", &["transport", "tcp", "udp", "none"]) {
+            Some("udp") => HeartbeatType::Udp,
+            Some("none") => HeartbeatType::None,
+            Some("tcp") => {
+                if let Some(p) = sec.el.param("heartbeat_type") {
+                    d.warn(
+                        &p.location,
+                        "'heartbeat_type tcp' is deprecated (as in Fluentd); it means 'transport'",
+                    );
+                }
+                HeartbeatType::Transport
             }
-            HeartbeatType::Transport
-        }
-        _ => HeartbeatType::Transport,
-    };
+            _ => HeartbeatType::Transport,
+        };
     let ack_response_timeout = sec
         .duration(d, "ack_response_timeout")
         .unwrap_or(Duration::from_secs(190));
@@ -959,7 +1016,10 @@ fn forward_output(sec: &mut Section<'_>, d: &mut Diag) -> Option<ForwardOutputCo
         if let Some(p) = sec.el.param("dns_round_robin") {
             d.error(
                 &p.location,
-                format!("'dns_round_robin' cannot be used with 'heartbeat_type udp' in {}", sec.title),
+                format!(
+                    "'dns_round_robin' cannot be used with 'heartbeat_type udp' in {}",
+                    sec.title
+                ),
             );
         }
     }
@@ -989,14 +1049,20 @@ fn forward_output(sec: &mut Section<'_>, d: &mut Diag) -> Option<ForwardOutputCo
     };
     let cfg = ForwardOutputConfig {
         transport,
-        send_timeout: sec.duration(d, "send_timeout").unwrap_or(Duration::from_secs(60)),
+        send_timeout: sec
+            .duration(d, "send_timeout")
+            .unwrap_or(Duration::from_secs(60)),
         connect_timeout: sec.duration(d, "connect_timeout"),
         heartbeat_type,
         heartbeat_interval: sec
             .duration(d, "heartbeat_interval")
             .unwrap_or(Duration::from_secs(1)),
-        recover_wait: sec.duration(d, "recover_wait").unwrap_or(Duration::from_secs(10)),
-        hard_timeout: sec.duration(d, "hard_timeout").unwrap_or(Duration::from_secs(60)),
+        recover_wait: sec
+            .duration(d, "recover_wait")
+            .unwrap_or(Duration::from_secs(10)),
+        hard_timeout: sec
+            .duration(d, "hard_timeout")
+            .unwrap_or(Duration::from_secs(60)),
         phi_failure_detector: sec.bool(d, "phi_failure_detector", true),
         phi_threshold: sec.float(d, "phi_threshold").unwrap_or(16.0),
         require_ack_response: sec.bool(d, "require_ack_response", true),
@@ -1020,7 +1086,10 @@ fn forward_output(sec: &mut Section<'_>, d: &mut Diag) -> Option<ForwardOutputCo
 fn forward_server(el: &Element, d: &mut Diag) -> Option<ServerConfig> {
     let mut sec = Section::new(el, "<server> of out_forward");
     if !el.arg.is_empty() {
-        d.error(&el.location, format!("<server> takes no argument (got '{}')", el.arg));
+        d.error(
+            &el.location,
+            format!("<server> takes no argument (got '{}')", el.arg),
+        );
     }
     let host = sec.required_string(d, "host");
     let weight: u32 = sec.integer(d, "weight").unwrap_or(60);
@@ -1114,7 +1183,13 @@ const LEGACY_BUFFER: &[(&str, &str)] = &[
 ];
 
 /// v0.12 out_file spellings that become buffer time settings.
-const FILE_TIME_SLICE: &[&str] = &["time_slice_format", "time_slice_wait", "utc", "localtime", "timezone"];
+const FILE_TIME_SLICE: &[&str] = &[
+    "time_slice_format",
+    "time_slice_wait",
+    "utc",
+    "localtime",
+    "timezone",
+];
 
 /// Collects the effective buffer parameters: the `<buffer>` section's own, plus flat ones from
 /// `<match>` renamed to their v1 names. Returns the merged element, the flat v1 names given, and
@@ -1179,7 +1254,10 @@ fn merge_buffer_params(
             );
             continue;
         }
-        if let Some((_, other, line)) = seen.iter().find(|(seen_v1, written, _)| *seen_v1 == v1 && *written != p.key) {
+        if let Some((_, other, line)) = seen
+            .iter()
+            .find(|(seen_v1, written, _)| *seen_v1 == v1 && *written != p.key)
+        {
             d.error(
                 &p.location,
                 format!(
@@ -1298,7 +1376,11 @@ fn build_buffer(sec: &mut Section<'_>, d: &mut Diag, kind: OutputKind) -> Option
             if let Some(p) = path_param {
                 d.error(
                     &p.location,
-                    format!("'{}' in {} only applies to file buffers", bsec.shown("path"), bsec.title),
+                    format!(
+                        "'{}' in {} only applies to file buffers",
+                        bsec.shown("path"),
+                        bsec.title
+                    ),
                 );
             }
             BufferKind::Memory
@@ -1317,7 +1399,11 @@ fn build_buffer(sec: &mut Section<'_>, d: &mut Diag, kind: OutputKind) -> Option
 
     // Chunk keys.
     let chunk_keys: Vec<String> = if merged.arg.trim().is_empty() {
-        plugin_defaults.chunk_keys.iter().map(|k| k.to_string()).collect()
+        plugin_defaults
+            .chunk_keys
+            .iter()
+            .map(|k| k.to_string())
+            .collect()
     } else {
         merged
             .arg
@@ -1350,11 +1436,21 @@ fn build_buffer(sec: &mut Section<'_>, d: &mut Diag, kind: OutputKind) -> Option
         match timekey {
             None => d.error(
                 &merged.location,
-                format!("'timekey' is required in {} because 'time' is a chunk key", bsec.title),
+                format!(
+                    "'timekey' is required in {} because 'time' is a chunk key",
+                    bsec.title
+                ),
             ),
             Some(t) if t.is_zero() => {
                 if let Some(p) = merged.param("timekey") {
-                    d.error(&p.location, format!("'{}' in {} must be greater than 0", bsec.shown("timekey"), bsec.title));
+                    d.error(
+                        &p.location,
+                        format!(
+                            "'{}' in {} must be greater than 0",
+                            bsec.shown("timekey"),
+                            bsec.title
+                        ),
+                    );
                 }
             }
             Some(_) => cfg.timekey = timekey,
@@ -1401,7 +1497,14 @@ fn build_buffer(sec: &mut Section<'_>, d: &mut Diag, kind: OutputKind) -> Option
             Some(total) => cfg.total_limit_size = total,
             None => {
                 if let Some(p) = merged.param("queue_limit_length") {
-                    d.error(&p.location, format!("'{}' in {} is too large", bsec.shown("queue_limit_length"), bsec.title));
+                    d.error(
+                        &p.location,
+                        format!(
+                            "'{}' in {} is too large",
+                            bsec.shown("queue_limit_length"),
+                            bsec.title
+                        ),
+                    );
                 }
             }
         },
@@ -1409,7 +1512,11 @@ fn build_buffer(sec: &mut Section<'_>, d: &mut Diag, kind: OutputKind) -> Option
     }
 
     // Flushing.
-    let flush_mode_given = bsec.enumerated(d, "flush_mode", &["default", "lazy", "interval", "immediate"]);
+    let flush_mode_given = bsec.enumerated(
+        d,
+        "flush_mode",
+        &["default", "lazy", "interval", "immediate"],
+    );
     let flat_flush_interval = flat_names.iter().any(|n| n == "flush_interval");
     cfg.flush_mode = match flush_mode_given {
         Some("lazy") => FlushMode::Lazy,
@@ -1429,7 +1536,10 @@ fn build_buffer(sec: &mut Section<'_>, d: &mut Diag, kind: OutputKind) -> Option
             if matches!(flush_mode_given, Some("lazy" | "immediate")) {
                 d.error(
                     &p.location,
-                    format!("'flush_interval' in {} cannot be used with 'flush_mode {mode}'", bsec.title),
+                    format!(
+                        "'flush_interval' in {} cannot be used with 'flush_mode {mode}'",
+                        bsec.title
+                    ),
                 );
             } else {
                 d.warn(
@@ -1450,7 +1560,11 @@ fn build_buffer(sec: &mut Section<'_>, d: &mut Diag, kind: OutputKind) -> Option
     if let Some(flush) = bsec.typed(d, "flush_at_shutdown", value::parse_bool) {
         cfg.flush_at_shutdown = flush;
     }
-    cfg.overflow_action = match bsec.enumerated(d, "overflow_action", &["throw_exception", "block", "drop_oldest_chunk"]) {
+    cfg.overflow_action = match bsec.enumerated(
+        d,
+        "overflow_action",
+        &["throw_exception", "block", "drop_oldest_chunk"],
+    ) {
         Some("block") => OverflowAction::Block,
         Some("drop_oldest_chunk") => OverflowAction::DropOldestChunk,
         _ => OverflowAction::ThrowException,
@@ -1459,7 +1573,8 @@ fn build_buffer(sec: &mut Section<'_>, d: &mut Diag, kind: OutputKind) -> Option
 
     // Retries.
     let retry = &mut cfg.retry;
-    if let Some("periodic") = bsec.enumerated(d, "retry_type", &["exponential_backoff", "periodic"]) {
+    if let Some("periodic") = bsec.enumerated(d, "retry_type", &["exponential_backoff", "periodic"])
+    {
         retry.retry_type = RetryType::Periodic;
     }
     if let Some(wait) = bsec.duration(d, "retry_wait") {
@@ -1493,7 +1608,11 @@ fn build_buffer(sec: &mut Section<'_>, d: &mut Diag, kind: OutputKind) -> Option
         for child in &section.children {
             d.error(
                 &child.location,
-                format!("unknown section <{}> in {}", child.name, sec.title.replace("<match", "<buffer> of <match")),
+                format!(
+                    "unknown section <{}> in {}",
+                    child.name,
+                    sec.title.replace("<match", "<buffer> of <match")
+                ),
             );
         }
     }
@@ -1509,12 +1628,10 @@ fn format_duration(d: Duration) -> String {
         return format!("{secs}s");
     }
     let whole = d.as_secs();
-    if whole != 0 && whole % 86400 == 0 {
+    if whole != 0 && whole.is_multiple_of(86400) {
         format!("{}d", whole / 86400)
-    } else if whole != 0 && whole % 3600 == 0 {
+    } else if whole != 0 && whole.is_multiple_of(3600) {
         format!("{}h", whole / 3600)
-    } else if whole != 0 && whole % 60 == 0 {
-        format!("{}m", whole / 60)
     } else {
         format!("{whole}s")
     }
@@ -1522,18 +1639,37 @@ fn format_duration(d: Duration) -> String {
 
 fn describe_output(out: &OutputConfig) -> String {
     match out {
-        OutputConfig::Stdout(s) => format!("stdout ({})", if s.format == StdoutFormat::Json { "json" } else { "stdout format" }),
+        OutputConfig::Stdout(s) => format!(
+            "stdout ({})",
+            if s.format == StdoutFormat::Json {
+                "json"
+            } else {
+                "stdout format"
+            }
+        ),
         OutputConfig::Null => "null".into(),
         OutputConfig::File(f) => format!(
             "file path={}{}",
             f.path,
-            if f.compress == Compression::Gzip { " gzip" } else { "" }
+            if f.compress == Compression::Gzip {
+                " gzip"
+            } else {
+                ""
+            }
         ),
         OutputConfig::Forward(f) => {
             let mut s = format!(
                 "forward ({}{}, require_ack_response={})",
-                if f.transport == Transport::Tls { "tls" } else { "tcp" },
-                if f.compress == Compression::Gzip { ", gzip" } else { "" },
+                if f.transport == Transport::Tls {
+                    "tls"
+                } else {
+                    "tcp"
+                },
+                if f.compress == Compression::Gzip {
+                    ", gzip"
+                } else {
+                    ""
+                },
                 f.require_ack_response
             );
             for server in &f.servers {
@@ -1572,7 +1708,11 @@ pub fn summary(cfg: &Config) -> String {
                 f.bind,
                 f.port,
                 if f.tls.is_some() { " tls" } else { "" },
-                if f.security.is_some() { " shared_key" } else { "" },
+                if f.security.is_some() {
+                    " shared_key"
+                } else {
+                    ""
+                },
                 id(&source.common)
             )),
             SourceKind::Http(h) => out.push_str(&format!(
@@ -1585,7 +1725,11 @@ pub fn summary(cfg: &Config) -> String {
     }
     out.push_str(&format!("matches: {}\n", cfg.matches.len()));
     for m in &cfg.matches {
-        out.push_str(&format!("  <match {}>{}\n", m.patterns.join(" "), id(&m.common)));
+        out.push_str(&format!(
+            "  <match {}>{}\n",
+            m.patterns.join(" "),
+            id(&m.common)
+        ));
         out.push_str(&format!("    output: {}\n", describe_output(&m.output)));
         let b = &m.buffer;
         let kind = match &b.kind {
@@ -1608,4 +1752,639 @@ pub fn summary(cfg: &Config) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seed(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("config")
+            .join(name)
+    }
+
+    fn ok(text: &str) -> Loaded {
+        load_str(text, Path::new("/etc/lograft/test.conf")).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn errors(text: &str) -> String {
+        load_str(text, Path::new("/etc/lograft/test.conf"))
+            .expect_err("expected config errors")
+            .to_string()
+    }
+
+    fn forward_out(m: &MatchConfig) -> &ForwardOutputConfig {
+        match &m.output {
+            OutputConfig::Forward(f) => f,
+            other => panic!("expected forward output, got {other:?}"),
+        }
+    }
+
+    fn warning_text(loaded: &Loaded) -> String {
+        loaded
+            .warnings
+            .iter()
+            .map(|w| w.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn seed_forwarder_config() {
+        let loaded = load(&seed("forwarder.conf")).unwrap_or_else(|e| panic!("{e}"));
+        assert!(loaded.warnings.is_empty(), "{}", warning_text(&loaded));
+        let cfg = &loaded.config;
+        assert_eq!(cfg.sources.len(), 2);
+        match &cfg.sources[0].kind {
+            SourceKind::Forward(f) => {
+                assert_eq!((f.bind.as_str(), f.port), ("0.0.0.0", 24224));
+                assert!(f.skip_invalid_event);
+                assert_eq!(f.decompression_size_limit, 256 << 20);
+            }
+            other => panic!("{other:?}"),
+        }
+        match &cfg.sources[1].kind {
+            SourceKind::Http(h) => {
+                assert_eq!(h.port, 8888);
+                assert_eq!(h.body_size_limit, 32 << 20);
+                assert_eq!(h.keepalive_timeout, Duration::from_secs(10));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(cfg.matches.len(), 1);
+        let m = &cfg.matches[0];
+        assert_eq!(m.patterns, vec!["mytag.**"]);
+        let f = forward_out(m);
+        assert_eq!(f.servers.len(), 2);
+        assert_eq!(
+            (
+                f.servers[0].host.as_str(),
+                f.servers[0].port,
+                f.servers[0].standby
+            ),
+            ("192.168.0.1", 24224, false)
+        );
+        assert_eq!(
+            (
+                f.servers[1].host.as_str(),
+                f.servers[1].port,
+                f.servers[1].standby
+            ),
+            ("192.168.0.2", 24224, true)
+        );
+        assert_eq!(f.servers[1].weight, 60);
+        assert_eq!(f.servers[1].location.line, 26);
+        assert!(f.require_ack_response, "lograft defaults to at-least-once");
+        assert_eq!(f.ack_response_timeout, Duration::from_secs(190));
+        assert_eq!(f.heartbeat_type, HeartbeatType::Transport);
+        assert!(f.tls.verify_hostname);
+        let b = &m.buffer;
+        assert_eq!(b.kind, BufferKind::File { path: None });
+        assert_eq!(b.flush_interval, Duration::from_secs(60));
+        assert_eq!(b.flush_mode, FlushMode::Interval);
+        assert!(b.chunk_by_tag);
+        assert_eq!(b.timekey, None);
+        assert_eq!(
+            (b.chunk_limit_size, b.total_limit_size),
+            (256 << 20, 64 << 30)
+        );
+        assert!(!b.flush_at_shutdown);
+        assert!(m.secondary.is_none());
+
+        let text = summary(cfg);
+        assert!(text.contains("forward 0.0.0.0:24224"), "{text}");
+        assert!(text.contains("http 0.0.0.0:8888"), "{text}");
+        assert!(text.contains("server 192.168.0.1:24224\n"), "{text}");
+        assert!(
+            text.contains("server 192.168.0.2:24224 (standby)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("buffer: file (default path), flush_interval 60s"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn seed_aggregator_config() {
+        let loaded = load(&seed("aggregator.conf")).unwrap_or_else(|e| panic!("{e}"));
+        assert!(loaded.warnings.is_empty(), "{}", warning_text(&loaded));
+        let cfg = &loaded.config;
+        assert_eq!(cfg.sources.len(), 1);
+        assert!(matches!(&cfg.sources[0].kind, SourceKind::Forward(f) if f.port == 24224));
+        let m = &cfg.matches[0];
+        assert_eq!(m.patterns, vec!["mytag.**"]);
+        match &m.output {
+            OutputConfig::File(f) => {
+                assert_eq!(f.path, "/var/log/lograft/mytag");
+                assert!(!f.append && f.add_path_suffix);
+                assert_eq!(f.path_suffix, ".log");
+                assert_eq!(f.format, FileFormat::OutFile);
+            }
+            other => panic!("{other:?}"),
+        }
+        // out_file's Fluentd default: daily time chunks, flushed lazily.
+        assert_eq!(m.buffer.timekey, Some(Duration::from_secs(86400)));
+        assert!(!m.buffer.chunk_by_tag);
+        assert_eq!(m.buffer.flush_mode, FlushMode::Lazy);
+    }
+
+    #[test]
+    fn local_variants_load_cleanly() {
+        let fwd = load(&seed("forwarder.local.conf")).unwrap_or_else(|e| panic!("{e}"));
+        assert!(fwd.warnings.is_empty(), "{}", warning_text(&fwd));
+        let f = forward_out(&fwd.config.matches[0]);
+        let ports: Vec<(u16, bool)> = f.servers.iter().map(|s| (s.port, s.standby)).collect();
+        assert_eq!(ports, vec![(24225, false), (24226, true)]);
+        assert!(f.servers.iter().all(|s| s.host == "127.0.0.1"));
+        let b = &fwd.config.matches[0].buffer;
+        assert_eq!(
+            b.kind,
+            BufferKind::File {
+                path: Some("/tmp/lograft/forwarder/buffer".into())
+            }
+        );
+        assert_eq!(b.flush_interval, Duration::from_secs(1));
+        assert_eq!(b.flush_mode, FlushMode::Interval);
+
+        let agg = load(&seed("aggregator.local.conf")).unwrap_or_else(|e| panic!("{e}"));
+        assert!(agg.warnings.is_empty(), "{}", warning_text(&agg));
+        assert!(matches!(&agg.config.sources[0].kind, SourceKind::Forward(s) if s.port == 24225));
+        match &agg.config.matches[0].output {
+            OutputConfig::File(f) => assert!(f.path.starts_with("/tmp/lograft/aggregator/out")),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(agg.config.matches[0].buffer.flush_mode, FlushMode::Interval);
+        assert_eq!(agg.config.matches[0].buffer.timekey, None);
+    }
+
+    #[test]
+    fn type_and_at_type_give_the_same_config() {
+        let v012 = std::fs::read_to_string(seed("forwarder.conf")).unwrap();
+        let v1 = v012.replace("  type ", "  @type ");
+        assert_ne!(v012, v1);
+        let a = ok(&v012);
+        let b = ok(&v1);
+        assert_eq!(format!("{:?}", a.config), format!("{:?}", b.config));
+        let both = errors("<source>\n  @type forward\n  type forward\n</source>\n");
+        assert!(
+            both.contains("test.conf:3: both '@type' (line 2) and 'type'"),
+            "{both}"
+        );
+    }
+
+    #[test]
+    fn typed_values_reach_the_structs() {
+        let loaded = ok(r#"
+<system>
+  root_dir /var/lib/lograft
+  log_level debug
+</system>
+<source>
+  @type http
+  @id web
+  @log_level warn
+  port 9000
+  body_size_limit 1m
+  keepalive_timeout 0.5
+  add_http_headers yes
+  use_204_response
+  cors_allow_origins ["http://a.example",
+                      "http://b.example"]
+</source>
+<source>
+  @type forward
+  chunk_size_limit 8m
+  chunk_size_warn_limit 512k
+  skip_invalid_event false
+  <security>
+    self_hostname agg1
+    shared_key "s3cr\"et"
+    <user>
+      username u
+      password p
+    </user>
+    <client>
+      network 10.0.0.0/8
+      users u, v
+    </client>
+  </security>
+  <transport tls>
+    cert_path /c.pem
+    private_key_path /k.pem
+    client_cert_auth true
+  </transport>
+</source>
+<match x.**>
+  @type forward
+  phi_threshold 24.5
+  heartbeat_type none
+  transport tls
+  tls_cert_path ["/ca1.pem", "/ca2.pem"]
+  tls_verify_hostname false
+  require_ack_response false
+  compress gzip
+  <server>
+    host h
+    weight 10
+  </server>
+  <buffer>
+    @type memory
+    chunk_limit_size 1g
+    chunk_limit_records 1000
+    retry_type periodic
+    retry_max_times 3
+    retry_secondary_threshold 0.5
+    overflow_action drop_oldest_chunk
+  </buffer>
+</match>
+"#);
+        let cfg = &loaded.config;
+        assert_eq!(cfg.system.root_dir, Some(PathBuf::from("/var/lib/lograft")));
+        assert_eq!(cfg.system.log_level, Some(LogLevel::Debug));
+        assert_eq!(cfg.sources[0].common.id.as_deref(), Some("web"));
+        assert_eq!(cfg.sources[0].common.log_level, Some(LogLevel::Warn));
+        match &cfg.sources[0].kind {
+            SourceKind::Http(h) => {
+                assert_eq!(h.port, 9000);
+                assert_eq!(h.body_size_limit, 1 << 20);
+                assert_eq!(h.keepalive_timeout, Duration::from_millis(500));
+                assert!(h.add_http_headers && h.use_204_response && !h.add_remote_addr);
+                assert_eq!(
+                    h.cors_allow_origins,
+                    vec!["http://a.example", "http://b.example"]
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        match &cfg.sources[1].kind {
+            SourceKind::Forward(f) => {
+                assert_eq!(f.chunk_size_limit, Some(8 << 20));
+                assert_eq!(f.chunk_size_warn_limit, Some(512 << 10));
+                assert!(!f.skip_invalid_event);
+                let sec = f.security.as_ref().unwrap();
+                assert_eq!(sec.shared_key, "s3cr\"et");
+                assert!(sec.allow_anonymous_source && !sec.user_auth);
+                assert_eq!(sec.users[0].username, "u");
+                assert_eq!(sec.clients[0].network.as_deref(), Some("10.0.0.0/8"));
+                assert_eq!(sec.clients[0].users, vec!["u", "v"]);
+                let tls = f.tls.as_ref().unwrap();
+                assert_eq!(tls.cert_path, PathBuf::from("/c.pem"));
+                assert!(tls.client_cert_auth);
+            }
+            other => panic!("{other:?}"),
+        }
+        let m = &cfg.matches[0];
+        let f = forward_out(m);
+        assert_eq!(f.phi_threshold, 24.5);
+        assert_eq!(f.heartbeat_type, HeartbeatType::None);
+        assert_eq!(f.transport, Transport::Tls);
+        assert_eq!(
+            f.tls.cert_path,
+            vec![PathBuf::from("/ca1.pem"), PathBuf::from("/ca2.pem")]
+        );
+        assert!(!f.tls.verify_hostname && !f.require_ack_response);
+        assert_eq!(f.compress, Compression::Gzip);
+        assert_eq!(f.servers[0].weight, 10);
+        let b = &m.buffer;
+        assert_eq!(b.kind, BufferKind::Memory);
+        assert_eq!(b.chunk_limit_size, 1 << 30);
+        assert_eq!(b.total_limit_size, 512 << 20);
+        assert!(
+            b.flush_at_shutdown,
+            "memory buffers flush at shutdown by default"
+        );
+        assert_eq!(b.chunk_limit_records, Some(1000));
+        assert_eq!(b.retry.retry_type, RetryType::Periodic);
+        assert_eq!(b.retry.max_times, Some(3));
+        assert_eq!(b.retry.secondary_threshold, 0.5);
+        assert_eq!(b.overflow_action, OverflowAction::DropOldestChunk);
+    }
+
+    #[test]
+    fn wrong_value_types_name_key_and_expected_type() {
+        let err = errors(concat!(
+            "<source>\n  @type forward\n  port 99999\n  chunk_size_limit lots\n  resolve_hostname maybe\n</source>\n",
+            "<match a>\n  @type forward\n  <server>\n    host h\n  </server>\n  flush_interval soon\n  heartbeat_type tcpp\n</match>\n",
+        ));
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 5, "{err}");
+        assert!(
+            lines[0].starts_with("/etc/lograft/test.conf:3: 'port' in <source> (in_forward)"),
+            "{err}"
+        );
+        assert!(lines[0].contains("between 0 and 65535"), "{err}");
+        assert!(
+            lines[1].contains(":4: 'chunk_size_limit'") && lines[1].contains("expected a size"),
+            "{err}"
+        );
+        assert!(
+            lines[2].contains(":5: 'resolve_hostname'") && lines[2].contains("expected a boolean"),
+            "{err}"
+        );
+        assert!(
+            err.contains(
+                ":12: 'flush_interval' in <buffer> of <match a> (out_forward): expected a duration"
+            ),
+            "{err}"
+        );
+        assert!(
+            err.contains(":13: 'heartbeat_type'")
+                && err.contains("expected one of transport, tcp, udp, none, got 'tcpp'"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn typo_gives_location_key_and_suggestion() {
+        let err = errors(
+            "<match a.**>\n  @type forward\n  <server>\n    host h\n    standbye\n  </server>\n  flush_intervl 5s\n</match>\n",
+        );
+        assert!(
+            err.contains("/etc/lograft/test.conf:5: unknown parameter 'standbye' in <server> of out_forward; did you mean 'standby'?"),
+            "{err}"
+        );
+        assert!(
+            err.contains("/etc/lograft/test.conf:7: unknown parameter 'flush_intervl' in <match a.**> (out_forward); did you mean 'flush_interval'?"),
+            "{err}"
+        );
+        let far = errors("<source>\n  @type http\n  zzzzzz 1\n</source>\n");
+        assert!(
+            far.contains("unknown parameter 'zzzzzz' in <source> (in_http)")
+                && !far.contains("did you mean"),
+            "{far}"
+        );
+        let section =
+            errors("<match a>\n  @type forward\n  <sever>\n    host h\n  </sever>\n</match>\n");
+        assert!(
+            section.contains(":3: unknown section <sever>")
+                && section.contains("did you mean <server>?"),
+            "{section}"
+        );
+    }
+
+    #[test]
+    fn unknown_types_directives_and_unsupported_ones() {
+        let err = errors(concat!(
+            "<source>\n  @type tail\n</source>\n",
+            "<match a>\n  @type s3\n</match>\n",
+            "<filter a>\n  @type grep\n</filter>\n",
+            "<label @x>\n</label>\n",
+            "<sorce>\n</sorce>\n",
+            "stray_key 1\n",
+        ));
+        assert!(
+            err.contains(":2: unknown source type 'tail'; lograft supports: forward, http"),
+            "{err}"
+        );
+        assert!(err.contains(":5: unknown output type 's3' in <match a>; lograft supports: stdout, null, file, forward"), "{err}");
+        assert!(err.contains(":7: <filter> is not supported yet"), "{err}");
+        assert!(err.contains(":10: <label> is not supported yet"), "{err}");
+        assert!(
+            err.contains(":12: unknown directive <sorce> (did you mean <source>?)"),
+            "{err}"
+        );
+        assert!(
+            err.contains(":14: parameter 'stray_key' is outside any directive"),
+            "{err}"
+        );
+        let missing = errors("<source>\n  port 1\n</source>\n");
+        assert!(
+            missing.contains(":1: missing required parameter '@type' in <source>"),
+            "{missing}"
+        );
+    }
+
+    #[test]
+    fn missing_required_parameters() {
+        let err = errors(concat!(
+            "<match a>\n  @type forward\n  <server>\n    port 24224\n  </server>\n</match>\n",
+            "<match b>\n  @type file\n</match>\n",
+            "<match c>\n  @type forward\n</match>\n",
+            "<source>\n  @type forward\n  <security>\n    self_hostname x\n  </security>\n</source>\n",
+        ));
+        assert!(
+            err.contains(":3: missing required parameter 'host' in <server> of out_forward"),
+            "{err}"
+        );
+        assert!(
+            err.contains(":7: missing required parameter 'path' in <match b> (out_file)"),
+            "{err}"
+        );
+        assert!(
+            err.contains(":10: <match c> (out_forward) needs at least one <server>"),
+            "{err}"
+        );
+        assert!(
+            err.contains(
+                ":15: missing required parameter 'shared_key' in <security> of in_forward"
+            ),
+            "{err}"
+        );
+    }
+
+    /// The same buffer written three ways: v1 `<buffer>`, v1 flat, v0.12 flat.
+    #[test]
+    fn flat_and_section_buffer_spellings_agree() {
+        let head = "<match a.**>\n  @type forward\n  <server>\n    host h\n  </server>\n";
+        let section = ok(&format!(
+            "{head}  <buffer>\n    @type file\n    path /var/buf\n    chunk_limit_size 4m\n    total_limit_size 32m\n    flush_interval 5s\n    flush_thread_count 2\n    flush_at_shutdown true\n    overflow_action block\n    retry_wait 2s\n    retry_max_interval 1h\n    retry_max_times 5\n    retry_forever false\n  </buffer>\n</match>\n"
+        ));
+        let legacy = ok(&format!(
+            "{head}  buffer_type file\n  buffer_path /var/buf\n  buffer_chunk_limit 4m\n  buffer_queue_limit 8\n  flush_interval 5s\n  num_threads 2\n  flush_at_shutdown true\n  buffer_queue_full_action block\n  retry_wait 2s\n  max_retry_wait 1h\n  retry_limit 5\n  disable_retry_limit false\n</match>\n"
+        ));
+        let flat_v1 = ok(&format!(
+            "{head}  <buffer>\n    @type file\n    path /var/buf\n  </buffer>\n  chunk_limit_size 4m\n  total_limit_size 32m\n  flush_interval 5s\n  flush_thread_count 2\n  flush_at_shutdown true\n  overflow_action block\n  retry_wait 2s\n  retry_max_interval 1h\n  retry_max_times 5\n  retry_forever false\n</match>\n"
+        ));
+        let a = format!("{:?}", section.config.matches[0].buffer);
+        assert_eq!(a, format!("{:?}", legacy.config.matches[0].buffer));
+        assert_eq!(a, format!("{:?}", flat_v1.config.matches[0].buffer));
+        let b = &section.config.matches[0].buffer;
+        assert_eq!(b.total_limit_size, 32 << 20);
+        assert_eq!(b.retry.max_interval, Some(Duration::from_secs(3600)));
+        assert_eq!(b.overflow_action, OverflowAction::Block);
+        assert!(section.warnings.is_empty() && legacy.warnings.is_empty());
+
+        // `exception` is the v0.12 name of throw_exception; disable_retry_limit → forever.
+        let legacy2 = ok(&format!(
+            "{head}  buffer_queue_full_action exception\n  disable_retry_limit\n</match>\n"
+        ));
+        let b2 = &legacy2.config.matches[0].buffer;
+        assert_eq!(b2.overflow_action, OverflowAction::ThrowException);
+        assert!(b2.retry.forever);
+
+        // Same key in both places, or in two flat spellings: error naming both lines.
+        let mixed = errors(&format!(
+            "{head}  flush_interval 5s\n  <buffer>\n    flush_interval 1s\n  </buffer>\n</match>\n"
+        ));
+        assert!(
+            mixed.contains(":6: 'flush_interval' in <match a.**> (out_forward) sets the same buffer parameter as 'flush_interval' in <buffer> (line 8)"),
+            "{mixed}"
+        );
+        let twice = errors(&format!(
+            "{head}  num_threads 2\n  flush_thread_count 3\n</match>\n"
+        ));
+        assert!(
+            twice.contains(":7: 'flush_thread_count'") && twice.contains("'num_threads' (line 6)"),
+            "{twice}"
+        );
+        let typed = errors(&format!("{head}  buffer_chunk_limit big\n</match>\n"));
+        assert!(
+            typed.contains(":6: 'buffer_chunk_limit' in <buffer> of <match a.**>")
+                && typed.contains("expected a size"),
+            "{typed}"
+        );
+    }
+
+    #[test]
+    fn chunk_keys_timekey_and_flush_mode() {
+        let head = "<match a.**>\n  @type stdout\n";
+        let lazy = ok(&format!(
+            "{head}  <buffer tag,time>\n    timekey 1h\n  </buffer>\n</match>\n"
+        ));
+        let b = &lazy.config.matches[0].buffer;
+        assert!(b.chunk_by_tag);
+        assert_eq!(b.timekey, Some(Duration::from_secs(3600)));
+        assert_eq!(b.flush_mode, FlushMode::Lazy);
+        assert!(b.flush_at_shutdown, "stdout's Fluentd default");
+
+        let missing = errors(&format!("{head}  <buffer time>\n  </buffer>\n</match>\n"));
+        assert!(
+            missing.contains(":3: 'timekey' is required")
+                && missing.contains("'time' is a chunk key"),
+            "{missing}"
+        );
+        let bad_key = errors(&format!("{head}  <buffer $.user>\n  </buffer>\n</match>\n"));
+        assert!(bad_key.contains("chunk key '$.user'"), "{bad_key}");
+        let no_tag = errors("<match a>\n  @type forward\n  <server>\n    host h\n  </server>\n  <buffer time>\n    timekey 60\n  </buffer>\n</match>\n");
+        assert!(no_tag.contains("must include 'tag'"), "{no_tag}");
+
+        // flush_interval inside <buffer> with a time key: Fluentd ignores it (warning)...
+        let ignored = ok(&format!(
+            "{head}  <buffer time>\n    timekey 60\n    flush_interval 5s\n  </buffer>\n</match>\n"
+        ));
+        assert_eq!(ignored.config.matches[0].buffer.flush_mode, FlushMode::Lazy);
+        assert!(
+            warning_text(&ignored).contains(":5: 'flush_interval' in <buffer time>"),
+            "{}",
+            warning_text(&ignored)
+        );
+        // ...while a flat flush_interval keeps interval mode (Fluentd's compat rule).
+        let flat = ok("<match a>\n  @type file\n  path /x\n  flush_interval 5s\n</match>\n");
+        let fb = &flat.config.matches[0].buffer;
+        assert_eq!(
+            (fb.flush_mode, fb.flush_interval),
+            (FlushMode::Interval, Duration::from_secs(5))
+        );
+        assert_eq!(fb.timekey, Some(Duration::from_secs(86400)));
+        // v0.12 out_file time slices become the timekey.
+        let sliced = ok(
+            "<match a>\n  @type file\n  path /x\n  time_slice_format %Y%m%d%H\n  utc\n</match>\n",
+        );
+        let sb = &sliced.config.matches[0].buffer;
+        assert_eq!(sb.timekey, Some(Duration::from_secs(3600)));
+        assert!(sb.timekey_use_utc);
+    }
+
+    #[test]
+    fn accepted_but_not_implemented_params_warn() {
+        let loaded = ok(concat!(
+            "<system>\n  workers 4\n</system>\n",
+            "<source>\n  @type forward\n  linger_timeout 0\n  send_keepalive_packet true\n</source>\n",
+            "<match a>\n  @type forward\n  tls_version TLSv1_3\n  tls_ciphers ALL\n  ignore_network_errors_at_startup true\n",
+            "  <server>\n    host h\n  </server>\n",
+            "  <buffer>\n    queued_chunks_limit_size 4\n    delayed_commit_timeout 30\n  </buffer>\n</match>\n",
+        ));
+        let w = warning_text(&loaded);
+        for (line, key) in [
+            (2, "workers"),
+            (6, "linger_timeout"),
+            (7, "send_keepalive_packet"),
+            (11, "tls_version"),
+            (12, "tls_ciphers"),
+            (13, "ignore_network_errors_at_startup"),
+            (18, "queued_chunks_limit_size"),
+            (19, "delayed_commit_timeout"),
+        ] {
+            let expected = format!("/etc/lograft/test.conf:{line}: '{key}' in ");
+            assert!(w.contains(&expected), "missing {expected}\n{w}");
+        }
+        assert!(
+            w.contains("accepted but not implemented by lograft; ignored"),
+            "{w}"
+        );
+        assert_eq!(loaded.warnings.len(), 8, "{w}");
+        assert_eq!(loaded.config.matches.len(), 1);
+    }
+
+    #[test]
+    fn secondary_outputs() {
+        let loaded = ok(concat!(
+            "<match a>\n  @type forward\n  <server>\n    host h\n  </server>\n",
+            "  <secondary>\n    @type file\n    path /var/log/failed\n  </secondary>\n</match>\n",
+        ));
+        match &loaded.config.matches[0].secondary {
+            Some(OutputConfig::File(f)) => assert_eq!(f.path, "/var/log/failed"),
+            other => panic!("{other:?}"),
+        }
+        assert!(summary(&loaded.config).contains("secondary: file path=/var/log/failed"));
+        let err = errors(concat!(
+            "<match a>\n  @type stdout\n  retry_forever true\n",
+            "  <secondary>\n    @type file\n    <buffer>\n    </buffer>\n  </secondary>\n</match>\n",
+        ));
+        assert!(
+            err.contains(":4: <secondary> and 'retry_forever' are exclusive"),
+            "{err}"
+        );
+        assert!(
+            err.contains(":6: <secondary> cannot have its own <buffer>"),
+            "{err}"
+        );
+        assert!(
+            err.contains(":4: missing required parameter 'path' in <secondary> (out_file)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn includes_resolve_relative_to_the_given_path() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sources")).unwrap();
+        std::fs::write(
+            dir.path().join("sources/10-forward.conf"),
+            "<source>\n  @type forward\n  port 24230\n</source>\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("sources/20-http.conf"),
+            "<source>\n  @type http\n  prot 1\n</source>\n",
+        )
+        .unwrap();
+        let main = dir.path().join("main.conf");
+        let err = load_str("@include sources/*.conf\n", &main)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("20-http.conf:3: unknown parameter 'prot'"),
+            "{err}"
+        );
+        assert!(err.contains("did you mean 'port'?"), "{err}");
+        std::fs::remove_file(dir.path().join("sources/20-http.conf")).unwrap();
+        let loaded = load_str("@include sources/*.conf\n", &main).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            matches!(&loaded.config.sources[0].kind, SourceKind::Forward(f) if f.port == 24230)
+        );
+    }
+
+    #[test]
+    fn unreadable_file_is_an_error() {
+        let err = load(Path::new("/nonexistent/lograft.conf"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("/nonexistent/lograft.conf") && err.contains("cannot read"),
+            "{err}"
+        );
+    }
 }

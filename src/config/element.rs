@@ -78,7 +78,10 @@ mod tests {
         assert_eq!(el.value("port"), Some("2"));
         assert_eq!(el.param("port").unwrap().location.line, 4);
         assert_eq!(el.value("missing"), None);
-        let lines: Vec<usize> = el.children_named("server").map(|c| c.location.line).collect();
+        let lines: Vec<usize> = el
+            .children_named("server")
+            .map(|c| c.location.line)
+            .collect();
         assert_eq!(lines, vec![5, 9]);
     }
 }

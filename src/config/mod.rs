@@ -97,6 +97,8 @@ pub struct SourceConfig {
     pub kind: SourceKind,
 }
 
+// Built once at startup; boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum SourceKind {
     Forward(ForwardInputConfig),
@@ -192,6 +194,8 @@ pub struct MatchConfig {
     pub secondary: Option<OutputConfig>,
 }
 
+// Built once at startup; boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum OutputConfig {
     Stdout(StdoutOutputConfig),

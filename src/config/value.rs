@@ -211,7 +211,9 @@ pub fn parse_hash(text: &str) -> Result<Vec<(String, String)>, ValueError> {
         .map(str::trim)
         .filter(|item| !item.is_empty())
         .map(|item| match item.split_once(':') {
-            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+            Some((k, v)) if !k.trim().is_empty() => {
+                Ok((k.trim().to_string(), v.trim().to_string()))
+            }
             _ => Err(err(format!("item '{item}' is not key:value"))),
         })
         .collect()
@@ -263,7 +265,10 @@ mod tests {
             assert_eq!(parse_bool(f), Ok(false), "{f}");
         }
         let err = parse_bool("on").unwrap_err().to_string();
-        assert!(err.contains("true, false, yes, no") && err.contains("'on'"), "{err}");
+        assert!(
+            err.contains("true, false, yes, no") && err.contains("'on'"),
+            "{err}"
+        );
     }
 
     #[test]
