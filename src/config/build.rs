@@ -17,7 +17,15 @@ use super::*;
 /// Parses and validates the config file at `path` (blocking file I/O; following `@include`s).
 pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
     let root = super::parser::parse_file(path)?;
-    build(&root)
+    let loaded = build(&root)?;
+    tracing::debug!(
+        path = %path.display(),
+        sources = loaded.config.sources.len(),
+        matches = loaded.config.matches.len(),
+        warnings = loaded.warnings.len(),
+        "config loaded"
+    );
+    Ok(loaded)
 }
 
 /// Like [`load`] for text already in memory; `path` names it in messages and anchors relative
@@ -774,13 +782,26 @@ impl OutputKind {
     }
 }
 
+/// `<match PATTERN> (out_TYPE)` for messages.
+fn match_title(arg: &str, kind: Option<OutputKind>) -> String {
+    let tag = if arg.is_empty() {
+        "<match>".to_string()
+    } else {
+        format!("<match {arg}>")
+    };
+    match kind {
+        Some(kind) => format!("{tag} (out_{})", kind.name()),
+        None => tag,
+    }
+}
+
 fn build_match(el: &Element, d: &mut Diag) -> Option<MatchConfig> {
     let patterns: Vec<String> = if el.arg.is_empty() {
         vec!["**".to_string()]
     } else {
         el.arg.split_whitespace().map(str::to_string).collect()
     };
-    let mut sec = Section::new(el, format!("<match {}>", el.arg));
+    let mut sec = Section::new(el, match_title(&el.arg, None));
     let common = plugin_common(&mut sec, d);
     let (ty, ty_location) = plugin_type(&mut sec, d)?;
     let Some(kind) = OutputKind::parse(&ty) else {
@@ -794,7 +815,7 @@ fn build_match(el: &Element, d: &mut Diag) -> Option<MatchConfig> {
         );
         return None;
     };
-    sec.title = format!("<match {}> (out_{})", el.arg, kind.name());
+    sec.title = match_title(&el.arg, Some(kind));
     let output = build_output(&mut sec, d, kind);
     let buffer = build_buffer(&mut sec, d, kind);
     let secondary = match sec.single_section(d, "secondary") {
@@ -1203,7 +1224,6 @@ fn merge_buffer_params(
     let mut merged = section
         .cloned()
         .unwrap_or_else(|| Element::new("buffer", "", sec.el.location.clone()));
-    merged.children.clear();
     let mut flat_names = Vec::new();
     let mut written_as: Vec<(String, String)> = Vec::new();
 
@@ -1604,18 +1624,6 @@ fn build_buffer(sec: &mut Section<'_>, d: &mut Diag, kind: OutputKind) -> Option
     }
 
     bsec.finish(d, BUFFER_UNIMPLEMENTED, &[]);
-    if let Some(section) = section {
-        for child in &section.children {
-            d.error(
-                &child.location,
-                format!(
-                    "unknown section <{}> in {}",
-                    child.name,
-                    sec.title.replace("<match", "<buffer> of <match")
-                ),
-            );
-        }
-    }
     (d.errors.len() == error_count).then_some(cfg)
 }
 
@@ -2259,6 +2267,10 @@ mod tests {
         assert!(bad_key.contains("chunk key '$.user'"), "{bad_key}");
         let no_tag = errors("<match a>\n  @type forward\n  <server>\n    host h\n  </server>\n  <buffer time>\n    timekey 60\n  </buffer>\n</match>\n");
         assert!(no_tag.contains("must include 'tag'"), "{no_tag}");
+        let inner = errors(&format!(
+            "{head}  <buffer>\n    <server>\n    </server>\n  </buffer>\n</match>\n"
+        ));
+        assert!(inner.contains(":4: unknown section <server> in <buffer> of <match a.**> (out_stdout) (it takes no sections)"), "{inner}");
 
         // flush_interval inside <buffer> with a time key: Fluentd ignores it (warning)...
         let ignored = ok(&format!(

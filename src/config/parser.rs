@@ -580,7 +580,10 @@ impl<'t> FileParser<'t> {
             );
             return;
         }
-        let base = self.file.parent().unwrap_or(Path::new("."));
+        let base = match self.file.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
         let is_glob = local.contains(['*', '?', '[']);
         let files: Vec<PathBuf> = if is_glob {
             let pattern = if Path::new(local).is_absolute() {
