@@ -701,7 +701,7 @@ fn http_input(sec: &mut Section<'_>, d: &mut Diag) -> HttpInputConfig {
     }
     HttpInputConfig {
         bind: sec.string("bind").unwrap_or_else(|| "0.0.0.0".into()),
-        port: sec.integer(d, "port").unwrap_or(9880),
+        port: sec.integer(d, "port").unwrap_or(8888),
         body_size_limit: sec.size(d, "body_size_limit").unwrap_or(32 << 20),
         keepalive_timeout: sec
             .duration(d, "keepalive_timeout")

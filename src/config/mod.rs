@@ -170,7 +170,7 @@ pub struct ServerTlsConfig {
 #[derive(Debug, Clone)]
 pub struct HttpInputConfig {
     pub bind: String,
-    /// Default 9880 (Fluentd's in_http default; the HA example sets 8888 explicitly).
+    /// Default 8888, the port of the HA topology (Fluentd's own in_http default is 9880).
     pub port: u16,
     /// Default 32m.
     pub body_size_limit: u64,
