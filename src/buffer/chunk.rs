@@ -126,11 +126,8 @@ impl ChunkHeader {
                 buf.len()
             ));
         }
-        let stored_crc = u32::from_le_bytes(
-            buf[header_len - 4..header_len]
-                .try_into()
-                .expect("4 bytes"),
-        );
+        let stored_crc =
+            u32::from_le_bytes(buf[header_len - 4..header_len].try_into().expect("4 bytes"));
         if crc32c::crc32c(&buf[..header_len - 4]) != stored_crc {
             return Err("header checksum mismatch".to_string());
         }

@@ -11,6 +11,14 @@
 //! durable; when the chunk is full or its flush time comes it is *queued*; an output worker
 //! `dequeue`s it (it is then *in flight*), and either `purge`s it after the next hop
 //! acknowledged it or `release`s it back to the queue to be retried.
+//!
+//! [`Buffer`] is the one type the rest of the node uses. Its state machine (chunking, the
+//! queue, the flush task, overflow) lives here and is shared by both storages: [`file`] (one
+//! checksummed file per chunk, format in [`chunk`], appends group-committed by a dedicated
+//! writer thread) and [`memory`] (entries kept in process memory: NOT durable). Chunk sizes are
+//! counted in entry bytes (file framing not included). Known limits: timekey buckets are
+//! aligned to UTC (`timekey_use_utc` is not consulted), and `flush_mode lazy` without a
+//! timekey only queues chunks when they are full, on `enqueue_all` or at shutdown.
 
 pub mod chunk;
 pub mod file;
@@ -194,7 +202,9 @@ impl Settings {
         Settings {
             file: matches!(cfg.kind, BufferKind::File { .. }),
             chunk_by_tag: cfg.chunk_by_tag,
-            timekey: cfg.timekey.map(|d| d.as_secs().clamp(1, i64::MAX as u64) as i64),
+            timekey: cfg
+                .timekey
+                .map(|d| d.as_secs().clamp(1, i64::MAX as u64) as i64),
             timekey_wait: cfg.timekey_wait,
             chunk_limit_size,
             chunk_full_bytes: ((chunk_limit_size as f64) * 0.95) as u64,
@@ -315,13 +325,15 @@ impl Buffer {
         let mut report = ResumeReport::default();
         let (dir, writer) = match &cfg.kind {
             BufferKind::File { path } => {
-                let dir = dir.or_else(|| path.clone()).ok_or_else(|| BufferError::Io {
-                    path: PathBuf::new(),
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::InvalidInput,
-                        "a file buffer needs a directory",
-                    ),
-                })?;
+                let dir = dir
+                    .or_else(|| path.clone())
+                    .ok_or_else(|| BufferError::Io {
+                        path: PathBuf::new(),
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::InvalidInput,
+                            "a file buffer needs a directory",
+                        ),
+                    })?;
                 let (resumed, found) = {
                     let dir = dir.clone();
                     let name = name.to_string();
@@ -364,10 +376,12 @@ impl Buffer {
                         },
                     );
                 }
-                let writer = file::spawn_writer(dir.clone(), name, counters.clone())
-                    .map_err(|e| BufferError::Io {
-                        path: dir.clone(),
-                        source: e,
+                let writer =
+                    file::spawn_writer(dir.clone(), name, counters.clone()).map_err(|e| {
+                        BufferError::Io {
+                            path: dir.clone(),
+                            source: e,
+                        }
                     })?;
                 (Some(dir), Some(writer))
             }
@@ -535,14 +549,13 @@ impl Buffer {
             ChunkStorage::File(f) => {
                 let dir = self.shared.dir.clone().unwrap_or_default();
                 let path = f.path.clone();
-                let moved = tokio::task::spawn_blocking(move || {
-                    file::move_to_quarantine(&dir, &path)
-                })
-                .await
-                .map_err(|e| BufferError::Io {
-                    path: f.path.clone(),
-                    source: std::io::Error::other(format!("quarantine task failed: {e}")),
-                })??;
+                let moved =
+                    tokio::task::spawn_blocking(move || file::move_to_quarantine(&dir, &path))
+                        .await
+                        .map_err(|e| BufferError::Io {
+                            path: f.path.clone(),
+                            source: std::io::Error::other(format!("quarantine task failed: {e}")),
+                        })??;
                 error!(
                     buffer = %self.shared.name,
                     chunk = %id,
@@ -831,8 +844,8 @@ impl Shared {
                 };
                 c.meta.bytes += part.len() as u64;
                 c.meta.records += records as u64;
-                let full = c.meta.bytes >= s.chunk_full_bytes
-                    || c.meta.records >= s.chunk_limit_records;
+                let full =
+                    c.meta.bytes >= s.chunk_full_bytes || c.meta.records >= s.chunk_limit_records;
                 let part_len = part.len() as u64;
                 match &mut c.storage {
                     ChunkStorage::File(f) => {
@@ -1138,7 +1151,10 @@ fn prefix_fitting(entries: &[u8], max_bytes: u64, max_records: u64) -> (usize, u
     (end, records)
 }
 
-fn insert_by_age(queue: &mut VecDeque<(SystemTime, u64, ChunkId)>, entry: (SystemTime, u64, ChunkId)) {
+fn insert_by_age(
+    queue: &mut VecDeque<(SystemTime, u64, ChunkId)>,
+    entry: (SystemTime, u64, ChunkId),
+) {
     let at = queue.partition_point(|q| (q.0, q.1) < (entry.0, entry.1));
     queue.insert(at, entry);
 }

@@ -142,7 +142,14 @@ async fn concurrent_appends_land_exactly_once_and_share_fsyncs() {
         assert!(meta.bytes <= cfg.chunk_limit_size);
     }
     assert!(chunk_files(dir.path()).is_empty(), "purge deletes files");
-    assert_eq!(buf.stats(), BufferStats { durable_appends: stats.durable_appends, file_syncs: stats.file_syncs, ..Default::default() });
+    assert_eq!(
+        buf.stats(),
+        BufferStats {
+            durable_appends: stats.durable_appends,
+            file_syncs: stats.file_syncs,
+            ..Default::default()
+        }
+    );
 }
 
 #[tokio::test]
@@ -357,7 +364,11 @@ async fn interval_flush_queues_after_flush_interval() {
         .await
         .unwrap()
         .unwrap();
-    assert!(start.elapsed() >= Duration::from_millis(290), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() >= Duration::from_millis(290),
+        "{:?}",
+        start.elapsed()
+    );
     assert_eq!(record_ids(&c.entries), vec![0, 1, 2]);
 }
 
@@ -390,7 +401,9 @@ async fn lazy_flush_waits_for_timekey_end_plus_wait() {
     cfg.timekey_wait = Duration::from_millis(300);
     let (buf, _) = open(&cfg, dir.path()).await;
     // An old time bucket is long over: queued at once.
-    buf.append(&batch_at("t", 0..2, 1_000_000_000, 8)).await.unwrap();
+    buf.append(&batch_at("t", 0..2, 1_000_000_000, 8))
+        .await
+        .unwrap();
     assert!(wait_until(|| buf.stats().queued_chunks == 1, Duration::from_secs(1)).await);
     // The current bucket ends within a second, plus 300 ms.
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
@@ -402,7 +415,10 @@ async fn lazy_flush_waits_for_timekey_end_plus_wait() {
     assert_eq!(buf.stats().staged_chunks, 1, "not due before timekey_wait");
     assert!(wait_until(|| buf.stats().queued_chunks == 2, Duration::from_secs(3)).await);
     let queued_at = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-    assert!(queued_at + Duration::from_millis(10) >= due, "{queued_at:?} < {due:?}");
+    assert!(
+        queued_at + Duration::from_millis(10) >= due,
+        "{queued_at:?} < {due:?}"
+    );
 }
 
 #[tokio::test]
@@ -428,8 +444,10 @@ async fn timekey_splits_a_batch_into_buckets() {
     assert_eq!(buf.stats().staged_chunks, 3);
     let mut chunks = drain_all(&buf).await;
     chunks.sort_by_key(|(m, _)| m.timekey);
-    let got: Vec<(Option<i64>, Vec<u64>)> =
-        chunks.into_iter().map(|(m, ids)| (m.timekey, ids)).collect();
+    let got: Vec<(Option<i64>, Vec<u64>)> = chunks
+        .into_iter()
+        .map(|(m, ids)| (m.timekey, ids))
+        .collect();
     assert_eq!(
         got,
         vec![
