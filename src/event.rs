@@ -141,7 +141,10 @@ pub enum LenientEntry<'a> {
     Valid(EntryRef<'a>),
     /// A complete msgpack value at `offset` that is not a valid entry (bad time, record not a
     /// map, wrong array length).
-    Invalid { offset: usize, error: EntryError },
+    Invalid {
+        offset: usize,
+        error: EntryError,
+    },
 }
 
 /// Walks an entry stream like [`EntryIter`], but steps over entries that are well-formed
@@ -553,9 +556,27 @@ mod tests {
         let items: Vec<_> = LenientEntryIter::new(&s).map(|i| i.unwrap()).collect();
         assert_eq!(items.len(), 5);
         assert!(matches!(items[0], LenientEntry::Valid(_)));
-        assert!(matches!(items[1], LenientEntry::Invalid { error: EntryError::BadTime(_), .. }));
-        assert!(matches!(items[2], LenientEntry::Invalid { error: EntryError::RecordNotMap(_), .. }));
-        assert!(matches!(items[3], LenientEntry::Invalid { error: EntryError::NotAnEntry(_), .. }));
+        assert!(matches!(
+            items[1],
+            LenientEntry::Invalid {
+                error: EntryError::BadTime(_),
+                ..
+            }
+        ));
+        assert!(matches!(
+            items[2],
+            LenientEntry::Invalid {
+                error: EntryError::RecordNotMap(_),
+                ..
+            }
+        ));
+        assert!(matches!(
+            items[3],
+            LenientEntry::Invalid {
+                error: EntryError::NotAnEntry(_),
+                ..
+            }
+        ));
         assert!(matches!(items[4], LenientEntry::Valid(_)));
         // structurally broken: truncated map
         let broken = [0x92, 0x01, 0x81, 0xa1];

@@ -16,7 +16,9 @@ use tokio_rustls::rustls::client::WebPkiServerVerifier;
 use tokio_rustls::rustls::crypto::CryptoProvider;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
-use tokio_rustls::rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio_rustls::rustls::{
+    CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 
 /// Why a TLS config could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -101,9 +103,10 @@ pub fn server_config(cfg: &ServerTlsConfig) -> Result<Arc<rustls::ServerConfig>,
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
     let builder = if cfg.client_cert_auth {
-        let ca = cfg.ca_path.as_deref().ok_or_else(|| {
-            TlsError::Unsupported("client_cert_auth requires ca_path".into())
-        })?;
+        let ca = cfg
+            .ca_path
+            .as_deref()
+            .ok_or_else(|| TlsError::Unsupported("client_cert_auth requires ca_path".into()))?;
         let roots = Arc::new(root_store(&[ca])?);
         let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider)
             .build()

@@ -142,7 +142,9 @@ impl FrameDecoder {
                 0xc0 => None,
                 0x90..=0x9f => Some((first & 0x0f) as u32),
                 0xdc if buf.len() >= 3 => Some(u16::from_be_bytes([buf[1], buf[2]]) as u32),
-                0xdd if buf.len() >= 5 => Some(u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]])),
+                0xdd if buf.len() >= 5 => {
+                    Some(u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]))
+                }
                 0xdc | 0xdd => return Ok(None),
                 other => return Err(ForwardError::NotAFrame(other)),
             };
@@ -227,7 +229,9 @@ pub fn decode_frame(
             if n > 3 {
                 return Err(ForwardError::BadArity(n));
             }
-            let (r, _) = c.raw()?.ok_or(ForwardError::UnknownMode("entries".into()))?;
+            let (r, _) = c
+                .raw()?
+                .ok_or(ForwardError::UnknownMode("entries".into()))?;
             (EventMode::PackedForward, raw.slice(r), false, 2)
         }
         // Message: [tag, time, record, option?]
@@ -249,7 +253,9 @@ pub fn decode_frame(
     let options = if n > option_index {
         let opts = parse_options(&raw, &mut c)?;
         if !c.at_end() {
-            return Err(ForwardError::UnknownMode("trailing data after the option".into()));
+            return Err(ForwardError::UnknownMode(
+                "trailing data after the option".into(),
+            ));
         }
         opts
     } else {
@@ -299,11 +305,7 @@ fn parse_options(raw: &Bytes, c: &mut Cursor<'_>) -> Result<FrameOptions, Forwar
         match key {
             b"chunk" => match c.raw()? {
                 Some((r, _)) => opts.chunk = Some(raw.slice(r)),
-                None => {
-                    return Err(ForwardError::BadOption(
-                        "\"chunk\" is not a string".into(),
-                    ))
-                }
+                None => return Err(ForwardError::BadOption("\"chunk\" is not a string".into())),
             },
             b"size" => match c.uint()? {
                 Some(v) => opts.size = Some(v),
@@ -465,7 +467,8 @@ pub fn encode_packed_forward(
     chunk: Option<&[u8]>,
     compressed: Compression,
 ) -> Result<EncodedFrameParts, ForwardError> {
-    let len = u32::try_from(entries.len()).map_err(|_| ForwardError::EntriesTooLarge(entries.len()))?;
+    let len =
+        u32::try_from(entries.len()).map_err(|_| ForwardError::EntriesTooLarge(entries.len()))?;
     let mut header = BytesMut::with_capacity(tag.len() + 16);
     header.put_u8(0x93);
     write_str(&mut header, tag);

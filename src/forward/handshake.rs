@@ -308,7 +308,8 @@ impl ServerHandshake {
                 allowed(name)
                     && name.as_bytes() == p.username.as_slice()
                     && constant_time_eq(
-                        password_digest(&self.auth_salt, name.as_bytes(), password.as_bytes()).as_bytes(),
+                        password_digest(&self.auth_salt, name.as_bytes(), password.as_bytes())
+                            .as_bytes(),
                         &p.password_digest,
                     )
             });
@@ -316,7 +317,11 @@ impl ServerHandshake {
                 return Err(HandshakeError::UserMismatch);
             }
         }
-        Ok((p.salt, shared_key, String::from_utf8_lossy(&p.hostname).into_owned()))
+        Ok((
+            p.salt,
+            shared_key,
+            String::from_utf8_lossy(&p.hostname).into_owned(),
+        ))
     }
 }
 
@@ -621,7 +626,9 @@ mod tests {
     fn salt_is_32_hex_chars() {
         let s = generate_shared_key_salt();
         assert_eq!(s.len(), 32);
-        assert!(s.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(s
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         assert_ne!(s, generate_shared_key_salt());
     }
 
@@ -636,7 +643,9 @@ mod tests {
         // The PING digest is the formula's, computed independently.
         let mut c = Cursor::new(&ping);
         c.array_len().unwrap();
-        let fields: Vec<Vec<u8>> = (0..6).map(|_| c.raw_bytes().unwrap().unwrap().to_vec()).collect();
+        let fields: Vec<Vec<u8>> = (0..6)
+            .map(|_| c.raw_bytes().unwrap().unwrap().to_vec())
+            .collect();
         assert_eq!(fields[1], b"client.example");
         assert_eq!(fields[2].len(), 32);
         assert_eq!(
@@ -656,7 +665,10 @@ mod tests {
         let (helo, ping) = client.ping(&server.helo()).unwrap();
         assert!(!helo.keepalive);
         let outcome = server.check_ping(&sec, &ping, LOCAL);
-        assert_eq!(outcome.result.unwrap_err(), HandshakeError::SharedKeyMismatch);
+        assert_eq!(
+            outcome.result.unwrap_err(),
+            HandshakeError::SharedKeyMismatch
+        );
         assert_eq!(
             client.check_pong(&outcome.pong).unwrap_err(),
             HandshakeError::Refused("shared_key mismatch".into())
@@ -744,7 +756,10 @@ mod tests {
         assert!(matches!(out.result, Err(HandshakeError::Malformed(..))));
         let mut client = ClientHandshake::new("c", "k", "", "");
         client.ping(&server.helo()).unwrap();
-        assert!(matches!(client.check_pong(&out.pong), Err(HandshakeError::Refused(_))));
+        assert!(matches!(
+            client.check_pong(&out.pong),
+            Err(HandshakeError::Refused(_))
+        ));
         let ping = encode_ping_fields([b"h", b"s", b"d", b"", b""]);
         assert_eq!(
             server.check_ping(&sec, &ping, LOCAL).result.unwrap_err(),

@@ -19,8 +19,8 @@ pub use frame::{
     DEFAULT_DECOMPRESSION_SIZE_LIMIT, HARD_MAX_FRAME_SIZE, MAX_CONTROL_MESSAGE_SIZE,
 };
 pub use handshake::{
-    generate_nonce, generate_shared_key_salt, password_digest, shared_key_digest,
-    ClientHandshake, HandshakeError, Helo, PingOutcome, ServerHandshake, ServerSecurity,
+    generate_nonce, generate_shared_key_salt, password_digest, shared_key_digest, ClientHandshake,
+    HandshakeError, Helo, PingOutcome, ServerHandshake, ServerSecurity,
 };
 
 use crate::event::EntryError;

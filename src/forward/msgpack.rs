@@ -119,7 +119,7 @@ impl<'a> Cursor<'a> {
             0xcd => (self.be(self.pos + 1, 2)?, 3),
             0xce => (self.be(self.pos + 1, 4)?, 5),
             0xcf => (self.be(self.pos + 1, 8)?, 9),
-            0xd0 | 0xd1 | 0xd2 | 0xd3 => {
+            0xd0..=0xd3 => {
                 let n = 1usize << (m - 0xd0);
                 let raw = self.be(self.pos + 1, n)?;
                 let shift = 64 - 8 * n as u32;
@@ -158,7 +158,10 @@ impl<'a> Cursor<'a> {
 pub(crate) enum ScanError {
     /// The value is, or is declared to be, at least this many bytes: over the limit.
     TooLarge(u64),
-    BadMarker { marker: u8, offset: u64 },
+    BadMarker {
+        marker: u8,
+        offset: u64,
+    },
 }
 
 /// Finds the end of one msgpack value in a buffer that grows between calls, resuming where it

@@ -15,6 +15,7 @@ use crate::forward::{
 };
 use crate::input::{Emit, EmitError};
 use bytes::{Bytes, BytesMut};
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
@@ -35,6 +36,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Interval between repeated warnings of one kind.
 const WARN_INTERVAL: Duration = Duration::from_secs(10);
 const READ_CHUNK: usize = 64 * 1024;
+const HOSTNAME_CACHE_TTL: Duration = Duration::from_secs(300);
 
 /// Logs a warning at most once per interval, counting the ones it held back.
 struct WarnLimiter {
@@ -74,7 +76,8 @@ struct Shared {
     chunk_size_warn_limit: Option<u64>,
     source_address_key: Option<String>,
     source_hostname_key: Option<String>,
-    resolve_hostname: bool,
+    /// Reverse-DNS results for `source_hostname_key`, kept for [`HOSTNAME_CACHE_TTL`].
+    hostnames: Mutex<HashMap<IpAddr, (String, Instant)>>,
     deny_keepalive: bool,
     security: Option<ServerSecurity>,
     tls: Option<TlsAcceptor>,
@@ -152,7 +155,7 @@ impl ForwardInput {
                         chunk_size_warn_limit: cfg.chunk_size_warn_limit,
                         source_address_key: cfg.source_address_key.clone(),
                         source_hostname_key: cfg.source_hostname_key.clone(),
-                        resolve_hostname: cfg.resolve_hostname,
+                        hostnames: Mutex::new(HashMap::new()),
                         deny_keepalive: cfg.deny_keepalive,
                         security,
                         tls,
@@ -321,7 +324,7 @@ async fn serve_connection<S>(
     }
     let ip = peer.ip().to_canonical();
     let hostname = if shared.source_hostname_key.is_some() {
-        Some(resolve_peer_hostname(ip, shared.resolve_hostname).await)
+        Some(resolve_peer_hostname(&shared, ip).await)
     } else {
         None
     };
@@ -337,16 +340,28 @@ async fn serve_connection<S>(
     tokio::join!(read, write);
 }
 
-/// Hostname for `source_hostname_key`: reverse DNS when `resolve_hostname`, else the address.
-async fn resolve_peer_hostname(ip: IpAddr, resolve: bool) -> String {
-    if !resolve {
-        return ip.to_string();
+/// Hostname for `source_hostname_key`: the peer's reverse-DNS name (as Fluentd, which turns
+/// `resolve_hostname` on with that key), or its address when the lookup fails.
+async fn resolve_peer_hostname(shared: &Shared, ip: IpAddr) -> String {
+    {
+        let cache = shared.hostnames.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((name, at)) = cache.get(&ip) {
+            if at.elapsed() < HOSTNAME_CACHE_TTL {
+                return name.clone();
+            }
+        }
     }
-    tokio::task::spawn_blocking(move || dns_lookup::lookup_addr(&ip))
+    let name = tokio::task::spawn_blocking(move || dns_lookup::lookup_addr(&ip))
         .await
         .ok()
         .and_then(|r| r.ok())
-        .unwrap_or_else(|| ip.to_string())
+        .unwrap_or_else(|| ip.to_string());
+    let mut cache = shared.hostnames.lock().unwrap_or_else(|e| e.into_inner());
+    if cache.len() > 10_000 {
+        cache.clear();
+    }
+    cache.insert(ip, (name.clone(), Instant::now()));
+    name
 }
 
 /// HELO → PING → PONG. `Err(reason)` after sending a refusing PONG (or on I/O failure).
@@ -544,11 +559,9 @@ async fn read_frames<R>(
         };
         match read {
             Ok(0) => {
-                if !buf.is_empty() {
-                    if shared.bad_input.check().is_some() {
-                        tracing::warn!(%peer, pending_bytes = buf.len(),
-                            "in_forward: connection closed in the middle of a frame");
-                    }
+                if !buf.is_empty() && shared.bad_input.check().is_some() {
+                    tracing::warn!(%peer, pending_bytes = buf.len(),
+                        "in_forward: connection closed in the middle of a frame");
                 }
                 return;
             }
@@ -566,9 +579,10 @@ async fn read_frames<R>(
 }
 
 fn warn_bad_input(shared: &Shared, peer: SocketAddr, error: &ForwardError) {
-    if let Some(suppressed) = shared.bad_input.check() {
-        tracing::warn!(%peer, %error, suppressed_warnings = suppressed,
-            "in_forward: invalid input, closing connection");
+    match shared.bad_input.check() {
+        Some(suppressed) => tracing::warn!(%peer, %error, suppressed_warnings = suppressed,
+            "in_forward: invalid input, closing connection"),
+        None => tracing::debug!(%peer, %error, "in_forward: invalid input, closing connection"),
     }
 }
 

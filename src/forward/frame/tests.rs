@@ -111,7 +111,10 @@ fn forward_mode_normalizes_times_and_keeps_records() {
     assert_eq!(e.options.size, Some(2));
     let got = records(&e.entries);
     assert_eq!(got[0], (T, json!({"a": 1})));
-    assert_eq!(got[1], (EventTime { secs: 42, nanos: 0 }, json!({"b": [1, 2]})));
+    assert_eq!(
+        got[1],
+        (EventTime { secs: 42, nanos: 0 }, json!({"b": [1, 2]}))
+    );
     // normalized to fixext8 times
     assert_eq!(e.entries[1], 0xd7);
 }
@@ -127,7 +130,10 @@ fn packed_forward_bin_and_str_pass_through_zero_copy() {
         } else {
             msgpack_str(&entries)
         });
-        f.extend(opt_map(&[("chunk", &msgpack_str(b"c1")), ("size", &[0x02])]));
+        f.extend(opt_map(&[
+            ("chunk", &msgpack_str(b"c1")),
+            ("size", &[0x02]),
+        ]));
         let mut d = FrameDecoder::new(DecoderConfig::default());
         let mut buf = BytesMut::from(&f[..]);
         let raw = d.next_frame(&mut buf).unwrap().unwrap();
@@ -176,7 +182,10 @@ fn compressed_packed_forward_multi_member() {
     let e = events(&f);
     assert_eq!(e.mode, EventMode::CompressedPackedForward);
     assert_eq!(e.count, 3);
-    let ns: Vec<_> = records(&e.entries).iter().map(|r| r.1["n"].clone()).collect();
+    let ns: Vec<_> = records(&e.entries)
+        .iter()
+        .map(|r| r.1["n"].clone())
+        .collect();
     assert_eq!(ns, vec![json!(1), json!(2), json!(3)]);
 }
 
@@ -235,8 +244,14 @@ fn zero_and_nil_times_are_replaced_by_now() {
 fn heartbeat_is_recognized() {
     let mut d = FrameDecoder::new(DecoderConfig::default());
     let mut buf = BytesMut::from(&[0xc0, 0xc0][..]);
-    assert!(matches!(d.decode(&mut buf).unwrap(), Some(Frame::Heartbeat)));
-    assert!(matches!(d.decode(&mut buf).unwrap(), Some(Frame::Heartbeat)));
+    assert!(matches!(
+        d.decode(&mut buf).unwrap(),
+        Some(Frame::Heartbeat)
+    ));
+    assert!(matches!(
+        d.decode(&mut buf).unwrap(),
+        Some(Frame::Heartbeat)
+    ));
     assert!(d.decode(&mut buf).unwrap().is_none());
 }
 
@@ -265,7 +280,10 @@ fn oversized_frame_is_refused_from_its_header() {
     let mut buf = BytesMut::from(&[0x93, 0xa1, b't', 0xdb, 0xff, 0xff, 0xff, 0xff][..]);
     assert!(matches!(
         d.next_frame(&mut buf),
-        Err(ForwardError::FrameTooLarge { limit: HARD_MAX_FRAME_SIZE, .. })
+        Err(ForwardError::FrameTooLarge {
+            limit: HARD_MAX_FRAME_SIZE,
+            ..
+        })
     ));
 }
 
@@ -359,11 +377,20 @@ fn invalid_events_are_skipped_or_refused() {
 #[test]
 fn bad_shapes_are_errors() {
     // not an array
-    assert!(matches!(decode_one(b"GET / HTTP/1.1\r\n"), Err(ForwardError::NotAFrame(b'G'))));
+    assert!(matches!(
+        decode_one(b"GET / HTTP/1.1\r\n"),
+        Err(ForwardError::NotAFrame(b'G'))
+    ));
     // wrong arity
-    assert!(matches!(decode_one(&[0x91, 0xa1, b't']), Err(ForwardError::BadArity(1))));
+    assert!(matches!(
+        decode_one(&[0x91, 0xa1, b't']),
+        Err(ForwardError::BadArity(1))
+    ));
     // tag not a string
-    assert!(matches!(decode_one(&[0x92, 0x01, 0x90]), Err(ForwardError::BadTag)));
+    assert!(matches!(
+        decode_one(&[0x92, 0x01, 0x90]),
+        Err(ForwardError::BadTag)
+    ));
     // option not a map
     let mut f = vec![0x93];
     f.extend(msgpack_str(b"t"));
@@ -379,7 +406,10 @@ fn bad_shapes_are_errors() {
     // 0xc1 inside a frame
     let mut d = FrameDecoder::new(DecoderConfig::default());
     let mut buf = BytesMut::from(&[0x92, 0xa1, b't', 0xc1][..]);
-    assert!(matches!(d.next_frame(&mut buf), Err(ForwardError::Msgpack(_))));
+    assert!(matches!(
+        d.next_frame(&mut buf),
+        Err(ForwardError::Msgpack(_))
+    ));
 }
 
 #[test]
@@ -416,8 +446,8 @@ fn ack_round_trip_and_partial_reads() {
     let chunk = b"p8n9gmxTQVC8/nh2wlKKeQ==\n";
     let ack = encode_ack(chunk);
     // Matches what a msgpack library produces for {"ack": chunk}.
-    let expected = rmp_serde::to_vec_named(&json!({"ack": std::str::from_utf8(chunk).unwrap()}))
-        .unwrap();
+    let expected =
+        rmp_serde::to_vec_named(&json!({"ack": std::str::from_utf8(chunk).unwrap()})).unwrap();
     assert_eq!(&ack[..], &expected[..]);
     let mut buf = BytesMut::new();
     for (i, b) in ack.iter().enumerate() {
@@ -429,7 +459,10 @@ fn ack_round_trip_and_partial_reads() {
     assert_eq!(decode_ack(&mut buf).unwrap().unwrap(), &chunk[..]);
     assert!(buf.is_empty());
     let mut wrong = BytesMut::from(&rmp_serde::to_vec_named(&json!({"nope": 1})).unwrap()[..]);
-    assert!(matches!(decode_ack(&mut wrong), Err(ForwardError::BadAck(_))));
+    assert!(matches!(
+        decode_ack(&mut wrong),
+        Err(ForwardError::BadAck(_))
+    ));
 }
 
 proptest::proptest! {
