@@ -305,25 +305,32 @@ fn frames_split_at_every_byte_boundary() {
     stream.extend(msgpack_str(b"m"));
     stream.extend([0x01]);
     stream.extend(rec(&json!({"x": "y"})));
-    for cut in 0..=stream.len() {
+    let feed = |parts: Vec<&[u8]>| {
         let mut d = FrameDecoder::new(DecoderConfig::default());
         let mut buf = BytesMut::new();
         let mut tags = Vec::new();
-        for part in [&stream[..cut], &stream[cut..]] {
-            // feed byte by byte for the first part to exercise resumption
-            for b in part {
-                buf.put_u8(*b);
-                while let Some(f) = d.decode(&mut buf).unwrap() {
-                    tags.push(match f {
-                        Frame::Heartbeat => "hb".to_string(),
-                        Frame::Events(e) => format!("{}:{}", e.tag, e.count),
-                    });
-                }
+        for part in parts {
+            buf.extend_from_slice(part);
+            while let Some(f) = d.decode(&mut buf).unwrap() {
+                tags.push(match f {
+                    Frame::Heartbeat => "hb".to_string(),
+                    Frame::Events(e) => format!("{}:{}", e.tag, e.count),
+                });
             }
         }
-        assert_eq!(tags, vec!["p:2", "hb", "f:2", "m:1"], "cut at {cut}");
         assert!(buf.is_empty());
+        tags
+    };
+    let expected = vec!["p:2", "hb", "f:2", "m:1"];
+    for cut in 0..=stream.len() {
+        assert_eq!(
+            feed(vec![&stream[..cut], &stream[cut..]]),
+            expected,
+            "cut at {cut}"
+        );
     }
+    // one byte at a time: the decoder resumes its scan on every call
+    assert_eq!(feed(stream.chunks(1).collect()), expected);
 }
 
 #[test]
