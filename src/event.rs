@@ -134,6 +134,133 @@ impl<'a> Iterator for EntryIter<'a> {
     }
 }
 
+/// One item of [`LenientEntryIter`]: a valid entry, or a well-formed msgpack value that is not
+/// a valid `[time, record]` entry (the caller may drop it and keep going).
+#[derive(Debug, Clone)]
+pub enum LenientEntry<'a> {
+    Valid(EntryRef<'a>),
+    /// A complete msgpack value at `offset` that is not a valid entry (bad time, record not a
+    /// map, wrong array length).
+    Invalid {
+        offset: usize,
+        error: EntryError,
+    },
+}
+
+/// Walks an entry stream like [`EntryIter`], but steps over entries that are well-formed
+/// msgpack of the wrong shape instead of stopping. Structurally broken msgpack (truncated,
+/// invalid marker) still ends the walk with an `Err`.
+pub struct LenientEntryIter<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    failed: bool,
+}
+
+impl<'a> LenientEntryIter<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        LenientEntryIter {
+            buf,
+            pos: 0,
+            failed: false,
+        }
+    }
+}
+
+impl<'a> Iterator for LenientEntryIter<'a> {
+    type Item = Result<LenientEntry<'a>, EntryError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.pos >= self.buf.len() {
+            return None;
+        }
+        let start = self.pos;
+        let end = match skip_value(self.buf, start) {
+            Ok(end) => end,
+            Err(e) => {
+                self.failed = true;
+                return Some(Err(e));
+            }
+        };
+        self.pos = end;
+        // Parse within the value's own extent: any error now is a shape error.
+        match parse_entry(&self.buf[..end], start) {
+            Ok((entry, entry_end)) if entry_end == end => Some(Ok(LenientEntry::Valid(entry))),
+            Ok(_) => Some(Ok(LenientEntry::Invalid {
+                offset: start,
+                error: EntryError::NotAnEntry(start),
+            })),
+            Err(error) => Some(Ok(LenientEntry::Invalid {
+                offset: start,
+                error,
+            })),
+        }
+    }
+}
+
+/// Append `key: value` (both strings) to the record of every entry, rewriting only each
+/// record's map header and appending the pair; times and record bodies are copied as they are.
+pub fn append_field_to_records(buf: &[u8], key: &str, value: &str) -> Result<Bytes, EntryError> {
+    let mut out = BytesMut::with_capacity(buf.len() + 16 + 8 * (key.len() + value.len()));
+    for e in EntryIter::new(buf) {
+        let e = e?;
+        let record_offset = e.raw.len() - e.record.len();
+        out.extend_from_slice(&e.raw[..record_offset]);
+        let (pairs, header_len) = map_header(e.record)?;
+        write_map_header(&mut out, pairs + 1);
+        out.extend_from_slice(&e.record[header_len..]);
+        write_str(&mut out, key);
+        write_str(&mut out, value);
+    }
+    Ok(out.freeze())
+}
+
+/// Number of pairs and header length of the map at the start of `record`.
+fn map_header(record: &[u8]) -> Result<(u32, usize), EntryError> {
+    let m = *record.first().ok_or(EntryError::Truncated(0))?;
+    match m {
+        0x80..=0x8f => Ok(((m & 0x0f) as u32, 1)),
+        0xde => Ok((be(record, 1, 2)? as u32, 3)),
+        0xdf => Ok((be(record, 1, 4)? as u32, 5)),
+        _ => Err(EntryError::RecordNotMap(0)),
+    }
+}
+
+/// Append a msgpack map header for `pairs` pairs (smallest encoding).
+pub fn write_map_header(out: &mut BytesMut, pairs: u32) {
+    if pairs < 16 {
+        out.put_u8(0x80 | pairs as u8);
+    } else if pairs <= u16::MAX as u32 {
+        out.put_u8(0xde);
+        out.put_u16(pairs as u16);
+    } else {
+        out.put_u8(0xdf);
+        out.put_u32(pairs);
+    }
+}
+
+/// Append a msgpack str (smallest encoding).
+pub fn write_str(out: &mut BytesMut, s: &str) {
+    write_str_bytes(out, s.as_bytes());
+}
+
+/// Append bytes as a msgpack str (smallest encoding); the bytes are not checked for UTF-8.
+pub fn write_str_bytes(out: &mut BytesMut, s: &[u8]) {
+    let n = s.len();
+    if n < 32 {
+        out.put_u8(0xa0 | n as u8);
+    } else if n <= u8::MAX as usize {
+        out.put_u8(0xd9);
+        out.put_u8(n as u8);
+    } else if n <= u16::MAX as usize {
+        out.put_u8(0xda);
+        out.put_u16(n as u16);
+    } else {
+        out.put_u8(0xdb);
+        out.put_u32(n as u32);
+    }
+    out.extend_from_slice(s);
+}
+
 /// Summary of a validated entry stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EntriesInfo {
@@ -416,6 +543,68 @@ mod tests {
         assert!(validate_entries(&[0x92, 0xc1, 0x80]).is_err());
         // map claiming 2^32-1 pairs in a tiny buffer
         assert!(validate_entries(&[0x92, 0x01, 0xdf, 0xff, 0xff, 0xff, 0xff]).is_err());
+    }
+
+    #[test]
+    fn lenient_walk_steps_over_bad_shapes() {
+        let t = EventTime { secs: 7, nanos: 0 };
+        let mut s = entry(t, &serde_json::json!({"a": 1}));
+        s.extend([0x92, 0xa1, b'x', 0x80]); // time is a string
+        s.extend([0x92, 0x01, 0x02]); // record is not a map
+        s.extend([0x93, 0x01, 0x80, 0x80]); // three elements
+        s.extend(entry(t, &serde_json::json!({"b": 2})));
+        let items: Vec<_> = LenientEntryIter::new(&s).map(|i| i.unwrap()).collect();
+        assert_eq!(items.len(), 5);
+        assert!(matches!(items[0], LenientEntry::Valid(_)));
+        assert!(matches!(
+            items[1],
+            LenientEntry::Invalid {
+                error: EntryError::BadTime(_),
+                ..
+            }
+        ));
+        assert!(matches!(
+            items[2],
+            LenientEntry::Invalid {
+                error: EntryError::RecordNotMap(_),
+                ..
+            }
+        ));
+        assert!(matches!(
+            items[3],
+            LenientEntry::Invalid {
+                error: EntryError::NotAnEntry(_),
+                ..
+            }
+        ));
+        assert!(matches!(items[4], LenientEntry::Valid(_)));
+        // structurally broken: truncated map
+        let broken = [0x92, 0x01, 0x81, 0xa1];
+        let last = LenientEntryIter::new(&broken).last().unwrap();
+        assert!(last.is_err());
+    }
+
+    #[test]
+    fn appends_field_to_every_record() {
+        let t = EventTime { secs: 9, nanos: 3 };
+        let mut big = serde_json::Map::new();
+        for i in 0..20 {
+            big.insert(format!("k{i}"), serde_json::json!(i));
+        }
+        let mut s = entry(t, &serde_json::json!({"a": 1}));
+        s.extend(entry(t, &serde_json::Value::Object(big)));
+        let out = append_field_to_records(&s, "host", "10.0.0.1").unwrap();
+        let recs: Vec<serde_json::Value> = EntryIter::new(&out)
+            .map(|e| {
+                let e = e.unwrap();
+                assert_eq!(e.time, t);
+                rmp_serde::from_slice(e.record).unwrap()
+            })
+            .collect();
+        assert_eq!(recs[0], serde_json::json!({"a": 1, "host": "10.0.0.1"}));
+        assert_eq!(recs[1]["host"], "10.0.0.1");
+        assert_eq!(recs[1]["k19"], 19);
+        assert_eq!(recs[1].as_object().unwrap().len(), 21);
     }
 
     proptest::proptest! {

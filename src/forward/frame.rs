@@ -1,0 +1,560 @@
+//! Forward frames: incremental framing, the four event modes, options, ack, and encoding.
+//!
+//! Owns turning received bytes into [`Frame`]s and building the bytes a sender writes. Must not
+//! do I/O; records are never decoded (Message/Forward records are copied as bytes,
+//! PackedForward entries pass through as a slice of the received buffer).
+
+use super::msgpack::{Cursor, RawKind, ScanError, ValueScanner};
+use super::ForwardError;
+use crate::config::Compression;
+use crate::event::{
+    fill_zero_times, validate_entries, write_entry, write_str, write_str_bytes, EntryError,
+    EventBatch, EventTime, LenientEntry, LenientEntryIter,
+};
+use bytes::{BufMut, Bytes, BytesMut};
+use std::io::{Read, Write};
+
+/// Cap on any frame, even when no `chunk_size_limit` is configured.
+pub const HARD_MAX_FRAME_SIZE: u64 = 512 * 1024 * 1024;
+/// Fluentd's default `decompression_size_limit` (256 MiB).
+pub const DEFAULT_DECOMPRESSION_SIZE_LIMIT: u64 = 256 * 1024 * 1024;
+/// Cap on a control message (HELO, PING, PONG, ack).
+pub const MAX_CONTROL_MESSAGE_SIZE: usize = 64 * 1024;
+
+/// Limits and policy for decoding frames.
+#[derive(Debug, Clone)]
+pub struct DecoderConfig {
+    /// Frames larger than this (bytes on the wire) are refused; capped by [`HARD_MAX_FRAME_SIZE`].
+    pub max_frame_size: u64,
+    /// Decompressed size limit of CompressedPackedForward entries.
+    pub decompression_size_limit: u64,
+    /// Drop well-formed entries with an invalid time or record instead of refusing the frame.
+    pub skip_invalid_event: bool,
+}
+
+impl Default for DecoderConfig {
+    fn default() -> Self {
+        DecoderConfig {
+            max_frame_size: HARD_MAX_FRAME_SIZE,
+            decompression_size_limit: DEFAULT_DECOMPRESSION_SIZE_LIMIT,
+            skip_invalid_event: true,
+        }
+    }
+}
+
+impl DecoderConfig {
+    fn frame_limit(&self) -> u64 {
+        self.max_frame_size.min(HARD_MAX_FRAME_SIZE)
+    }
+}
+
+/// Which of the four Forward event modes a frame used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventMode {
+    Message,
+    Forward,
+    PackedForward,
+    CompressedPackedForward,
+}
+
+/// The option map of a frame (unknown keys are ignored).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FrameOptions {
+    /// The `chunk` value's bytes exactly as received (str or bin content; no trimming).
+    pub chunk: Option<Bytes>,
+    /// The `size` option (number of events the sender claims).
+    pub size: Option<u64>,
+    /// `compressed`: `"gzip"`, or text when absent or `"text"`.
+    pub compressed: Option<Compression>,
+}
+
+/// One decoded event frame, normalized to a PackedForward entry stream.
+#[derive(Debug, Clone)]
+pub struct EventFrame {
+    pub tag: String,
+    pub mode: EventMode,
+    /// Concatenated `[time, record]` entries, validated, zero times already replaced by now.
+    /// For PackedForward without zero times or dropped entries, a slice of the received bytes.
+    pub entries: Bytes,
+    pub count: u32,
+    /// True when the sender's stream had zero/nil times (they were replaced by now).
+    pub has_zero_time: bool,
+    pub options: FrameOptions,
+    /// Bytes the frame took on the wire.
+    pub wire_size: usize,
+    /// Entries dropped by `skip_invalid_event`, and the first reason.
+    pub skipped: u32,
+    pub first_skip_error: Option<EntryError>,
+}
+
+impl EventFrame {
+    /// The batch to hand to [`crate::input::Emit`], with the given tag.
+    pub fn into_batch(self, tag: String) -> EventBatch {
+        EventBatch {
+            tag,
+            entries: self.entries,
+            count: self.count,
+            origin_chunk: self.options.chunk,
+        }
+    }
+}
+
+/// One top-level message on a Forward connection.
+#[derive(Debug, Clone)]
+pub enum Frame {
+    /// A msgpack nil: a client heartbeat, to be ignored.
+    Heartbeat,
+    Events(EventFrame),
+}
+
+/// Splits a TCP byte stream into frames. Keeps scanning state between calls: the caller must
+/// only append to the buffer between calls (the decoder removes complete frames itself).
+#[derive(Debug, Clone)]
+pub struct FrameDecoder {
+    config: DecoderConfig,
+    scanner: ValueScanner,
+    checked_head: bool,
+}
+
+impl FrameDecoder {
+    pub fn new(config: DecoderConfig) -> Self {
+        FrameDecoder {
+            config,
+            scanner: ValueScanner::default(),
+            checked_head: false,
+        }
+    }
+
+    pub fn config(&self) -> &DecoderConfig {
+        &self.config
+    }
+
+    /// Split the next complete top-level message off `buf`, without decoding it.
+    /// `Ok(None)` when more bytes are needed. Errors (oversize, not a frame) are final for the
+    /// stream: the connection should be closed.
+    pub fn next_frame(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, ForwardError> {
+        if buf.is_empty() {
+            return Ok(None);
+        }
+        if !self.checked_head {
+            let first = buf[0];
+            let arity = match first {
+                0xc0 => None,
+                0x90..=0x9f => Some((first & 0x0f) as u32),
+                0xdc if buf.len() >= 3 => Some(u16::from_be_bytes([buf[1], buf[2]]) as u32),
+                0xdd if buf.len() >= 5 => {
+                    Some(u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]))
+                }
+                0xdc | 0xdd => return Ok(None),
+                other => return Err(ForwardError::NotAFrame(other)),
+            };
+            if let Some(n) = arity {
+                if !(2..=4).contains(&n) {
+                    return Err(ForwardError::BadArity(n));
+                }
+            }
+            self.checked_head = true;
+        }
+        let limit = self.config.frame_limit();
+        match self.scanner.scan(buf, limit) {
+            Ok(None) => Ok(None),
+            Ok(Some(end)) => {
+                self.scanner.reset();
+                self.checked_head = false;
+                Ok(Some(buf.split_to(end).freeze()))
+            }
+            Err(ScanError::TooLarge(size)) => Err(ForwardError::FrameTooLarge { size, limit }),
+            Err(ScanError::BadMarker { marker, offset }) => {
+                Err(ForwardError::Msgpack(EntryError::BadMarker {
+                    marker,
+                    offset: offset as usize,
+                }))
+            }
+        }
+    }
+
+    /// [`FrameDecoder::next_frame`] followed by [`decode_frame`] with the current time.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, ForwardError> {
+        match self.next_frame(buf)? {
+            None => Ok(None),
+            Some(raw) => decode_frame(raw, &self.config, EventTime::now()).map(Some),
+        }
+    }
+}
+
+/// Decode one complete top-level message (as split by [`FrameDecoder::next_frame`]).
+/// `now` replaces zero/nil event times.
+pub fn decode_frame(
+    raw: Bytes,
+    config: &DecoderConfig,
+    now: EventTime,
+) -> Result<Frame, ForwardError> {
+    let wire_size = raw.len();
+    let mut c = Cursor::new(&raw);
+    if c.nil()? {
+        if !c.at_end() {
+            return Err(ForwardError::NotAFrame(0xc0));
+        }
+        return Ok(Frame::Heartbeat);
+    }
+    let first = c.peek()?;
+    let n = c.array_len()?.ok_or(ForwardError::NotAFrame(first))?;
+    if !(2..=4).contains(&n) {
+        return Err(ForwardError::BadArity(n));
+    }
+    let tag_bytes = match c.raw()? {
+        Some((r, RawKind::Str)) => &raw[r],
+        _ => return Err(ForwardError::BadTag),
+    };
+    let tag = std::str::from_utf8(tag_bytes)
+        .map_err(|_| ForwardError::BadTag)?
+        .to_string();
+
+    let second = c.peek()?;
+    let (mode, stream, must_rewrite, option_index) = match second {
+        // Forward: [tag, [[time, record], ...], option?]
+        0x90..=0x9f | 0xdc | 0xdd => {
+            if n > 3 {
+                return Err(ForwardError::BadArity(n));
+            }
+            let arr = c.skip()?;
+            let mut header = Cursor::new(&raw[arr.start..]);
+            header.array_len()?;
+            // The array's elements are exactly a concatenated entry stream.
+            let body_start = arr.start + header.pos();
+            (EventMode::Forward, raw.slice(body_start..arr.end), true, 2)
+        }
+        // PackedForward: [tag, entries(bin|str), option?]
+        0xa0..=0xbf | 0xd9 | 0xda | 0xdb | 0xc4 | 0xc5 | 0xc6 => {
+            if n > 3 {
+                return Err(ForwardError::BadArity(n));
+            }
+            let (r, _) = c
+                .raw()?
+                .ok_or(ForwardError::UnknownMode("entries".into()))?;
+            (EventMode::PackedForward, raw.slice(r), false, 2)
+        }
+        // Message: [tag, time, record, option?]
+        _ => {
+            if n < 3 {
+                return Err(ForwardError::UnknownMode(format!(
+                    "second element (marker 0x{second:02x}) is neither entries nor an event time, and there is no record"
+                )));
+            }
+            let t = c.skip()?;
+            let rec = c.skip()?;
+            let mut one = BytesMut::with_capacity(1 + rec.end - t.start);
+            one.put_u8(0x92);
+            one.extend_from_slice(&raw[t.start..rec.end]);
+            (EventMode::Message, one.freeze(), true, 3)
+        }
+    };
+
+    let options = if n > option_index {
+        let opts = parse_options(&raw, &mut c)?;
+        if !c.at_end() {
+            return Err(ForwardError::UnknownMode(
+                "trailing data after the option".into(),
+            ));
+        }
+        opts
+    } else {
+        FrameOptions::default()
+    };
+
+    let (mode, stream) = match (mode, options.compressed) {
+        (EventMode::PackedForward, Some(Compression::Gzip)) => (
+            EventMode::CompressedPackedForward,
+            gunzip_limited(&stream, config.decompression_size_limit)?,
+        ),
+        (m, _) => (m, stream),
+    };
+
+    let normalized = normalize_entries(stream, must_rewrite, config.skip_invalid_event, now)?;
+    Ok(Frame::Events(EventFrame {
+        tag,
+        mode,
+        entries: normalized.entries,
+        count: normalized.count,
+        has_zero_time: normalized.has_zero_time,
+        options,
+        wire_size,
+        skipped: normalized.skipped,
+        first_skip_error: normalized.first_skip_error,
+    }))
+}
+
+fn parse_options(raw: &Bytes, c: &mut Cursor<'_>) -> Result<FrameOptions, ForwardError> {
+    let mut opts = FrameOptions::default();
+    if c.nil()? {
+        return Ok(opts);
+    }
+    let pairs = c
+        .map_len()?
+        .ok_or_else(|| ForwardError::BadOption("the option is not a map".into()))?;
+    for _ in 0..pairs {
+        let key = match c.raw()? {
+            Some((r, _)) => &raw[r],
+            None => {
+                // Non-string keys are not ours: skip key and value.
+                c.skip()?;
+                c.skip()?;
+                continue;
+            }
+        };
+        match key {
+            b"chunk" => match c.raw()? {
+                Some((r, _)) => opts.chunk = Some(raw.slice(r)),
+                None => return Err(ForwardError::BadOption("\"chunk\" is not a string".into())),
+            },
+            b"size" => match c.uint()? {
+                Some(v) => opts.size = Some(v),
+                None => {
+                    // Tolerate odd senders: an unusable size is only a hint.
+                    c.skip()?;
+                }
+            },
+            b"compressed" => match c.raw_bytes()? {
+                Some(b"gzip") => opts.compressed = Some(Compression::Gzip),
+                Some(b"text") => opts.compressed = Some(Compression::Text),
+                Some(other) => {
+                    return Err(ForwardError::UnsupportedCompression(
+                        String::from_utf8_lossy(other).into_owned(),
+                    ))
+                }
+                None => {
+                    if !c.nil()? {
+                        return Err(ForwardError::BadOption(
+                            "\"compressed\" is not a string".into(),
+                        ));
+                    }
+                }
+            },
+            _ => {
+                c.skip()?;
+            }
+        }
+    }
+    Ok(opts)
+}
+
+struct Normalized {
+    entries: Bytes,
+    count: u32,
+    has_zero_time: bool,
+    skipped: u32,
+    first_skip_error: Option<EntryError>,
+}
+
+fn normalize_entries(
+    stream: Bytes,
+    must_rewrite: bool,
+    skip_invalid: bool,
+    now: EventTime,
+) -> Result<Normalized, ForwardError> {
+    if !must_rewrite {
+        match validate_entries(&stream) {
+            Ok(info) if !info.has_zero_time => {
+                return Ok(Normalized {
+                    entries: stream,
+                    count: info.count,
+                    has_zero_time: false,
+                    skipped: 0,
+                    first_skip_error: None,
+                })
+            }
+            Ok(info) => {
+                let filled = fill_zero_times(&stream, now).map_err(ForwardError::BadEntries)?;
+                return Ok(Normalized {
+                    entries: filled,
+                    count: info.count,
+                    has_zero_time: true,
+                    skipped: 0,
+                    first_skip_error: None,
+                });
+            }
+            Err(e) if !skip_invalid => return Err(ForwardError::BadEntries(e)),
+            Err(_) => {}
+        }
+    }
+    // Slow path: rebuild every entry (Message/Forward modes, or invalid entries to drop).
+    let mut out = BytesMut::with_capacity(stream.len() + 16);
+    let mut n = Normalized {
+        entries: Bytes::new(),
+        count: 0,
+        has_zero_time: false,
+        skipped: 0,
+        first_skip_error: None,
+    };
+    for item in LenientEntryIter::new(&stream) {
+        match item.map_err(ForwardError::BadEntries)? {
+            LenientEntry::Valid(e) => {
+                let t = if e.time.is_zero() {
+                    n.has_zero_time = true;
+                    now
+                } else {
+                    e.time
+                };
+                write_entry(&mut out, t, e.record);
+                n.count += 1;
+            }
+            LenientEntry::Invalid { error, .. } => {
+                if !skip_invalid {
+                    return Err(ForwardError::BadEntries(error));
+                }
+                n.skipped += 1;
+                n.first_skip_error.get_or_insert(error);
+            }
+        }
+    }
+    n.entries = out.freeze();
+    Ok(n)
+}
+
+/// Decompress gzip (possibly several concatenated members), refusing output over `limit` bytes
+/// without ever allocating past it.
+fn gunzip_limited(data: &[u8], limit: u64) -> Result<Bytes, ForwardError> {
+    let mut decoder = flate2::read::MultiGzDecoder::new(data);
+    let cap_limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let mut out: Vec<u8> = Vec::with_capacity(data.len().saturating_mul(4).min(cap_limit));
+    let mut block = vec![0u8; 64 * 1024];
+    loop {
+        let n = match decoder.read(&mut block) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(ForwardError::Gzip(e)),
+        };
+        if (out.len() + n) as u64 > limit {
+            return Err(ForwardError::DecompressionLimit { limit });
+        }
+        if out.len() + n > out.capacity() {
+            let wanted = (out.capacity().max(64 * 1024) * 2).min(cap_limit);
+            out.reserve_exact(wanted.max(out.len() + n) - out.len());
+        }
+        out.extend_from_slice(&block[..n]);
+    }
+    Ok(Bytes::from(out))
+}
+
+/// Gzip an entry stream for CompressedPackedForward (one member).
+pub fn gzip_entries(entries: &[u8]) -> std::io::Result<Bytes> {
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(entries.len() / 4 + 64),
+        flate2::Compression::default(),
+    );
+    enc.write_all(entries)?;
+    Ok(Bytes::from(enc.finish()?))
+}
+
+/// The bytes around an entry stream: the frame is `header ‖ entries ‖ trailer`, so a sender
+/// can write the entries from its buffer without copying them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedFrameParts {
+    /// `0x93`, the tag, `0xdb` and the entries' u32 length.
+    pub header: Bytes,
+    /// The option map.
+    pub trailer: Bytes,
+}
+
+/// Frame a PackedForward (or, with `Compression::Gzip`, CompressedPackedForward: `entries` must
+/// already be gzip, see [`gzip_entries`]) message the way out_forward does: entries as str32,
+/// options `{"size": count, "chunk": chunk?, "compressed": "gzip"?}`.
+pub fn encode_packed_forward(
+    tag: &str,
+    entries: &[u8],
+    count: u32,
+    chunk: Option<&[u8]>,
+    compressed: Compression,
+) -> Result<EncodedFrameParts, ForwardError> {
+    let len =
+        u32::try_from(entries.len()).map_err(|_| ForwardError::EntriesTooLarge(entries.len()))?;
+    let mut header = BytesMut::with_capacity(tag.len() + 16);
+    header.put_u8(0x93);
+    write_str(&mut header, tag);
+    header.put_u8(0xdb);
+    header.put_u32(len);
+
+    let mut trailer = BytesMut::with_capacity(64);
+    let pairs = 1 + chunk.is_some() as u8 + (compressed == Compression::Gzip) as u8;
+    trailer.put_u8(0x80 | pairs);
+    write_str(&mut trailer, "size");
+    trailer.put_u8(0xce);
+    trailer.put_u32(count);
+    if let Some(chunk) = chunk {
+        write_str(&mut trailer, "chunk");
+        write_str_bytes(&mut trailer, chunk);
+    }
+    if compressed == Compression::Gzip {
+        write_str(&mut trailer, "compressed");
+        write_str(&mut trailer, "gzip");
+    }
+    Ok(EncodedFrameParts {
+        header: header.freeze(),
+        trailer: trailer.freeze(),
+    })
+}
+
+/// `{"ack": chunk}`, echoing the chunk bytes exactly as received (as a msgpack str).
+pub fn encode_ack(chunk: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(chunk.len() + 10);
+    out.put_u8(0x81);
+    write_str(&mut out, "ack");
+    write_str_bytes(&mut out, chunk);
+    out.freeze()
+}
+
+/// Split one complete msgpack value (at most `max` bytes) off the front of `buf`.
+/// `Ok(None)` when more bytes are needed.
+pub fn take_message(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, ForwardError> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    let mut scanner = ValueScanner::default();
+    match scanner.scan(buf, max as u64) {
+        Ok(None) => Ok(None),
+        Ok(Some(end)) => Ok(Some(buf.split_to(end).freeze())),
+        Err(ScanError::TooLarge(size)) => Err(ForwardError::FrameTooLarge {
+            size,
+            limit: max as u64,
+        }),
+        Err(ScanError::BadMarker { marker, offset }) => {
+            Err(ForwardError::Msgpack(EntryError::BadMarker {
+                marker,
+                offset: offset as usize,
+            }))
+        }
+    }
+}
+
+/// Read the server's `{"ack": chunk}` reply off the front of `buf`: the chunk bytes, or
+/// `Ok(None)` when more bytes are needed.
+pub fn decode_ack(buf: &mut BytesMut) -> Result<Option<Bytes>, ForwardError> {
+    let Some(msg) = take_message(buf, MAX_CONTROL_MESSAGE_SIZE)? else {
+        return Ok(None);
+    };
+    let mut c = Cursor::new(&msg);
+    let pairs = c
+        .map_len()?
+        .ok_or_else(|| ForwardError::BadAck("the response is not a map".into()))?;
+    let mut ack = None;
+    for _ in 0..pairs {
+        let key = c.raw_bytes()?;
+        if key == Some(b"ack") {
+            match c.raw()? {
+                Some((r, _)) => ack = Some(msg.slice(r)),
+                None => return Err(ForwardError::BadAck("\"ack\" is not a string".into())),
+            }
+        } else {
+            if key.is_none() {
+                c.skip()?;
+            }
+            c.skip()?;
+        }
+    }
+    ack.map(Some)
+        .ok_or_else(|| ForwardError::BadAck("no \"ack\" key in the response".into()))
+}
+
+#[cfg(test)]
+mod tests;
