@@ -186,13 +186,14 @@ pub async fn run(
         };
         match &source.kind {
             SourceKind::Forward(c) => {
-                let input = ForwardInput::bind(c, router.clone()).await.map_err(listen_err)?;
+                let input = ForwardInput::bind(c, router.clone()).map_err(listen_err)?;
                 tracing::info!(addr = %input.local_addr(), "forward input listening");
                 inputs.spawn(input.run(stop_inputs.clone()));
             }
             SourceKind::Http(c) => {
                 let input = HttpInput::bind(c, router.clone()).await.map_err(listen_err)?;
-                tracing::info!(addr = %input.local_addr(), "http input listening");
+                let addr = input.local_addr().map_err(listen_err)?;
+                tracing::info!(%addr, "http input listening");
                 inputs.spawn(input.run(stop_inputs.clone()));
             }
         }
