@@ -13,7 +13,11 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "lograft", version, about = "Durable Fluentd-compatible log forwarder and aggregator")]
+#[command(
+    name = "lograft",
+    version,
+    about = "Durable Fluentd-compatible log forwarder and aggregator"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -142,5 +146,6 @@ fn init_logging(cli: Option<String>, system: Option<LogLevel>) {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::new(filter))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }

@@ -97,7 +97,13 @@ pub fn buffer_dir(cfg: &Config, opts: &NodeOptions, index: usize) -> Option<Path
 
 fn sanitize(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -191,14 +197,20 @@ pub async fn run(
                 inputs.spawn(input.run(stop_inputs.clone()));
             }
             SourceKind::Http(c) => {
-                let input = HttpInput::bind(c, router.clone()).await.map_err(listen_err)?;
+                let input = HttpInput::bind(c, router.clone())
+                    .await
+                    .map_err(listen_err)?;
                 let addr = input.local_addr().map_err(listen_err)?;
                 tracing::info!(%addr, "http input listening");
                 inputs.spawn(input.run(stop_inputs.clone()));
             }
         }
     }
-    tracing::info!(sources = config.sources.len(), matches = config.matches.len(), "lograft node started");
+    tracing::info!(
+        sources = config.sources.len(),
+        matches = config.matches.len(),
+        "lograft node started"
+    );
 
     flush_on_usr1(&pipelines, shutdown.clone());
     shutdown.cancelled().await;
@@ -215,8 +227,10 @@ pub async fn run(
     })
     .await;
     if finished.is_err() {
-        tracing::warn!(timeout_secs = opts.shutdown_timeout.as_secs(),
-            "flushes did not finish in time; unsent chunks stay in the buffer for the next start");
+        tracing::warn!(
+            timeout_secs = opts.shutdown_timeout.as_secs(),
+            "flushes did not finish in time; unsent chunks stay in the buffer for the next start"
+        );
         abort_flush.cancel();
         while drivers.join_next().await.is_some() {}
     }
@@ -231,7 +245,8 @@ async fn drain_all(mut set: JoinSet<()>) {
 /// SIGUSR1 flushes every buffer now (as Fluentd does).
 fn flush_on_usr1(pipelines: &[Pipeline], shutdown: CancellationToken) {
     let buffers: Vec<_> = pipelines.iter().map(|p| p.buffer.clone()).collect();
-    let Ok(mut usr1) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+    let Ok(mut usr1) =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
     else {
         return;
     };

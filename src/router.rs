@@ -164,7 +164,9 @@ impl Router {
     fn warn_unmatched(&self, tag: &str, count: u32) {
         let mut w = self.unmatched.lock().expect("router warning");
         let now = Instant::now();
-        if w.last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(10)) {
+        if w.last
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(10))
+        {
             w.suppressed += count as u64;
             return;
         }

@@ -31,7 +31,7 @@ fn acked_events_survive_repeated_sigkill() {
 <match crash.**>
   @type file
   path {out}/events
-  <buffer>
+  <buffer tag>
     @type file
     path {buf}
     flush_interval 0.2s
@@ -54,7 +54,9 @@ fn acked_events_survive_repeated_sigkill() {
             .map(|_| {
                 let (next_seq, acked, stop) = (next_seq.clone(), acked.clone(), stop.clone());
                 std::thread::spawn(move || {
-                    let Ok(mut c) = ForwardClient::connect(addr) else { return };
+                    let Ok(mut c) = ForwardClient::connect(addr) else {
+                        return;
+                    };
                     while !stop.load(Ordering::Relaxed) {
                         let start = next_seq.fetch_add(200, Ordering::Relaxed);
                         match c.send_acked("crash.test", start..start + 200, 80) {
@@ -72,20 +74,36 @@ fn acked_events_survive_repeated_sigkill() {
             c.join().unwrap();
         }
         node.spawn();
-        assert!(node.is_running(), "round {round}: restart failed; log:\n{}", node.log_text());
+        assert!(
+            node.is_running(),
+            "round {round}: restart failed; log:\n{}",
+            node.log_text()
+        );
     }
 
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() > 1000, "the stream barely ran: {} acked", acked.len());
+    assert!(
+        acked.len() > 1000,
+        "the stream barely ran: {} acked",
+        acked.len()
+    );
     let out = dir.path().join("out");
     let all_there = wait_until(Duration::from_secs(60), || {
         let c = seq_counts(&read_out_file_records(&out));
         acked.iter().all(|s| c.contains_key(s))
     });
     let counts = seq_counts(&read_out_file_records(&out));
-    let missing: Vec<_> = acked.iter().filter(|s| !counts.contains_key(s)).take(10).collect();
-    assert!(all_there, "{} acked events missing after {kills} kills, e.g. {missing:?}; log tail:\n{}",
-        acked.iter().filter(|s| !counts.contains_key(s)).count(), tail(&node.log_text()));
+    let missing: Vec<_> = acked
+        .iter()
+        .filter(|s| !counts.contains_key(s))
+        .take(10)
+        .collect();
+    assert!(
+        all_there,
+        "{} acked events missing after {kills} kills, e.g. {missing:?}; log tail:\n{}",
+        acked.iter().filter(|s| !counts.contains_key(s)).count(),
+        tail(&node.log_text())
+    );
     let dups: Vec<_> = counts.iter().filter(|(_, &n)| n > 1).take(10).collect();
     assert!(dups.is_empty(), "events delivered twice: {dups:?}");
     assert_eq!(node.terminate(), Some(0));

@@ -19,7 +19,7 @@ fn config(dir: &std::path::Path, port: u16, flush: &str) -> String {
 <match test.**>
   @type file
   path {out}/events
-  <buffer>
+  <buffer tag>
     @type file
     path {buf}
     flush_interval {flush}
@@ -47,7 +47,9 @@ fn two_hundred_thousand_events_acked_and_written_exactly_once() {
                 let mut client = ForwardClient::connect(addr).unwrap();
                 let mut start = c * PER_CHUNK;
                 while start < TOTAL {
-                    client.send_acked("test.load", start..start + PER_CHUNK, 150).unwrap();
+                    client
+                        .send_acked("test.load", start..start + PER_CHUNK, 150)
+                        .unwrap();
                     start += CONNS * PER_CHUNK;
                 }
             })
@@ -57,13 +59,25 @@ fn two_hundred_thousand_events_acked_and_written_exactly_once() {
         t.join().unwrap();
     }
     let out = dir.path().join("out");
-    let done = wait_until(Duration::from_secs(60), || read_out_file_records(&out).len() as u64 >= TOTAL);
+    let done = wait_until(Duration::from_secs(60), || {
+        read_out_file_records(&out).len() as u64 >= TOTAL
+    });
     let counts = seq_counts(&read_out_file_records(&out));
-    assert!(done, "only {} of {TOTAL} events written; log:\n{}", counts.len(), node.log_text());
+    assert!(
+        done,
+        "only {} of {TOTAL} events written; log:\n{}",
+        counts.len(),
+        node.log_text()
+    );
     assert_eq!(counts.len() as u64, TOTAL);
     assert!(counts.values().all(|&n| n == 1), "duplicates in output");
     assert!((0..TOTAL).all(|s| counts.contains_key(&s)));
-    assert_eq!(node.terminate(), Some(0), "SIGTERM exit code; log:\n{}", node.log_text());
+    assert_eq!(
+        node.terminate(),
+        Some(0),
+        "SIGTERM exit code; log:\n{}",
+        node.log_text()
+    );
 }
 
 #[test]
@@ -75,10 +89,14 @@ fn corrupt_chunk_is_quarantined_and_the_rest_is_delivered() {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut client = ForwardClient::connect(addr).unwrap();
     for i in 0..8 {
-        client.send_acked("test.bad", i * 10..i * 10 + 10, 50).unwrap();
+        client
+            .send_acked("test.bad", i * 10..i * 10 + 10, 50)
+            .unwrap();
     }
     for i in 0..8 {
-        client.send_acked("test.good", 1000 + i * 10..1000 + i * 10 + 10, 50).unwrap();
+        client
+            .send_acked("test.good", 1000 + i * 10..1000 + i * 10 + 10, 50)
+            .unwrap();
     }
     drop(client);
     assert_eq!(node.terminate(), Some(0));
@@ -110,13 +128,22 @@ fn corrupt_chunk_is_quarantined_and_the_rest_is_delivered() {
     });
     assert!(good, "good chunk not delivered; log:\n{}", node.log_text());
     let c = seq_counts(&read_out_file_records(&out));
-    assert!((0..80).all(|s| !c.contains_key(&s)), "corrupt chunk's events delivered");
+    assert!(
+        (0..80).all(|s| !c.contains_key(&s)),
+        "corrupt chunk's events delivered"
+    );
     let log = node.log_text();
     assert!(log.contains("quarantine"), "no quarantine log line:\n{log}");
     let qdir = buf.join("quarantine");
-    let quarantined: Vec<_> = std::fs::read_dir(&qdir).unwrap().flatten().map(|e| e.file_name()).collect();
+    let quarantined: Vec<_> = std::fs::read_dir(&qdir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
     assert!(
-        quarantined.iter().any(|n| n.to_string_lossy().contains(&*corrupted.to_string_lossy())),
+        quarantined
+            .iter()
+            .any(|n| n.to_string_lossy().contains(&*corrupted.to_string_lossy())),
         "{corrupted:?} not in {quarantined:?}"
     );
     assert!(node.is_running());
@@ -132,10 +159,12 @@ fn malformed_input_closes_only_that_connection() {
     good.send_acked("test.ok", 0..10, 10).unwrap();
 
     let garbage: Vec<Vec<u8>> = vec![
-        vec![0xc1, 0xc1, 0xc1],                                         // never-used marker
-        vec![0x93, 0xa4, b't', b'e', b's', b't', 0xc4, 0x02, 0x01, 0x02, 0x80], // entries not [time, record]
-        vec![0x93, 0xa1, b't', 0xc6, 0x7f, 0xff, 0xff, 0xff],          // 2 GiB chunk claim
-        vec![0x92, 0x01, 0x02],                                         // wrong top-level shape
+        vec![0xc1, 0xc1, 0xc1], // never-used marker
+        vec![
+            0x93, 0xa4, b't', b'e', b's', b't', 0xc4, 0x02, 0x01, 0x02, 0x80,
+        ], // entries not [time, record]
+        vec![0x93, 0xa1, b't', 0xc6, 0x7f, 0xff, 0xff, 0xff], // 2 GiB chunk claim
+        vec![0x92, 0x01, 0x02], // wrong top-level shape
     ];
     for g in garbage {
         let mut bad = ForwardClient::connect(addr).unwrap();

@@ -119,7 +119,10 @@ mod tests {
             .collect();
         assert_eq!(waits, vec![1, 2, 4, 5, 5]);
         b.reset();
-        assert_eq!(b.on_failure(now), RetryDecision::RetryIn(Duration::from_secs(1)));
+        assert_eq!(
+            b.on_failure(now),
+            RetryDecision::RetryIn(Duration::from_secs(1))
+        );
     }
 
     #[test]
@@ -131,7 +134,10 @@ mod tests {
         });
         let now = Instant::now();
         for _ in 0..4 {
-            assert_eq!(b.on_failure(now), RetryDecision::RetryIn(Duration::from_secs(3)));
+            assert_eq!(
+                b.on_failure(now),
+                RetryDecision::RetryIn(Duration::from_secs(3))
+            );
         }
     }
 
@@ -151,7 +157,10 @@ mod tests {
             ..cfg()
         });
         assert!(matches!(b.on_failure(now), RetryDecision::RetryIn(_)));
-        assert_eq!(b.on_failure(now + Duration::from_secs(11)), RetryDecision::GiveUp);
+        assert_eq!(
+            b.on_failure(now + Duration::from_secs(11)),
+            RetryDecision::GiveUp
+        );
 
         let mut b = Backoff::new(RetryConfig {
             timeout: Duration::from_secs(10),

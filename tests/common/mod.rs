@@ -75,11 +75,17 @@ impl Node {
                 return;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("lograft exited with {status} before listening on {port}; log:\n{}", self.log_text());
+                panic!(
+                    "lograft exited with {status} before listening on {port}; log:\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("lograft did not listen on {port}; log:\n{}", self.log_text());
+        panic!(
+            "lograft did not listen on {port}; log:\n{}",
+            self.log_text()
+        );
     }
 
     pub fn log_text(&self) -> String {
@@ -108,7 +114,10 @@ impl Node {
             }
             if Instant::now() > deadline {
                 let _ = c.kill();
-                panic!("lograft did not exit after SIGTERM; log:\n{}", self.log_text());
+                panic!(
+                    "lograft did not exit after SIGTERM; log:\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -126,7 +135,10 @@ impl Drop for Node {
 }
 
 pub fn signal(pid: i32, sig: &str) {
-    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
 }
 
 /// Encode `[time, record]` entries for records `{"seq": n, "msg": pad}`.
@@ -181,18 +193,26 @@ impl ForwardClient {
     }
 
     /// Send events with the given sequence numbers and wait for the ack.
-    pub fn send_acked(&mut self, tag: &str, seqs: impl IntoIterator<Item = u64>, pad: usize) -> std::io::Result<()> {
+    pub fn send_acked(
+        &mut self,
+        tag: &str,
+        seqs: impl IntoIterator<Item = u64>,
+        pad: usize,
+    ) -> std::io::Result<()> {
         let (e, n) = entries(seqs, pad);
         self.counter += 1;
         let chunk = format!("chunk-{}-{}", std::process::id(), self.counter);
-        self.stream.write_all(&packed_forward(tag, &e, n, Some(&chunk)))?;
+        self.stream
+            .write_all(&packed_forward(tag, &e, n, Some(&chunk)))?;
         let ack = read_msgpack(&mut self.stream)?;
         let got = ack
             .as_map()
             .and_then(|m| m.iter().find(|(k, _)| k.as_str() == Some("ack")))
             .and_then(|(_, v)| v.as_str().map(str::to_string));
         if got.as_deref() != Some(chunk.as_str()) {
-            return Err(std::io::Error::other(format!("bad ack {ack:?} for {chunk}")));
+            return Err(std::io::Error::other(format!(
+                "bad ack {ack:?} for {chunk}"
+            )));
         }
         Ok(())
     }
@@ -217,7 +237,10 @@ pub fn read_msgpack(stream: &mut TcpStream) -> std::io::Result<rmpv::Value> {
         }
         let n = stream.read(&mut byte)?;
         if n == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed without a reply"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed without a reply",
+            ));
         }
         buf.extend_from_slice(&byte[..n]);
     }
@@ -228,7 +251,9 @@ pub fn read_out_file_records(dir: &Path) -> Vec<(String, serde_json::Value)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             let p = e.path();
             if p.is_dir() {
@@ -301,7 +326,12 @@ pub fn python_with_fluent_logger() -> PathBuf {
     let lock = venv.with_extension("lock");
     let _guard = FileLock::acquire(&lock);
     if !ok(&python) {
-        let st = Command::new("python3").arg("-m").arg("venv").arg(&venv).status().unwrap();
+        let st = Command::new("python3")
+            .arg("-m")
+            .arg("venv")
+            .arg(&venv)
+            .status()
+            .unwrap();
         assert!(st.success(), "python3 -m venv failed");
         let st = Command::new(venv.join("bin/pip"))
             .args(["install", "-q", "fluent-logger", "msgpack"])
@@ -319,9 +349,15 @@ impl FileLock {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         let deadline = Instant::now() + Duration::from_secs(600);
         loop {
-            match std::fs::OpenOptions::new().write(true).create_new(true).open(path) {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)
+            {
                 Ok(_) => return FileLock(path.to_path_buf()),
-                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(200))
+                }
                 Err(e) => panic!("lock {}: {e}", path.display()),
             }
         }
