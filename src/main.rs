@@ -66,7 +66,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn check_config(path: &PathBuf) -> ExitCode {
+fn check_config(path: &std::path::Path) -> ExitCode {
     match Config::load(path) {
         Ok(loaded) => {
             for w in &loaded.warnings {

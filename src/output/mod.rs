@@ -9,6 +9,7 @@
 pub mod driver;
 pub mod file;
 pub mod format;
+pub mod forward;
 pub mod retry;
 pub mod stdout;
 

@@ -34,7 +34,6 @@ pub fn eligible(servers: &[Candidate]) -> Vec<usize> {
     out
 }
 
-
 /// Smooth weighted round-robin (each pick adds every weight, takes the largest, subtracts the total).
 #[derive(Debug, Default, Clone)]
 pub struct Balancer {
@@ -72,19 +71,31 @@ mod tests {
     use super::*;
 
     fn c(weight: u32, standby: bool, available: bool) -> Candidate {
-        Candidate { weight, standby, available }
+        Candidate {
+            weight,
+            standby,
+            available,
+        }
     }
 
     #[test]
     fn standby_only_while_primary_is_down() {
         assert_eq!(eligible(&[c(60, false, true), c(60, true, true)]), vec![0]);
         assert_eq!(eligible(&[c(60, false, false), c(60, true, true)]), vec![1]);
-        assert_eq!(eligible(&[c(60, false, false), c(60, true, false)]), Vec::<usize>::new());
+        assert_eq!(
+            eligible(&[c(60, false, false), c(60, true, false)]),
+            Vec::<usize>::new()
+        );
     }
 
     #[test]
     fn standbys_cover_lost_weight_one_by_one() {
-        let s = [c(60, false, false), c(60, false, true), c(60, true, true), c(60, true, true)];
+        let s = [
+            c(60, false, false),
+            c(60, false, true),
+            c(60, true, true),
+            c(60, true, true),
+        ];
         assert_eq!(eligible(&s), vec![1, 2]);
         let s = [c(120, false, false), c(60, true, true), c(60, true, true)];
         assert_eq!(eligible(&s), vec![1, 2]);

@@ -56,7 +56,11 @@ impl PhiDetector {
             sum += g * w;
             weights += w;
         }
-        let mean_gap = if weights > 0.0 { sum / weights } else { self.interval };
+        let mean_gap = if weights > 0.0 {
+            sum / weights
+        } else {
+            self.interval
+        };
         // Normalise to a 1-second heartbeat so thresholds mean the same for any interval.
         let mean = (mean_gap - self.interval + 1.0).max(0.001);
         let since = now.saturating_duration_since(self.last).as_secs_f64();
