@@ -25,12 +25,15 @@
 //! - [`node`]: builds the pipeline from a [`config::Config`], runs it, and shuts it down on
 //!   SIGTERM.
 //! - [`tls`]: loading certificates and keys for rustls.
+//! - [`loadgen`]: the benchmark client behind `lograft bench-load`.
 
 pub mod buffer;
 pub mod config;
 pub mod event;
 pub mod forward;
 pub mod input;
+pub mod loadgen;
+pub mod log_limit;
 pub mod node;
 pub mod output;
 pub mod router;

@@ -45,12 +45,51 @@ enum Command {
         #[arg(short = 'c', long = "config")]
         config: PathBuf,
     },
+    /// Benchmark client: send PackedForward chunks with acks to a forward input and report
+    /// events/s and ack latency.
+    BenchLoad {
+        /// Address of the forward input.
+        #[arg(long, default_value = "127.0.0.1:24224")]
+        target: std::net::SocketAddr,
+        #[arg(long, default_value = "bench.load")]
+        tag: String,
+        /// Total events to send.
+        #[arg(long, default_value_t = 10_000_000)]
+        events: u64,
+        #[arg(long, default_value_t = 1000)]
+        events_per_chunk: u32,
+        /// Approximate bytes per record (msgpack).
+        #[arg(long, default_value_t = 200)]
+        record_size: usize,
+        #[arg(long, default_value_t = 8)]
+        connections: usize,
+        /// Chunks in flight per connection.
+        #[arg(long, default_value_t = 4)]
+        pipeline: usize,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { config } => check_config(&config),
+        Command::BenchLoad {
+            target,
+            tag,
+            events,
+            events_per_chunk,
+            record_size,
+            connections,
+            pipeline,
+        } => bench_load(lograft::loadgen::LoadSpec {
+            addr: target,
+            tag,
+            total_events: events,
+            events_per_chunk,
+            record_size,
+            connections,
+            pipeline,
+        }),
         Command::Run {
             config,
             data_dir,
@@ -90,6 +129,36 @@ fn check_config(path: &std::path::Path) -> ExitCode {
             for e in &errs.0 {
                 eprintln!("{e}");
             }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn bench_load(spec: lograft::loadgen::LoadSpec) -> ExitCode {
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("lograft: starting the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(lograft::loadgen::run(spec)) {
+        Ok(r) => {
+            println!(
+                "events={} chunks={} bytes={} elapsed_s={:.3} events_per_s={:.0} ack_p50_ms={:.2} ack_p99_ms={:.2} ack_max_ms={:.2}",
+                r.events,
+                r.chunks,
+                r.bytes,
+                r.elapsed.as_secs_f64(),
+                r.events_per_sec(),
+                r.ack_p50.as_secs_f64() * 1e3,
+                r.ack_p99.as_secs_f64() * 1e3,
+                r.ack_max.as_secs_f64() * 1e3
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("lograft bench-load: {e}");
             ExitCode::FAILURE
         }
     }

@@ -9,10 +9,10 @@
 use crate::buffer::Buffer;
 use crate::event::EventBatch;
 use crate::input::{BoxFuture, Emit, EmitError};
+use crate::log_limit::WarnLimiter;
 use regex::Regex;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, RwLock};
 
 /// One compiled `<match>` pattern.
 #[derive(Debug, Clone)]
@@ -122,25 +122,17 @@ pub struct Route {
 pub struct Router {
     routes: Vec<Route>,
     cache: RwLock<HashMap<String, Option<usize>>>,
-    unmatched: Mutex<UnmatchedWarning>,
+    unmatched: WarnLimiter,
 }
 
 const CACHE_LIMIT: usize = 4096;
-
-struct UnmatchedWarning {
-    last: Option<Instant>,
-    suppressed: u64,
-}
 
 impl Router {
     pub fn new(routes: Vec<Route>) -> Self {
         Router {
             routes,
             cache: RwLock::new(HashMap::new()),
-            unmatched: Mutex::new(UnmatchedWarning {
-                last: None,
-                suppressed: 0,
-            }),
+            unmatched: WarnLimiter::default(),
         }
     }
 
@@ -162,22 +154,14 @@ impl Router {
     }
 
     fn warn_unmatched(&self, tag: &str, count: u32) {
-        let mut w = self.unmatched.lock().expect("router warning");
-        let now = Instant::now();
-        if w.last
-            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(10))
-        {
-            w.suppressed += count as u64;
-            return;
+        if let Some(held_back) = self.unmatched.check_n(count as u64) {
+            tracing::warn!(
+                tag,
+                events = count,
+                events_dropped_since_last_warning = held_back,
+                "no <match> pattern matches this tag; events dropped"
+            );
         }
-        tracing::warn!(
-            tag,
-            events = count,
-            suppressed_since_last_warning = w.suppressed,
-            "no <match> pattern matches this tag; events dropped"
-        );
-        w.last = Some(now);
-        w.suppressed = 0;
     }
 }
 

@@ -20,6 +20,7 @@ fn seed_configs_and_local_variants_are_valid() {
         "aggregator.conf",
         "forwarder.local.conf",
         "aggregator.local.conf",
+        "local.conf",
     ] {
         let out = check(&root.join("config").join(f));
         assert!(

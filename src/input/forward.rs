@@ -14,6 +14,7 @@ use crate::forward::{
     FrameDecoder, ServerHandshake, ServerSecurity, HARD_MAX_FRAME_SIZE, MAX_CONTROL_MESSAGE_SIZE,
 };
 use crate::input::{Emit, EmitError};
+use crate::log_limit::WarnLimiter;
 use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
 use std::io;
@@ -33,40 +34,8 @@ pub const MAX_IN_FLIGHT: usize = 16;
 const BLOCKING_DECODE_THRESHOLD: usize = 256 * 1024;
 /// Time allowed for the TLS and `<security>` handshakes.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Interval between repeated warnings of one kind.
-const WARN_INTERVAL: Duration = Duration::from_secs(10);
 const READ_CHUNK: usize = 64 * 1024;
 const HOSTNAME_CACHE_TTL: Duration = Duration::from_secs(300);
-
-/// Logs a warning at most once per interval, counting the ones it held back.
-struct WarnLimiter {
-    state: Mutex<(Option<Instant>, u64)>,
-}
-
-impl WarnLimiter {
-    fn new() -> Self {
-        WarnLimiter {
-            state: Mutex::new((None, 0)),
-        }
-    }
-
-    /// `Some(suppressed_since_last)` when this warning should be logged.
-    fn check(&self) -> Option<u64> {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        match s.0 {
-            Some(last) if now.duration_since(last) < WARN_INTERVAL => {
-                s.1 += 1;
-                None
-            }
-            _ => {
-                let suppressed = s.1;
-                *s = (Some(now), 0);
-                Some(suppressed)
-            }
-        }
-    }
-}
 
 struct Shared {
     emit: Arc<dyn Emit>,
@@ -159,10 +128,10 @@ impl ForwardInput {
                         deny_keepalive: cfg.deny_keepalive,
                         security,
                         tls,
-                        emit_failed: WarnLimiter::new(),
-                        bad_input: WarnLimiter::new(),
-                        skipped_events: WarnLimiter::new(),
-                        size_warn: WarnLimiter::new(),
+                        emit_failed: WarnLimiter::default(),
+                        bad_input: WarnLimiter::default(),
+                        skipped_events: WarnLimiter::default(),
+                        size_warn: WarnLimiter::default(),
                     });
                     return Ok(ForwardInput {
                         tcp,
