@@ -266,8 +266,11 @@ async fn ingest(
         if let Err(e) = outcome {
             tracing::warn!(%peer, %tag, count, error = %e, "http events not committed");
             let status = match e {
-                EmitError::Overflow(_) => StatusCode::SERVICE_UNAVAILABLE,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
+                EmitError::Overflow(_) | EmitError::Unavailable(_) | EmitError::ShuttingDown => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+                EmitError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+                EmitError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
             };
             return Err(Reject::new(status, e.to_string()));
         }
@@ -1295,7 +1298,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn overflow_is_503_and_other_emit_errors_500() {
+    async fn emit_errors_map_to_503_413_and_500() {
         let s = start(config(), MockEmit::default()).await;
         *s.mock.fail_with.lock().unwrap() = Some(|| EmitError::Overflow("total_limit_size".into()));
         let r = post(s.addr, "/t", &[JSON], "{}").await;
@@ -1305,6 +1308,12 @@ mod tests {
         let r = post(s.addr, "/t", &[JSON], "{}").await;
         assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
         assert!(r.text().contains("disk full"));
+        *s.mock.fail_with.lock().unwrap() = Some(|| EmitError::Unavailable("no quorum".into()));
+        let r = post(s.addr, "/t", &[JSON], "{}").await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+        *s.mock.fail_with.lock().unwrap() = Some(|| EmitError::TooLarge("too big".into()));
+        let r = post(s.addr, "/t", &[JSON], "{}").await;
+        assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
         *s.mock.fail_with.lock().unwrap() = None;
         let r = post(s.addr, "/t", &[JSON], "{}").await;
         assert_eq!(r.status, StatusCode::OK);
