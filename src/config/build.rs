@@ -1590,6 +1590,18 @@ fn build_buffer(sec: &mut Section<'_>, d: &mut Diag, kind: OutputKind) -> Option
         _ => OverflowAction::ThrowException,
     };
     cfg.compress = compression(&mut bsec, d, &["text", "gzip"]);
+    if cfg.compress == Compression::Gzip {
+        if let Some(p) = bsec.raw("compress") {
+            d.warn(
+                &p.location,
+                format!(
+                    "'compress gzip' in {} is accepted but not implemented by lograft yet; \
+                     chunks are stored uncompressed",
+                    bsec.title
+                ),
+            );
+        }
+    }
 
     // Retries.
     let retry = &mut cfg.retry;
