@@ -4,8 +4,8 @@
 //! not hold back the other chunks), the shared [`Backoff`], and the fate of a chunk whose retries
 //! ran out: `<secondary>` if configured, otherwise the buffer's quarantine — never a silent
 //! drop. A backoff sleep ends early when the output signals that a destination recovered
-//! ([`Output::recovered`]). A chunk leaves the buffer (`purge`) only after an output returned `Ok` for it. The
-//! driver must not look inside chunks; outputs and buffers own that.
+//! ([`Output::recovered`]). A chunk leaves the buffer (`purge`) only after an output returned
+//! `Ok` for it. The driver must not look inside chunks; outputs and buffers own that.
 
 use super::retry::{Backoff, RetryDecision};
 use super::{Output, OutputError};
@@ -63,8 +63,7 @@ impl OutputDriver {
         loop {
             // Register for "destination recovered" before reading the gate, so a recovery
             // between the two is not missed; it ends the backoff sleep early.
-            let recovered = std::pin::pin!(self.output.recovered().map(|n| n.notified()));
-            let mut recovered = recovered;
+            let mut recovered = std::pin::pin!(self.output.recovered().map(|n| n.notified()));
             if let Some(n) = recovered.as_mut().as_pin_mut() {
                 n.enable();
             }

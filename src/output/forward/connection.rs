@@ -96,8 +96,7 @@ impl Connector {
     /// Connect, then TLS, then the `<security>` handshake, each within its timeout.
     pub async fn connect(&self, target: &ConnectTarget<'_>) -> Result<Connection, SendError> {
         let addr = target.addr;
-        let tcp = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await
-        {
+        let tcp = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => s,
             Ok(Err(source)) => return Err(SendError::Connect { addr, source }),
             Err(_) => {
@@ -134,8 +133,7 @@ impl Connector {
         };
         if let Some((self_hostname, shared_key)) = &self.security {
             let key = target.shared_key.unwrap_or(shared_key);
-            let mut hs =
-                ClientHandshake::new(self_hostname, key, target.username, target.password);
+            let mut hs = ClientHandshake::new(self_hostname, key, target.username, target.password);
             match tokio::time::timeout_at(handshake_deadline, conn.handshake(&mut hs)).await {
                 Ok(Ok(keepalive)) => conn.keepalive_allowed = keepalive,
                 Ok(Err(e)) => return Err(e),

@@ -183,12 +183,13 @@ impl ForwardOutput {
     /// `require_ack_response`, once it was written). Tries the servers in balancer order,
     /// re-evaluating after each failure so that a standby replaces a failed primary at once.
     pub async fn write(&self, chunk: &Chunk) -> Result<(), OutputError> {
-        let frame = self.frame(chunk).await?;
+        // The buffer's chunk id, unchanged on every (re)transmission.
         let ack = self
             .shared
             .settings
             .require_ack_response
             .then(|| chunk.meta.id.to_base64());
+        let frame = self.frame(chunk, ack.as_deref()).await?;
         let mut tried = vec![false; self.shared.nodes.len()];
         let mut failures = Vec::new();
         while let Some(index) = self.shared.pick(&tried) {
@@ -229,8 +230,9 @@ impl ForwardOutput {
         )))
     }
 
-    /// Frame the chunk: the entries as the buffer holds them (gzipped for `compress gzip`).
-    async fn frame(&self, chunk: &Chunk) -> Result<Frame, OutputError> {
+    /// Frame the chunk: the entries as the buffer holds them (gzipped for `compress gzip`),
+    /// with `chunk: ack` in the options when an ack is required.
+    async fn frame(&self, chunk: &Chunk, ack: Option<&str>) -> Result<Frame, OutputError> {
         let compress = self.shared.settings.compress;
         let entries = match compress {
             Compression::Text => chunk.entries.clone(),
@@ -243,12 +245,11 @@ impl ForwardOutput {
             }
         };
         let count = u32::try_from(chunk.meta.records).unwrap_or(u32::MAX);
-        let ack = self.shared.settings.require_ack_response.then(|| chunk.meta.id.to_base64());
         let parts = encode_packed_forward(
             &chunk.meta.tag,
             &entries,
             count,
-            ack.as_deref().map(str::as_bytes),
+            ack.map(str::as_bytes),
             compress,
         )
         .map_err(|e| OutputError::Unrecoverable(e.to_string()))?;
@@ -280,12 +281,15 @@ impl Shared {
     }
 
     async fn address(&self, node: &ServerNode) -> Result<SocketAddr, SendError> {
-        node.address(self.settings.expire_dns_cache, self.settings.dns_round_robin)
-            .await
-            .map_err(|source| SendError::Resolve {
-                host: node.config.host.clone(),
-                source,
-            })
+        node.address(
+            self.settings.expire_dns_cache,
+            self.settings.dns_round_robin,
+        )
+        .await
+        .map_err(|source| SendError::Resolve {
+            host: node.config.host.clone(),
+            source,
+        })
     }
 
     /// A new connection to `node`, with TLS and handshake.
@@ -345,7 +349,10 @@ impl Shared {
 /// Probe one server every `heartbeat_interval` until `stop`.
 async fn heartbeat_loop(shared: Arc<Shared>, index: usize, stop: CancellationToken) {
     let node = &shared.nodes[index];
-    let interval = shared.settings.heartbeat_interval.max(Duration::from_millis(10));
+    let interval = shared
+        .settings
+        .heartbeat_interval
+        .max(Duration::from_millis(10));
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut udp: Option<UdpSocket> = None;
@@ -410,7 +417,9 @@ async fn udp_heartbeat(
         *socket = Some(s);
     }
     let s = socket.as_ref().expect("set above");
-    s.send(&[0u8]).await.map_err(io("sending a UDP heartbeat"))?;
+    s.send(&[0u8])
+        .await
+        .map_err(io("sending a UDP heartbeat"))?;
     let mut reply = [0u8; 128];
     match tokio::time::timeout(wait, s.recv(&mut reply)).await {
         Ok(Ok(_)) => Ok(true),

@@ -30,8 +30,9 @@ pub struct HealthParams {
 }
 
 impl HealthParams {
-    /// Consecutive successful heartbeats that bring a down server back (Fluentd:
-    /// `recover_wait / heartbeat_interval`), at least one.
+    /// Heartbeat intervals a down server must answer through before it is used again
+    /// (Fluentd: `recover_wait / heartbeat_interval`), at least one. It comes back with the
+    /// heartbeat *after* that many, so that `recover_wait` has passed since the first one.
     pub fn recover_samples(&self) -> u32 {
         let interval = self.heartbeat_interval.as_secs_f64().max(0.001);
         (self.recover_wait.as_secs_f64() / interval).ceil().max(1.0) as u32
@@ -95,7 +96,7 @@ impl NodeHealth {
             Availability::Up => None,
             Availability::Down { successes, .. } => {
                 *successes += 1;
-                if *successes >= needed {
+                if *successes > needed {
                     self.state = Availability::Up;
                     self.detector.reset(now);
                     Some(HealthChange::Up)
@@ -145,10 +146,7 @@ impl NodeHealth {
                     let secs = now
                         .saturating_duration_since(self.detector.last_heartbeat())
                         .as_secs_f64();
-                    return self.failed(
-                        now,
-                        format!("no heartbeat for {secs:.1}s (hard_timeout)"),
-                    );
+                    return self.failed(now, format!("no heartbeat for {secs:.1}s (hard_timeout)"));
                 }
                 if self.params.phi_failure_detector {
                     let phi = self.detector.phi(now);
@@ -388,13 +386,14 @@ mod tests {
         // A second failure while down is not a change (logged once).
         assert_eq!(h.failed(ms(t0, 10), "again"), None);
         assert_eq!(h.down_reason(), Some("connection refused"));
-        for i in 1..5 {
-            assert_eq!(h.heartbeat_ok(ms(t0, 200 * i)), None, "heartbeat {i}");
+        // recover_wait 1 s at 0.2 s: back with the sixth heartbeat, 1 s after the first.
+        for i in 0..5 {
+            assert_eq!(h.heartbeat_ok(ms(t0, 200 + 200 * i)), None, "heartbeat {i}");
             assert!(!h.available());
         }
-        assert_eq!(h.heartbeat_ok(ms(t0, 1000)), Some(HealthChange::Up));
+        assert_eq!(h.heartbeat_ok(ms(t0, 1200)), Some(HealthChange::Up));
         assert!(h.available());
-        assert_eq!(h.heartbeat_ok(ms(t0, 1200)), None);
+        assert_eq!(h.heartbeat_ok(ms(t0, 1400)), None);
     }
 
     #[test]
@@ -406,18 +405,18 @@ mod tests {
             h.heartbeat_ok(ms(t0, 200 * i));
         }
         assert_eq!(h.failed(ms(t0, 1000), "refused"), None);
-        for i in 6..10 {
+        for i in 6..11 {
             assert_eq!(h.heartbeat_ok(ms(t0, 200 * i)), None);
         }
-        assert_eq!(h.heartbeat_ok(ms(t0, 2000)), Some(HealthChange::Up));
+        assert_eq!(h.heartbeat_ok(ms(t0, 2200)), Some(HealthChange::Up));
 
         // A missed (UDP) heartbeat also restarts it.
-        h.failed(ms(t0, 2100), "eof");
-        for i in 0..4 {
-            h.heartbeat_ok(ms(t0, 2200 + 200 * i));
+        h.failed(ms(t0, 2300), "eof");
+        for i in 0..5 {
+            h.heartbeat_ok(ms(t0, 2400 + 200 * i));
         }
         h.heartbeat_missed();
-        assert_eq!(h.heartbeat_ok(ms(t0, 3000)), None);
+        assert_eq!(h.heartbeat_ok(ms(t0, 3400)), None);
         assert!(!h.available());
     }
 

@@ -4,8 +4,8 @@
 use super::*;
 use crate::buffer::{ChunkId, ChunkMeta};
 use crate::config::{
-    ClientSecurityConfig, ClientTlsConfig, ForwardInputConfig, ServerConfig,
-    ServerSecurityConfig, ServerTlsConfig,
+    ClientSecurityConfig, ClientTlsConfig, ForwardInputConfig, ServerConfig, ServerSecurityConfig,
+    ServerTlsConfig,
 };
 use crate::event::{write_entry, EventBatch, EventTime};
 use crate::forward::{
@@ -260,7 +260,10 @@ async fn primary_takes_traffic_and_standby_stays_idle() {
     assert_eq!(got[0].mode, EventMode::PackedForward);
     assert_eq!(got[0].count, 3);
     assert_eq!(got[0].entries, c.entries);
-    assert_eq!(got[0].chunk.as_deref(), Some(c.meta.id.to_base64().as_str()));
+    assert_eq!(
+        got[0].chunk.as_deref(),
+        Some(c.meta.id.to_base64().as_str())
+    );
 }
 
 #[tokio::test]
@@ -276,7 +279,10 @@ async fn refused_primary_fails_over_to_standby_in_the_same_write() {
     assert_eq!(out.availability(), vec![false, true]);
     let got = standby.frames();
     assert_eq!(got.len(), 1);
-    assert_eq!(got[0].chunk.as_deref(), Some(c.meta.id.to_base64().as_str()));
+    assert_eq!(
+        got[0].chunk.as_deref(),
+        Some(c.meta.id.to_base64().as_str())
+    );
 }
 
 /// The case Fluentd 1.15 gets wrong: the primary dies while the forwarder waits for its ack.
@@ -285,7 +291,10 @@ async fn refused_primary_fails_over_to_standby_in_the_same_write() {
 async fn primary_closing_before_ack_promotes_standby_with_same_chunk_id() {
     let primary = Receiver::start(Reply::Close, None).await;
     let standby = Receiver::start(Reply::Ack, None).await;
-    let mut cfg = config(vec![server(primary.addr, false), server(standby.addr, true)]);
+    let mut cfg = config(vec![
+        server(primary.addr, false),
+        server(standby.addr, true),
+    ]);
     cfg.ack_response_timeout = Duration::from_secs(30);
     let out = ForwardOutput::new(&cfg).unwrap();
     let c = chunk(4);
@@ -302,7 +311,10 @@ async fn primary_closing_before_ack_promotes_standby_with_same_chunk_id() {
 async fn primary_killed_while_waiting_for_ack_promotes_standby() {
     let primary = Receiver::start(Reply::Silent, None).await;
     let standby = Receiver::start(Reply::Ack, None).await;
-    let mut cfg = config(vec![server(primary.addr, false), server(standby.addr, true)]);
+    let mut cfg = config(vec![
+        server(primary.addr, false),
+        server(standby.addr, true),
+    ]);
     cfg.ack_response_timeout = Duration::from_secs(30);
     let out = Arc::new(ForwardOutput::new(&cfg).unwrap());
     let c = chunk(4);
@@ -398,8 +410,12 @@ async fn recovered_primary_takes_traffic_back_after_recover_wait() {
     tokio::time::timeout(WAIT, notified)
         .await
         .expect("no recovery signal");
-    // recover_wait 0.5 s at 0.1 s heartbeats: five successful heartbeats.
-    assert!(back.elapsed() >= Duration::from_millis(350), "{:?}", back.elapsed());
+    // recover_wait 0.5 s at 0.1 s heartbeats: six successful heartbeats, 0.5 s apart.
+    assert!(
+        back.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        back.elapsed()
+    );
     assert!(out.availability()[0]);
     for _ in 0..3 {
         out.write(&chunk(1)).await.unwrap();
