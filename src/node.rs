@@ -144,6 +144,7 @@ pub async fn run(
             source,
         };
         let output = Output::build(&m.output, &m.buffer).map_err(output_err)?;
+        output.start().await.map_err(output_err)?;
         let secondary = m
             .secondary
             .as_ref()

@@ -253,7 +253,7 @@ pub enum FileFormat {
     Json,
 }
 
-/// `<match> @type forward` (issue 3 implements the behaviour; the config is parsed now).
+/// `<match> @type forward` (behaviour in `output::forward`).
 #[derive(Debug, Clone)]
 pub struct ForwardOutputConfig {
     pub servers: Vec<ServerConfig>,

@@ -3,8 +3,9 @@
 //! Owns the flush workers of one `<match>` (`flush_thread_count` of them, so one slow write does
 //! not hold back the other chunks), the shared [`Backoff`], and the fate of a chunk whose retries
 //! ran out: `<secondary>` if configured, otherwise the buffer's quarantine — never a silent
-//! drop. A chunk leaves the buffer (`purge`) only after an output returned `Ok` for it. The
-//! driver must not look inside chunks; outputs and buffers own that.
+//! drop. A backoff sleep ends early when the output signals that a destination recovered
+//! ([`Output::recovered`]). A chunk leaves the buffer (`purge`) only after an output returned
+//! `Ok` for it. The driver must not look inside chunks; outputs and buffers own that.
 
 use super::retry::{Backoff, RetryDecision};
 use super::{Output, OutputError};
@@ -60,9 +61,25 @@ impl OutputDriver {
 
     async fn worker(&self) {
         loop {
+            // Register for "destination recovered" before reading the gate, so a recovery
+            // between the two is not missed; it ends the backoff sleep early.
+            let mut recovered = std::pin::pin!(self.output.recovered().map(|n| n.notified()));
+            if let Some(n) = recovered.as_mut().as_pin_mut() {
+                n.enable();
+            }
             let gate = self.backoff.lock().expect("backoff").next_attempt();
             if let Some(at) = gate {
-                tokio::time::sleep_until(at.into()).await;
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at.into()) => {}
+                    _ = async {
+                        match recovered.as_mut().as_pin_mut() {
+                            Some(n) => n.await,
+                            None => std::future::pending().await,
+                        }
+                    } => {
+                        tracing::debug!(output = %self.name, "destination recovered; retrying now");
+                    }
+                }
             }
             let Some(chunk) = self.buffer.dequeue().await else {
                 return;

@@ -1,6 +1,6 @@
 //! Outputs: where a `<match>` delivers its chunks.
 //!
-//! Owns the output plugins (`stdout`, `null`, `file`) behind one [`Output`] type, and the
+//! Owns the output plugins (`stdout`, `null`, `file`, `forward`) behind one [`Output`] type, and the
 //! [`driver`] that moves chunks from a buffer to an output with retry and `<secondary>`.
 //! An output's `write` returns `Ok` only when the chunk is safely delivered (for `file`:
 //! written and fsynced), because the driver then deletes the chunk from the buffer.
@@ -49,6 +49,7 @@ pub enum Output {
     Stdout(stdout::StdoutOutput),
     Null,
     File(file::FileOutput),
+    Forward(forward::ForwardOutput),
 }
 
 impl Output {
@@ -62,12 +63,25 @@ impl Output {
                 buffer.timekey,
                 buffer.timekey_use_utc,
             )?),
-            OutputConfig::Forward(_) => {
-                return Err(OutputError::Unrecoverable(
-                    "the forward output is not available in this build yet".into(),
-                ))
-            }
+            OutputConfig::Forward(c) => Output::Forward(forward::ForwardOutput::new(c)?),
         })
+    }
+
+    /// Finish start-up that needs the network (out_forward's `verify_connection_at_startup`).
+    pub async fn start(&self) -> Result<(), OutputError> {
+        match self {
+            Output::Forward(o) => o.start().await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Notified when a destination that was down comes back (None: this output never
+    /// signals it), so the driver can end a backoff early.
+    pub fn recovered(&self) -> Option<&tokio::sync::Notify> {
+        match self {
+            Output::Forward(o) => Some(o.recovered()),
+            _ => None,
+        }
     }
 
     pub fn type_name(&self) -> &'static str {
@@ -75,6 +89,7 @@ impl Output {
             Output::Stdout(_) => "stdout",
             Output::Null => "null",
             Output::File(_) => "file",
+            Output::Forward(_) => "forward",
         }
     }
 
@@ -84,6 +99,7 @@ impl Output {
             Output::Stdout(o) => o.write(chunk).await,
             Output::Null => Ok(()),
             Output::File(o) => o.write(chunk).await,
+            Output::Forward(o) => o.write(chunk).await,
         }
     }
 }

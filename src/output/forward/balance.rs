@@ -26,9 +26,10 @@ pub fn eligible(servers: &[Candidate]) -> Vec<usize> {
     // With no active server to carry traffic at all, every available standby serves.
     let no_active_path = out.is_empty() && lost == 0;
     for (i, s) in servers.iter().enumerate() {
-        if s.standby && s.available && (lost > 0 || no_active_path) {
+        // As in Fluentd, weight 0 takes a server out of rotation, standby or not.
+        if s.standby && s.available && s.weight > 0 && (lost > 0 || no_active_path) {
             out.push(i);
-            lost -= s.weight.max(1) as i64;
+            lost -= s.weight as i64;
         }
     }
     out
@@ -99,6 +100,9 @@ mod tests {
         assert_eq!(eligible(&s), vec![1, 2]);
         let s = [c(120, false, false), c(60, true, true), c(60, true, true)];
         assert_eq!(eligible(&s), vec![1, 2]);
+        // A standby of weight 0 never serves.
+        let s = [c(60, false, false), c(0, true, true), c(60, true, true)];
+        assert_eq!(eligible(&s), vec![2]);
     }
 
     #[test]

@@ -1,0 +1,687 @@
+//! Tests of out_forward against in-test receivers built on the crate's codec (failover, acks,
+//! handshake, keepalive, gzip, recovery) and against the real in_forward (TLS, UDP heartbeat).
+
+use super::*;
+use crate::buffer::{ChunkId, ChunkMeta};
+use crate::config::{
+    ClientSecurityConfig, ClientTlsConfig, ForwardInputConfig, ServerConfig, ServerSecurityConfig,
+    ServerTlsConfig,
+};
+use crate::event::{write_entry, EventBatch, EventTime};
+use crate::forward::{
+    encode_ack, DecoderConfig, EventMode, Frame as WireFrame, FrameDecoder, ServerHandshake,
+    ServerSecurity,
+};
+use crate::input::forward::ForwardInput;
+use crate::input::{BoxFuture, Emit, EmitError};
+use bytes::{Bytes, BytesMut};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::SystemTime;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// How an in-test receiver answers a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reply {
+    Ack,
+    WrongAck,
+    /// Reads the frame, never answers, keeps the connection open.
+    Silent,
+    /// Reads the frame and closes the connection without an ack.
+    Close,
+}
+
+#[derive(Debug, Clone)]
+struct Received {
+    chunk: Option<String>,
+    count: u32,
+    mode: EventMode,
+    entries: Bytes,
+}
+
+/// A Forward receiver on 127.0.0.1 that records every frame.
+struct Receiver {
+    addr: SocketAddr,
+    frames: Arc<Mutex<Vec<Received>>>,
+    /// Connections that carried at least one frame.
+    data_connections: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl Receiver {
+    async fn start(reply: Reply, security: Option<ServerSecurity>) -> Receiver {
+        Self::start_on("127.0.0.1:0".parse().unwrap(), reply, security).await
+    }
+
+    async fn start_on(
+        addr: SocketAddr,
+        reply: Reply,
+        security: Option<ServerSecurity>,
+    ) -> Receiver {
+        let listener = TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let frames = Arc::new(Mutex::new(Vec::new()));
+        let data_connections = Arc::new(AtomicUsize::new(0));
+        let (f, dc) = (frames.clone(), data_connections.clone());
+        let task = tokio::spawn(async move {
+            let mut conns = JoinSet::new();
+            loop {
+                let (stream, peer) = listener.accept().await.unwrap();
+                let (f, dc, sec) = (f.clone(), dc.clone(), security.clone());
+                conns.spawn(async move {
+                    let (mut r, mut w) = stream.into_split();
+                    let mut buf = BytesMut::new();
+                    if let Some(sec) = &sec {
+                        let hs = ServerHandshake::new(sec, true);
+                        w.write_all(&hs.helo()).await.unwrap();
+                        let ping = loop {
+                            if let Some(m) = take_message(&mut buf) {
+                                break m;
+                            }
+                            if r.read_buf(&mut buf).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                        };
+                        let outcome = hs.check_ping(sec, &ping, peer.ip());
+                        let _ = w.write_all(&outcome.pong).await;
+                        if outcome.result.is_err() {
+                            return;
+                        }
+                    }
+                    let mut decoder = FrameDecoder::new(DecoderConfig::default());
+                    let mut counted = false;
+                    loop {
+                        while let Some(frame) = decoder.decode(&mut buf).unwrap() {
+                            let WireFrame::Events(ev) = frame else {
+                                continue;
+                            };
+                            if !counted {
+                                dc.fetch_add(1, Ordering::SeqCst);
+                                counted = true;
+                            }
+                            let chunk = ev.options.chunk.clone();
+                            f.lock().unwrap().push(Received {
+                                chunk: chunk
+                                    .as_ref()
+                                    .map(|c| String::from_utf8(c.to_vec()).unwrap()),
+                                count: ev.count,
+                                mode: ev.mode,
+                                entries: ev.entries.clone(),
+                            });
+                            match (reply, chunk) {
+                                (Reply::Ack, Some(c)) => {
+                                    w.write_all(&encode_ack(&c)).await.unwrap();
+                                }
+                                (Reply::WrongAck, Some(_)) => {
+                                    w.write_all(&encode_ack(b"someone-else")).await.unwrap();
+                                }
+                                (Reply::Close, _) => return,
+                                _ => {}
+                            }
+                        }
+                        if r.read_buf(&mut buf).await.unwrap_or(0) == 0 {
+                            // Keep a silent receiver's half of the connection open.
+                            if reply == Reply::Silent {
+                                std::future::pending::<()>().await;
+                            }
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Receiver {
+            addr,
+            frames,
+            data_connections,
+            task,
+        }
+    }
+
+    fn frames(&self) -> Vec<Received> {
+        self.frames.lock().unwrap().clone()
+    }
+
+    /// Stop accepting and drop every connection (like a killed process).
+    async fn kill(self) -> SocketAddr {
+        self.task.abort();
+        let _ = self.task.await;
+        self.addr
+    }
+}
+
+fn take_message(buf: &mut BytesMut) -> Option<Bytes> {
+    crate::forward::take_message(buf, 1 << 20).unwrap()
+}
+
+/// A port nobody listens on (bound, then released).
+async fn closed_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}
+
+fn server(addr: SocketAddr, standby: bool) -> ServerConfig {
+    ServerConfig {
+        host: addr.ip().to_string(),
+        port: addr.port(),
+        name: Some(if standby { "standby" } else { "primary" }.into()),
+        weight: 60,
+        standby,
+        shared_key: None,
+        username: None,
+        password: None,
+        location: Default::default(),
+    }
+}
+
+fn config(servers: Vec<ServerConfig>) -> ForwardOutputConfig {
+    ForwardOutputConfig {
+        servers,
+        transport: Transport::Tcp,
+        send_timeout: Duration::from_secs(5),
+        connect_timeout: Some(Duration::from_secs(2)),
+        heartbeat_type: HeartbeatType::Transport,
+        heartbeat_interval: Duration::from_millis(100),
+        recover_wait: Duration::from_millis(500),
+        hard_timeout: Duration::from_secs(60),
+        phi_failure_detector: true,
+        phi_threshold: 16.0,
+        require_ack_response: true,
+        ack_response_timeout: Duration::from_secs(2),
+        expire_dns_cache: None,
+        dns_round_robin: false,
+        compress: Compression::Text,
+        keepalive: false,
+        keepalive_timeout: None,
+        verify_connection_at_startup: false,
+        tls: ClientTlsConfig::default(),
+        security: None,
+    }
+}
+
+fn chunk(records: u32) -> Chunk {
+    let mut entries = BytesMut::new();
+    for i in 0..records {
+        let mut rec = BytesMut::new();
+        crate::event::write_map_header(&mut rec, 1);
+        crate::event::write_str(&mut rec, "seq");
+        crate::event::write_str(&mut rec, &i.to_string());
+        write_entry(
+            &mut entries,
+            EventTime {
+                secs: 1_700_000_000,
+                nanos: i,
+            },
+            &rec,
+        );
+    }
+    let entries = entries.freeze();
+    Chunk {
+        meta: ChunkMeta {
+            id: ChunkId::random(),
+            tag: "test.fwd".into(),
+            timekey: None,
+            records: records as u64,
+            bytes: entries.len() as u64,
+            created: SystemTime::now(),
+        },
+        entries,
+    }
+}
+
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn primary_takes_traffic_and_standby_stays_idle() {
+    let primary = Receiver::start(Reply::Ack, None).await;
+    let standby = Receiver::start(Reply::Ack, None).await;
+    let out = ForwardOutput::new(&config(vec![
+        server(primary.addr, false),
+        server(standby.addr, true),
+    ]))
+    .unwrap();
+    let c = chunk(3);
+    for _ in 0..5 {
+        out.write(&c).await.unwrap();
+    }
+    let got = primary.frames();
+    assert_eq!(got.len(), 5);
+    assert!(standby.frames().is_empty());
+    // PackedForward with the buffer's entries untouched and {size, chunk} options.
+    assert_eq!(got[0].mode, EventMode::PackedForward);
+    assert_eq!(got[0].count, 3);
+    assert_eq!(got[0].entries, c.entries);
+    assert_eq!(
+        got[0].chunk.as_deref(),
+        Some(c.meta.id.to_base64().as_str())
+    );
+}
+
+#[tokio::test]
+async fn refused_primary_fails_over_to_standby_in_the_same_write() {
+    let primary = closed_port().await;
+    let standby = Receiver::start(Reply::Ack, None).await;
+    let mut cfg = config(vec![server(primary, false), server(standby.addr, true)]);
+    cfg.heartbeat_type = HeartbeatType::None;
+    let out = ForwardOutput::new(&cfg).unwrap();
+    assert_eq!(out.availability(), vec![true, true]);
+    let c = chunk(2);
+    out.write(&c).await.unwrap();
+    assert_eq!(out.availability(), vec![false, true]);
+    let got = standby.frames();
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        got[0].chunk.as_deref(),
+        Some(c.meta.id.to_base64().as_str())
+    );
+}
+
+/// The case Fluentd 1.15 gets wrong: the primary dies while the forwarder waits for its ack.
+/// The standby must take the chunk at once (long before ack_response_timeout), same chunk id.
+#[tokio::test]
+async fn primary_closing_before_ack_promotes_standby_with_same_chunk_id() {
+    let primary = Receiver::start(Reply::Close, None).await;
+    let standby = Receiver::start(Reply::Ack, None).await;
+    let mut cfg = config(vec![
+        server(primary.addr, false),
+        server(standby.addr, true),
+    ]);
+    cfg.ack_response_timeout = Duration::from_secs(30);
+    let out = ForwardOutput::new(&cfg).unwrap();
+    let c = chunk(4);
+    let started = Instant::now();
+    out.write(&c).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let id = c.meta.id.to_base64();
+    assert_eq!(primary.frames()[0].chunk.as_deref(), Some(id.as_str()));
+    assert_eq!(standby.frames()[0].chunk.as_deref(), Some(id.as_str()));
+    assert!(!out.availability()[0]);
+}
+
+#[tokio::test]
+async fn primary_killed_while_waiting_for_ack_promotes_standby() {
+    let primary = Receiver::start(Reply::Silent, None).await;
+    let standby = Receiver::start(Reply::Ack, None).await;
+    let mut cfg = config(vec![
+        server(primary.addr, false),
+        server(standby.addr, true),
+    ]);
+    cfg.ack_response_timeout = Duration::from_secs(30);
+    let out = Arc::new(ForwardOutput::new(&cfg).unwrap());
+    let c = chunk(4);
+    let write = tokio::spawn({
+        let (out, c) = (out.clone(), c.clone());
+        async move { out.write(&c).await }
+    });
+    let frames = primary.frames.clone();
+    eventually("the primary to read the chunk", || {
+        !frames.lock().unwrap().is_empty()
+    })
+    .await;
+    let started = Instant::now();
+    primary.kill().await;
+    tokio::time::timeout(Duration::from_secs(5), write)
+        .await
+        .expect("write did not fail over promptly")
+        .unwrap()
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(
+        standby.frames()[0].chunk.as_deref(),
+        Some(c.meta.id.to_base64().as_str())
+    );
+}
+
+#[tokio::test]
+async fn mismatched_ack_and_ack_timeout_move_the_chunk_on() {
+    let wrong = Receiver::start(Reply::WrongAck, None).await;
+    let silent = Receiver::start(Reply::Silent, None).await;
+    let good = Receiver::start(Reply::Ack, None).await;
+    // One active server and two standbys: each failure brings in the next standby.
+    let mut cfg = config(vec![
+        server(wrong.addr, false),
+        server(silent.addr, true),
+        server(good.addr, true),
+    ]);
+    cfg.ack_response_timeout = Duration::from_secs(1);
+    cfg.heartbeat_type = HeartbeatType::None;
+    cfg.recover_wait = Duration::from_secs(600);
+    let out = ForwardOutput::new(&cfg).unwrap();
+    let c = chunk(1);
+    let started = Instant::now();
+    out.write(&c).await.unwrap();
+    // wrong ack → first standby (silent: 1 s ack timeout) → second standby.
+    let took = started.elapsed();
+    assert!(took >= Duration::from_secs(1), "{took:?}");
+    assert_eq!(out.availability(), vec![false, false, true]);
+    let id = c.meta.id.to_base64();
+    for r in [&wrong, &silent, &good] {
+        assert_eq!(r.frames()[0].chunk.as_deref(), Some(id.as_str()));
+    }
+}
+
+#[tokio::test]
+async fn no_server_left_is_a_retryable_error_naming_each_failure() {
+    let a = closed_port().await;
+    let b = closed_port().await;
+    let mut cfg = config(vec![server(a, false), server(b, true)]);
+    cfg.heartbeat_type = HeartbeatType::None;
+    cfg.recover_wait = Duration::from_secs(600);
+    let out = ForwardOutput::new(&cfg).unwrap();
+    let err = out.write(&chunk(1)).await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, OutputError::Retryable(_)), "{text}");
+    assert!(text.contains("no nodes are available"), "{text}");
+    assert!(
+        text.contains("primary") && text.contains("standby"),
+        "{text}"
+    );
+    // Later writes fail fast without touching the network.
+    let err = out.write(&chunk(1)).await.unwrap_err().to_string();
+    assert!(err.contains("down: "), "{err}");
+}
+
+#[tokio::test]
+async fn recovered_primary_takes_traffic_back_after_recover_wait() {
+    let primary_addr = closed_port().await;
+    let standby = Receiver::start(Reply::Ack, None).await;
+    let out = ForwardOutput::new(&config(vec![
+        server(primary_addr, false),
+        server(standby.addr, true),
+    ]))
+    .unwrap();
+    // Heartbeats find the primary down without any chunk.
+    eventually("primary marked down", || !out.availability()[0]).await;
+    out.write(&chunk(1)).await.unwrap();
+    assert_eq!(standby.frames().len(), 1);
+
+    let notified = out.recovered().notified();
+    let primary = Receiver::start_on(primary_addr, Reply::Ack, None).await;
+    let back = Instant::now();
+    tokio::time::timeout(WAIT, notified)
+        .await
+        .expect("no recovery signal");
+    // recover_wait 0.5 s at 0.1 s heartbeats: six successful heartbeats, 0.5 s apart.
+    assert!(
+        back.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        back.elapsed()
+    );
+    assert!(out.availability()[0]);
+    for _ in 0..3 {
+        out.write(&chunk(1)).await.unwrap();
+    }
+    assert_eq!(primary.frames().len(), 3);
+    assert_eq!(standby.frames().len(), 1);
+}
+
+#[tokio::test]
+async fn without_ack_a_written_chunk_counts_as_delivered() {
+    let silent = Receiver::start(Reply::Silent, None).await;
+    let mut cfg = config(vec![server(silent.addr, false)]);
+    cfg.require_ack_response = false;
+    let out = ForwardOutput::new(&cfg).unwrap();
+    let started = Instant::now();
+    out.write(&chunk(2)).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(1));
+    let frames = silent.frames.clone();
+    eventually("frame", || !frames.lock().unwrap().is_empty()).await;
+    // At-most-once, as Fluentd: no chunk option, no ack expected.
+    assert_eq!(silent.frames()[0].chunk, None);
+}
+
+#[tokio::test]
+async fn keepalive_reuses_one_connection_and_gzip_sends_compressed_packed_forward() {
+    let r = Receiver::start(Reply::Ack, None).await;
+    let mut cfg = config(vec![server(r.addr, false)]);
+    cfg.keepalive = true;
+    cfg.compress = Compression::Gzip;
+    cfg.heartbeat_type = HeartbeatType::None;
+    let out = ForwardOutput::new(&cfg).unwrap();
+    let c = chunk(50);
+    for _ in 0..4 {
+        out.write(&c).await.unwrap();
+    }
+    assert_eq!(r.data_connections.load(Ordering::SeqCst), 1);
+    let got = r.frames();
+    assert_eq!(got.len(), 4);
+    assert_eq!(got[0].mode, EventMode::CompressedPackedForward);
+    assert_eq!(got[0].entries, c.entries, "decompressed entries differ");
+    assert_eq!(got[0].count, 50);
+
+    // Without keepalive every chunk has its own connection.
+    cfg.keepalive = false;
+    let r2 = Receiver::start(Reply::Ack, None).await;
+    cfg.servers = vec![server(r2.addr, false)];
+    let out = ForwardOutput::new(&cfg).unwrap();
+    for _ in 0..3 {
+        out.write(&c).await.unwrap();
+    }
+    assert_eq!(r2.data_connections.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn kept_alive_connection_closed_by_the_server_is_replaced_without_marking_it_down() {
+    // A receiver that closes after each acked frame (like deny_keepalive) but says
+    // nothing about it: the second send on the stale connection fails and is redone.
+    let closing = Receiver::start(Reply::Ack, None).await;
+    let mut cfg = config(vec![server(closing.addr, false)]);
+    cfg.keepalive = true;
+    cfg.heartbeat_type = HeartbeatType::None;
+    let out = ForwardOutput::new(&cfg).unwrap();
+    out.write(&chunk(1)).await.unwrap();
+    let addr = closing.kill().await;
+    let reopened = Receiver::start_on(addr, Reply::Ack, None).await;
+    out.write(&chunk(1)).await.unwrap();
+    assert_eq!(reopened.frames().len(), 1);
+    assert_eq!(out.availability(), vec![true]);
+}
+
+fn server_security(key: &str) -> ServerSecurity {
+    ServerSecurity::from_config(&ServerSecurityConfig {
+        self_hostname: "aggregator".into(),
+        shared_key: key.into(),
+        user_auth: false,
+        allow_anonymous_source: true,
+        users: vec![],
+        clients: vec![],
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn shared_key_handshake_client_side() {
+    let r = Receiver::start(Reply::Ack, Some(server_security("s3cret"))).await;
+    let mut cfg = config(vec![server(r.addr, false)]);
+    cfg.heartbeat_type = HeartbeatType::None;
+    cfg.security = Some(ClientSecurityConfig {
+        self_hostname: "forwarder".into(),
+        shared_key: "s3cret".into(),
+    });
+    let out = ForwardOutput::new(&cfg).unwrap();
+    out.write(&chunk(1)).await.unwrap();
+    assert_eq!(r.frames().len(), 1);
+
+    // A per-server shared_key overrides <security>'s.
+    cfg.servers[0].shared_key = Some("wrong".into());
+    let out = ForwardOutput::new(&cfg).unwrap();
+    let err = out.write(&chunk(1)).await.unwrap_err().to_string();
+    assert!(err.contains("shared_key mismatch"), "{err}");
+    assert_eq!(out.availability(), vec![false]);
+    assert_eq!(r.frames().len(), 1);
+
+    // No <security> here, but the server sent HELO: say so.
+    cfg.security = None;
+    cfg.servers[0].shared_key = None;
+    let out = ForwardOutput::new(&cfg).unwrap();
+    let err = out.write(&chunk(1)).await.unwrap_err().to_string();
+    assert!(err.contains("sent HELO"), "{err}");
+}
+
+#[tokio::test]
+async fn transport_heartbeat_runs_the_handshake_so_a_wrong_key_keeps_the_server_down() {
+    let r = Receiver::start(Reply::Ack, Some(server_security("s3cret"))).await;
+    let mut cfg = config(vec![server(r.addr, false)]);
+    cfg.security = Some(ClientSecurityConfig {
+        self_hostname: "forwarder".into(),
+        shared_key: "nope".into(),
+    });
+    let out = ForwardOutput::new(&cfg).unwrap();
+    eventually("server marked down by heartbeat", || !out.availability()[0]).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!out.availability()[0]);
+}
+
+/// Collects committed batches for the real in_forward.
+struct Collect(Mutex<Vec<EventBatch>>);
+
+impl Emit for Collect {
+    fn emit(&self, batch: EventBatch) -> BoxFuture<'_, Result<(), EmitError>> {
+        self.0.lock().unwrap().push(batch);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+fn input_config() -> ForwardInputConfig {
+    ForwardInputConfig {
+        bind: "127.0.0.1".into(),
+        port: 0,
+        tag: None,
+        add_tag_prefix: None,
+        chunk_size_limit: None,
+        chunk_size_warn_limit: None,
+        decompression_size_limit: 256 * 1024 * 1024,
+        skip_invalid_event: true,
+        source_address_key: None,
+        source_hostname_key: None,
+        resolve_hostname: false,
+        deny_keepalive: false,
+        security: None,
+        tls: None,
+    }
+}
+
+fn start_input(cfg: ForwardInputConfig) -> (SocketAddr, Arc<Collect>, CancellationToken) {
+    let emit = Arc::new(Collect(Mutex::new(Vec::new())));
+    let input = ForwardInput::bind(&cfg, emit.clone()).unwrap();
+    let addr = input.local_addr();
+    let stop = CancellationToken::new();
+    tokio::spawn(input.run(stop.clone()));
+    (addr, emit, stop)
+}
+
+#[tokio::test]
+async fn tls_and_shared_key_against_in_forward_with_a_test_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "lograft test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let server_key = rcgen::KeyPair::generate().unwrap();
+    let server_cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&server_key, &ca, &ca_key)
+        .unwrap();
+    let ca_path = dir.path().join("ca.pem");
+    let cert_path = dir.path().join("server.pem");
+    let key_path = dir.path().join("server.key");
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+    std::fs::write(&cert_path, server_cert.pem()).unwrap();
+    std::fs::write(&key_path, server_key.serialize_pem()).unwrap();
+
+    let mut icfg = input_config();
+    icfg.tls = Some(ServerTlsConfig {
+        cert_path,
+        private_key_path: key_path,
+        ..ServerTlsConfig::default()
+    });
+    icfg.security = Some(ServerSecurityConfig {
+        self_hostname: "aggregator".into(),
+        shared_key: "s3cret".into(),
+        user_auth: false,
+        allow_anonymous_source: true,
+        users: vec![],
+        clients: vec![],
+    });
+    let (addr, emit, stop) = start_input(icfg);
+
+    let mut cfg = config(vec![server(addr, false)]);
+    cfg.transport = Transport::Tls;
+    cfg.tls = ClientTlsConfig {
+        ca_cert_path: Some(ca_path),
+        verify_hostname: true,
+        ..ClientTlsConfig::default()
+    };
+    cfg.security = Some(ClientSecurityConfig {
+        self_hostname: "forwarder".into(),
+        shared_key: "s3cret".into(),
+    });
+    cfg.keepalive = true;
+    let out = ForwardOutput::new(&cfg).unwrap();
+    let c = chunk(7);
+    out.write(&c).await.unwrap();
+    out.write(&c).await.unwrap();
+    let batches = emit.0.lock().unwrap().clone();
+    assert_eq!(batches.len(), 2);
+    assert_eq!(batches[0].entries, c.entries);
+    assert_eq!(
+        batches[0].origin_chunk.as_deref(),
+        Some(c.meta.id.to_base64().as_bytes())
+    );
+
+    // A forwarder that does not trust the server's CA refuses it.
+    let other_key = rcgen::KeyPair::generate().unwrap();
+    let other = rcgen::CertificateParams::new(vec!["other".to_string()])
+        .unwrap()
+        .self_signed(&other_key)
+        .unwrap();
+    let other_path = dir.path().join("other.pem");
+    std::fs::write(&other_path, other.pem()).unwrap();
+    cfg.tls.ca_cert_path = Some(other_path);
+    cfg.heartbeat_type = HeartbeatType::None;
+    let out = ForwardOutput::new(&cfg).unwrap();
+    let err = out.write(&c).await.unwrap_err().to_string();
+    assert!(err.contains("TLS handshake"), "{err}");
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn udp_heartbeats_against_in_forward_bring_a_server_back() {
+    let (addr, _emit, stop) = start_input(input_config());
+    let mut cfg = config(vec![server(addr, false)]);
+    cfg.heartbeat_type = HeartbeatType::Udp;
+    let out = ForwardOutput::new(&cfg).unwrap();
+    // Mark it down by hand (as a failed send would), then let UDP heartbeats recover it.
+    let notified = out.recovered().notified();
+    out.shared.nodes[0].failed("test", &out.shared.recovered);
+    assert_eq!(out.availability(), vec![false]);
+    tokio::time::timeout(WAIT, notified)
+        .await
+        .expect("UDP heartbeats did not bring the server back");
+    assert_eq!(out.availability(), vec![true]);
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn verify_connection_at_startup_fails_for_an_unreachable_server() {
+    let mut cfg = config(vec![server(closed_port().await, false)]);
+    cfg.verify_connection_at_startup = true;
+    let out = ForwardOutput::new(&cfg).unwrap();
+    let err = out.start().await.unwrap_err().to_string();
+    assert!(err.contains("unreachable"), "{err}");
+    let r = Receiver::start(Reply::Ack, None).await;
+    cfg.servers = vec![server(r.addr, false)];
+    ForwardOutput::new(&cfg).unwrap().start().await.unwrap();
+}
