@@ -199,32 +199,73 @@ impl Inner {
             return Ok(());
         }
         let path = self.path_for(chunk)?;
-        let mut text = Vec::with_capacity(chunk.entries.len() * 2);
-        self.lines
-            .write_entries(&mut text, &chunk.meta.tag, &chunk.entries)?;
-        let data = match self.compress {
-            Compression::Text => text,
-            Compression::Gzip => gzip(&text)
-                .map_err(|e| OutputError::io(format!("compressing for {}", path.display()), e))?,
-        };
+        let write = |out: &mut dyn Write| self.write_formatted(chunk, &path, out);
         if self.append {
             let _serial = self
                 .append_lock
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            append_durably(&path, &data)
+            append_durably(&path, write)
         } else {
-            replace_durably(&path, &data)
+            replace_durably(&path, write)
         }?;
-        tracing::debug!(
-            chunk = %chunk.meta.id,
-            path = %path.display(),
-            bytes = data.len(),
-            "chunk written to file"
-        );
+        tracing::debug!(chunk = %chunk.meta.id, path = %path.display(), "chunk written to file");
+        Ok(())
+    }
+
+    /// Format the chunk's events into `out` (through gzip when configured).
+    fn write_formatted(
+        &self,
+        chunk: &Chunk,
+        path: &Path,
+        out: &mut dyn Write,
+    ) -> Result<(), OutputError> {
+        let io_err = |e| OutputError::io(format!("writing {}", path.display()), e);
+        match self.compress {
+            Compression::Text => self.stream_lines(chunk, out, &io_err),
+            Compression::Gzip => {
+                let mut gz = flate2::write::GzEncoder::new(out, flate2::Compression::default());
+                self.stream_lines(chunk, &mut gz, &io_err)?;
+                gz.finish().map(drop).map_err(io_err)
+            }
+        }
+    }
+
+    /// Format a slice of about [`FORMAT_SLICE`] bytes of entries at a time, so memory stays
+    /// bounded whatever the chunk size.
+    fn stream_lines(
+        &self,
+        chunk: &Chunk,
+        out: &mut dyn Write,
+        io_err: &dyn Fn(io::Error) -> OutputError,
+    ) -> Result<(), OutputError> {
+        let entries = &chunk.entries[..];
+        let mut text = Vec::with_capacity(FORMAT_SLICE * 2);
+        let (mut start, mut end) = (0, 0);
+        let mut flush = |range: std::ops::Range<usize>, text: &mut Vec<u8>| {
+            text.clear();
+            self.lines
+                .write_entries(text, &chunk.meta.tag, &entries[range])?;
+            out.write_all(text).map_err(io_err)
+        };
+        for entry in EntryIter::new(entries) {
+            let entry = entry
+                .map_err(|e| OutputError::Unrecoverable(format!("malformed chunk entries: {e}")))?;
+            end += entry.raw.len();
+            if end - start >= FORMAT_SLICE {
+                flush(start..end, &mut text)?;
+                start = end;
+            }
+        }
+        if start < end {
+            flush(start..end, &mut text)?;
+        }
         Ok(())
     }
 }
+
+/// How many bytes of entries are formatted before the text is written out.
+const FORMAT_SLICE: usize = 256 * 1024;
 
 /// The time that fills path placeholders: the timekey, else the first event's time, else now.
 fn chunk_time(chunk: &Chunk) -> EventTime {
@@ -309,15 +350,6 @@ fn sanitize_component(value: &str) -> String {
     }
 }
 
-fn gzip(data: &[u8]) -> io::Result<Vec<u8>> {
-    let mut enc = flate2::write::GzEncoder::new(
-        Vec::with_capacity(data.len() / 4 + 64),
-        flate2::Compression::default(),
-    );
-    enc.write_all(data)?;
-    enc.finish()
-}
-
 fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -353,8 +385,12 @@ fn create_dirs_durably(dir: &Path) -> Result<(), OutputError> {
     Ok(())
 }
 
-/// Write `data` as the whole content of `path`, atomically (temp file, fsync, rename, fsync dir).
-fn replace_durably(path: &Path, data: &[u8]) -> Result<(), OutputError> {
+/// Make what `write` produces the whole content of `path`, atomically (temp file, fsync,
+/// rename, fsync dir).
+fn replace_durably(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> Result<(), OutputError>,
+) -> Result<(), OutputError> {
     let dir = parent_dir(path);
     create_dirs_durably(dir)?;
     let name = path
@@ -368,9 +404,15 @@ fn replace_durably(path: &Path, data: &[u8]) -> Result<(), OutputError> {
             .create_new(true)
             .open(&tmp)
             .map_err(|e| OutputError::io(format!("creating {}", tmp.display()), e))?;
-        f.write_all(data)
-            .and_then(|_| f.sync_all())
-            .map_err(|e| OutputError::io(format!("writing {}", tmp.display()), e))?;
+        {
+            let mut buffered = io::BufWriter::with_capacity(FORMAT_SLICE, &mut f);
+            write(&mut buffered)?;
+            buffered
+                .flush()
+                .map_err(|e| OutputError::io(format!("writing {}", tmp.display()), e))?;
+        }
+        f.sync_all()
+            .map_err(|e| OutputError::io(format!("syncing {}", tmp.display()), e))?;
         drop(f);
         fs::rename(&tmp, path).map_err(|e| {
             OutputError::io(
@@ -390,8 +432,12 @@ fn replace_durably(path: &Path, data: &[u8]) -> Result<(), OutputError> {
     sync_dir(dir)
 }
 
-/// Append `data` to `path` and fsync; on failure cut the file back to its previous length.
-fn append_durably(path: &Path, data: &[u8]) -> Result<(), OutputError> {
+/// Append what `write` produces to `path` and fsync; on failure cut the file back to its
+/// previous length.
+fn append_durably(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> Result<(), OutputError>,
+) -> Result<(), OutputError> {
     let dir = parent_dir(path);
     create_dirs_durably(dir)?;
     let existed = path.exists();
@@ -404,7 +450,19 @@ fn append_durably(path: &Path, data: &[u8]) -> Result<(), OutputError> {
         .metadata()
         .map_err(|e| OutputError::io(format!("reading size of {}", path.display()), e))?
         .len();
-    if let Err(e) = f.write_all(data).and_then(|_| f.sync_all()) {
+    let written = {
+        let mut buffered = io::BufWriter::with_capacity(FORMAT_SLICE, &mut f);
+        write(&mut buffered).and_then(|()| {
+            buffered
+                .flush()
+                .map_err(|e| OutputError::io(format!("appending to {}", path.display()), e))
+        })
+    }
+    .and_then(|()| {
+        f.sync_all()
+            .map_err(|e| OutputError::io(format!("syncing {}", path.display()), e))
+    });
+    if let Err(e) = written {
         if let Err(cut) = f.set_len(previous_len).and_then(|_| f.sync_all()) {
             tracing::error!(
                 path = %path.display(),
@@ -413,10 +471,7 @@ fn append_durably(path: &Path, data: &[u8]) -> Result<(), OutputError> {
                 "cannot truncate file back after a failed append; it may hold a partial chunk"
             );
         }
-        return Err(OutputError::io(
-            format!("appending to {}", path.display()),
-            e,
-        ));
+        return Err(e);
     }
     if !existed {
         sync_dir(dir)?;
@@ -466,6 +521,44 @@ mod tests {
                 created: SystemTime::now(),
             },
             entries: entries.freeze(),
+        }
+    }
+
+    #[tokio::test]
+    async fn chunk_larger_than_a_format_slice_is_written_whole_and_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let values: Vec<String> = (0..6000)
+            .map(|i| format!("{i:0>6}{}", "y".repeat(90)))
+            .collect();
+        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+        let c = chunk("big", None, &refs);
+        assert!(c.entries.len() > 2 * FORMAT_SLICE);
+        for compress in [Compression::Text, Compression::Gzip] {
+            let mut conf = cfg(&dir.path().join(format!("{compress:?}")));
+            conf.compress = compress;
+            let out = utc(&conf, None);
+            out.write(&c).await.unwrap();
+            let path = out.path_for(&c).unwrap();
+            let mut text = String::new();
+            match compress {
+                Compression::Text => text = fs::read_to_string(&path).unwrap(),
+                Compression::Gzip => {
+                    flate2::read::MultiGzDecoder::new(File::open(&path).unwrap())
+                        .read_to_string(&mut text)
+                        .unwrap();
+                }
+            }
+            let got: Vec<String> = text
+                .lines()
+                .map(|l| {
+                    let json = l.splitn(3, '\t').nth(2).unwrap();
+                    serde_json::from_str::<serde_json::Value>(json).unwrap()["msg"]
+                        .as_str()
+                        .unwrap()
+                        .to_string()
+                })
+                .collect();
+            assert_eq!(got, values, "{compress:?}");
         }
     }
 
