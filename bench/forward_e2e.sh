@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 EVENTS=${1:-3000000}
 CONNECTIONS=${2:-8}
-PIPELINE=${3:-4}
+PIPELINE=${3:-1}
 EVENTS_PER_CHUNK=${EVENTS_PER_CHUNK:-1000}
 RECORD_SIZE=${RECORD_SIZE:-170}
 
