@@ -255,3 +255,41 @@ impl ServerCertVerifier for RelaxedVerifier {
             .supported_schemes()
     }
 }
+
+/// A throwaway PKI for unit tests: a CA and a server certificate it signed.
+#[cfg(test)]
+pub(crate) mod test_pki {
+    use std::path::{Path, PathBuf};
+
+    /// Paths of the files [`write`] created.
+    pub(crate) struct TestPki {
+        pub ca_path: PathBuf,
+        pub cert_path: PathBuf,
+        pub key_path: PathBuf,
+    }
+
+    /// Write `ca.pem`, `server.pem` and `server.key` (certificate for `server_name`) into `dir`.
+    pub(crate) fn write(dir: &Path, server_name: &str) -> TestPki {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "lograft test CA");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let server_key = rcgen::KeyPair::generate().unwrap();
+        let server_cert = rcgen::CertificateParams::new(vec![server_name.to_string()])
+            .unwrap()
+            .signed_by(&server_key, &ca, &ca_key)
+            .unwrap();
+        let pki = TestPki {
+            ca_path: dir.join("ca.pem"),
+            cert_path: dir.join("server.pem"),
+            key_path: dir.join("server.key"),
+        };
+        std::fs::write(&pki.ca_path, ca.pem()).unwrap();
+        std::fs::write(&pki.cert_path, server_cert.pem()).unwrap();
+        std::fs::write(&pki.key_path, server_key.serialize_pem()).unwrap();
+        pki
+    }
+}

@@ -547,24 +547,11 @@ async fn handshake_shared_key_mismatch_closes() {
 #[tokio::test]
 async fn tls_transport_with_test_ca() {
     let dir = tempfile::tempdir().unwrap();
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "lograft test CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let server_key = rcgen::KeyPair::generate().unwrap();
-    let server_cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&server_key, &ca, &ca_key)
-        .unwrap();
-    let ca_path = dir.path().join("ca.pem");
-    let cert_path = dir.path().join("server.pem");
-    let key_path = dir.path().join("server.key");
-    std::fs::write(&ca_path, ca.pem()).unwrap();
-    std::fs::write(&cert_path, server_cert.pem()).unwrap();
-    std::fs::write(&key_path, server_key.serialize_pem()).unwrap();
+    let crate::tls::test_pki::TestPki {
+        ca_path,
+        cert_path,
+        key_path,
+    } = crate::tls::test_pki::write(dir.path(), "localhost");
 
     let emit = MockEmit::new();
     let mut cfg = config();

@@ -582,24 +582,11 @@ fn start_input(cfg: ForwardInputConfig) -> (SocketAddr, Arc<Collect>, Cancellati
 #[tokio::test]
 async fn tls_and_shared_key_against_in_forward_with_a_test_ca() {
     let dir = tempfile::tempdir().unwrap();
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "lograft test CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let server_key = rcgen::KeyPair::generate().unwrap();
-    let server_cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .unwrap()
-        .signed_by(&server_key, &ca, &ca_key)
-        .unwrap();
-    let ca_path = dir.path().join("ca.pem");
-    let cert_path = dir.path().join("server.pem");
-    let key_path = dir.path().join("server.key");
-    std::fs::write(&ca_path, ca.pem()).unwrap();
-    std::fs::write(&cert_path, server_cert.pem()).unwrap();
-    std::fs::write(&key_path, server_key.serialize_pem()).unwrap();
+    let crate::tls::test_pki::TestPki {
+        ca_path,
+        cert_path,
+        key_path,
+    } = crate::tls::test_pki::write(dir.path(), "127.0.0.1");
 
     let mut icfg = input_config();
     icfg.tls = Some(ServerTlsConfig {
