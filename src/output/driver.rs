@@ -11,6 +11,7 @@ use super::retry::{Backoff, RetryDecision};
 use super::{Output, OutputError};
 use crate::buffer::{Buffer, Chunk};
 use crate::config::RetryConfig;
+use crate::log_limit::WarnLimiter;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::task::JoinSet;
@@ -23,6 +24,8 @@ pub struct OutputDriver {
     output: Output,
     secondary: Option<Output>,
     backoff: Mutex<Backoff>,
+    /// "will retry" lines: one per interval during an outage, not one per chunk.
+    retry_warning: WarnLimiter,
 }
 
 impl OutputDriver {
@@ -44,6 +47,7 @@ impl OutputDriver {
             output,
             secondary,
             backoff: Mutex::new(Backoff::new(retry)),
+            retry_warning: WarnLimiter::default(),
         });
         let mut set = JoinSet::new();
         for _ in 0..workers.max(1) {
@@ -116,9 +120,12 @@ impl OutputDriver {
         };
         match decision {
             RetryDecision::RetryIn(wait) => {
-                tracing::warn!(output = %self.name, chunk_id = %id, records = chunk.meta.records,
-                    error = %error, retry_in_secs = wait.as_secs_f64(),
-                    "failed to flush chunk; will retry");
+                if let Some(held_back) = self.retry_warning.check() {
+                    tracing::warn!(output = %self.name, chunk_id = %id, records = chunk.meta.records,
+                        error = %error, retry_in_secs = wait.as_secs_f64(),
+                        similar_failures_not_logged = held_back,
+                        "failed to flush chunk; will retry");
+                }
                 self.buffer.release(id);
             }
             RetryDecision::GiveUp => self.give_up(chunk, error).await,

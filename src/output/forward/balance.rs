@@ -3,7 +3,9 @@
 //! Owns the rule: traffic goes to healthy non-standby servers in proportion to `weight`; standby
 //! servers join only while active servers are down, one by one until the lost weight is covered,
 //! and leave again as soon as the active ones are back. It keeps a smooth weighted round-robin
-//! position so the split is even over short runs. It must not probe nodes or send anything.
+//! position so the split is even over short runs, and steers away from a server that is slow to
+//! answer: once the weighted pick already holds [`SLOW_SLACK`] chunks in flight, a server less
+//! loaded for its weight gets the chunk, so a slow server does not hold every flush worker. It must not probe nodes or send anything.
 
 /// What the balancer needs to know about one server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -11,7 +13,12 @@ pub struct Candidate {
     pub weight: u32,
     pub standby: bool,
     pub available: bool,
+    /// Chunks being sent to it right now.
+    pub in_flight: usize,
 }
+
+/// Chunks in flight from which a server yields new chunks to a less loaded one.
+pub const SLOW_SLACK: usize = 2;
 
 /// The servers eligible for traffic right now, in configuration order.
 pub fn eligible(servers: &[Candidate]) -> Vec<usize> {
@@ -61,6 +68,18 @@ impl Balancer {
             .max_by_key(|&&i| (self.current[i], std::cmp::Reverse(i)))
             .expect("non-empty");
         self.current[pick] -= total;
+        // A server already holding SLOW_SLACK chunks yields to one less loaded for its weight.
+        let load = |i: usize| servers[i].in_flight as f64 / servers[i].weight.max(1) as f64;
+        let least_busy = elig
+            .iter()
+            .copied()
+            .min_by(|&a, &b| load(a).total_cmp(&load(b)))
+            .expect("non-empty");
+        let pick = if servers[pick].in_flight >= SLOW_SLACK && load(least_busy) < load(pick) {
+            least_busy
+        } else {
+            pick
+        };
         let mut order = vec![pick];
         order.extend(elig.iter().copied().filter(|&i| i != pick));
         order
@@ -76,7 +95,27 @@ mod tests {
             weight,
             standby,
             available,
+            in_flight: 0,
         }
+    }
+
+    #[test]
+    fn a_slow_server_does_not_take_every_chunk() {
+        let mut b = Balancer::default();
+        let mut s = [c(60, false, true), c(60, false, true)];
+        // Server 0 never answers: every chunk sent to it stays in flight.
+        let mut to_slow = 0;
+        for _ in 0..20 {
+            if b.order(&s)[0] == 0 {
+                s[0].in_flight += 1;
+                to_slow += 1;
+            }
+        }
+        assert_eq!(to_slow, SLOW_SLACK, "slow server got {to_slow} chunks");
+        // Standbys are still not used while an active server is healthy, however busy.
+        let mut busy = [c(60, false, true), c(60, true, true)];
+        busy[0].in_flight = 10;
+        assert_eq!(b.order(&busy), vec![0]);
     }
 
     #[test]

@@ -195,7 +195,10 @@ impl ForwardOutput {
         while let Some(index) = self.shared.pick(&tried) {
             tried[index] = true;
             let node = &self.shared.nodes[index];
-            match self.shared.deliver(node, &frame, ack.as_deref()).await {
+            let sending = node.start_sending();
+            let delivered = self.shared.deliver(node, &frame, ack.as_deref()).await;
+            drop(sending);
+            match delivered {
                 Ok(()) => {
                     tracing::debug!(server = %node.label, chunk_id = %chunk.meta.id,
                         records = chunk.meta.records, "chunk forwarded");
@@ -274,6 +277,7 @@ impl Shared {
                 weight: n.config.weight,
                 standby: n.config.standby,
                 available: !t && n.available(),
+                in_flight: n.in_flight(),
             })
             .collect();
         let mut balancer = self.balancer.lock().unwrap_or_else(|e| e.into_inner());

@@ -191,9 +191,31 @@ pub struct ServerNode {
     resolved: Mutex<Option<Resolved>>,
     round_robin: AtomicUsize,
     idle: Mutex<Vec<Connection>>,
+    /// Chunks being sent to this server right now (the balancer steers away from a slow one).
+    in_flight: AtomicUsize,
+}
+
+/// Counts one chunk in flight to a server for as long as it lives.
+pub struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl ServerNode {
+    /// Chunks being sent to this server right now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Count a chunk as in flight to this server until the guard drops.
+    pub fn start_sending(&self) -> InFlight<'_> {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(&self.in_flight)
+    }
+
     pub fn new(config: ServerConfig, params: HealthParams, now: Instant) -> Self {
         let label = config
             .name
@@ -206,6 +228,7 @@ impl ServerNode {
             resolved: Mutex::new(None),
             round_robin: AtomicUsize::new(0),
             idle: Mutex::new(Vec::new()),
+            in_flight: AtomicUsize::new(0),
         }
     }
 

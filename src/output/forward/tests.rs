@@ -370,6 +370,40 @@ async fn mismatched_ack_and_ack_timeout_move_the_chunk_on() {
 }
 
 #[tokio::test]
+async fn a_slow_server_holds_only_a_few_workers_and_the_rest_go_elsewhere() {
+    use super::balance::SLOW_SLACK;
+    let slow = Receiver::start(Reply::Silent, None).await;
+    let fast = Receiver::start(Reply::Ack, None).await;
+    let mut cfg = config(vec![server(slow.addr, false), server(fast.addr, false)]);
+    cfg.ack_response_timeout = Duration::from_secs(60);
+    cfg.heartbeat_type = HeartbeatType::None;
+    let out = Arc::new(ForwardOutput::new(&cfg).unwrap());
+    // Four flush workers take chunks one after another, as the output driver's do.
+    let remaining = Arc::new(AtomicUsize::new(20));
+    let delivered = Arc::new(AtomicUsize::new(0));
+    for _ in 0..4 {
+        let (out, remaining, delivered) = (out.clone(), remaining.clone(), delivered.clone());
+        tokio::spawn(async move {
+            while remaining
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                if out.write(&chunk(1)).await.is_ok() {
+                    delivered.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+    }
+    // Every chunk but the few stuck on the silent server arrives long before its ack timeout.
+    eventually("chunks delivered by the fast server", || {
+        delivered.load(Ordering::SeqCst) >= 20 - SLOW_SLACK
+    })
+    .await;
+    assert!(slow.frames().len() <= SLOW_SLACK, "{}", slow.frames().len());
+    assert_eq!(fast.frames().len(), delivered.load(Ordering::SeqCst));
+}
+
+#[tokio::test]
 async fn no_server_left_is_a_retryable_error_naming_each_failure() {
     let a = closed_port().await;
     let b = closed_port().await;
