@@ -116,6 +116,12 @@ fn check_config(path: &std::path::Path) -> ExitCode {
             for w in &loaded.warnings {
                 eprintln!("warning: {w}");
             }
+            if let Some(c) = &loaded.config.cluster {
+                eprintln!(
+                    "warning: {}: <cluster> is valid, but this build cannot run an aggregator cluster yet (`lograft run` will refuse it)",
+                    c.location
+                );
+            }
             let mut errors = Vec::new();
             for m in &loaded.config.matches {
                 if let Err(e) = node::compile_patterns(m) {

@@ -58,6 +58,8 @@ pub enum NodeError {
         location: String,
         dir: PathBuf,
     },
+    #[error("<cluster> at {location}: this build parses the cluster section but cannot run an aggregator cluster yet; remove <cluster> to run a single aggregator")]
+    ClusterUnavailable { location: String },
     #[error("<source> at {location}: cannot listen: {source}")]
     Listen {
         location: String,
@@ -118,6 +120,11 @@ pub async fn run(
     opts: NodeOptions,
     shutdown: CancellationToken,
 ) -> Result<(), NodeError> {
+    if let Some(c) = &config.cluster {
+        return Err(NodeError::ClusterUnavailable {
+            location: c.location.to_string(),
+        });
+    }
     let abort_flush = CancellationToken::new();
     let mut drivers = JoinSet::new();
     let mut pipelines = Vec::new();

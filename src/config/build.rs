@@ -49,8 +49,20 @@ pub fn build(root: &Element) -> Result<Loaded, ConfigErrors> {
         );
     }
     let mut system_seen: Option<&Location> = None;
+    let mut cluster_seen: Option<&Location> = None;
     for child in &root.children {
         match child.name.as_str() {
+            "cluster" => {
+                if let Some(first) = cluster_seen {
+                    d.error(
+                        &child.location,
+                        format!("<cluster> is given more than once (first at {first}); only one is allowed"),
+                    );
+                } else {
+                    cluster_seen = Some(&child.location);
+                    config.cluster = build_cluster(child, &mut d);
+                }
+            }
             "system" => {
                 if let Some(first) = system_seen {
                     d.error(
@@ -75,15 +87,15 @@ pub fn build(root: &Element) -> Result<Loaded, ConfigErrors> {
             "filter" | "label" | "worker" => d.error(
                 &child.location,
                 format!(
-                    "<{}> is not supported yet by lograft (supported directives: <source>, <match>, <system>)",
+                    "<{}> is not supported yet by lograft (supported directives: <source>, <match>, <system>, <cluster>)",
                     child.name
                 ),
             ),
             other => d.error(
                 &child.location,
                 format!(
-                    "unknown directive <{other}>{}; lograft knows <source>, <match>, <system>",
-                    did_you_mean(other, &["source", "match", "system", "filter", "label"])
+                    "unknown directive <{other}>{}; lograft knows <source>, <match>, <system>, <cluster>",
+                    did_you_mean(other, &["source", "match", "system", "cluster", "filter", "label"])
                         .map(|s| format!(" (did you mean <{s}>?)"))
                         .unwrap_or_default()
                 ),
@@ -491,6 +503,125 @@ fn build_system(el: &Element, d: &mut Diag) -> SystemConfig {
     };
     sec.finish(d, SYSTEM_UNIMPLEMENTED, SYSTEM_UNIMPLEMENTED_SECTIONS);
     system
+}
+
+// ---------------------------------------------------------------------------------------------
+// <cluster>
+
+fn build_cluster(el: &Element, d: &mut Diag) -> Option<ClusterConfig> {
+    let mut sec = Section::new(el, "<cluster>");
+    if !el.arg.is_empty() {
+        d.error(&el.location, "<cluster> takes no argument");
+    }
+    let node_id = sec.integer::<u64>(d, "node_id");
+    if node_id.is_none() && sec.el.param("node_id").is_none() {
+        sec.missing(d, "node_id");
+    }
+    let address = sec.required_string(d, "address");
+    let advertise_address = sec.string("advertise_address");
+    let join = sec.string("join");
+    for (key, value) in [
+        ("address", &address),
+        ("advertise_address", &advertise_address),
+        ("join", &join),
+    ] {
+        if let Some(v) = value {
+            if !is_host_port(v) {
+                let at = sec
+                    .el
+                    .param(key)
+                    .map(|p| p.location.clone())
+                    .unwrap_or_default();
+                d.error(
+                    &at,
+                    format!("'{key}' in <cluster>: expected host:port, got '{v}'"),
+                );
+            }
+        }
+    }
+    let mut members = Vec::new();
+    for m in sec.sections("member") {
+        let mut ms = Section::new(m, "<member> of <cluster>");
+        let id = ms.integer::<u64>(d, "id");
+        if id.is_none() && m.param("id").is_none() {
+            ms.missing(d, "id");
+        }
+        let addr = ms.required_string(d, "address");
+        if let Some(a) = addr.as_deref().filter(|a| !is_host_port(a)) {
+            d.error(
+                &m.location,
+                format!("<member>: 'address' expected host:port, got '{a}'"),
+            );
+        }
+        ms.finish(d, &[], &[]);
+        if let (Some(id), Some(address)) = (id, addr) {
+            if let Some(dup) = members.iter().find(|o: &&MemberConfig| o.id == id) {
+                d.error(
+                    &m.location,
+                    format!("<member> id {id} is given twice (address {})", dup.address),
+                );
+            }
+            members.push(MemberConfig { id, address });
+        }
+    }
+    if !members.is_empty() && join.is_some() {
+        d.error(
+            &el.location,
+            "<cluster>: give either <member> sections (to start a new cluster) or 'join' (to join an existing one), not both",
+        );
+    }
+    if let (Some(id), false) = (node_id, members.is_empty()) {
+        let me = members.iter().find(|m| m.id == id);
+        let advertised = advertise_address.as_ref().or(address.as_ref());
+        match me {
+            None => d.error(
+                &el.location,
+                format!("<cluster>: node_id {id} is not among the <member> sections; list this node too"),
+            ),
+            Some(m) if Some(&m.address) != advertised => d.error(
+                &el.location,
+                format!(
+                    "<cluster>: <member> {id} has address {} but this node's advertised address is {}",
+                    m.address,
+                    advertised.map(String::as_str).unwrap_or("?")
+                ),
+            ),
+            Some(_) => {}
+        }
+    }
+    let cfg = ClusterConfig {
+        node_id: node_id.unwrap_or_default(),
+        address: address.clone().unwrap_or_default(),
+        advertise_address,
+        members,
+        join,
+        data_dir: sec.string("data_dir").map(PathBuf::from),
+        snapshot_every: sec
+            .integer::<u64>(d, "snapshot_every")
+            .unwrap_or(1000)
+            .max(1),
+        dedup_window: sec.integer::<u64>(d, "dedup_window").unwrap_or(100_000),
+        heartbeat_interval: sec
+            .duration(d, "heartbeat_interval")
+            .unwrap_or(Duration::from_millis(100)),
+        election_timeout: sec
+            .duration(d, "election_timeout")
+            .unwrap_or(Duration::from_millis(500)),
+        location: el.location.clone(),
+    };
+    if cfg.election_timeout <= cfg.heartbeat_interval * 2 {
+        d.error(
+            &el.location,
+            "<cluster>: election_timeout must be more than twice heartbeat_interval",
+        );
+    }
+    sec.finish(d, &[], &[]);
+    (node_id.is_some() && address.is_some()).then_some(cfg)
+}
+
+/// `host:port` with a numeric port.
+fn is_host_port(s: &str) -> bool {
+    matches!(s.rsplit_once(':'), Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1720,6 +1851,23 @@ pub fn summary(cfg: &Config) -> String {
             .map(|id| format!(" @id={id}"))
             .unwrap_or_default()
     };
+    if let Some(c) = &cfg.cluster {
+        let members: Vec<String> = c
+            .members
+            .iter()
+            .map(|m| format!("{}={}", m.id, m.address))
+            .collect();
+        out.push_str(&format!(
+            "cluster: node {} at {}{}\n",
+            c.node_id,
+            c.address,
+            match (&c.join, members.is_empty()) {
+                (Some(j), _) => format!(", joining via {j}"),
+                (None, false) => format!(", initial members {}", members.join(" ")),
+                (None, true) => String::new(),
+            }
+        ));
+    }
     out.push_str(&format!("sources: {}\n", cfg.sources.len()));
     for source in &cfg.sources {
         match &source.kind {
@@ -1884,6 +2032,52 @@ mod tests {
             text.contains("buffer: file (default path), flush_interval 60s"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn cluster_section() {
+        let three = r#"
+<cluster>
+  node_id 2
+  address 127.0.0.1:7002
+  snapshot_every 500
+  <member>
+    id 1
+    address 127.0.0.1:7001
+  </member>
+  <member>
+    id 2
+    address 127.0.0.1:7002
+  </member>
+</cluster>
+"#;
+        let c = ok(three).config.cluster.unwrap();
+        assert_eq!(
+            (c.node_id, c.address.as_str(), c.snapshot_every),
+            (2, "127.0.0.1:7002", 500)
+        );
+        assert_eq!(c.members.len(), 2);
+        assert_eq!(c.dedup_window, 100_000);
+        assert!(summary(&ok(three).config).contains("cluster: node 2 at 127.0.0.1:7002"));
+
+        let e = errors("<cluster>\n  node_id 3\n  address 127.0.0.1:7003\n  <member>\n    id 1\n    address 127.0.0.1:7001\n  </member>\n</cluster>\n");
+        assert!(
+            e.contains("node_id 3 is not among the <member> sections"),
+            "{e}"
+        );
+        let e = errors("<cluster>\n  address 127.0.0.1:7003\n  join 127.0.0.1:7001\n</cluster>\n");
+        assert!(e.contains("node_id"), "{e}");
+        let e = errors("<cluster>\n  node_id 1\n  address nowhere\n  join 127.0.0.1:7001\n  bogus 1\n</cluster>\n");
+        assert!(
+            e.contains("expected host:port") && e.contains("bogus"),
+            "{e}"
+        );
+        let e = errors("<cluster>\n  node_id 1\n  address 127.0.0.1:7001\n  join 127.0.0.1:7002\n  <member>\n    id 1\n    address 127.0.0.1:7001\n  </member>\n</cluster>\n");
+        assert!(e.contains("not both"), "{e}");
+        let e = errors(
+            "<cluster>\n  node_id 1\n  address 127.0.0.1:7001\n</cluster>\n<cluster>\n</cluster>\n",
+        );
+        assert!(e.contains("more than once"), "{e}");
     }
 
     #[test]

@@ -61,6 +61,41 @@ pub struct Config {
     pub system: SystemConfig,
     pub sources: Vec<SourceConfig>,
     pub matches: Vec<MatchConfig>,
+    /// `<cluster>`: present on an aggregator that replicates its chunks with Raft.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `<cluster>`: this aggregator's place in its Raft group.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// This node's Raft id (unique in the cluster, never reused after a disk loss).
+    pub node_id: u64,
+    /// `host:port` this node serves Raft and admin gRPC on.
+    pub address: String,
+    /// `host:port` other nodes use to reach this one (default: `address`).
+    pub advertise_address: Option<String>,
+    /// `<member id address>` sections: the initial voters of a new cluster (including this node).
+    pub members: Vec<MemberConfig>,
+    /// `host:port` of a member of an existing cluster to join as a learner.
+    pub join: Option<String>,
+    /// Raft log and state machine directory (default: `<root_dir or --data-dir>/raft`).
+    pub data_dir: Option<PathBuf>,
+    /// Build a snapshot (and purge the log) every this many applied entries. Default 1000.
+    pub snapshot_every: u64,
+    /// How many recent chunk ids the state machine remembers to drop retransmissions. Default 100,000.
+    pub dedup_window: u64,
+    /// Leader heartbeat. Default 100 ms.
+    pub heartbeat_interval: Duration,
+    /// Election timeout (the lower bound; the upper is twice it). Default 500 ms.
+    pub election_timeout: Duration,
+    pub location: Location,
+}
+
+/// `<member>` inside `<cluster>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberConfig {
+    pub id: u64,
+    pub address: String,
 }
 
 #[derive(Debug, Clone, Default)]
