@@ -26,7 +26,8 @@
 //! ```text
 //! <dir>/db/          RocksDB: CFs raft_log, raft_meta, sm_chunk_data, sm_chunk_meta,
 //!                    sm_batches, sm_dedup, sm_meta (one WAL shared by all of them)
-//! <dir>/snapshots/   snap-<index>-<nanos>.bin (the current snapshot), tmp-* (being written)
+//! <dir>/snapshots/   snap-<index>-<nanos>-<n>.bin (the current snapshot), tmp-* (being
+//!                    written or received; removed at open)
 //! ```
 //!
 //! # Life of a chunk

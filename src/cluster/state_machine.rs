@@ -350,20 +350,27 @@ impl StateMachineStore {
         db.flush_wal(true)?;
 
         let tmp = shared.unique_name("tmp-build");
-        let file = File::create(&tmp)?;
-        let mut writer = SnapshotWriter::new(file, &header)?;
-        let mut records = 0u64;
-        for (position, name) in SM_DATA_CFS.iter().enumerate() {
-            for item in db_snapshot.iterator_cf(cf(db, name)?, IteratorMode::Start) {
-                let (key, value) = item?;
-                writer.record(position as u8 + 1, &key, &value)?;
-                records += 1;
+        let written = (|| {
+            let mut writer = SnapshotWriter::new(File::create(&tmp)?, &header)?;
+            let mut records = 0u64;
+            for (position, name) in SM_DATA_CFS.iter().enumerate() {
+                for item in db_snapshot.iterator_cf(cf(db, name)?, IteratorMode::Start) {
+                    let (key, value) = item?;
+                    writer.record(position as u8 + 1, &key, &value)?;
+                    records += 1;
+                }
             }
-        }
+            writer.finish()?.sync_all()?;
+            Ok::<_, ClusterError>(records)
+        })();
         drop(db_snapshot);
-        let file = writer.finish()?;
-        file.sync_all()?;
-        drop(file);
+        let records = match written {
+            Ok(records) => records,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
         let path = shared.snapshot_file_name(&header.meta);
         fs::rename(&tmp, &path)?;
         sync_dir(&shared.snapshot_dir)?;

@@ -147,13 +147,15 @@ async fn everything_survives_reopen() {
             ]
         );
         before = view(&sm.reader()).await;
+        log.purge(log_id(1, 1)).await.unwrap();
     }
     let (mut log, mut sm) = open(dir.path()).await;
     let entries = log.try_get_log_entries(0..).await.unwrap();
-    assert_eq!(entries.len(), 5);
-    assert_eq!(entries[4].log_id, log_id(1, 5));
+    assert_eq!(entries.len(), 4);
+    assert_eq!(entries[0].log_id, log_id(1, 2));
+    assert_eq!(entries[3].log_id, log_id(1, 5));
     assert_eq!(
-        entries[4].payload,
+        entries[3].payload,
         EntryPayload::Normal(seal("app.web", &[2, 3], "app.web/2-3.msgpack.gz"))
     );
     assert_eq!(
@@ -163,6 +165,7 @@ async fn everything_survives_reopen() {
     assert_eq!(log.read_committed().await.unwrap(), Some(log_id(1, 5)));
     let state = log.get_log_state().await.unwrap();
     assert_eq!(state.last_log_id, Some(log_id(1, 5)));
+    assert_eq!(state.last_purged_log_id, Some(log_id(1, 1)));
 
     let reader = sm.reader();
     assert_eq!(view(&reader).await, before);
