@@ -22,12 +22,15 @@
 //! - [`output`]: where chunks go (`stdout`, `null`, `file`), and the driver that takes queued
 //!   chunks from a buffer, writes them with retry/backoff, and hands exhausted ones to
 //!   `<secondary>`.
+//! - [`cluster`]: the aggregator cluster (openraft): types, the Raft log and the chunk state
+//!   machine on one RocksDB per node, file-backed snapshots.
 //! - [`node`]: builds the pipeline from a [`config::Config`], runs it, and shuts it down on
 //!   SIGTERM.
 //! - [`tls`]: loading certificates and keys for rustls.
 //! - [`loadgen`]: the benchmark client behind `lograft bench-load`.
 
 pub mod buffer;
+pub mod cluster;
 pub mod config;
 pub mod event;
 pub mod forward;

@@ -1,0 +1,268 @@
+//! The Raft log on RocksDB: entries, vote, committed and last-purged log ids.
+//!
+//! Owns [`LogStore`], openraft's [`RaftLogStorage`] and [`RaftLogReader`]. Every `append`
+//! writes all its entries in one `WriteBatch` with `sync = true` — one WAL fsync per call — and
+//! reports completion to openraft only after that write returned. Votes are synced too; the
+//! committed id is written unsynced (openraft treats it as a hint, and the WAL is ordered).
+//! It must not look inside application requests: that is the state machine's job.
+
+use super::store::{
+    blocking, cf, decode, decode_index_key, encode, index_key, storage_error, CF_LOG, CF_RAFT_META,
+};
+use super::{ClusterError, NodeId, TypeConfig};
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{
+    Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader, StorageError, Vote,
+};
+use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
+use tracing::debug;
+
+const KEY_VOTE: &[u8] = b"vote";
+const KEY_COMMITTED: &[u8] = b"committed";
+const KEY_LAST_PURGED: &[u8] = b"last_purged";
+
+/// The Raft log half of the node's storage. Cheap to clone (it is also its own reader).
+#[derive(Clone)]
+pub struct LogStore {
+    db: Arc<DB>,
+}
+
+impl LogStore {
+    pub(crate) fn new(db: Arc<DB>) -> Self {
+        LogStore { db }
+    }
+
+    fn read_meta<T: serde::de::DeserializeOwned>(
+        db: &DB,
+        key: &[u8],
+    ) -> Result<Option<T>, ClusterError> {
+        match db.get_pinned_cf(cf(db, CF_RAFT_META)?, key)? {
+            Some(bytes) => Ok(Some(decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn write_meta<T: serde::Serialize>(
+        db: &DB,
+        key: &[u8],
+        value: &T,
+        sync: bool,
+    ) -> Result<(), ClusterError> {
+        let mut opts = WriteOptions::default();
+        opts.set_sync(sync);
+        db.put_cf_opt(cf(db, CF_RAFT_META)?, key, encode(value)?, &opts)?;
+        Ok(())
+    }
+
+    fn log_state_blocking(db: &DB) -> Result<LogState<TypeConfig>, ClusterError> {
+        let last_purged_log_id: Option<LogId<NodeId>> = Self::read_meta(db, KEY_LAST_PURGED)?;
+        let last_in_log = match db.iterator_cf(cf(db, CF_LOG)?, IteratorMode::End).next() {
+            Some(item) => {
+                let (_, value) = item?;
+                let entry: Entry<TypeConfig> = decode(&value)?;
+                Some(entry.log_id)
+            }
+            None => None,
+        };
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id: last_in_log.or(last_purged_log_id),
+        })
+    }
+
+    fn entries_blocking(
+        db: &DB,
+        start: u64,
+        end: Option<u64>,
+    ) -> Result<Vec<Entry<TypeConfig>>, ClusterError> {
+        let mut entries = Vec::new();
+        if end.is_some_and(|end| end <= start) {
+            return Ok(entries);
+        }
+        let from = index_key(start);
+        let iter = db.iterator_cf(
+            cf(db, CF_LOG)?,
+            IteratorMode::From(&from, Direction::Forward),
+        );
+        for item in iter {
+            let (key, value) = item?;
+            let index = decode_index_key(&key)?;
+            if end.is_some_and(|end| index >= end) {
+                break;
+            }
+            let entry: Entry<TypeConfig> = decode(&value)?;
+            if entry.log_id.index != index {
+                return Err(ClusterError::Corrupt(format!(
+                    "log key {index} holds entry {}",
+                    entry.log_id
+                )));
+            }
+            entries.push(entry);
+        }
+        Ok(entries)
+    }
+}
+
+/// `[start, end)` of a range of log indexes; `end = None` is unbounded.
+fn index_range<RB: RangeBounds<u64>>(range: &RB) -> (u64, Option<u64>) {
+    let start = match range.start_bound() {
+        Bound::Included(&s) => s,
+        Bound::Excluded(&s) => s.saturating_add(1),
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(&e) => e.checked_add(1),
+        Bound::Excluded(&e) => Some(e),
+        Bound::Unbounded => None,
+    };
+    (start, end)
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
+        let (start, end) = index_range(&range);
+        let db = self.db.clone();
+        blocking(move || Self::entries_blocking(&db, start, end))
+            .await
+            .map_err(|e| storage_error(ErrorSubject::Logs, ErrorVerb::Read, e))
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
+        let db = self.db.clone();
+        blocking(move || Self::log_state_blocking(&db))
+            .await
+            .map_err(|e| storage_error(ErrorSubject::Logs, ErrorVerb::Read, e))
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
+        let db = self.db.clone();
+        let vote = *vote;
+        blocking(move || Self::write_meta(&db, KEY_VOTE, &vote, true))
+            .await
+            .map_err(|e| storage_error(ErrorSubject::Vote, ErrorVerb::Write, e))
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
+        let db = self.db.clone();
+        blocking(move || Self::read_meta(&db, KEY_VOTE))
+            .await
+            .map_err(|e| storage_error(ErrorSubject::Vote, ErrorVerb::Read, e))
+    }
+
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<NodeId>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        let db = self.db.clone();
+        blocking(move || Self::write_meta(&db, KEY_COMMITTED, &committed, false))
+            .await
+            .map_err(|e| storage_error(ErrorSubject::Store, ErrorVerb::Write, e))
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
+        let db = self.db.clone();
+        blocking(move || {
+            Ok(Self::read_meta::<Option<LogId<NodeId>>>(&db, KEY_COMMITTED)?.flatten())
+        })
+        .await
+        .map_err(|e| storage_error(ErrorSubject::Store, ErrorVerb::Read, e))
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let db = self.db.clone();
+        let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
+        let result = blocking(move || {
+            let log_cf = cf(&db, CF_LOG)?;
+            let mut batch = WriteBatch::default();
+            for entry in &entries {
+                batch.put_cf(log_cf, index_key(entry.log_id.index), encode(entry)?);
+            }
+            let mut opts = WriteOptions::default();
+            opts.set_sync(true);
+            let bytes = batch.size_in_bytes();
+            db.write_opt(batch, &opts)?;
+            debug!(
+                entries = entries.len(),
+                bytes, "raft log appended and synced"
+            );
+            Ok(())
+        })
+        .await;
+        match result {
+            Ok(()) => {
+                // Only now are the entries durable: tell openraft.
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                Err(storage_error(ErrorSubject::Logs, ErrorVerb::Write, e))
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        let db = self.db.clone();
+        blocking(move || {
+            let mut batch = WriteBatch::default();
+            batch.delete_range_cf(
+                cf(&db, CF_LOG)?,
+                index_key(log_id.index),
+                index_key(u64::MAX),
+            );
+            batch.delete_cf(cf(&db, CF_LOG)?, index_key(u64::MAX));
+            let mut opts = WriteOptions::default();
+            opts.set_sync(true);
+            db.write_opt(batch, &opts)?;
+            debug!(since = log_id.index, "raft log truncated");
+            Ok(())
+        })
+        .await
+        .map_err(|e| storage_error(ErrorSubject::Logs, ErrorVerb::Delete, e))
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        let db = self.db.clone();
+        blocking(move || {
+            let mut batch = WriteBatch::default();
+            batch.put_cf(cf(&db, CF_RAFT_META)?, KEY_LAST_PURGED, encode(&log_id)?);
+            batch.delete_range_cf(
+                cf(&db, CF_LOG)?,
+                index_key(0),
+                index_key(log_id.index.saturating_add(1)),
+            );
+            // Synced: the WAL is shared and ordered, so this also makes every state-machine
+            // write applied before it durable — the log behind the state is only gone once
+            // the state is on disk.
+            let mut opts = WriteOptions::default();
+            opts.set_sync(true);
+            db.write_opt(batch, &opts)?;
+            debug!(upto = log_id.index, "raft log purged");
+            Ok(())
+        })
+        .await
+        .map_err(|e| storage_error(ErrorSubject::Logs, ErrorVerb::Delete, e))
+    }
+}

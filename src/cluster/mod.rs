@@ -1,0 +1,186 @@
+//! The aggregator cluster: Forward chunks replicated with Raft (openraft 0.9, storage v2) and
+//! uploaded to object storage by the leader.
+//!
+//! Owns the openraft type configuration ([`TypeConfig`]), the application requests and
+//! responses that travel through the Raft log ([`ClusterRequest`], [`ClusterResponse`]) and the
+//! node's durable storage. It must not speak the Forward protocol (that is `input`), nor decide
+//! *when* to seal or upload (that is the uploader's policy): the state machine only records what
+//! the log says, deterministically, so every node reaches the same state.
+//!
+//! # Layout
+//!
+//! Like openraft's `raft-kv-rocksdb` example (store / network / app), split by role:
+//!
+//! - [`store`]: opening the node's one RocksDB instance (column families, blob files), key
+//!   encodings, error mapping, and [`store::open_storage`] that hands out the two halves below.
+//! - [`log_store`]: the Raft log, vote, committed and last-purged ids
+//!   ([`openraft::storage::RaftLogStorage`]); each `append` is one synced `WriteBatch`.
+//! - [`state_machine`]: the chunk state machine ([`openraft::storage::RaftStateMachine`]):
+//!   pending chunks by log index, sealed batches, the dedup window, applied state and
+//!   membership; plus the read-only query handle ([`state_machine::ChunkReader`]) the uploader
+//!   and admin API use.
+//! - [`snapshot`]: the snapshot file format (checksummed records, streamed, never one `Vec`).
+//!
+//! On disk, under the node's data directory:
+//!
+//! ```text
+//! <dir>/db/          RocksDB: CFs raft_log, raft_meta, sm_chunk_data, sm_chunk_meta,
+//!                    sm_batches, sm_dedup, sm_meta (one WAL shared by all of them)
+//! <dir>/snapshots/   snap-<index>-<nanos>-<n>.bin (the current snapshot), tmp-* (being
+//!                    written or received; removed at open)
+//! ```
+//!
+//! # Life of a chunk
+//!
+//! `AppendChunk` (proposed by `emit`, acked once applied) → pending → `SealBatch` (the leader
+//! agrees a batch's exact chunk set and object key) → upload → `ConfirmUpload` (the chunks are
+//! dropped). A new leader finds sealed-but-unconfirmed batches with
+//! [`state_machine::ChunkReader::unconfirmed_batches`] and uploads them again under the same key.
+
+pub mod log_store;
+pub mod snapshot;
+pub mod state_machine;
+pub mod store;
+#[cfg(test)]
+mod tests;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+pub use log_store::LogStore;
+pub use state_machine::{
+    ChunkReader, PendingChunk, SealedBatch, StateMachineStore, TagPending, UploadStats,
+};
+pub use store::{open_storage, StoreOptions};
+
+/// Raft node id.
+pub type NodeId = u64;
+
+openraft::declare_raft_types!(
+    /// openraft types of the aggregator cluster. Nodes are [`openraft::BasicNode`] whose `addr`
+    /// is the node's gRPC address; snapshots are files, so a large state is never one `Vec<u8>`.
+    pub TypeConfig:
+        D = ClusterRequest,
+        R = ClusterResponse,
+        NodeId = NodeId,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = tokio::fs::File,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// The openraft handle of this cluster.
+pub type ClusterRaft = openraft::Raft<TypeConfig>;
+
+/// Longest chunk id the state machine accepts (`EventBatch::origin_chunk`, the raw `chunk`
+/// option bytes). Longer ids are rejected so the dedup window's memory stays bounded.
+pub const MAX_ORIGIN_LEN: usize = 64;
+
+/// An application command in the Raft log.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClusterRequest {
+    /// Store one Forward chunk. Its log index becomes its id in the cluster.
+    AppendChunk {
+        /// The sender's chunk id (dedup key); `None` when the sender did not attach one.
+        origin: Option<Bytes>,
+        tag: String,
+        /// Concatenated msgpack `[time, record]` entries, as received.
+        entries: Bytes,
+        count: u32,
+        /// When the proposing node received the chunk (in the log, so deterministic).
+        received_unix_ms: u64,
+    },
+    /// Agree on an upload batch: its exact chunks and the object key it is uploaded under.
+    SealBatch {
+        tag: String,
+        /// Log indexes of `AppendChunk` entries, strictly ascending. The batch id is the first.
+        chunks: Vec<u64>,
+        object_key: String,
+    },
+    /// The batch was uploaded: drop its chunks. Unknown batch ids are a no-op.
+    ConfirmUpload {
+        /// Batch id (the first chunk's index).
+        first: u64,
+    },
+}
+
+impl fmt::Debug for ClusterRequest {
+    // Never dump payloads into logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClusterRequest::AppendChunk {
+                origin,
+                tag,
+                entries,
+                count,
+                received_unix_ms,
+            } => f
+                .debug_struct("AppendChunk")
+                .field("origin", &origin.as_ref().map(hex::encode))
+                .field("tag", tag)
+                .field("bytes", &entries.len())
+                .field("count", count)
+                .field("received_unix_ms", received_unix_ms)
+                .finish(),
+            ClusterRequest::SealBatch {
+                tag,
+                chunks,
+                object_key,
+            } => f
+                .debug_struct("SealBatch")
+                .field("tag", tag)
+                .field("chunks", chunks)
+                .field("object_key", object_key)
+                .finish(),
+            ClusterRequest::ConfirmUpload { first } => f
+                .debug_struct("ConfirmUpload")
+                .field("first", first)
+                .finish(),
+        }
+    }
+}
+
+impl fmt::Display for ClusterRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// What the state machine answered to one log entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClusterResponse {
+    /// The chunk was stored at this log index.
+    Appended { index: u64 },
+    /// The chunk id was already stored (or uploaded) at this earlier index; nothing stored.
+    Duplicate { index: u64 },
+    /// The batch is sealed; its id is its first chunk's index.
+    Sealed { first: u64 },
+    /// The batch's chunks are dropped (or the batch was already unknown).
+    Confirmed { first: u64 },
+    /// The request was refused, identically on every node.
+    Rejected(String),
+    /// Answer to entries that carry no request (blank and membership entries).
+    NoOp,
+}
+
+/// Errors of the cluster's storage.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("rocksdb: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("encoding: {0}")]
+    Encode(#[from] rmp_serde::encode::Error),
+    #[error("decoding: {0}")]
+    Decode(#[from] rmp_serde::decode::Error),
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+    #[error("corrupt snapshot: {0}")]
+    CorruptSnapshot(String),
+    #[error("snapshot does not match its metadata: {0}")]
+    SnapshotMismatch(String),
+    #[error("storage task failed: {0}")]
+    TaskFailed(String),
+}

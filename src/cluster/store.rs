@@ -1,0 +1,164 @@
+//! The node's one RocksDB instance: column families, their tuning, key encodings, the
+//! blocking-call helper and the mapping of storage errors to openraft's [`StorageError`].
+//!
+//! Owns [`open_storage`], which opens (or creates) the database and returns the log store and
+//! the state machine sharing it. It must not interpret log entries or state-machine records:
+//! that is [`super::log_store`] and [`super::state_machine`].
+//!
+//! All column families share one WAL. That matters for durability: RocksDB recovers a prefix
+//! of the WAL, so one synced write (an `append`, a `purge`, `flush_wal(true)`) also makes every
+//! earlier write durable — the state machine applies without syncing and relies on that.
+
+use super::log_store::LogStore;
+use super::state_machine::StateMachineStore;
+use super::{ClusterError, NodeId};
+use openraft::{AnyError, ErrorSubject, ErrorVerb, StorageError, StorageIOError};
+use rocksdb::{ColumnFamilyDescriptor, DBCompressionType, Options, DB};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Raft log entries, key = index (u64 big-endian), value = msgpack `Entry`.
+pub(crate) const CF_LOG: &str = "raft_log";
+/// Vote, committed and last-purged log ids.
+pub(crate) const CF_RAFT_META: &str = "raft_meta";
+/// Chunk payloads (entries bytes), key = log index.
+pub(crate) const CF_CHUNK_DATA: &str = "sm_chunk_data";
+/// Chunk metadata (tag, sizes, origin, batch), key = log index.
+pub(crate) const CF_CHUNK_META: &str = "sm_chunk_meta";
+/// Sealed, unconfirmed batches, key = batch id (first chunk index).
+pub(crate) const CF_BATCHES: &str = "sm_batches";
+/// Dedup window, key = apply-order sequence number, value = (origin, index).
+pub(crate) const CF_DEDUP: &str = "sm_dedup";
+/// Applied log id, membership, dedup sequence, snapshot-install marker.
+pub(crate) const CF_SM_META: &str = "sm_meta";
+
+/// The state-machine column families, in snapshot order (their position is their tag in a
+/// snapshot file, starting at 1). `sm_meta` is not dumped: its content travels in the
+/// snapshot's header.
+pub(crate) const SM_DATA_CFS: [&str; 4] = [CF_CHUNK_DATA, CF_CHUNK_META, CF_BATCHES, CF_DEDUP];
+
+/// Values at least this large go to blob files (kept out of LSM compaction).
+const MIN_BLOB_SIZE: u64 = 4 * 1024;
+
+/// Tuning of the cluster store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// How many recent chunk ids the state machine remembers to answer retransmissions. Must be
+    /// the same on every node of a cluster: it decides which repeats are duplicates.
+    pub dedup_window: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            dedup_window: 100_000,
+        }
+    }
+}
+
+/// Open (or create) the storage under `dir` and return its two halves, as openraft wants them.
+///
+/// Layout: `<dir>/db` (RocksDB) and `<dir>/snapshots`. Runs on a blocking thread.
+pub async fn open_storage(
+    dir: impl AsRef<Path>,
+    options: StoreOptions,
+) -> Result<(LogStore, StateMachineStore), ClusterError> {
+    let dir = dir.as_ref().to_path_buf();
+    blocking(move || open_storage_blocking(&dir, options)).await
+}
+
+/// [`open_storage`] for callers already on a blocking thread.
+pub fn open_storage_blocking(
+    dir: &Path,
+    options: StoreOptions,
+) -> Result<(LogStore, StateMachineStore), ClusterError> {
+    std::fs::create_dir_all(dir)?;
+    let db = Arc::new(open_db(&dir.join("db"))?);
+    let log = LogStore::new(db.clone());
+    let sm = StateMachineStore::open(db, snapshot_dir(dir), options)?;
+    Ok((log, sm))
+}
+
+fn snapshot_dir(dir: &Path) -> PathBuf {
+    dir.join("snapshots")
+}
+
+fn open_db(path: &Path) -> Result<DB, ClusterError> {
+    let mut db_opts = Options::default();
+    db_opts.create_if_missing(true);
+    db_opts.create_missing_column_families(true);
+    db_opts.set_max_background_jobs(2);
+    // The WAL is shared by all CFs and kept until every CF holding data in it is flushed; the
+    // small CFs rarely fill a memtable, so bound the WAL to force their flushes.
+    db_opts.set_max_total_wal_size(256 * 1024 * 1024);
+
+    let cfs = [
+        CF_LOG,
+        CF_RAFT_META,
+        CF_CHUNK_DATA,
+        CF_CHUNK_META,
+        CF_BATCHES,
+        CF_DEDUP,
+        CF_SM_META,
+    ]
+    .into_iter()
+    .map(|name| {
+        let mut opts = Options::default();
+        if name == CF_LOG || name == CF_CHUNK_DATA {
+            // Chunks are 100 KB–1 MB: keep them in blob files so compaction never rewrites them.
+            opts.set_enable_blob_files(true);
+            opts.set_min_blob_size(MIN_BLOB_SIZE);
+            opts.set_blob_compression_type(DBCompressionType::Lz4);
+            opts.set_enable_blob_gc(true);
+        }
+        ColumnFamilyDescriptor::new(name, opts)
+    });
+    Ok(DB::open_cf_descriptors(&db_opts, path, cfs)?)
+}
+
+/// A column family handle; every CF is created at open, so a missing one is corruption.
+pub(crate) fn cf<'a>(db: &'a DB, name: &str) -> Result<&'a rocksdb::ColumnFamily, ClusterError> {
+    db.cf_handle(name)
+        .ok_or_else(|| ClusterError::Corrupt(format!("column family {name} missing")))
+}
+
+/// Index keys sort numerically.
+pub(crate) fn index_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+pub(crate) fn decode_index_key(key: &[u8]) -> Result<u64, ClusterError> {
+    let bytes: [u8; 8] = key
+        .try_into()
+        .map_err(|_| ClusterError::Corrupt(format!("index key of {} bytes", key.len())))?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+pub(crate) fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, ClusterError> {
+    Ok(rmp_serde::to_vec(value)?)
+}
+
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ClusterError> {
+    Ok(rmp_serde::from_slice(bytes)?)
+}
+
+/// Run blocking storage work off the async runtime.
+pub(crate) async fn blocking<T, F>(work: F) -> Result<T, ClusterError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, ClusterError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ClusterError::TaskFailed(e.to_string()))?
+}
+
+/// Map a storage failure to openraft's error, naming what was being done.
+pub(crate) fn storage_error(
+    subject: ErrorSubject<NodeId>,
+    verb: ErrorVerb,
+    error: ClusterError,
+) -> StorageError<NodeId> {
+    tracing::error!(?subject, ?verb, %error, "cluster storage failed");
+    StorageIOError::new(subject, verb, AnyError::new(&error)).into()
+}

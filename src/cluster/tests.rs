@@ -1,0 +1,569 @@
+//! Tests of the cluster storage against real RocksDB instances in temporary directories:
+//! openraft's own storage suite, reopen-after-drop, apply semantics, and snapshots.
+
+use super::state_machine::ChunkReader;
+use super::store::{open_storage, StoreOptions};
+use super::{ClusterRequest, ClusterResponse, LogStore, NodeId, StateMachineStore, TypeConfig};
+use bytes::Bytes;
+use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
+use openraft::testing::{StoreBuilder, Suite};
+use openraft::{
+    AnyError, BasicNode, CommittedLeaderId, Entry, EntryPayload, LogId, Membership, RaftLogReader,
+    RaftSnapshotBuilder, StorageError, StorageIOError, Vote,
+};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use tempfile::TempDir;
+use tokio::io::AsyncReadExt;
+
+struct TempStoreBuilder;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for TempStoreBuilder {
+    async fn build(&self) -> Result<(TempDir, LogStore, StateMachineStore), StorageError<NodeId>> {
+        let dir = tempfile::tempdir().map_err(|e| StorageIOError::write(AnyError::new(&e)))?;
+        let (log, sm) = open_storage(dir.path(), StoreOptions::default())
+            .await
+            .map_err(|e| StorageIOError::write(AnyError::new(&e)))?;
+        Ok((dir, log, sm))
+    }
+}
+
+#[test]
+fn openraft_storage_suite() {
+    Suite::test_all(TempStoreBuilder).expect("openraft storage suite");
+}
+
+fn log_id(term: u64, index: u64) -> LogId<NodeId> {
+    LogId::new(CommittedLeaderId::new(term, 1), index)
+}
+
+fn request_entry(index: u64, request: ClusterRequest) -> Entry<TypeConfig> {
+    Entry {
+        log_id: log_id(1, index),
+        payload: EntryPayload::Normal(request),
+    }
+}
+
+fn append_chunk(origin: Option<&str>, tag: &str, payload: &[u8]) -> ClusterRequest {
+    ClusterRequest::AppendChunk {
+        origin: origin.map(|o| Bytes::copy_from_slice(o.as_bytes())),
+        tag: tag.to_owned(),
+        entries: Bytes::copy_from_slice(payload),
+        count: 1,
+        received_unix_ms: 1_700_000_000_000,
+    }
+}
+
+fn seal(tag: &str, chunks: &[u64], key: &str) -> ClusterRequest {
+    ClusterRequest::SealBatch {
+        tag: tag.to_owned(),
+        chunks: chunks.to_vec(),
+        object_key: key.to_owned(),
+    }
+}
+
+fn membership_entry(index: u64, voters: &[NodeId]) -> Entry<TypeConfig> {
+    let nodes: BTreeMap<NodeId, BasicNode> = voters
+        .iter()
+        .map(|&id| (id, BasicNode::new(format!("127.0.0.1:{}", 7000 + id))))
+        .collect();
+    let voter_set: BTreeSet<NodeId> = voters.iter().copied().collect();
+    Entry {
+        log_id: log_id(1, index),
+        payload: EntryPayload::Membership(Membership::new(vec![voter_set], nodes)),
+    }
+}
+
+/// Apply requests at consecutive indexes starting at `first` (one `apply` call).
+async fn apply_at(
+    sm: &mut StateMachineStore,
+    first: u64,
+    requests: Vec<ClusterRequest>,
+) -> Vec<ClusterResponse> {
+    let entries = requests
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| request_entry(first + i as u64, r))
+        .collect::<Vec<_>>();
+    sm.apply(entries).await.expect("apply")
+}
+
+async fn open(dir: &Path) -> (LogStore, StateMachineStore) {
+    open_storage(dir, StoreOptions::default())
+        .await
+        .expect("open storage")
+}
+
+/// Everything the query API says, for comparing two stores.
+async fn view(reader: &ChunkReader) -> String {
+    let mut payloads = Vec::new();
+    for chunk in reader.pending(None) {
+        payloads.push((
+            chunk.index,
+            reader.chunk_entries(chunk.index).await.unwrap(),
+        ));
+    }
+    for batch in reader.unconfirmed_batches() {
+        for &index in &batch.chunks {
+            payloads.push((index, reader.chunk_entries(index).await.unwrap()));
+        }
+    }
+    format!(
+        "{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
+        reader.pending(None),
+        reader.pending_by_tag(),
+        reader.unconfirmed_batches(),
+        reader.upload_stats(),
+        reader.applied_state(),
+        payloads
+    )
+}
+
+#[tokio::test]
+async fn everything_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let before;
+    {
+        let (mut log, mut sm) = open(dir.path()).await;
+        let entries = vec![
+            membership_entry(1, &[1, 2, 3]),
+            request_entry(2, append_chunk(Some("id-a"), "app.web", b"aaaa")),
+            request_entry(3, append_chunk(Some("id-b"), "app.web", b"bbbb")),
+            request_entry(4, append_chunk(None, "app.db", b"cccc")),
+            request_entry(5, seal("app.web", &[2, 3], "app.web/2-3.msgpack.gz")),
+        ];
+        log.blocking_append(entries.clone()).await.unwrap();
+        log.save_vote(&Vote::new_committed(1, 1)).await.unwrap();
+        log.save_committed(Some(log_id(1, 5))).await.unwrap();
+        let responses = sm.apply(entries).await.unwrap();
+        assert_eq!(
+            responses,
+            vec![
+                ClusterResponse::NoOp,
+                ClusterResponse::Appended { index: 2 },
+                ClusterResponse::Appended { index: 3 },
+                ClusterResponse::Appended { index: 4 },
+                ClusterResponse::Sealed { first: 2 },
+            ]
+        );
+        before = view(&sm.reader()).await;
+        log.purge(log_id(1, 1)).await.unwrap();
+    }
+    let (mut log, mut sm) = open(dir.path()).await;
+    let entries = log.try_get_log_entries(0..).await.unwrap();
+    assert_eq!(entries.len(), 4);
+    assert_eq!(entries[0].log_id, log_id(1, 2));
+    assert_eq!(entries[3].log_id, log_id(1, 5));
+    assert_eq!(
+        entries[3].payload,
+        EntryPayload::Normal(seal("app.web", &[2, 3], "app.web/2-3.msgpack.gz"))
+    );
+    assert_eq!(
+        log.read_vote().await.unwrap(),
+        Some(Vote::new_committed(1, 1))
+    );
+    assert_eq!(log.read_committed().await.unwrap(), Some(log_id(1, 5)));
+    let state = log.get_log_state().await.unwrap();
+    assert_eq!(state.last_log_id, Some(log_id(1, 5)));
+    assert_eq!(state.last_purged_log_id, Some(log_id(1, 1)));
+
+    let reader = sm.reader();
+    assert_eq!(view(&reader).await, before);
+    let (applied, membership) = sm.applied_state().await.unwrap();
+    assert_eq!(applied, Some(log_id(1, 5)));
+    assert_eq!(membership.log_id(), &Some(log_id(1, 1)));
+    assert_eq!(
+        membership.membership().get_node(&2),
+        Some(&BasicNode::new("127.0.0.1:7002"))
+    );
+    assert_eq!(reader.pending(Some("app.db")).len(), 1);
+    assert_eq!(reader.unconfirmed_batches()[0].chunks, vec![2, 3]);
+    // The dedup window survived too.
+    assert_eq!(
+        apply_at(
+            &mut sm,
+            6,
+            vec![append_chunk(Some("id-b"), "app.web", b"bbbb")]
+        )
+        .await,
+        vec![ClusterResponse::Duplicate { index: 3 }]
+    );
+}
+
+#[tokio::test]
+async fn duplicates_are_answered_with_the_first_index_and_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, mut sm) = open(dir.path()).await;
+    let responses = apply_at(
+        &mut sm,
+        1,
+        vec![
+            append_chunk(Some("x"), "t", b"first"),
+            append_chunk(Some("x"), "t", b"first"),
+            append_chunk(None, "t", b"no id"),
+            append_chunk(None, "t", b"no id"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        responses,
+        vec![
+            ClusterResponse::Appended { index: 1 },
+            ClusterResponse::Duplicate { index: 1 },
+            ClusterResponse::Appended { index: 3 },
+            ClusterResponse::Appended { index: 4 },
+        ]
+    );
+    // Across apply calls, and even after the chunk was uploaded and dropped.
+    let responses = apply_at(
+        &mut sm,
+        5,
+        vec![
+            append_chunk(Some("x"), "t", b"first"),
+            seal("t", &[1], "t/1"),
+            ClusterRequest::ConfirmUpload { first: 1 },
+            append_chunk(Some("x"), "t", b"first"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        responses,
+        vec![
+            ClusterResponse::Duplicate { index: 1 },
+            ClusterResponse::Sealed { first: 1 },
+            ClusterResponse::Confirmed { first: 1 },
+            ClusterResponse::Duplicate { index: 1 },
+        ]
+    );
+    let reader = sm.reader();
+    let stored: Vec<u64> = reader.pending(None).iter().map(|c| c.index).collect();
+    assert_eq!(stored, vec![3, 4]);
+    assert_eq!(reader.chunk_entries(2).await.unwrap(), None);
+    assert_eq!(reader.chunk_entries(1).await.unwrap(), None);
+    assert_eq!(reader.remembered_origin(b"x"), Some(1));
+    assert_eq!(reader.upload_stats().pending_bytes, 10);
+}
+
+#[tokio::test]
+async fn chunk_ids_longer_than_the_limit_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, mut sm) = open(dir.path()).await;
+    let long = "x".repeat(super::MAX_ORIGIN_LEN + 1);
+    let responses = apply_at(&mut sm, 1, vec![append_chunk(Some(&long), "t", b"p")]).await;
+    assert!(matches!(responses[0], ClusterResponse::Rejected(_)));
+    assert!(sm.reader().pending(None).is_empty());
+}
+
+#[tokio::test]
+async fn seal_and_confirm_follow_the_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, mut sm) = open(dir.path()).await;
+    apply_at(
+        &mut sm,
+        1,
+        vec![
+            append_chunk(Some("a"), "t", b"11"),
+            append_chunk(Some("b"), "t", b"222"),
+            append_chunk(Some("c"), "t", b"3333"),
+            append_chunk(Some("d"), "other", b"44444"),
+        ],
+    )
+    .await;
+    let reader = sm.reader();
+    let responses = apply_at(
+        &mut sm,
+        5,
+        vec![
+            seal("t", &[1, 2], "t/1-2"),
+            seal("t", &[2, 3], "t/2-3"),   // 2 already sealed
+            seal("t", &[3, 99], "t/3-99"), // 99 unknown
+            seal("t", &[3, 4], "t/3-4"),   // 4 has another tag
+            seal("t", &[3, 3], "t/3-3"),   // not strictly ascending
+            seal("t", &[], "t/empty"),     // empty
+            seal("t", &[3], ""),           // no object key
+            ClusterRequest::ConfirmUpload { first: 42 }, // unknown batch: no-op
+        ],
+    )
+    .await;
+    assert_eq!(responses[0], ClusterResponse::Sealed { first: 1 });
+    for (i, response) in responses[1..7].iter().enumerate() {
+        assert!(
+            matches!(response, ClusterResponse::Rejected(_)),
+            "request {} answered {response:?}",
+            i + 1
+        );
+    }
+    assert_eq!(responses[7], ClusterResponse::Confirmed { first: 42 });
+
+    let pending: Vec<u64> = reader.pending(None).iter().map(|c| c.index).collect();
+    assert_eq!(pending, vec![3, 4]);
+    assert_eq!(reader.pending(Some("t")).len(), 1);
+    let batches = reader.unconfirmed_batches();
+    assert_eq!(batches.len(), 1);
+    assert_eq!(
+        (
+            batches[0].first,
+            batches[0].object_key.as_str(),
+            batches[0].bytes
+        ),
+        (1, "t/1-2", 5)
+    );
+    assert_eq!(batches[0].sealed_at, 5);
+    let stats = reader.upload_stats();
+    assert_eq!(
+        (
+            stats.pending_chunks,
+            stats.pending_bytes,
+            stats.sealed_chunks,
+            stats.sealed_bytes
+        ),
+        (2, 9, 2, 5)
+    );
+    assert_eq!(reader.pending_by_tag()["other"].bytes, 5);
+
+    let responses = apply_at(
+        &mut sm,
+        13,
+        vec![
+            ClusterRequest::ConfirmUpload { first: 1 },
+            ClusterRequest::ConfirmUpload { first: 1 },
+            seal("t", &[1], "t/1"), // confirmed chunks cannot be sealed again
+        ],
+    )
+    .await;
+    assert_eq!(responses[0], ClusterResponse::Confirmed { first: 1 });
+    assert_eq!(responses[1], ClusterResponse::Confirmed { first: 1 });
+    assert!(matches!(responses[2], ClusterResponse::Rejected(_)));
+    assert!(reader.unconfirmed_batches().is_empty());
+    assert_eq!(reader.chunk_entries(1).await.unwrap(), None);
+    assert_eq!(reader.chunk_entries(2).await.unwrap(), None);
+    assert_eq!(
+        reader.chunk_entries(3).await.unwrap(),
+        Some(Bytes::from_static(b"3333"))
+    );
+    assert_eq!(reader.upload_stats().sealed_chunks, 0);
+}
+
+#[tokio::test]
+async fn dedup_window_evicts_oldest_first_and_persists() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions { dedup_window: 3 };
+    {
+        let (_log, mut sm) = open_storage(dir.path(), options.clone()).await.unwrap();
+        let responses = apply_at(
+            &mut sm,
+            1,
+            vec![
+                append_chunk(Some("a"), "t", b"1"),
+                append_chunk(Some("b"), "t", b"2"),
+                append_chunk(Some("c"), "t", b"3"),
+                append_chunk(Some("d"), "t", b"4"), // evicts a
+                append_chunk(Some("b"), "t", b"2"), // still remembered
+            ],
+        )
+        .await;
+        assert_eq!(responses[4], ClusterResponse::Duplicate { index: 2 });
+        let reader = sm.reader();
+        assert_eq!(reader.remembered_origin(b"a"), None);
+        assert_eq!(reader.upload_stats().remembered_ids, 3);
+    }
+    let (_log, mut sm) = open_storage(dir.path(), options).await.unwrap();
+    let responses = apply_at(
+        &mut sm,
+        6,
+        vec![
+            append_chunk(Some("a"), "t", b"1"), // forgotten: stored again, evicts b
+            append_chunk(Some("b"), "t", b"2"), // evicted by a: stored again, evicts c
+            append_chunk(Some("d"), "t", b"4"), // remembered
+        ],
+    )
+    .await;
+    assert_eq!(
+        responses,
+        vec![
+            ClusterResponse::Appended { index: 6 },
+            ClusterResponse::Appended { index: 7 },
+            ClusterResponse::Duplicate { index: 4 },
+        ]
+    );
+    assert_eq!(sm.reader().remembered_origin(b"c"), None);
+}
+
+/// Build a state on a store: chunks of two tags, a sealed batch, a confirmed batch, membership.
+async fn populate(sm: &mut StateMachineStore) {
+    sm.apply(vec![membership_entry(1, &[1, 2, 3])])
+        .await
+        .unwrap();
+    let big = vec![7u8; 300 * 1024];
+    apply_at(
+        sm,
+        2,
+        vec![
+            append_chunk(Some("a"), "web", &big),
+            append_chunk(Some("b"), "web", b"small"),
+            append_chunk(Some("c"), "db", b"db chunk"),
+            append_chunk(Some("d"), "web", b"later"),
+            seal("web", &[2, 3], "web/2-3"),
+            seal("web", &[5], "web/5"),
+            ClusterRequest::ConfirmUpload { first: 5 },
+        ],
+    )
+    .await;
+}
+
+/// Copy a snapshot into a fresh receiving file of `to` and install it.
+async fn transfer(from: &mut StateMachineStore, to: &mut StateMachineStore) {
+    let mut snapshot = from
+        .get_current_snapshot()
+        .await
+        .unwrap()
+        .expect("snapshot");
+    let mut receiving = to.begin_receiving_snapshot().await.unwrap();
+    tokio::io::copy(&mut snapshot.snapshot, &mut *receiving)
+        .await
+        .unwrap();
+    to.install_snapshot(&snapshot.meta, receiving)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn snapshot_round_trip_through_a_file() {
+    let dir_a = tempfile::tempdir().unwrap();
+    let dir_b = tempfile::tempdir().unwrap();
+    let (_log_a, mut sm_a) = open(dir_a.path()).await;
+    populate(&mut sm_a).await;
+
+    let mut built = sm_a
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    assert_eq!(built.meta.last_log_id, Some(log_id(1, 8)));
+    // The snapshot is a file in the data directory, holding at least the big payload.
+    let files: Vec<_> = std::fs::read_dir(dir_a.path().join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(std::fs::metadata(&files[0]).unwrap().len() > 300 * 1024);
+    let mut from_build = Vec::new();
+    built.snapshot.read_to_end(&mut from_build).await.unwrap();
+    assert_eq!(from_build, std::fs::read(&files[0]).unwrap());
+
+    let (_log_b, mut sm_b) = open(dir_b.path()).await;
+    // Some old state on B that the snapshot must replace.
+    apply_at(&mut sm_b, 1, vec![append_chunk(Some("old"), "old", b"old")]).await;
+    transfer(&mut sm_a, &mut sm_b).await;
+
+    let expected = view(&sm_a.reader()).await;
+    assert_eq!(view(&sm_b.reader()).await, expected);
+    assert_eq!(sm_b.reader().remembered_origin(b"old"), None);
+    assert_eq!(
+        sm_b.get_current_snapshot().await.unwrap().unwrap().meta,
+        built.meta
+    );
+    // The dedup window travelled with the snapshot.
+    assert_eq!(
+        apply_at(&mut sm_b, 9, vec![append_chunk(Some("d"), "web", b"later")]).await,
+        vec![ClusterResponse::Duplicate { index: 5 }]
+    );
+    drop((_log_b, sm_b));
+
+    // Reopened, B still has the installed state and the snapshot.
+    let (_log_b, mut sm_b) = open(dir_b.path()).await;
+    let reopened = sm_b
+        .get_current_snapshot()
+        .await
+        .unwrap()
+        .expect("snapshot");
+    assert_eq!(reopened.meta, built.meta);
+    let reader = sm_b.reader();
+    assert_eq!(
+        reader.unconfirmed_batches(),
+        sm_a.reader().unconfirmed_batches()
+    );
+    assert_eq!(reader.pending(None), sm_a.reader().pending(None));
+    assert_eq!(
+        reader.chunk_entries(2).await.unwrap().map(|b| b.len()),
+        Some(300 * 1024)
+    );
+}
+
+#[tokio::test]
+async fn a_corrupt_snapshot_is_refused_and_the_state_kept() {
+    let dir_a = tempfile::tempdir().unwrap();
+    let dir_b = tempfile::tempdir().unwrap();
+    let (_log_a, mut sm_a) = open(dir_a.path()).await;
+    populate(&mut sm_a).await;
+    let built = sm_a
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let path = std::fs::read_dir(dir_a.path().join("snapshots"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+
+    let (_log_b, mut sm_b) = open(dir_b.path()).await;
+    apply_at(&mut sm_b, 1, vec![append_chunk(Some("mine"), "t", b"mine")]).await;
+    let before = view(&sm_b.reader()).await;
+    let mut receiving = sm_b.begin_receiving_snapshot().await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut *receiving, &bytes)
+        .await
+        .unwrap();
+    assert!(sm_b.install_snapshot(&built.meta, receiving).await.is_err());
+    assert_eq!(view(&sm_b.reader()).await, before);
+    assert!(sm_b.get_current_snapshot().await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn an_interrupted_install_is_finished_at_open() {
+    let dir_a = tempfile::tempdir().unwrap();
+    let dir_b = tempfile::tempdir().unwrap();
+    let (_log_a, mut sm_a) = open(dir_a.path()).await;
+    populate(&mut sm_a).await;
+    sm_a.get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let snap = std::fs::read_dir(dir_a.path().join("snapshots"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let name = snap.file_name().unwrap().to_str().unwrap().to_owned();
+
+    {
+        // B crashed mid-install: the file is in place, the marker written, the state-machine
+        // CFs half replaced (here: the old state plus nothing of the new one).
+        let (_log_b, mut sm_b) = open(dir_b.path()).await;
+        apply_at(&mut sm_b, 1, vec![append_chunk(Some("old"), "old", b"old")]).await;
+        std::fs::copy(&snap, dir_b.path().join("snapshots").join(&name)).unwrap();
+        sm_b.write_install_marker_for_test(&name).unwrap();
+    }
+    let (_log_b, sm_b) = open(dir_b.path()).await;
+    assert_eq!(view(&sm_b.reader()).await, view(&sm_a.reader()).await);
+    assert_eq!(sm_b.reader().remembered_origin(b"old"), None);
+
+    // A snapshot file newer than the applied state without a marker (crash before the marker)
+    // is not taken as the current snapshot.
+    let dir_c = tempfile::tempdir().unwrap();
+    {
+        let (_log_c, _sm_c) = open(dir_c.path()).await;
+        std::fs::copy(&snap, dir_c.path().join("snapshots").join(&name)).unwrap();
+    }
+    let (_log_c, mut sm_c) = open(dir_c.path()).await;
+    assert!(sm_c.get_current_snapshot().await.unwrap().is_none());
+    assert!(sm_c.reader().pending(None).is_empty());
+}
