@@ -164,6 +164,28 @@ pub struct ForwardInputConfig {
     pub tls: Option<ServerTlsConfig>,
 }
 
+impl Default for ForwardInputConfig {
+    /// Fluentd's in_forward defaults.
+    fn default() -> Self {
+        ForwardInputConfig {
+            bind: "0.0.0.0".into(),
+            port: 24224,
+            tag: None,
+            add_tag_prefix: None,
+            chunk_size_limit: None,
+            chunk_size_warn_limit: None,
+            decompression_size_limit: 256 << 20,
+            skip_invalid_event: true,
+            source_address_key: None,
+            source_hostname_key: None,
+            resolve_hostname: false,
+            deny_keepalive: false,
+            security: None,
+            tls: None,
+        }
+    }
+}
+
 /// `<security>` inside in_forward.
 #[derive(Debug, Clone, Default)]
 pub struct ServerSecurityConfig {

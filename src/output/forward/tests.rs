@@ -589,18 +589,7 @@ fn input_config() -> ForwardInputConfig {
     ForwardInputConfig {
         bind: "127.0.0.1".into(),
         port: 0,
-        tag: None,
-        add_tag_prefix: None,
-        chunk_size_limit: None,
-        chunk_size_warn_limit: None,
-        decompression_size_limit: 256 * 1024 * 1024,
-        skip_invalid_event: true,
-        source_address_key: None,
-        source_hostname_key: None,
-        resolve_hostname: false,
-        deny_keepalive: false,
-        security: None,
-        tls: None,
+        ..ForwardInputConfig::default()
     }
 }
 
