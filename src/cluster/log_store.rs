@@ -7,8 +7,7 @@
 //! It must not look inside application requests: that is the state machine's job.
 
 use super::store::{
-    blocking, cf, decode, decode_index_key, encode, index_key, storage_error, CF_LOG,
-    CF_RAFT_META,
+    blocking, cf, decode, decode_index_key, encode, index_key, storage_error, CF_LOG, CF_RAFT_META,
 };
 use super::{ClusterError, NodeId, TypeConfig};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
@@ -204,7 +203,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             opts.set_sync(true);
             let bytes = batch.size_in_bytes();
             db.write_opt(batch, &opts)?;
-            debug!(entries = entries.len(), bytes, "raft log appended and synced");
+            debug!(
+                entries = entries.len(),
+                bytes, "raft log appended and synced"
+            );
             Ok(())
         })
         .await;

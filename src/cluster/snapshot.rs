@@ -62,7 +62,9 @@ impl<W: Write> SnapshotWriter<W> {
 
     pub fn record(&mut self, cf: u8, key: &[u8], value: &[u8]) -> Result<(), ClusterError> {
         if cf == END_TAG {
-            return Err(ClusterError::CorruptSnapshot("record tag 0 is reserved".into()));
+            return Err(ClusterError::CorruptSnapshot(
+                "record tag 0 is reserved".into(),
+            ));
         }
         let (key_len, value_len) = (key.len() as u32, value.len() as u32);
         if key_len > MAX_KEY_LEN || value_len > MAX_VALUE_LEN {
@@ -111,16 +113,22 @@ impl<R: Read> SnapshotReader<R> {
         let mut magic = [0u8; 8];
         read_exact(&mut input, &mut magic, "magic")?;
         if &magic != MAGIC {
-            return Err(ClusterError::CorruptSnapshot("not a lograft snapshot".into()));
+            return Err(ClusterError::CorruptSnapshot(
+                "not a lograft snapshot".into(),
+            ));
         }
         let len = read_u32(&mut input, "header length")?;
         if len > MAX_HEADER_LEN {
-            return Err(ClusterError::CorruptSnapshot(format!("header length {len}")));
+            return Err(ClusterError::CorruptSnapshot(format!(
+                "header length {len}"
+            )));
         }
         let mut header = vec![0u8; len as usize];
         read_exact(&mut input, &mut header, "header")?;
         if read_u32(&mut input, "header checksum")? != crc32c::crc32c(&header) {
-            return Err(ClusterError::CorruptSnapshot("header checksum mismatch".into()));
+            return Err(ClusterError::CorruptSnapshot(
+                "header checksum mismatch".into(),
+            ));
         }
         let header: SnapshotHeader = rmp_serde::from_slice(&header)?;
         Ok((
@@ -143,7 +151,9 @@ impl<R: Read> SnapshotReader<R> {
         if frame[0] == END_TAG {
             let crc = read_u32(&mut self.input, "end checksum")?;
             if crc != crc32c::crc32c(&frame) {
-                return Err(ClusterError::CorruptSnapshot("end checksum mismatch".into()));
+                return Err(ClusterError::CorruptSnapshot(
+                    "end checksum mismatch".into(),
+                ));
             }
             let count = u64::from_be_bytes(frame[1..9].try_into().expect("8 bytes"));
             if count != self.records {

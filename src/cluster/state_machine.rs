@@ -555,7 +555,12 @@ fn apply_request(
                     batch.delete_cf(meta_cf, index_key(*chunk));
                 }
                 batch.delete_cf(cf(db, CF_BATCHES)?, index_key(first));
-                debug!(index, first, chunks = record.chunks.len(), "upload confirmed");
+                debug!(
+                    index,
+                    first,
+                    chunks = record.chunks.len(),
+                    "upload confirmed"
+                );
             }
             Ok(ClusterResponse::Confirmed { first })
         }
@@ -634,11 +639,15 @@ fn load_state(db: &DB) -> Result<SmState, ClusterError> {
     }
     for item in db.iterator_cf(cf(db, CF_CHUNK_META)?, IteratorMode::Start) {
         let (key, value) = item?;
-        state.chunks.insert(decode_index_key(&key)?, decode(&value)?);
+        state
+            .chunks
+            .insert(decode_index_key(&key)?, decode(&value)?);
     }
     for item in db.iterator_cf(cf(db, CF_BATCHES)?, IteratorMode::Start) {
         let (key, value) = item?;
-        state.batches.insert(decode_index_key(&key)?, decode(&value)?);
+        state
+            .batches
+            .insert(decode_index_key(&key)?, decode(&value)?);
     }
     for item in db.iterator_cf(cf(db, CF_DEDUP)?, IteratorMode::Start) {
         let (key, value) = item?;
@@ -960,12 +969,7 @@ impl ChunkReader {
     }
 
     /// Last applied log id and membership.
-    pub fn applied_state(
-        &self,
-    ) -> (
-        Option<LogId<NodeId>>,
-        StoredMembership<NodeId, BasicNode>,
-    ) {
+    pub fn applied_state(&self) -> (Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>) {
         let state = self.shared.read_state();
         (state.applied.last_applied, state.applied.membership.clone())
     }

@@ -3,15 +3,13 @@
 
 use super::state_machine::ChunkReader;
 use super::store::{open_storage, StoreOptions};
-use super::{
-    ClusterRequest, ClusterResponse, LogStore, NodeId, StateMachineStore, TypeConfig,
-};
+use super::{ClusterRequest, ClusterResponse, LogStore, NodeId, StateMachineStore, TypeConfig};
 use bytes::Bytes;
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::{
-    AnyError, BasicNode, CommittedLeaderId, Entry, EntryPayload, LogId, Membership,
-    RaftLogReader, RaftSnapshotBuilder, StorageError, StorageIOError, Vote,
+    AnyError, BasicNode, CommittedLeaderId, Entry, EntryPayload, LogId, Membership, RaftLogReader,
+    RaftSnapshotBuilder, StorageError, StorageIOError, Vote,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -21,9 +19,7 @@ use tokio::io::AsyncReadExt;
 struct TempStoreBuilder;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for TempStoreBuilder {
-    async fn build(
-        &self,
-    ) -> Result<(TempDir, LogStore, StateMachineStore), StorageError<NodeId>> {
+    async fn build(&self) -> Result<(TempDir, LogStore, StateMachineStore), StorageError<NodeId>> {
         let dir = tempfile::tempdir().map_err(|e| StorageIOError::write(AnyError::new(&e)))?;
         let (log, sm) = open_storage(dir.path(), StoreOptions::default())
             .await
@@ -102,7 +98,10 @@ async fn open(dir: &Path) -> (LogStore, StateMachineStore) {
 async fn view(reader: &ChunkReader) -> String {
     let mut payloads = Vec::new();
     for chunk in reader.pending(None) {
-        payloads.push((chunk.index, reader.chunk_entries(chunk.index).await.unwrap()));
+        payloads.push((
+            chunk.index,
+            reader.chunk_entries(chunk.index).await.unwrap(),
+        ));
     }
     for batch in reader.unconfirmed_batches() {
         for &index in &batch.chunks {
@@ -157,7 +156,10 @@ async fn everything_survives_reopen() {
         entries[4].payload,
         EntryPayload::Normal(seal("app.web", &[2, 3], "app.web/2-3.msgpack.gz"))
     );
-    assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new_committed(1, 1)));
+    assert_eq!(
+        log.read_vote().await.unwrap(),
+        Some(Vote::new_committed(1, 1))
+    );
     assert_eq!(log.read_committed().await.unwrap(), Some(log_id(1, 5)));
     let state = log.get_log_state().await.unwrap();
     assert_eq!(state.last_log_id, Some(log_id(1, 5)));
@@ -175,7 +177,12 @@ async fn everything_survives_reopen() {
     assert_eq!(reader.unconfirmed_batches()[0].chunks, vec![2, 3]);
     // The dedup window survived too.
     assert_eq!(
-        apply_at(&mut sm, 6, vec![append_chunk(Some("id-b"), "app.web", b"bbbb")]).await,
+        apply_at(
+            &mut sm,
+            6,
+            vec![append_chunk(Some("id-b"), "app.web", b"bbbb")]
+        )
+        .await,
         vec![ClusterResponse::Duplicate { index: 3 }]
     );
 }
@@ -265,12 +272,12 @@ async fn seal_and_confirm_follow_the_rules() {
         5,
         vec![
             seal("t", &[1, 2], "t/1-2"),
-            seal("t", &[2, 3], "t/2-3"),      // 2 already sealed
-            seal("t", &[3, 99], "t/3-99"),    // 99 unknown
-            seal("t", &[3, 4], "t/3-4"),      // 4 has another tag
-            seal("t", &[3, 3], "t/3-3"),      // not strictly ascending
-            seal("t", &[], "t/empty"),        // empty
-            seal("t", &[3], ""),              // no object key
+            seal("t", &[2, 3], "t/2-3"),   // 2 already sealed
+            seal("t", &[3, 99], "t/3-99"), // 99 unknown
+            seal("t", &[3, 4], "t/3-4"),   // 4 has another tag
+            seal("t", &[3, 3], "t/3-3"),   // not strictly ascending
+            seal("t", &[], "t/empty"),     // empty
+            seal("t", &[3], ""),           // no object key
             ClusterRequest::ConfirmUpload { first: 42 }, // unknown batch: no-op
         ],
     )
@@ -291,13 +298,22 @@ async fn seal_and_confirm_follow_the_rules() {
     let batches = reader.unconfirmed_batches();
     assert_eq!(batches.len(), 1);
     assert_eq!(
-        (batches[0].first, batches[0].object_key.as_str(), batches[0].bytes),
+        (
+            batches[0].first,
+            batches[0].object_key.as_str(),
+            batches[0].bytes
+        ),
         (1, "t/1-2", 5)
     );
     assert_eq!(batches[0].sealed_at, 5);
     let stats = reader.upload_stats();
     assert_eq!(
-        (stats.pending_chunks, stats.pending_bytes, stats.sealed_chunks, stats.sealed_bytes),
+        (
+            stats.pending_chunks,
+            stats.pending_bytes,
+            stats.sealed_chunks,
+            stats.sealed_bytes
+        ),
         (2, 9, 2, 5)
     );
     assert_eq!(reader.pending_by_tag()["other"].bytes, 5);
@@ -372,7 +388,9 @@ async fn dedup_window_evicts_oldest_first_and_persists() {
 
 /// Build a state on a store: chunks of two tags, a sealed batch, a confirmed batch, membership.
 async fn populate(sm: &mut StateMachineStore) {
-    sm.apply(vec![membership_entry(1, &[1, 2, 3])]).await.unwrap();
+    sm.apply(vec![membership_entry(1, &[1, 2, 3])])
+        .await
+        .unwrap();
     let big = vec![7u8; 300 * 1024];
     apply_at(
         sm,
@@ -392,12 +410,18 @@ async fn populate(sm: &mut StateMachineStore) {
 
 /// Copy a snapshot into a fresh receiving file of `to` and install it.
 async fn transfer(from: &mut StateMachineStore, to: &mut StateMachineStore) {
-    let mut snapshot = from.get_current_snapshot().await.unwrap().expect("snapshot");
+    let mut snapshot = from
+        .get_current_snapshot()
+        .await
+        .unwrap()
+        .expect("snapshot");
     let mut receiving = to.begin_receiving_snapshot().await.unwrap();
     tokio::io::copy(&mut snapshot.snapshot, &mut *receiving)
         .await
         .unwrap();
-    to.install_snapshot(&snapshot.meta, receiving).await.unwrap();
+    to.install_snapshot(&snapshot.meta, receiving)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -407,7 +431,12 @@ async fn snapshot_round_trip_through_a_file() {
     let (_log_a, mut sm_a) = open(dir_a.path()).await;
     populate(&mut sm_a).await;
 
-    let mut built = sm_a.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let mut built = sm_a
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
     assert_eq!(built.meta.last_log_id, Some(log_id(1, 8)));
     // The snapshot is a file in the data directory, holding at least the big payload.
     let files: Vec<_> = std::fs::read_dir(dir_a.path().join("snapshots"))
@@ -441,10 +470,17 @@ async fn snapshot_round_trip_through_a_file() {
 
     // Reopened, B still has the installed state and the snapshot.
     let (_log_b, mut sm_b) = open(dir_b.path()).await;
-    let reopened = sm_b.get_current_snapshot().await.unwrap().expect("snapshot");
+    let reopened = sm_b
+        .get_current_snapshot()
+        .await
+        .unwrap()
+        .expect("snapshot");
     assert_eq!(reopened.meta, built.meta);
     let reader = sm_b.reader();
-    assert_eq!(reader.unconfirmed_batches(), sm_a.reader().unconfirmed_batches());
+    assert_eq!(
+        reader.unconfirmed_batches(),
+        sm_a.reader().unconfirmed_batches()
+    );
     assert_eq!(reader.pending(None), sm_a.reader().pending(None));
     assert_eq!(
         reader.chunk_entries(2).await.unwrap().map(|b| b.len()),
@@ -458,7 +494,12 @@ async fn a_corrupt_snapshot_is_refused_and_the_state_kept() {
     let dir_b = tempfile::tempdir().unwrap();
     let (_log_a, mut sm_a) = open(dir_a.path()).await;
     populate(&mut sm_a).await;
-    let built = sm_a.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let built = sm_a
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
     let path = std::fs::read_dir(dir_a.path().join("snapshots"))
         .unwrap()
         .next()
@@ -487,7 +528,11 @@ async fn an_interrupted_install_is_finished_at_open() {
     let dir_b = tempfile::tempdir().unwrap();
     let (_log_a, mut sm_a) = open(dir_a.path()).await;
     populate(&mut sm_a).await;
-    sm_a.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    sm_a.get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
     let snap = std::fs::read_dir(dir_a.path().join("snapshots"))
         .unwrap()
         .next()
