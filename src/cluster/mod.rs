@@ -38,6 +38,8 @@
 
 pub mod admin;
 pub mod log_store;
+#[cfg(test)]
+mod net_tests;
 pub mod network;
 pub mod proto;
 pub mod server;

@@ -257,8 +257,13 @@ impl ClusterNode {
         propose(&self.shared, request).await
     }
 
-    /// Stop serving gRPC and stop the Raft. Storage is closed once the last reader is dropped.
+    /// Stop the Raft (no more heartbeats: the others elect a new leader without waiting for
+    /// this node's lease), then stop serving gRPC. Storage is closed once the last reader is
+    /// dropped.
     pub async fn shutdown(mut self) {
+        if let Err(error) = self.shared.raft.shutdown().await {
+            warn!(node_id = self.shared.id, %error, "raft did not shut down cleanly");
+        }
         self.stop_serving.cancel();
         if let Some(mut server) = self.server.take() {
             // Graceful shutdown waits for in-flight calls (a forwarded write may wait for a
@@ -269,9 +274,6 @@ impl ClusterNode {
             {
                 server.abort();
             }
-        }
-        if let Err(error) = self.shared.raft.shutdown().await {
-            warn!(node_id = self.shared.id, %error, "raft did not shut down cleanly");
         }
         info!(node_id = self.shared.id, "cluster node stopped");
     }
