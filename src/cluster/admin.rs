@@ -10,18 +10,30 @@
 //! # Leader transfer in openraft 0.9
 //!
 //! openraft 0.9 has no `transfer_leader` (0.10 does). What is available is
-//! `Raft::trigger().elect()` on the target, which makes it campaign at `term + 1`. While the
-//! old leader is healthy its heartbeats keep every follower's *leader lease*
-//! (`election_timeout_max`) fresh, and a voter with a committed vote refuses any vote request
-//! inside the lease, so that first campaign is refused. It is not harmless: the candidate now
-//! holds a higher term, it rejects the leader's next AppendEntries with it, and the leader
-//! steps down and adopts the candidate's (uncommitted) vote. With no committed vote left there
-//! is no lease on the old leader; the target's next campaign (after its election timeout) gets
-//! the old leader's vote and wins with a majority, provided its log is at least as new. So
-//! [`ClusterNode::transfer_leader`] first waits until the target has replicated the leader's
-//! whole log, then triggers elections on the target until it leads (or another node won, or
-//! the timeout passes). It costs about one election timeout without a leader, like a crash
-//! but without a lost node; the outcome is checked, not assumed.
+//! `Raft::trigger().elect()` on the target, which makes it campaign at `term + 1`. Whether
+//! that moves leadership depends on openraft's *leader lease* (`election_timeout_max`): a
+//! voter whose vote is committed refuses any vote request until `election_timeout_max` has
+//! passed since its vote was last updated or touched. Followers touch it on every heartbeat,
+//! so a healthy leader's followers always refuse. The leader does not touch its own vote when
+//! it sends heartbeats, so once it has led for longer than `election_timeout_max` it grants
+//! its vote to an up-to-date candidate with a higher term (and steps down). Observed in
+//! `net_tests` (3 nodes, lease 600 ms, openraft 0.9.25):
+//!
+//! - Campaign on the target ~100 ms after the leader was elected: both others refuse (lease).
+//!   The target's higher term still reaches the leader in its next AppendEntries reply, so the
+//!   leader steps down, and the next election is won by whichever up-to-date node's timer
+//!   fires first: the old leader won it back. A second campaign ~1.2 s later succeeded.
+//! - Campaign once the leader's own lease has expired: the leader grants, the target's own
+//!   vote makes the majority of three, and the target leads at once.
+//!
+//! So [`ClusterNode::transfer_leader`] (1) waits until the target has replicated the leader's
+//! whole log (a campaign with a shorter log is refused), (2) waits until the leader's own vote
+//! is older than the lease, (3) asks the target to campaign, and repeats (3) every two
+//! election timeouts until the target leads, another node leads (an error: retry there), or
+//! the timeout passes. With more than three voters one grant is not a majority: the first
+//! campaign makes the leader step down and a later one, after the followers' leases ran out,
+//! wins, or another up-to-date node does; the outcome is checked, not assumed. Either way the
+//! cluster is without a leader for at most about one election timeout.
 
 use super::network::CallError;
 use super::proto::admin_pb::{
@@ -463,6 +475,7 @@ async fn transfer_leader(
         return Ok(TransferLeaderReply {
             leader_id: shared.id,
             term: metrics.current_term,
+            campaigns: 0,
         });
     }
     let membership = metrics.membership_config.membership();
@@ -487,6 +500,17 @@ async fn transfer_leader(
         )
         .await?;
     shared.require_leader()?;
+
+    // 2. Wait until this leader's own lease has expired, so that it grants the target's vote.
+    let lease = shared.config.election_timeout_max + Duration::from_millis(20);
+    let vote_modified = shared
+        .raft
+        .with_raft_state(|state| state.vote_last_modified())
+        .await
+        .map_err(|e| AdminError::Raft(e.to_string()))?;
+    if let Some(modified) = vote_modified {
+        tokio::time::sleep_until((modified + lease).min(deadline)).await;
+    }
     info!(
         node_id = shared.id,
         target,
@@ -494,17 +518,17 @@ async fn transfer_leader(
         "transferring leadership"
     );
 
-    // 2. Campaign on the target until it leads: the first campaign is usually refused by the
-    //    leader lease but makes the old leader step down (see the module doc).
+    // 3. Campaign on the target until it leads (see the module doc).
     let retry_every = shared.config.election_timeout_max * 2;
+    let mut campaigns = 0;
     loop {
         let now = Instant::now();
         if now >= deadline {
             return Err(AdminError::Timeout(format!(
-                "node {target} did not become the leader within {timeout:?}"
+                "node {target} did not become the leader within {timeout:?} ({campaigns} campaigns)"
             )));
         }
-        if let Err(error) = shared
+        match shared
             .channels
             .start_election(
                 target,
@@ -513,10 +537,12 @@ async fn transfer_leader(
             )
             .await
         {
-            if !matches!(error, CallError::Timeout { .. }) {
+            Ok(()) => campaigns += 1,
+            Err(CallError::Timeout { .. }) => {}
+            Err(error) => {
                 return Err(AdminError::Precondition(format!(
                     "cannot ask node {target} to campaign: {error}"
-                )));
+                )))
             }
         }
         let until = (Instant::now() + retry_every).min(deadline);
@@ -524,10 +550,7 @@ async fn transfer_leader(
             .wait_metrics(
                 until.saturating_duration_since(Instant::now()),
                 "waiting for a leader",
-                |m| {
-                    m.current_leader.is_some_and(|l| l != shared.id)
-                        || m.current_term > metrics.current_term + 8
-                },
+                |m| m.current_leader.is_some_and(|l| l != shared.id),
             )
             .await;
         match outcome {
@@ -536,11 +559,13 @@ async fn transfer_leader(
                     node_id = shared.id,
                     target,
                     term = m.current_term,
+                    campaigns,
                     "leadership transferred"
                 );
                 return Ok(TransferLeaderReply {
                     leader_id: target,
                     term: m.current_term,
+                    campaigns,
                 });
             }
             Ok(m) => {
@@ -550,7 +575,7 @@ async fn transfer_leader(
                     m.current_term
                 )));
             }
-            // Still no new leader: campaign again.
+            // No other leader yet (or this node leads again): campaign again.
             Err(AdminError::Timeout(_)) => {}
             Err(other) => return Err(other),
         }

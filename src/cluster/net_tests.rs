@@ -209,11 +209,19 @@ async fn three_nodes_replicate_fail_over_and_grow_by_snapshot() {
 
     // Leader transfer (openraft 0.9: campaign on an up-to-date target; see admin.rs).
     let target = follower;
+    let transfer_started = Instant::now();
     let transferred = leader_admin
         .transfer_leader(target, Duration::from_secs(10))
         .await
         .expect("leader transfer");
     assert_eq!(transferred.leader_id, target);
+    // With the leader's own lease expired, its vote plus the target's is a majority of three.
+    assert_eq!(transferred.campaigns, 1, "{transferred:?}");
+    assert!(
+        transfer_started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        transfer_started.elapsed()
+    );
     let leader = agreed_leader(&all).await;
     assert_eq!(leader, target);
 
