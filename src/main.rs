@@ -1,4 +1,5 @@
-//! The `lograft` command line: `run` a node from a config file, or `check-config` one.
+//! The `lograft` command line: `run` a node from a config file, `check-config` one, or administer
+//! an aggregator cluster (`cluster status|init|...`).
 //!
 //! Owns argument parsing, logging set-up, signal handling and exit codes; everything else is
 //! in the library.
@@ -72,6 +73,94 @@ enum Command {
         #[arg(long, default_value_t = 4)]
         pipeline: usize,
     },
+    /// Administer an aggregator cluster through one node's admin API.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Show a node's view of the cluster (replication lag is known only on the leader).
+    Status {
+        #[command(flatten)]
+        node: ClusterNodeArg,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Initialize a new cluster on this node (once, on one node).
+    Init {
+        #[command(flatten)]
+        node: ClusterNodeArg,
+        /// Initial voter as ID=ADDR (repeat); none: the node alone.
+        #[arg(long = "member", value_parser = parse_member)]
+        members: Vec<(u64, String)>,
+    },
+    /// Add a node as a learner (send to the leader).
+    AddLearner {
+        #[command(flatten)]
+        node: ClusterNodeArg,
+        #[arg(long)]
+        id: u64,
+        /// The learner's Raft/admin address.
+        #[arg(long)]
+        addr: String,
+    },
+    /// Promote a caught-up learner to voter (send to the leader).
+    Promote {
+        #[command(flatten)]
+        node: ClusterNodeArg,
+        #[arg(long)]
+        id: u64,
+        /// Seconds to wait for the learner to catch up.
+        #[arg(long, default_value_t = 30)]
+        wait: u64,
+    },
+    /// Remove a voter or learner (send to the leader).
+    Remove {
+        #[command(flatten)]
+        node: ClusterNodeArg,
+        #[arg(long)]
+        id: u64,
+    },
+    /// Move leadership to an up-to-date voter (send to the leader).
+    TransferLeader {
+        #[command(flatten)]
+        node: ClusterNodeArg,
+        /// Target node id.
+        #[arg(long)]
+        to: u64,
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
+    /// Build a snapshot on the node now.
+    Snapshot {
+        #[command(flatten)]
+        node: ClusterNodeArg,
+        /// Also purge the Raft log the snapshot covers.
+        #[arg(long)]
+        purge: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct ClusterNodeArg {
+    /// Admin address of the node to ask (host:port).
+    #[arg(long = "node", default_value = "127.0.0.1:24300")]
+    addr: String,
+}
+
+fn parse_member(s: &str) -> Result<(u64, String), String> {
+    let (id, addr) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected ID=ADDR, got {s:?}"))?;
+    let id = id
+        .trim()
+        .parse()
+        .map_err(|e| format!("bad node id {id:?}: {e}"))?;
+    Ok((id, addr.trim().to_string()))
 }
 
 fn main() -> ExitCode {
@@ -95,6 +184,7 @@ fn main() -> ExitCode {
             connections,
             pipeline,
         }),
+        Command::Cluster { command } => cluster_admin(command),
         Command::Run {
             config,
             data_dir,
@@ -173,6 +263,99 @@ fn bench_load(spec: lograft::loadgen::LoadSpec) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn cluster_admin(command: ClusterCommand) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("lograft: starting the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(cluster_admin_call(command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lograft cluster: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn cluster_admin_call(command: ClusterCommand) -> anyhow::Result<()> {
+    use lograft::cluster::admin::{format_status, status_json, AdminClient};
+    let connect = |node: ClusterNodeArg| async move { AdminClient::connect(&node.addr).await };
+    let print_members = |reply: &lograft::cluster::proto::admin_pb::MembershipReply| {
+        for m in &reply.members {
+            let role = lograft::cluster::proto::admin_pb::Role::try_from(m.role)
+                .map(|r| r.as_str_name())
+                .unwrap_or("?");
+            println!("{:>6}  {:<24} {}", m.id, m.address, role);
+        }
+    };
+    match command {
+        ClusterCommand::Status { node, json } => {
+            let status = connect(node).await?.status().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status_json(&status))?);
+            } else {
+                print!("{}", format_status(&status));
+            }
+        }
+        ClusterCommand::Init { node, members } => {
+            let reply = connect(node)
+                .await?
+                .init(members.into_iter().collect())
+                .await?;
+            println!("initialized");
+            print_members(&reply);
+        }
+        ClusterCommand::AddLearner { node, id, addr } => {
+            let reply = connect(node).await?.add_learner(id, addr).await?;
+            println!(
+                "node {id} added as a learner at log index {}",
+                reply.log_index
+            );
+            print_members(&reply);
+        }
+        ClusterCommand::Promote { node, id, wait } => {
+            let reply = connect(node)
+                .await?
+                .promote(id, Duration::from_secs(wait))
+                .await?;
+            println!(
+                "node {id} promoted to voter at log index {}",
+                reply.log_index
+            );
+            print_members(&reply);
+        }
+        ClusterCommand::Remove { node, id } => {
+            let reply = connect(node).await?.remove(id).await?;
+            println!("node {id} removed at log index {}", reply.log_index);
+            print_members(&reply);
+        }
+        ClusterCommand::TransferLeader { node, to, timeout } => {
+            let reply = connect(node)
+                .await?
+                .transfer_leader(to, Duration::from_secs(timeout))
+                .await?;
+            println!("node {} leads in term {}", reply.leader_id, reply.term);
+        }
+        ClusterCommand::Snapshot { node, purge } => {
+            let reply = connect(node).await?.trigger_snapshot(purge).await?;
+            match reply.purged_index {
+                Some(purged) => println!(
+                    "snapshot up to index {}, log purged up to {purged}",
+                    reply.snapshot_index
+                ),
+                None => println!("snapshot up to index {}", reply.snapshot_index),
+            }
+        }
+    }
+    Ok(())
 }
 
 fn run(

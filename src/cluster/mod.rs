@@ -37,7 +37,13 @@
 //! dropped). A new leader finds sealed-but-unconfirmed batches with
 //! [`state_machine::ChunkReader::unconfirmed_batches`] and uploads them again under the same key.
 
+pub mod admin;
 pub mod log_store;
+#[cfg(test)]
+mod net_tests;
+pub mod network;
+pub mod proto;
+pub mod server;
 pub mod snapshot;
 pub mod state_machine;
 pub mod store;
@@ -48,7 +54,9 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+pub use admin::{AdminClient, AdminError};
 pub use log_store::LogStore;
+pub use server::{ClusterNode, ClusterNodeConfig, ProposeError, StartError};
 pub use state_machine::{
     ChunkReader, PendingChunk, SealedBatch, StateMachineStore, TagPending, UploadStats,
 };

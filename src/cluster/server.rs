@@ -1,0 +1,394 @@
+//! A running cluster node: [`ClusterNode::start`] opens the storage, creates the Raft, serves
+//! the Raft and admin gRPC services on one address, and offers [`ClusterNode::propose`], which
+//! works on any node (the leader writes, a follower forwards to the leader).
+//!
+//! Owns the node's openraft [`Config`] and its life cycle (start, shutdown). It must not
+//! interpret requests (that is the state machine) nor implement the wire protocol (that is
+//! [`super::network`]) or admin operations (that is [`super::admin`]).
+
+use super::admin::AdminGrpc;
+use super::network::{
+    ClientWriteRaftError, NetworkFactory, PeerChannels, RaftGrpc, MAX_MESSAGE_BYTES,
+};
+use super::proto::admin_pb::cluster_admin_server::ClusterAdminServer;
+use super::proto::raft_pb::raft_service_server::RaftServiceServer;
+use super::{
+    open_storage, ChunkReader, ClusterError, ClusterRaft, ClusterRequest, ClusterResponse, NodeId,
+    StoreOptions,
+};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, Config, SnapshotPolicy};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
+use tracing::{info, warn};
+
+/// How a node is started.
+#[derive(Debug, Clone)]
+pub struct ClusterNodeConfig {
+    /// This node's Raft id (unique in the cluster, never reused).
+    pub id: NodeId,
+    /// Where the Raft and admin gRPC services listen (port 0: any free port).
+    pub listen: SocketAddr,
+    /// The address other nodes and admin clients use; default: the bound address.
+    pub advertise: Option<String>,
+    /// Storage directory (`db/`, `snapshots/`).
+    pub data_dir: PathBuf,
+    pub store: StoreOptions,
+    pub heartbeat_interval: Duration,
+    pub election_timeout_min: Duration,
+    pub election_timeout_max: Duration,
+    /// When the state machine builds a snapshot on its own.
+    pub snapshot_policy: SnapshotPolicy,
+    /// Log entries kept after a snapshot (so a briefly lagging follower catches up by log).
+    /// Chunks are large: keep few, they are also in the state machine.
+    pub max_in_snapshot_log_to_keep: u64,
+    /// Entries per AppendEntries at most.
+    pub max_payload_entries: u64,
+    /// How long [`ClusterNode::propose`] may take, waiting for a leader included.
+    pub propose_timeout: Duration,
+}
+
+impl ClusterNodeConfig {
+    /// Defaults: heartbeat 100 ms, election timeout 300–600 ms, snapshot every 5000 entries.
+    pub fn new(id: NodeId, listen: SocketAddr, data_dir: impl Into<PathBuf>) -> Self {
+        ClusterNodeConfig {
+            id,
+            listen,
+            advertise: None,
+            data_dir: data_dir.into(),
+            store: StoreOptions::default(),
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout_min: Duration::from_millis(300),
+            election_timeout_max: Duration::from_millis(600),
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(5000),
+            max_in_snapshot_log_to_keep: 100,
+            max_payload_entries: 64,
+            propose_timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn raft_config(&self) -> Result<Config, StartError> {
+        let config = Config {
+            cluster_name: "lograft".to_string(),
+            heartbeat_interval: self.heartbeat_interval.as_millis() as u64,
+            election_timeout_min: self.election_timeout_min.as_millis() as u64,
+            election_timeout_max: self.election_timeout_max.as_millis() as u64,
+            snapshot_policy: self.snapshot_policy.clone(),
+            max_in_snapshot_log_to_keep: self.max_in_snapshot_log_to_keep,
+            max_payload_entries: self.max_payload_entries,
+            // Snapshot chunks well under the gRPC message limit.
+            snapshot_max_chunk_size: 4 * 1024 * 1024,
+            ..Config::default()
+        };
+        config
+            .validate()
+            .map_err(|e| StartError::Config(e.to_string()))
+    }
+}
+
+/// Why a node did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid raft config: {0}")]
+    Config(String),
+    #[error("opening storage: {0}")]
+    Storage(#[from] ClusterError),
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("starting raft: {0}")]
+    Raft(String),
+}
+
+/// Why a proposal has no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ProposeError {
+    /// No leader was known for the whole wait: the cluster has no quorum or is electing.
+    #[error("no leader elected within {waited:?} (no quorum, or an election in progress)")]
+    NoLeader { waited: Duration },
+    /// The leader did not answer in time. The request may or may not be committed: retry with
+    /// the same origin chunk id, the state machine drops the duplicate.
+    #[error(
+        "no answer from the leader (node {leader:?}) within {waited:?}; the outcome is unknown"
+    )]
+    Timeout {
+        leader: Option<NodeId>,
+        waited: Duration,
+    },
+    /// This node's Raft stopped (shutdown or a storage failure).
+    #[error("raft stopped: {0}")]
+    Stopped(String),
+    /// Raft refused the request for another reason.
+    #[error("raft refused the write: {0}")]
+    Refused(String),
+}
+
+/// What the gRPC services and admin operations share about the running node.
+pub(crate) struct NodeShared {
+    pub(crate) id: NodeId,
+    pub(crate) addr: String,
+    pub(crate) raft: ClusterRaft,
+    pub(crate) reader: ChunkReader,
+    pub(crate) channels: PeerChannels,
+    pub(crate) config: ClusterNodeConfig,
+}
+
+impl NodeShared {
+    /// The address of node `id` in the current membership config.
+    pub(crate) fn node_addr(&self, id: NodeId) -> Option<String> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone())
+    }
+}
+
+/// A running cluster node.
+pub struct ClusterNode {
+    shared: Arc<NodeShared>,
+    stop_serving: CancellationToken,
+    server: Option<JoinHandle<()>>,
+}
+
+impl ClusterNode {
+    /// Open the storage, create the Raft and serve gRPC. The node is not part of a cluster
+    /// until it is initialized ([`ClusterNode::init`]) or added by a leader.
+    pub async fn start(config: ClusterNodeConfig) -> Result<ClusterNode, StartError> {
+        let raft_config = Arc::new(config.raft_config()?);
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let bound = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let addr = config
+            .advertise
+            .clone()
+            .unwrap_or_else(|| bound.to_string());
+
+        let (log_store, state_machine) =
+            open_storage(&config.data_dir, config.store.clone()).await?;
+        let reader = state_machine.reader();
+        let channels = PeerChannels::new();
+        let network = NetworkFactory::new(config.id, channels.clone());
+        let raft = ClusterRaft::new(config.id, raft_config, network, log_store, state_machine)
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+
+        let shared = Arc::new(NodeShared {
+            id: config.id,
+            addr: addr.clone(),
+            raft: raft.clone(),
+            reader,
+            channels,
+            config,
+        });
+
+        let raft_service = RaftServiceServer::new(RaftGrpc::new(shared.id, raft))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let admin_service = ClusterAdminServer::new(AdminGrpc::new(shared.clone()));
+        let stop_serving = CancellationToken::new();
+        let stop = stop_serving.clone();
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let node_id = shared.id;
+        let server = tokio::spawn(async move {
+            let served = tonic::transport::Server::builder()
+                .add_service(raft_service)
+                .add_service(admin_service)
+                .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                .await;
+            if let Err(error) = served {
+                warn!(node_id, %error, "cluster gRPC server failed");
+            }
+        });
+        info!(node_id = shared.id, %addr, "cluster node started");
+        Ok(ClusterNode {
+            shared,
+            stop_serving,
+            server: Some(server),
+        })
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.shared.id
+    }
+
+    /// The address other nodes and admin clients use.
+    pub fn addr(&self) -> &str {
+        &self.shared.addr
+    }
+
+    /// The openraft handle (metrics, waits).
+    pub fn raft(&self) -> &ClusterRaft {
+        &self.shared.raft
+    }
+
+    /// Read-only queries on this node's state machine.
+    pub fn reader(&self) -> &ChunkReader {
+        &self.shared.reader
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<NodeShared> {
+        &self.shared
+    }
+
+    /// Commit `request` through the cluster's log and return the state machine's answer.
+    ///
+    /// On the leader this is `client_write`; on another node the request is forwarded to the
+    /// leader (following `ForwardToLeader` hints as leadership moves). Waits for a leader, but
+    /// never longer than `propose_timeout` in total.
+    pub async fn propose(&self, request: ClusterRequest) -> Result<ClusterResponse, ProposeError> {
+        propose(&self.shared, request).await
+    }
+
+    /// Stop the Raft (no more heartbeats: the others elect a new leader without waiting for
+    /// this node's lease), then stop serving gRPC. Storage is closed once the last reader is
+    /// dropped.
+    pub async fn shutdown(mut self) {
+        if let Err(error) = self.shared.raft.shutdown().await {
+            warn!(node_id = self.shared.id, %error, "raft did not shut down cleanly");
+        }
+        self.stop_serving.cancel();
+        if let Some(mut server) = self.server.take() {
+            // Graceful shutdown waits for in-flight calls (a forwarded write may wait for a
+            // quorum): bound it.
+            if tokio::time::timeout(Duration::from_secs(2), &mut server)
+                .await
+                .is_err()
+            {
+                server.abort();
+            }
+        }
+        info!(node_id = self.shared.id, "cluster node stopped");
+    }
+}
+
+impl Drop for ClusterNode {
+    fn drop(&mut self) {
+        // A node dropped without `shutdown` still stops listening.
+        self.stop_serving.cancel();
+    }
+}
+
+/// Pause between attempts while leadership is moving.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+pub(crate) async fn propose(
+    shared: &NodeShared,
+    request: ClusterRequest,
+) -> Result<ClusterResponse, ProposeError> {
+    let started = Instant::now();
+    let timeout = shared.config.propose_timeout;
+    let deadline = started + timeout;
+    let mut metrics = shared.raft.metrics();
+    // A leader named by a `ForwardToLeader` answer, newer than our metrics may be.
+    let mut hinted: Option<(NodeId, String)> = None;
+    let mut last_leader: Option<NodeId> = None;
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(match last_leader {
+                Some(leader) => ProposeError::Timeout {
+                    leader: Some(leader),
+                    waited: timeout,
+                },
+                None => ProposeError::NoLeader { waited: timeout },
+            });
+        }
+        let remaining = deadline - now;
+        let leader = match hinted.take() {
+            Some(hint) => Some(hint),
+            None => {
+                let m = metrics.borrow_and_update();
+                m.current_leader.map(|id| {
+                    let addr = m
+                        .membership_config
+                        .membership()
+                        .get_node(&id)
+                        .map(|n| n.addr.clone())
+                        .unwrap_or_default();
+                    (id, addr)
+                })
+            }
+        };
+        let Some((leader, leader_addr)) = leader else {
+            // No leader known: wait for the metrics to change, at most until the deadline.
+            let _ = tokio::time::timeout(remaining, metrics.changed()).await;
+            continue;
+        };
+        last_leader = Some(leader);
+
+        let answer: Result<ClusterResponse, ClientWriteRaftError> = if leader == shared.id {
+            match tokio::time::timeout(remaining, shared.raft.client_write(request.clone())).await {
+                Ok(answer) => answer.map(|r| r.data),
+                Err(_) => {
+                    return Err(ProposeError::Timeout {
+                        leader: Some(leader),
+                        waited: timeout,
+                    })
+                }
+            }
+        } else {
+            match shared
+                .channels
+                .forward_client_write(leader, &leader_addr, &request, remaining)
+                .await
+            {
+                Ok(answer) => answer,
+                Err(super::network::CallError::Timeout { .. }) => {
+                    return Err(ProposeError::Timeout {
+                        leader: Some(leader),
+                        waited: timeout,
+                    })
+                }
+                Err(error) => {
+                    // The leader may be gone; wait for the cluster to notice.
+                    warn!(node_id = shared.id, leader, %error, "forwarding a write failed; retrying");
+                    tokio::time::sleep(RETRY_PAUSE.min(remaining)).await;
+                    continue;
+                }
+            }
+        };
+        match answer {
+            Ok(response) => return Ok(response),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                match (forward.leader_id, forward.leader_node) {
+                    (Some(id), Some(BasicNode { addr, .. })) if id != leader => {
+                        hinted = Some((id, addr));
+                    }
+                    _ => {
+                        // Leadership is moving and nobody knows where yet.
+                        tokio::time::sleep(RETRY_PAUSE.min(remaining)).await;
+                    }
+                }
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                return Err(ProposeError::Refused(e.to_string()))
+            }
+            Err(RaftError::Fatal(fatal)) if leader == shared.id => {
+                return Err(ProposeError::Stopped(fatal.to_string()))
+            }
+            Err(RaftError::Fatal(fatal)) => {
+                // The leader's Raft stopped (it is shutting down): another will be elected.
+                warn!(node_id = shared.id, leader, %fatal, "leader's raft stopped; retrying");
+                tokio::time::sleep(RETRY_PAUSE.min(remaining)).await;
+            }
+        }
+    }
+}
