@@ -206,16 +206,16 @@ fn check_config(path: &std::path::Path) -> ExitCode {
             for w in &loaded.warnings {
                 eprintln!("warning: {w}");
             }
-            if let Some(c) = &loaded.config.cluster {
-                eprintln!(
-                    "warning: {}: <cluster> is valid, but this build cannot run an aggregator cluster yet (`lograft run` will refuse it)",
-                    c.location
-                );
-            }
             let mut errors = Vec::new();
             for m in &loaded.config.matches {
                 if let Err(e) = node::compile_patterns(m) {
                     errors.push(e.to_string());
+                }
+                if loaded.config.cluster.is_some() {
+                    if let Err(e) = lograft::cluster::upload::UploadTarget::check_output(&m.output)
+                    {
+                        errors.push(format!("<match> at {}: {e}", m.common.location));
+                    }
                 }
             }
             if !errors.is_empty() {

@@ -58,8 +58,15 @@ pub enum NodeError {
         location: String,
         dir: PathBuf,
     },
-    #[error("<cluster> at {location}: this build parses the cluster section but cannot run an aggregator cluster yet; remove <cluster> to run a single aggregator")]
-    ClusterUnavailable { location: String },
+    #[error("<cluster> at {location}: {message}")]
+    Cluster { location: String, message: String },
+    #[error("<match {patterns}> at {location}: {source}")]
+    UploadTarget {
+        patterns: String,
+        location: String,
+        #[source]
+        source: crate::cluster::upload::UploadError,
+    },
     #[error("<source> at {location}: cannot listen: {source}")]
     Listen {
         location: String,
@@ -120,10 +127,8 @@ pub async fn run(
     opts: NodeOptions,
     shutdown: CancellationToken,
 ) -> Result<(), NodeError> {
-    if let Some(c) = &config.cluster {
-        return Err(NodeError::ClusterUnavailable {
-            location: c.location.to_string(),
-        });
+    if config.cluster.is_some() {
+        return run_cluster(config, opts, shutdown).await;
     }
     let abort_flush = CancellationToken::new();
     let mut drivers = JoinSet::new();
@@ -191,29 +196,7 @@ pub async fn run(
 
     let router: Arc<dyn Emit> = Arc::new(Router::new(routes));
     let stop_inputs = CancellationToken::new();
-    let mut inputs = JoinSet::new();
-    for source in &config.sources {
-        let location = source.common.location.to_string();
-        let listen_err = |source| NodeError::Listen {
-            location: location.clone(),
-            source,
-        };
-        match &source.kind {
-            SourceKind::Forward(c) => {
-                let input = ForwardInput::bind(c, router.clone()).map_err(listen_err)?;
-                tracing::info!(addr = %input.local_addr(), "forward input listening");
-                inputs.spawn(input.run(stop_inputs.clone()));
-            }
-            SourceKind::Http(c) => {
-                let input = HttpInput::bind(c, router.clone())
-                    .await
-                    .map_err(listen_err)?;
-                let addr = input.local_addr().map_err(listen_err)?;
-                tracing::info!(%addr, "http input listening");
-                inputs.spawn(input.run(stop_inputs.clone()));
-            }
-        }
-    }
+    let mut inputs = start_inputs(&config, router, &stop_inputs).await?;
     tracing::info!(
         sources = config.sources.len(),
         matches = config.matches.len(),
@@ -243,6 +226,163 @@ pub async fn run(
         while drivers.join_next().await.is_some() {}
     }
     tracing::info!("lograft node stopped");
+    Ok(())
+}
+
+/// Bind every `<source>` and start serving into `emit`, until `stop` is cancelled.
+async fn start_inputs(
+    config: &Config,
+    emit: Arc<dyn Emit>,
+    stop: &CancellationToken,
+) -> Result<JoinSet<()>, NodeError> {
+    let mut inputs = JoinSet::new();
+    for source in &config.sources {
+        let location = source.common.location.to_string();
+        let listen_err = |source| NodeError::Listen {
+            location: location.clone(),
+            source,
+        };
+        match &source.kind {
+            SourceKind::Forward(c) => {
+                let input = ForwardInput::bind(c, emit.clone()).map_err(listen_err)?;
+                tracing::info!(addr = %input.local_addr(), "forward input listening");
+                inputs.spawn(input.run(stop.clone()));
+            }
+            SourceKind::Http(c) => {
+                let input = HttpInput::bind(c, emit.clone())
+                    .await
+                    .map_err(listen_err)?;
+                let addr = input.local_addr().map_err(listen_err)?;
+                tracing::info!(%addr, "http input listening");
+                inputs.spawn(input.run(stop.clone()));
+            }
+        }
+    }
+    Ok(inputs)
+}
+
+/// An aggregator in a cluster: the Raft log replaces the `<match>` buffers. Start-up order:
+/// identity check, Raft node, joining the cluster, the matches' uploaders (active while this
+/// node leads), then the inputs. Shutdown: inputs first, then uploaders, then Raft.
+async fn run_cluster(
+    config: Config,
+    opts: NodeOptions,
+    shutdown: CancellationToken,
+) -> Result<(), NodeError> {
+    use crate::cluster::bootstrap;
+    use crate::cluster::ingest::ClusterIngest;
+    use crate::cluster::server::{ClusterNode, ClusterNodeConfig};
+    use crate::cluster::upload::{BatchPolicy, UploadTarget, Uploader};
+    use crate::router::TagRoutes;
+
+    let Some(c) = config.cluster.clone() else {
+        unreachable!("run_cluster is called for configs with <cluster>")
+    };
+    let cluster_err = |message: String| NodeError::Cluster {
+        location: c.location.to_string(),
+        message,
+    };
+    let mut patterns = Vec::new();
+    let mut uploads = Vec::new();
+    for m in &config.matches {
+        patterns.push(compile_patterns(m)?);
+        let target =
+            UploadTarget::from_output(&m.output).map_err(|source| NodeError::UploadTarget {
+                patterns: m.patterns.join(" "),
+                location: m.common.location.to_string(),
+                source,
+            })?;
+        if m.secondary.is_some() {
+            tracing::warn!(r#match = %m.patterns.join(" "), "<secondary> is not used in cluster mode: failed uploads are retried, the chunks stay replicated");
+        }
+        let name = m.common.id.clone().unwrap_or_else(|| m.patterns.join(" "));
+        uploads.push((target, BatchPolicy::from_buffer(&m.buffer), name));
+    }
+    let routes = Arc::new(TagRoutes::new(patterns));
+
+    let root = config.system.root_dir.as_deref().unwrap_or(&opts.data_dir);
+    let data_dir = c.data_dir.clone().unwrap_or_else(|| root.join("raft"));
+    let listen = tokio::net::lookup_host(&c.address)
+        .await
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| cluster_err(format!("cannot resolve address {}", c.address)))?;
+    let mut node_cfg = ClusterNodeConfig::new(c.node_id, listen, &data_dir);
+    node_cfg.advertise = Some(
+        c.advertise_address
+            .clone()
+            .unwrap_or_else(|| c.address.clone()),
+    );
+    node_cfg.store.dedup_window = c.dedup_window as usize;
+    node_cfg.heartbeat_interval = c.heartbeat_interval;
+    node_cfg.election_timeout_min = c.election_timeout;
+    node_cfg.election_timeout_max = c.election_timeout * 2;
+    node_cfg.snapshot_policy = openraft::SnapshotPolicy::LogsSinceLast(c.snapshot_every);
+
+    let bootstrap_err = |e: bootstrap::BootstrapError| cluster_err(e.to_string());
+    if !bootstrap::has_identity(&data_dir, c.node_id).map_err(bootstrap_err)? {
+        bootstrap::check_identity(&c, &data_dir)
+            .await
+            .map_err(bootstrap_err)?;
+        bootstrap::write_identity(&data_dir, c.node_id).map_err(bootstrap_err)?;
+    }
+    let node = ClusterNode::start(node_cfg)
+        .await
+        .map_err(|e| cluster_err(e.to_string()))?;
+    tracing::info!(node_id = c.node_id, addr = %node.addr(), data_dir = %data_dir.display(), "cluster node serving");
+    match bootstrap::join_cluster(&node, &c, &shutdown).await {
+        Ok(()) => {}
+        Err(bootstrap::BootstrapError::Stopped) => {
+            node.shutdown().await;
+            return Ok(());
+        }
+        Err(e) => {
+            node.shutdown().await;
+            return Err(bootstrap_err(e));
+        }
+    }
+
+    let stop_uploaders = CancellationToken::new();
+    let mut uploaders = JoinSet::new();
+    for (match_index, (target, policy, name)) in uploads.into_iter().enumerate() {
+        tracing::info!(r#match = %name, %target, flush_interval_ms = policy.flush_interval.as_millis() as u64,
+            batch_bytes = policy.batch_bytes, "uploader ready (active while this node leads)");
+        let uploader = Uploader {
+            shared: node.shared().clone(),
+            match_index,
+            routes: routes.clone(),
+            target,
+            policy,
+            name,
+        };
+        uploaders.spawn(uploader.run(stop_uploaders.clone()));
+    }
+
+    let ingest: Arc<dyn Emit> = Arc::new(ClusterIngest::new(node.shared().clone(), routes));
+    let stop_inputs = CancellationToken::new();
+    let mut inputs = match start_inputs(&config, ingest, &stop_inputs).await {
+        Ok(inputs) => inputs,
+        Err(e) => {
+            stop_uploaders.cancel();
+            node.shutdown().await;
+            return Err(e);
+        }
+    };
+    tracing::info!(
+        node_id = c.node_id,
+        sources = config.sources.len(),
+        matches = config.matches.len(),
+        "lograft aggregator node started"
+    );
+
+    shutdown.cancelled().await;
+    tracing::info!("shutting down: closing inputs");
+    stop_inputs.cancel();
+    while inputs.join_next().await.is_some() {}
+    stop_uploaders.cancel();
+    while uploaders.join_next().await.is_some() {}
+    node.shutdown().await;
+    tracing::info!("lograft aggregator node stopped");
     Ok(())
 }
 

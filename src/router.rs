@@ -118,33 +118,36 @@ pub struct Route {
     pub name: String,
 }
 
-/// Sends batches to the first matching route's buffer.
-pub struct Router {
-    routes: Vec<Route>,
+/// Which `<match>` a tag belongs to: the first whose patterns match, as in Fluentd. Caches
+/// answers per tag. Shared by the [`Router`] and the aggregator cluster, which routes the
+/// same way but stores into the Raft log instead of a buffer.
+pub struct TagRoutes {
+    patterns: Vec<Vec<MatchPattern>>,
     cache: RwLock<HashMap<String, Option<usize>>>,
     unmatched: WarnLimiter,
 }
 
 const CACHE_LIMIT: usize = 4096;
 
-impl Router {
-    pub fn new(routes: Vec<Route>) -> Self {
-        Router {
-            routes,
+impl TagRoutes {
+    /// `patterns[i]`: the patterns of the `i`-th `<match>`.
+    pub fn new(patterns: Vec<Vec<MatchPattern>>) -> Self {
+        TagRoutes {
+            patterns,
             cache: RwLock::new(HashMap::new()),
             unmatched: WarnLimiter::default(),
         }
     }
 
-    /// Index of the first route whose patterns match `tag`.
+    /// Index of the first `<match>` whose patterns match `tag`.
     pub fn route_for(&self, tag: &str) -> Option<usize> {
         if let Some(hit) = self.cache.read().expect("router cache").get(tag) {
             return *hit;
         }
         let found = self
-            .routes
+            .patterns
             .iter()
-            .position(|r| r.patterns.iter().any(|p| p.matches(tag)));
+            .position(|ps| ps.iter().any(|p| p.matches(tag)));
         let mut cache = self.cache.write().expect("router cache");
         if cache.len() >= CACHE_LIMIT {
             cache.clear();
@@ -153,7 +156,8 @@ impl Router {
         found
     }
 
-    fn warn_unmatched(&self, tag: &str, count: u32) {
+    /// Log (rate-limited) that `count` events of `tag` matched no `<match>` and were dropped.
+    pub fn warn_unmatched(&self, tag: &str, count: u32) {
         if let Some(held_back) = self.unmatched.check_n(count as u64) {
             tracing::warn!(
                 tag,
@@ -165,13 +169,33 @@ impl Router {
     }
 }
 
+/// Sends batches to the first matching route's buffer.
+pub struct Router {
+    table: TagRoutes,
+    routes: Vec<Route>,
+}
+
+impl Router {
+    pub fn new(routes: Vec<Route>) -> Self {
+        Router {
+            table: TagRoutes::new(routes.iter().map(|r| r.patterns.clone()).collect()),
+            routes,
+        }
+    }
+
+    /// Index of the first route whose patterns match `tag`.
+    pub fn route_for(&self, tag: &str) -> Option<usize> {
+        self.table.route_for(tag)
+    }
+}
+
 impl Emit for Router {
     fn emit(&self, batch: EventBatch) -> BoxFuture<'_, Result<(), EmitError>> {
         Box::pin(async move {
             match self.route_for(&batch.tag) {
                 Some(i) => Ok(self.routes[i].buffer.append(&batch).await?),
                 None => {
-                    self.warn_unmatched(&batch.tag, batch.count);
+                    self.table.warn_unmatched(&batch.tag, batch.count);
                     Ok(())
                 }
             }

@@ -20,6 +20,13 @@
 //!   membership; plus the read-only query handle ([`state_machine::ChunkReader`]) the uploader
 //!   and admin API use.
 //! - [`snapshot`]: the snapshot file format (checksummed records, streamed, never one `Vec`).
+//! - [`network`] and [`proto`]: the Raft RPCs over tonic gRPC; [`server`]: a running node
+//!   ([`server::ClusterNode`]: storage + Raft + gRPC, `propose` from any node); [`admin`]: the
+//!   admin API and its client (the `lograft cluster` CLI).
+//! - [`bootstrap`]: forming or joining a cluster, and refusing to rejoin after a disk loss.
+//! - [`ingest`]: the inputs' [`crate::input::Emit`] on an aggregator: a batch is acked once its
+//!   `AppendChunk` is committed and applied.
+//! - [`upload`]: the leader's uploader (seal → upload → confirm) and the object-store target.
 //!
 //! On disk, under the node's data directory:
 //!
@@ -38,6 +45,8 @@
 //! [`state_machine::ChunkReader::unconfirmed_batches`] and uploads them again under the same key.
 
 pub mod admin;
+pub mod bootstrap;
+pub mod ingest;
 pub mod log_store;
 #[cfg(test)]
 mod net_tests;
@@ -47,6 +56,7 @@ pub mod server;
 pub mod snapshot;
 pub mod state_machine;
 pub mod store;
+pub mod upload;
 #[cfg(test)]
 mod tests;
 

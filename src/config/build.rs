@@ -848,7 +848,7 @@ fn http_input(sec: &mut Section<'_>, d: &mut Diag) -> HttpInputConfig {
 // ---------------------------------------------------------------------------------------------
 // <match> and outputs
 
-const OUTPUT_TYPES: &[&str] = &["stdout", "null", "file", "forward"];
+const OUTPUT_TYPES: &[&str] = &["stdout", "null", "file", "forward", "s3"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum OutputKind {
@@ -856,6 +856,7 @@ enum OutputKind {
     Null,
     File,
     Forward,
+    S3,
 }
 
 impl OutputKind {
@@ -865,6 +866,7 @@ impl OutputKind {
             "null" => Some(OutputKind::Null),
             "file" => Some(OutputKind::File),
             "forward" => Some(OutputKind::Forward),
+            "s3" => Some(OutputKind::S3),
             _ => None,
         }
     }
@@ -875,6 +877,7 @@ impl OutputKind {
             OutputKind::Null => "null",
             OutputKind::File => "file",
             OutputKind::Forward => "forward",
+            OutputKind::S3 => "s3",
         }
     }
 
@@ -901,6 +904,21 @@ impl OutputKind {
                 "ignore_network_errors_at_startup",
                 "time_as_integer",
             ],
+            OutputKind::S3 => &[
+                "s3_object_key_format",
+                "store_as",
+                "use_server_side_encryption",
+                "ssekms_key_id",
+                "storage_class",
+                "acl",
+                "check_bucket",
+                "check_object",
+                "auto_create_bucket",
+                "time_slice_format",
+                "hex_random_length",
+                "index_format",
+                "s3_metadata",
+            ],
         }
     }
 
@@ -909,6 +927,7 @@ impl OutputKind {
             OutputKind::Stdout | OutputKind::File => &["inject"],
             OutputKind::Null => &[],
             OutputKind::Forward => &["service_discovery"],
+            OutputKind::S3 => &["inject", "assume_role_credentials", "instance_profile_credentials"],
         }
     }
 }
@@ -1039,6 +1058,7 @@ fn build_output(sec: &mut Section<'_>, d: &mut Diag, kind: OutputKind) -> Option
         OutputKind::Null => OutputConfig::Null,
         OutputKind::File => OutputConfig::File(file_output(sec, d)?),
         OutputKind::Forward => OutputConfig::Forward(forward_output(sec, d)?),
+        OutputKind::S3 => OutputConfig::S3(s3_output(sec, d)?),
     })
 }
 
@@ -1121,6 +1141,21 @@ fn file_output(sec: &mut Section<'_>, d: &mut Diag) -> Option<FileOutputConfig> 
         },
     };
     path.map(|_| cfg)
+}
+
+/// fluent-plugin-s3's parameter names; credentials may also come from the `AWS_*` environment.
+fn s3_output(sec: &mut Section<'_>, d: &mut Diag) -> Option<S3OutputConfig> {
+    let bucket = sec.required_string(d, "s3_bucket");
+    let cfg = S3OutputConfig {
+        bucket: bucket.clone().unwrap_or_default(),
+        region: sec.string("s3_region"),
+        endpoint: sec.string("s3_endpoint"),
+        prefix: sec.string("path").unwrap_or_default(),
+        access_key_id: sec.string("aws_key_id"),
+        secret_access_key: sec.string("aws_sec_key"),
+        force_path_style: sec.bool(d, "force_path_style", false),
+    };
+    bucket.map(|_| cfg)
 }
 
 fn forward_output(sec: &mut Section<'_>, d: &mut Diag) -> Option<ForwardOutputConfig> {
@@ -1494,6 +1529,12 @@ fn plugin_buffer_defaults(kind: OutputKind) -> PluginBufferDefaults {
             flush_at_shutdown: None,
             chunk_limit_size: None,
         },
+        OutputKind::S3 => PluginBufferDefaults {
+            chunk_keys: &["time"],
+            timekey: Some(Duration::from_secs(3600)),
+            flush_at_shutdown: None,
+            chunk_limit_size: None,
+        },
         OutputKind::Stdout | OutputKind::Null => PluginBufferDefaults {
             chunk_keys: &["tag"],
             timekey: None,
@@ -1806,6 +1847,19 @@ fn describe_output(out: &OutputConfig) -> String {
                 " gzip"
             } else {
                 ""
+            }
+        ),
+        OutputConfig::S3(c) => format!(
+            "s3 bucket={}{}{}",
+            c.bucket,
+            c.endpoint
+                .as_deref()
+                .map(|e| format!(" endpoint={e}"))
+                .unwrap_or_default(),
+            if c.prefix.is_empty() {
+                String::new()
+            } else {
+                format!(" path={}", c.prefix)
             }
         ),
         OutputConfig::Forward(f) => {

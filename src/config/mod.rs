@@ -259,6 +259,8 @@ pub enum OutputConfig {
     Null,
     File(FileOutputConfig),
     Forward(ForwardOutputConfig),
+    /// Object storage; only an aggregator cluster's leader uploads to it (see `cluster::upload`).
+    S3(S3OutputConfig),
 }
 
 impl OutputConfig {
@@ -268,6 +270,7 @@ impl OutputConfig {
             OutputConfig::Null => "null",
             OutputConfig::File(_) => "file",
             OutputConfig::Forward(_) => "forward",
+            OutputConfig::S3(_) => "s3",
         }
     }
 }
@@ -308,6 +311,35 @@ pub struct FileOutputConfig {
 pub enum FileFormat {
     OutFile,
     Json,
+}
+
+/// `<match> @type s3`: an S3-compatible bucket (fluent-plugin-s3's parameter names).
+#[derive(Clone)]
+pub struct S3OutputConfig {
+    pub bucket: String,
+    pub region: Option<String>,
+    /// `s3_endpoint`: an S3-compatible server (MinIO, Ceph...) instead of AWS.
+    pub endpoint: Option<String>,
+    /// `path`: key prefix inside the bucket.
+    pub prefix: String,
+    /// `aws_key_id` / `aws_sec_key`; when absent the `AWS_*` environment is used.
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub force_path_style: bool,
+}
+
+impl std::fmt::Debug for S3OutputConfig {
+    // Never print the secret key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3OutputConfig")
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("endpoint", &self.endpoint)
+            .field("prefix", &self.prefix)
+            .field("access_key_id", &self.access_key_id)
+            .field("force_path_style", &self.force_path_style)
+            .finish_non_exhaustive()
+    }
 }
 
 /// `<match> @type forward` (behaviour in `output::forward`).

@@ -64,6 +64,11 @@ impl Output {
                 buffer.timekey_use_utc,
             )?),
             OutputConfig::Forward(c) => Output::Forward(forward::ForwardOutput::new(c)?),
+            OutputConfig::S3(_) => {
+                return Err(OutputError::Unrecoverable(
+                    "@type s3 is an upload target of an aggregator cluster; add a <cluster> section (a single node has no s3 output)".into(),
+                ))
+            }
         })
     }
 
