@@ -125,6 +125,21 @@ enum ClusterCommand {
         #[arg(long)]
         id: u64,
     },
+    /// Replace a lost member by a new node that joined as a learner: promote the new node once
+    /// it caught up, then remove the old one (any node: the leader is found).
+    Replace {
+        #[command(flatten)]
+        node: ClusterNodeArg,
+        /// Id of the member to replace (e.g. one whose disk was lost).
+        #[arg(long)]
+        old: u64,
+        /// Id of the new node (started with `join`, now a learner).
+        #[arg(long)]
+        new: u64,
+        /// Seconds to wait for the new node to catch up.
+        #[arg(long, default_value_t = 120)]
+        wait: u64,
+    },
     /// Move leadership to an up-to-date voter (send to the leader).
     TransferLeader {
         #[command(flatten)]
@@ -145,7 +160,7 @@ enum ClusterCommand {
     },
 }
 
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 struct ClusterNodeArg {
     /// Admin address of the node to ask (host:port).
     #[arg(long = "node", default_value = "127.0.0.1:24300")]
@@ -337,6 +352,39 @@ async fn cluster_admin_call(command: ClusterCommand) -> anyhow::Result<()> {
             println!("node {id} removed at log index {}", reply.log_index);
             print_members(&reply);
         }
+        ClusterCommand::Replace {
+            node,
+            old,
+            new,
+            wait,
+        } => {
+            let status = connect(node.clone()).await?.status().await?;
+            let leader = match status.leader_id {
+                Some(id) if !status.leader_address.is_empty() => (id, status.leader_address.clone()),
+                _ => anyhow::bail!(
+                    "node {} at {} knows no leader (no quorum?); a replacement needs one",
+                    status.node_id,
+                    status.address
+                ),
+            };
+            if !status.members.iter().any(|m| m.id == new) {
+                anyhow::bail!(
+                    "node {new} is not in the cluster; start it with `join {}` in its <cluster> section first",
+                    node.addr
+                );
+            }
+            if old == leader.0 {
+                anyhow::bail!(
+                    "node {old} is the leader; move leadership first (`lograft cluster transfer-leader`)"
+                );
+            }
+            let mut client = AdminClient::connect(&leader.1).await?;
+            let reply = client.promote(new, Duration::from_secs(wait)).await?;
+            println!("node {new} promoted to voter at log index {}", reply.log_index);
+            let reply = client.remove(old).await?;
+            println!("node {old} removed at log index {}", reply.log_index);
+            print_members(&reply);
+        }
         ClusterCommand::TransferLeader { node, to, timeout } => {
             let reply = connect(node)
                 .await?
@@ -406,6 +454,12 @@ fn init_logging(cli: Option<String>, system: Option<LogLevel>) {
             }
             .to_string()
         });
+    // openraft narrates every election and vote at info; keep its warnings unless asked for more.
+    let filter = if filter.contains("openraft") || !filter.chars().all(|c| c.is_ascii_alphabetic()) {
+        filter
+    } else {
+        format!("{filter},openraft=warn")
+    };
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::new(filter))
         .with_writer(std::io::stderr)

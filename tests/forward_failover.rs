@@ -10,7 +10,7 @@ use lograft::forward::{encode_ack, DecoderConfig, Frame, FrameDecoder};
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -102,97 +102,6 @@ fn addr(port: u16) -> SocketAddr {
     format!("127.0.0.1:{port}").parse().unwrap()
 }
 
-/// Clients streaming uniquely numbered events to the forwarder, `per_send` per acked frame.
-/// Sequence numbers run from `first` up to `total`; only acked ones are recorded. A client
-/// whose connection fails (forwarder killed) reconnects and goes on with new numbers.
-struct Stream {
-    acked: Arc<Mutex<Vec<u64>>>,
-    errors: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Stream {
-    fn start(
-        port: u16,
-        clients: usize,
-        per_send: u64,
-        (first, total): (u64, u64),
-        pace: Option<Duration>,
-    ) -> Self {
-        let next = Arc::new(AtomicU64::new(first));
-        let acked = Arc::new(Mutex::new(Vec::new()));
-        let errors = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let threads = (0..clients)
-            .map(|_| {
-                let (next, acked, errors, stop) =
-                    (next.clone(), acked.clone(), errors.clone(), stop.clone());
-                std::thread::spawn(move || {
-                    let mut client: Option<ForwardClient> = None;
-                    while !stop.load(Ordering::Relaxed) {
-                        let c = match client.as_mut() {
-                            Some(c) => c,
-                            None => match ForwardClient::connect(addr(port)) {
-                                Ok(c) => client.insert(c),
-                                Err(_) => {
-                                    std::thread::sleep(Duration::from_millis(100));
-                                    continue;
-                                }
-                            },
-                        };
-                        let start = next.fetch_add(per_send, Ordering::SeqCst);
-                        if start >= total {
-                            return;
-                        }
-                        let end = (start + per_send).min(total);
-                        match c.send_acked(TAG, start..end, 40) {
-                            Ok(()) => acked.lock().unwrap().extend(start..end),
-                            Err(_) => {
-                                errors.fetch_add(1, Ordering::SeqCst);
-                                client = None;
-                            }
-                        }
-                        if let Some(p) = pace {
-                            std::thread::sleep(p);
-                        }
-                    }
-                })
-            })
-            .collect();
-        Stream {
-            acked,
-            errors,
-            stop,
-            threads,
-        }
-    }
-
-    /// Frames that were not acknowledged (connection failed).
-    fn errors(&self) -> u64 {
-        self.errors.load(Ordering::SeqCst)
-    }
-
-    fn acked_count(&self) -> usize {
-        self.acked.lock().unwrap().len()
-    }
-
-    /// Stop sending (after the frames in progress) and return the acked sequence numbers.
-    fn stop(self) -> Vec<u64> {
-        self.stop.store(true, Ordering::SeqCst);
-        self.finish()
-    }
-
-    /// Wait until every sequence number was sent and return the acked ones.
-    fn finish(self) -> Vec<u64> {
-        for t in self.threads {
-            t.join().unwrap();
-        }
-        let v = self.acked.lock().unwrap().clone();
-        v
-    }
-}
-
 fn seqs_in(dirs: &[&Path]) -> HashSet<u64> {
     let mut all = HashSet::new();
     for d in dirs {
@@ -253,7 +162,7 @@ fn primary_killed_mid_stream_standby_takes_over_and_nothing_acked_is_lost() {
         dir.path().join("standby/out"),
     );
     const TOTAL: u64 = 300_000;
-    let stream = Stream::start(f, 4, 250, (0, TOTAL), Some(Duration::from_millis(20)));
+    let stream = Stream::start(TAG, f, 4, 250, (0, TOTAL), Some(Duration::from_millis(20)));
     // Kill the primary while chunks are in flight to it (it has received some already).
     let p_buffer = dir.path().join("primary/buffer");
     assert!(
@@ -346,7 +255,7 @@ fn both_receivers_down_for_30s_then_one_returns_and_everything_drains() {
         dir.path().join("standby/out"),
     );
     // Warm up, let it all arrive, then measure idle RSS.
-    let warm = Stream::start(f, 2, 500, (0, 20_000), None).finish();
+    let warm = Stream::start(TAG, f, 2, 500, (0, 20_000), None).finish();
     assert!(wait_until(Duration::from_secs(30), || missing(
         &warm,
         &seqs_in(&[&p_out])
@@ -359,6 +268,7 @@ fn both_receivers_down_for_30s_then_one_returns_and_everything_drains() {
     primary.kill9();
     standby.kill9();
     let stream = Stream::start(
+        TAG,
         f,
         2,
         500,
@@ -422,7 +332,7 @@ fn forwarder_sigkilled_mid_stream_delivers_every_acked_event() {
         &forwarder_config(&fwd_dir, f, h, &primary_and_standby(p, s), ""),
         &[f, h],
     );
-    let stream = Stream::start(f, 3, 500, (0, 150_000), None);
+    let stream = Stream::start(TAG, f, 3, 500, (0, 150_000), None);
     for round in 0..2 {
         let target = 30_000 * (round + 1);
         assert!(wait_until(Duration::from_secs(60), || stream.acked_count() >= target));
@@ -619,7 +529,7 @@ fn traffic_returns_to_the_recovered_primary_and_standby_goes_idle() {
         &forwarder_config(&fwd_dir, f, h, &primary_and_standby(p, s), ""),
         &[f, h],
     );
-    let stream = Stream::start(f, 1, 50, (0, u64::MAX), Some(Duration::from_millis(20)));
+    let stream = Stream::start(TAG, f, 1, 50, (0, u64::MAX), Some(Duration::from_millis(20)));
     assert!(wait_until(Duration::from_secs(10), || primary.seen().len() >= 5));
     assert!(
         standby.seen().is_empty(),

@@ -30,6 +30,8 @@ pub const IDENTITY_FILE: &str = "node-identity";
 
 /// How often an unfinished bootstrap tries again.
 const RETRY: Duration = Duration::from_secs(1);
+/// How long an attempt waits for the membership to reach this node before trying again.
+const MEMBERSHIP_WAIT: Duration = Duration::from_secs(5);
 /// How often it says it is still waiting.
 const REPORT_EVERY: Duration = Duration::from_secs(10);
 
@@ -138,12 +140,24 @@ pub async fn join_cluster(
     stop: &CancellationToken,
 ) -> Result<(), BootstrapError> {
     let mut last_report = tokio::time::Instant::now();
+    let mut last_added: Option<tokio::time::Instant> = None;
     loop {
         if in_membership(node) {
             return Ok(());
         }
         let waiting = if let Some(target) = &cfg.join {
-            ask_to_join(node, target).await
+            let recently_added = last_added.is_some_and(|t| t.elapsed() < MEMBERSHIP_WAIT);
+            if recently_added {
+                "replication from the leader".to_string()
+            } else {
+                match ask_to_join(node, target).await {
+                    Ok(waiting) => {
+                        last_added = Some(tokio::time::Instant::now());
+                        waiting
+                    }
+                    Err(waiting) => waiting,
+                }
+            }
         } else {
             initialize_if_lowest(node, cfg).await
         };
@@ -154,11 +168,20 @@ pub async fn join_cluster(
             info!(node_id = node.id(), %waiting, "waiting to join the cluster");
             last_report = tokio::time::Instant::now();
         }
+        // Wait for the membership to arrive (or the next attempt is due).
         let mut metrics = node.raft().metrics();
-        tokio::select! {
-            _ = stop.cancelled() => return Err(BootstrapError::Stopped),
-            _ = tokio::time::sleep(RETRY) => {}
-            _ = metrics.changed() => {}
+        let deadline = tokio::time::Instant::now() + RETRY;
+        while !in_membership(node) {
+            tokio::select! {
+                _ = stop.cancelled() => return Err(BootstrapError::Stopped),
+                _ = tokio::time::sleep_until(deadline) => break,
+                changed = metrics.changed() => {
+                    if changed.is_err() {
+                        // Raft stopped; the node is going down.
+                        return Err(BootstrapError::Stopped);
+                    }
+                }
+            }
         }
     }
 }
@@ -175,8 +198,8 @@ fn in_membership(node: &ClusterNode) -> bool {
 }
 
 /// `join`: ask `target` (following "not the leader" answers) to add this node as a learner.
-/// Returns what is being waited for.
-async fn ask_to_join(node: &ClusterNode, target: &str) -> String {
+/// `Ok` once added; either way, says what is being waited for.
+async fn ask_to_join(node: &ClusterNode, target: &str) -> Result<String, String> {
     let mut addr = target.to_string();
     for _ in 0..3 {
         let result = match AdminClient::connect(&addr).await {
@@ -186,17 +209,17 @@ async fn ask_to_join(node: &ClusterNode, target: &str) -> String {
         match result {
             Ok(_) => {
                 info!(node_id = node.id(), via = %addr, "added to the cluster as a learner");
-                return "replication from the leader".into();
+                return Ok("replication from the leader".into());
             }
             Err(e) => match e.leader() {
                 Some((_, leader_addr)) if !leader_addr.is_empty() && leader_addr != addr => {
                     addr = leader_addr;
                 }
-                _ => return format!("the cluster at {target} ({e})"),
+                _ => return Err(format!("the cluster at {target} ({e})")),
             },
         }
     }
-    format!("a leader (asked {target})")
+    Err(format!("a leader (asked {target})"))
 }
 
 /// `<member>`s: the lowest id initializes once every member answers and none has a cluster.

@@ -353,8 +353,10 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
             .channels
             .raft_client(self.target, &self.node.addr)
             .map_err(|e| self.rpc_error(RPCTypes::AppendEntries, e))?;
+        let target = self.target;
         let call = async move {
             let mut req = Request::new(RaftMessage { data });
+            address_to(&mut req, target);
             req.set_timeout(timeout);
             client.append_entries(req).await
         };
@@ -383,8 +385,10 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
             .channels
             .raft_client(self.target, &self.node.addr)
             .map_err(|e| self.rpc_error(RPCTypes::InstallSnapshot, e))?;
+        let target = self.target;
         let call = async move {
             let mut req = Request::new(chunk);
+            address_to(&mut req, target);
             req.set_timeout(timeout);
             client.install_snapshot(req).await
         };
@@ -407,8 +411,10 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
             .channels
             .raft_client(self.target, &self.node.addr)
             .map_err(|e| self.rpc_error(RPCTypes::Vote, e))?;
+        let target = self.target;
         let call = async move {
             let mut req = Request::new(RaftMessage { data });
+            address_to(&mut req, target);
             req.set_timeout(timeout);
             client.vote(req).await
         };
@@ -421,8 +427,21 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
     }
 }
 
+/// gRPC metadata naming the node a Raft RPC is meant for.
+const TARGET_METADATA: &str = "lograft-target-id";
+
+/// Name the intended receiver of a Raft RPC, so a process that now listens on a member's old
+/// address under another id (a replacement after disk loss) refuses traffic meant for the
+/// old member instead of taking it for its own.
+fn address_to<T>(req: &mut Request<T>, target: NodeId) {
+    if let Ok(value) = target.to_string().parse() {
+        req.metadata_mut().insert(TARGET_METADATA, value);
+    }
+}
+
 /// The gRPC server side of the Raft traffic: decodes requests and hands them to the local
-/// Raft. Refuses nothing itself; openraft judges terms, votes and logs.
+/// Raft. Refuses only requests addressed to another node id; openraft judges terms, votes
+/// and logs.
 pub struct RaftGrpc {
     node_id: NodeId,
     raft: ClusterRaft,
@@ -431,6 +450,23 @@ pub struct RaftGrpc {
 impl RaftGrpc {
     pub fn new(node_id: NodeId, raft: ClusterRaft) -> Self {
         RaftGrpc { node_id, raft }
+    }
+}
+
+impl RaftGrpc {
+    fn check_addressed<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let target = request
+            .metadata()
+            .get(TARGET_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<NodeId>().ok());
+        match target {
+            Some(t) if t != self.node_id => Err(Status::failed_precondition(format!(
+                "raft message for node {t}, but this is node {}",
+                self.node_id
+            ))),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -459,12 +495,14 @@ impl RaftService for RaftGrpc {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftReply>, Status> {
+        self.check_addressed(&request)?;
         let rpc: AppendEntriesRequest<TypeConfig> =
             decode(&request.into_inner().data).map_err(|e| bad_request("AppendEntries", e))?;
         reply(self.raft.append_entries(rpc).await)
     }
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftReply>, Status> {
+        self.check_addressed(&request)?;
         let rpc: VoteRequest<NodeId> =
             decode(&request.into_inner().data).map_err(|e| bad_request("Vote", e))?;
         reply(self.raft.vote(rpc).await)
@@ -474,6 +512,7 @@ impl RaftService for RaftGrpc {
         &self,
         request: Request<SnapshotChunk>,
     ) -> Result<Response<RaftReply>, Status> {
+        self.check_addressed(&request)?;
         let chunk = request.into_inner();
         let rpc = InstallSnapshotRequest::<TypeConfig> {
             vote: decode(&chunk.vote).map_err(|e| bad_request("snapshot vote", e))?,

@@ -385,7 +385,7 @@ impl Uploader {
                     .object_key(&tag, oldest.received_unix_ms, &indexes);
                 let sealed = self.seal(&tag, indexes, key).await?;
                 if let Some(batch) = sealed {
-                    fault_point("after-seal", self.shared.id);
+                    fault_point("after-seal", self.shared.id, &batch.object_key);
                     self.upload_and_confirm(&batch).await?;
                 }
             }
@@ -441,7 +441,7 @@ impl Uploader {
             })??;
         let size = body.len();
         self.target.put(&batch.object_key, body).await?;
-        fault_point("after-upload", self.shared.id);
+        fault_point("after-upload", self.shared.id, &batch.object_key);
         match server::propose(&self.shared, ClusterRequest::ConfirmUpload { first: batch.first })
             .await
         {
@@ -473,10 +473,10 @@ fn batch_len(chunks: &[PendingChunk], limit: u64) -> usize {
     n
 }
 
-fn fault_point(name: &str, node: NodeId) {
+fn fault_point(name: &str, node: NodeId, key: &str) {
     if std::env::var(FAULT_POINT_ENV).is_ok_and(|v| v == name) {
         // stderr directly: the process ends before a log writer could flush.
-        eprintln!("lograft node {node}: fault point {name} reached; exiting now as if killed");
+        eprintln!("lograft node {node}: fault point {name} reached (object key {key}); exiting now as if killed");
         std::process::exit(86);
     }
 }

@@ -6,6 +6,8 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_lograft");
@@ -200,7 +202,9 @@ impl ForwardClient {
         pad: usize,
     ) -> std::io::Result<()> {
         let (e, n) = entries(seqs, pad);
-        self.counter += 1;
+        // Unique across every client of the test process: receivers dedup by chunk id.
+        static NEXT_CHUNK: AtomicU64 = AtomicU64::new(1);
+        self.counter = NEXT_CHUNK.fetch_add(1, Ordering::Relaxed);
         let chunk = format!("chunk-{}-{}", std::process::id(), self.counter);
         self.stream
             .write_all(&packed_forward(tag, &e, n, Some(&chunk)))?;
@@ -369,3 +373,96 @@ impl Drop for FileLock {
         let _ = std::fs::remove_file(&self.0);
     }
 }
+
+/// Clients streaming uniquely numbered events to the forwarder, `per_send` per acked frame.
+/// Sequence numbers run from `first` up to `total`; only acked ones are recorded. A client
+/// whose connection fails (forwarder killed) reconnects and goes on with new numbers.
+pub struct Stream {
+    acked: Arc<Mutex<Vec<u64>>>,
+    errors: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Stream {
+    pub fn start(
+        tag: &'static str,
+        port: u16,
+        clients: usize,
+        per_send: u64,
+        (first, total): (u64, u64),
+        pace: Option<Duration>,
+    ) -> Self {
+        let next = Arc::new(AtomicU64::new(first));
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let errors = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..clients)
+            .map(|_| {
+                let (next, acked, errors, stop) =
+                    (next.clone(), acked.clone(), errors.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut client: Option<ForwardClient> = None;
+                    while !stop.load(Ordering::Relaxed) {
+                        let c = match client.as_mut() {
+                            Some(c) => c,
+                            None => match ForwardClient::connect(SocketAddr::from(([127, 0, 0, 1], port))) {
+                                Ok(c) => client.insert(c),
+                                Err(_) => {
+                                    std::thread::sleep(Duration::from_millis(100));
+                                    continue;
+                                }
+                            },
+                        };
+                        let start = next.fetch_add(per_send, Ordering::SeqCst);
+                        if start >= total {
+                            return;
+                        }
+                        let end = (start + per_send).min(total);
+                        match c.send_acked(tag, start..end, 40) {
+                            Ok(()) => acked.lock().unwrap().extend(start..end),
+                            Err(_) => {
+                                errors.fetch_add(1, Ordering::SeqCst);
+                                client = None;
+                            }
+                        }
+                        if let Some(p) = pace {
+                            std::thread::sleep(p);
+                        }
+                    }
+                })
+            })
+            .collect();
+        Stream {
+            acked,
+            errors,
+            stop,
+            threads,
+        }
+    }
+
+    /// Frames that were not acknowledged (connection failed).
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::SeqCst)
+    }
+
+    pub fn acked_count(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    /// Stop sending (after the frames in progress) and return the acked sequence numbers.
+    pub fn stop(self) -> Vec<u64> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.finish()
+    }
+
+    /// Wait until every sequence number was sent and return the acked ones.
+    pub fn finish(self) -> Vec<u64> {
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        let v = self.acked.lock().unwrap().clone();
+        v
+    }
+}
+

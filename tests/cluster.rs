@@ -1,0 +1,568 @@
+//! End-to-end tests of the aggregator cluster (issue "Aggregator cluster", acceptance 1–5) on
+//! the real binary: three `lograft run` nodes with `<cluster>` on 127.0.0.1, a local directory
+//! as the bucket, uniquely numbered events, SIGKILLs, a wiped data directory and the
+//! seal/upload fault point. Every test ends by counting each acknowledged event in the bucket:
+//! it must be there exactly once. Cluster state is read through `lograft cluster status --json`.
+
+mod common;
+use common::*;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const TAG: &str = "test.cluster";
+
+/// Ports and paths of one aggregator node.
+#[derive(Clone, Copy)]
+struct Ports {
+    forward: u16,
+    raft: u16,
+}
+
+struct Cluster {
+    dir: PathBuf,
+    bucket: PathBuf,
+    ports: BTreeMap<u64, Ports>,
+    nodes: BTreeMap<u64, Node>,
+    extra: String,
+}
+
+fn node_config(
+    dir: &Path,
+    bucket: &Path,
+    id: u64,
+    ports: Ports,
+    membership: &str,
+    extra: &str,
+) -> String {
+    format!(
+        r#"
+<source>
+  @type forward
+  bind 127.0.0.1
+  port {fwd}
+</source>
+<match test.**>
+  @type file
+  path {bucket}
+  <buffer tag>
+    flush_interval 0.3s
+    chunk_limit_size 2m
+    retry_wait 0.2s
+    retry_max_interval 1s
+  </buffer>
+</match>
+<cluster>
+  node_id {id}
+  address 127.0.0.1:{raft}
+  data_dir {data}
+  heartbeat_interval 0.1s
+  election_timeout 0.5s
+  {extra}
+  {membership}
+</cluster>
+"#,
+        fwd = ports.forward,
+        raft = ports.raft,
+        bucket = bucket.display(),
+        data = dir.join(format!("node{id}-raft")).display(),
+    )
+}
+
+impl Cluster {
+    /// Three voters 1..=3, started together; returns once a leader is known.
+    fn start(dir: &Path, extra: &str, env: &[(u64, &str, &str)]) -> Cluster {
+        let ports: BTreeMap<u64, Ports> = (1..=3)
+            .map(|id| {
+                (
+                    id,
+                    Ports {
+                        forward: free_port(),
+                        raft: free_port(),
+                    },
+                )
+            })
+            .collect();
+        let mut c = Cluster {
+            dir: dir.to_path_buf(),
+            bucket: dir.join("bucket"),
+            ports,
+            nodes: BTreeMap::new(),
+            extra: extra.to_string(),
+        };
+        for id in 1..=3 {
+            let envs: Vec<(&str, &str)> = env
+                .iter()
+                .filter(|(n, _, _)| *n == id)
+                .map(|&(_, k, v)| (k, v))
+                .collect();
+            let text = c.config_with_members(id);
+            c.launch(id, &text, &envs, false);
+        }
+        c.wait_leader(Duration::from_secs(30));
+        c
+    }
+
+    fn members_text(&self) -> String {
+        self.ports
+            .iter()
+            .filter(|(id, _)| **id <= 3)
+            .map(|(id, p)| format!("<member>\n id {id}\n address 127.0.0.1:{}\n</member>", p.raft))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn config_with_members(&self, id: u64) -> String {
+        node_config(
+            &self.dir,
+            &self.bucket,
+            id,
+            self.ports[&id],
+            &self.members_text(),
+            &self.extra,
+        )
+    }
+
+    /// Start node `id` with `config_text`; with `wait_forward` wait for its Forward port.
+    fn launch(&mut self, id: u64, config_text: &str, env: &[(&str, &str)], wait_forward: bool) {
+        let dir = self.dir.join(format!("node{id}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("lograft.conf");
+        std::fs::write(&config, config_text).unwrap();
+        let mut node = Node {
+            child: None,
+            config,
+            data_dir: dir.join("data"),
+            log: dir.join("lograft.log"),
+            // The Forward port opens only once the node is in a cluster; wait for gRPC.
+            wait_ports: vec![if wait_forward {
+                self.ports[&id].forward
+            } else {
+                self.ports[&id].raft
+            }],
+        };
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.arg("run")
+            .arg("-c")
+            .arg(&node.config)
+            .arg("--data-dir")
+            .arg(&node.data_dir)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        node.child = Some(cmd.spawn().expect("spawn lograft"));
+        let port = node.wait_ports[0];
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                node.is_running(),
+                "node {id} exited; log:\n{}",
+                node.log_text()
+            );
+            assert!(Instant::now() < deadline, "node {id} did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.nodes.insert(id, node);
+    }
+
+    /// The last lines of every node's log, for failure messages.
+    fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|(id, n)| {
+                let text = n.log_text();
+                let lines: Vec<&str> = text
+                    .lines()
+                    .filter(|l| l.contains("panicked at") || !l.contains("openraft"))
+                    .collect();
+                let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+                let panics: Vec<&str> = text
+                    .lines()
+                    .filter(|l| l.contains("panicked"))
+                    .take(3)
+                    .collect();
+                format!("--- node {id} ---\n{}\n{tail}\n", panics.join("\n"))
+            })
+            .collect()
+    }
+
+    fn raft_addr(&self, id: u64) -> String {
+        format!("127.0.0.1:{}", self.ports[&id].raft)
+    }
+
+    /// `lograft cluster status --json` of node `id` (None: it did not answer).
+    fn status(&self, id: u64) -> Option<serde_json::Value> {
+        let out = Command::new(BIN)
+            .args(["cluster", "status", "--json", "--node", &self.raft_addr(id)])
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    fn live_ids(&mut self) -> Vec<u64> {
+        self.nodes
+            .iter_mut()
+            .filter_map(|(id, n)| n.is_running().then_some(*id))
+            .collect()
+    }
+
+    /// The leader every live node agrees on, once the one it names says it leads.
+    fn wait_leader(&mut self, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let live = self.live_ids();
+            let views: Vec<Option<u64>> = live
+                .iter()
+                .map(|id| {
+                    self.status(*id)
+                        .and_then(|s| s["leader_id"].as_u64())
+                })
+                .collect();
+            if let Some(Some(leader)) = views.first() {
+                if views.iter().all(|v| *v == Some(*leader)) && live.contains(leader) {
+                    let st = self.status(*leader);
+                    if st.is_some_and(|s| s["state"] == "Leader") {
+                        return *leader;
+                    }
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no agreed leader among {live:?} within {timeout:?}: {views:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Wait until the leader has nothing pending or unconfirmed and the bucket holds
+    /// `expected` events; returns the count of each sequence number found.
+    fn wait_uploaded(&mut self, expected: usize) -> std::collections::HashMap<u64, u32> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let counts = seq_counts(&read_out_file_records(&self.bucket));
+            let total: u32 = counts.values().sum();
+            let leader = self.wait_leader(Duration::from_secs(30));
+            let st = self.status(leader).unwrap_or_default();
+            let idle = st["pending_chunks"] == 0 && st["unconfirmed_batches"] == 0;
+            if idle && total as usize >= expected {
+                return counts;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "bucket holds {total} of {expected} events; leader status {st}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// Every acked sequence number is in the bucket exactly once, and nothing else is.
+fn assert_exactly_once(counts: &std::collections::HashMap<u64, u32>, acked: &[u64]) {
+    let dups: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).take(10).collect();
+    assert!(dups.is_empty(), "duplicated events in the bucket: {dups:?}");
+    let missing: Vec<_> = acked
+        .iter()
+        .filter(|s| !counts.contains_key(s))
+        .take(10)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "acked events missing from the bucket (first 10): {missing:?}"
+    );
+}
+
+fn forwarder_config(fwd: u16, dir: &Path, cluster: &Cluster) -> String {
+    let servers: String = cluster
+        .ports
+        .iter()
+        .map(|(id, p)| {
+            format!(
+                "<server>\n name node{id}\n host 127.0.0.1\n port {}\n {}\n</server>\n",
+                p.forward,
+                if *id == 1 { "" } else { "standby" }
+            )
+        })
+        .collect();
+    format!(
+        r#"
+<source>
+  @type forward
+  bind 127.0.0.1
+  port {fwd}
+</source>
+<match test.**>
+  @type forward
+  heartbeat_interval 0.2s
+  recover_wait 1s
+  ack_response_timeout 5s
+  connect_timeout 1s
+  {servers}
+  <buffer tag>
+    @type file
+    path {buf}
+    flush_interval 0.2s
+    flush_thread_count 4
+    retry_max_interval 1s
+    retry_forever true
+    chunk_limit_size 1m
+  </buffer>
+</match>
+"#,
+        buf = dir.join("buffer").display(),
+    )
+}
+
+/// Acceptance 1 and 5: 300,000 events through a forwarder into three nodes; the leader is
+/// SIGKILLed mid-stream; a new leader takes over; the bucket ends with every acked event once.
+#[test]
+fn leader_killed_mid_stream_loses_and_duplicates_nothing() {
+    const TOTAL: u64 = 300_000;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(tmp.path(), "", &[]);
+    let fwd_port = free_port();
+    let fwd_dir = tmp.path().join("forwarder");
+    let _forwarder = Node::start(
+        &fwd_dir,
+        &forwarder_config(fwd_port, &fwd_dir, &cluster),
+        &[fwd_port],
+    );
+
+    let stream = Stream::start(TAG, fwd_port, 4, 500, (0, TOTAL), None);
+    assert!(wait_until(Duration::from_secs(120), || stream.acked_count()
+        >= (TOTAL / 3) as usize));
+    let old_leader = cluster.wait_leader(Duration::from_secs(10));
+    cluster.nodes.get_mut(&old_leader).unwrap().kill9();
+    let new_leader = cluster.wait_leader(Duration::from_secs(30));
+    assert_ne!(new_leader, old_leader);
+
+    // Status on the new leader: the dead node falls behind while the others keep up.
+    let lag_seen = wait_until(Duration::from_secs(60), || {
+        cluster.status(new_leader).is_some_and(|s| {
+            s["members"].as_array().unwrap().iter().any(|m| {
+                m["id"] == old_leader && m["lag"].as_u64().is_none_or(|lag| lag > 0)
+            })
+        })
+    });
+    assert!(lag_seen, "the dead node's lag never showed on the new leader");
+
+    let acked = stream.finish();
+    assert_eq!(acked.len() as u64, TOTAL, "every event is acked by the forwarder");
+    let counts = cluster.wait_uploaded(acked.len());
+    assert_exactly_once(&counts, &acked);
+
+    // After the stream: every live node names the new leader, live followers have no lag.
+    let st = cluster.status(new_leader).unwrap();
+    assert_eq!(st["state"], "Leader");
+    for m in st["members"].as_array().unwrap() {
+        if m["id"] != old_leader && m["id"] != new_leader {
+            let caught_up = wait_until(Duration::from_secs(10), || {
+                cluster.status(new_leader).is_some_and(|s| {
+                    s["members"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|x| x["id"] == m["id"] && x["lag"] == 0)
+                })
+            });
+            assert!(caught_up, "live follower {} still lags: {st}", m["id"]);
+        }
+    }
+    for id in cluster.live_ids() {
+        let s = cluster.status(id).unwrap();
+        assert_eq!(s["leader_id"], new_leader, "node {id}: {s}");
+    }
+}
+
+/// Acceptance 2 and 5: a follower's data directory is wiped; it refuses to rejoin under its
+/// old id; it comes back as node 4 by the documented path (join, catch up by snapshot,
+/// `cluster replace`); then the old leader is killed. Nothing lost, nothing duplicated.
+#[test]
+fn wiped_follower_comes_back_as_a_new_node_then_the_leader_dies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(tmp.path(), "", &[]);
+    let leader = cluster.wait_leader(Duration::from_secs(10));
+    let lost = *cluster.ports.keys().find(|id| **id != leader).unwrap();
+
+    let first = Stream::start(TAG, cluster.ports[&leader].forward, 2, 500, (0, 40_000), None)
+        .finish();
+    assert_eq!(first.len(), 40_000);
+
+    // Disk loss: kill the follower, delete its data directory.
+    cluster.nodes.get_mut(&lost).unwrap().kill9();
+    std::fs::remove_dir_all(tmp.path().join(format!("node{lost}-raft"))).unwrap();
+    // Compact the leader's log so the newcomer can only catch up by snapshot.
+    let out = Command::new(BIN)
+        .args(["cluster", "snapshot", "--purge", "--node", &cluster.raft_addr(leader)])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Under its old identity the node refuses to start, and says what to do.
+    let text = cluster.config_with_members(lost);
+    let config = tmp.path().join("lost.conf");
+    std::fs::write(&config, text).unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("disk was lost"), "{err}");
+    assert!(err.contains("cluster replace"), "{err}");
+
+    // The documented path: a new id on the same ports, `join`, then `cluster replace`.
+    let ports = cluster.ports[&lost];
+    cluster.ports.insert(4, ports);
+    let join = format!("join {}", cluster.raft_addr(leader));
+    let text = node_config(&cluster.dir, &cluster.bucket, 4, ports, &join, "");
+    cluster.launch(4, &text, &[], true);
+    let out = Command::new(BIN)
+        .args([
+            "cluster",
+            "replace",
+            "--node",
+            &cluster.raft_addr(leader),
+            "--old",
+            &lost.to_string(),
+            "--new",
+            "4",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "replace failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        cluster.logs()
+    );
+    cluster.nodes.remove(&lost);
+    cluster.ports.remove(&lost);
+    let st4 = cluster.status(4).unwrap();
+    assert!(
+        st4["snapshot_index"].as_u64().is_some(),
+        "node 4 caught up without a snapshot: {st4}"
+    );
+    let roles: Vec<_> = cluster.status(leader).unwrap()["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["id"].as_u64().unwrap(), m["role"].as_str().unwrap().to_string()))
+        .collect();
+    assert!(roles.iter().any(|(id, r)| *id == 4 && r == "ROLE_VOTER"), "{roles:?}");
+    assert!(!roles.iter().any(|(id, _)| *id == lost), "{roles:?}");
+
+    // Now the old leader dies mid-stream; the survivors (one of them node 4) carry on.
+    let survivor = *cluster.ports.keys().find(|id| **id != leader && **id != 4).unwrap();
+    let second = Stream::start(TAG, cluster.ports[&survivor].forward, 2, 500, (40_000, 80_000), None);
+    assert!(wait_until(Duration::from_secs(60), || second.acked_count() >= 10_000));
+    cluster.nodes.get_mut(&leader).unwrap().kill9();
+    let new_leader = cluster.wait_leader(Duration::from_secs(30));
+    assert_ne!(new_leader, leader);
+    let second = second.finish();
+    let mut acked = first;
+    acked.extend(second);
+    let counts = cluster.wait_uploaded(acked.len());
+    assert_exactly_once(&counts, &acked);
+}
+
+/// Acceptance 3: the same chunk (same chunk id) sent twice — to two different nodes — is
+/// acked both times and stored once.
+#[test]
+fn a_retransmitted_chunk_is_stored_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(tmp.path(), "", &[]);
+    let (entries_bytes, count) = entries(0..100, 10);
+    let frame = packed_forward(TAG, &entries_bytes, count, Some("retransmitted-chunk-1"));
+    for id in [1, 2] {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], cluster.ports[&id].forward));
+        let mut client = ForwardClient::connect(addr).unwrap();
+        client.send_raw(&frame).unwrap();
+        let ack = read_msgpack(client.stream()).unwrap();
+        assert!(format!("{ack:?}").contains("retransmitted-chunk-1"), "{ack:?}");
+    }
+    let counts = cluster.wait_uploaded(100);
+    let acked: Vec<u64> = (0..100).collect();
+    assert_exactly_once(&counts, &acked);
+    assert_eq!(counts.len(), 100);
+    let leader = cluster.wait_leader(Duration::from_secs(10));
+    assert!(cluster.status(leader).unwrap()["remembered_ids"].as_u64() >= Some(1));
+}
+
+/// Acceptance 4: the leader dies between "sealed" and "uploaded" (fault point); the new
+/// leader uploads that batch under the same object key; no duplicates.
+#[test]
+fn leader_killed_between_seal_and_upload() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fault = [(1, "LOGRAFT_FAULT_POINT", "after-seal")];
+    let mut cluster = Cluster::start(tmp.path(), "", &fault);
+    let mut leader = cluster.wait_leader(Duration::from_secs(10));
+    if leader != 1 {
+        let out = Command::new(BIN)
+            .args(["cluster", "transfer-leader", "--to", "1", "--node", &cluster.raft_addr(leader)])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        leader = cluster.wait_leader(Duration::from_secs(10));
+    }
+    assert_eq!(leader, 1);
+
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], cluster.ports[&2].forward));
+    let mut client = ForwardClient::connect(addr).unwrap();
+    client.send_acked(TAG, 0..1000, 20).unwrap();
+
+    // Node 1 seals the batch and exits at the fault point.
+    let exited = wait_until(Duration::from_secs(30), || {
+        !cluster.nodes.get_mut(&1).unwrap().is_running()
+    });
+    assert!(exited, "node 1 did not reach the fault point");
+    let log = cluster.nodes[&1].log_text();
+    let key = log
+        .lines()
+        .find_map(|l| l.split("(object key ").nth(1))
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or_else(|| panic!("no fault point line in node 1's log:\n{log}"))
+        .to_string();
+    assert!(
+        !cluster.bucket.join(&key).exists(),
+        "the object was written before the fault point"
+    );
+
+    let new_leader = cluster.wait_leader(Duration::from_secs(30));
+    assert_ne!(new_leader, 1);
+    let counts = cluster.wait_uploaded(1000);
+    assert_exactly_once(&counts, &(0..1000).collect::<Vec<_>>());
+    assert!(
+        cluster.bucket.join(&key).exists(),
+        "the new leader did not upload under the sealed key {key}"
+    );
+    let objects = count_files(&cluster.bucket);
+    assert_eq!(objects, 1, "one batch, one object");
+}
+
+fn count_files(dir: &Path) -> usize {
+    let mut n = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                n += 1;
+            }
+        }
+    }
+    n
+}
