@@ -163,7 +163,7 @@ enum ClusterCommand {
 #[derive(clap::Args, Clone)]
 struct ClusterNodeArg {
     /// Admin address of the node to ask (host:port).
-    #[arg(long = "node", default_value = "127.0.0.1:24300")]
+    #[arg(long = "node", default_value = "127.0.0.1:7101")]
     addr: String,
 }
 

@@ -1,8 +1,9 @@
 //! Upload: the leader moves committed chunks of one `<match>` to object storage, exactly once.
 //!
 //! The protocol, all through the Raft log so any leader continues where the last one stopped:
-//! 1. group pending chunks of one tag (oldest first, up to the match's `chunk_limit_size`, when
-//!    the oldest waited `flush_interval` or the group is full);
+//! 1. group pending chunks of one tag (and timekey period of arrival, when `time` is a chunk
+//!    key; oldest first, up to the match's `chunk_limit_size`), when the oldest waited
+//!    `flush_interval` or the group is full;
 //! 2. **seal** the batch: commit `SealBatch` with its exact chunk list and object key
 //!    (`<path>/<tag>/<YYYY>/<MM>/<DD>/<first>-<last>.log.gz`, date of the first chunk's arrival,
 //!    UTC), so every node agrees what the object holds;
@@ -263,6 +264,9 @@ pub struct BatchPolicy {
     pub flush_interval: Duration,
     /// Seal when a tag's pending chunks reach this many bytes; a batch holds at most this much.
     pub batch_bytes: u64,
+    /// With `time` among the buffer's chunk keys: a batch never mixes chunks that arrived in
+    /// different timekey periods (by arrival time, UTC).
+    pub timekey: Option<Duration>,
     /// Retry of failed uploads (never gives up: the chunks stay replicated).
     pub retry: RetryConfig,
 }
@@ -274,6 +278,7 @@ impl BatchPolicy {
         BatchPolicy {
             flush_interval: buffer.flush_interval,
             batch_bytes: buffer.chunk_limit_size.clamp(1, MAX_BATCH_BYTES),
+            timekey: buffer.timekey.filter(|t| !t.is_zero()),
             retry: buffer.retry.clone(),
         }
     }
@@ -360,13 +365,18 @@ impl Uploader {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        let mut by_tag: BTreeMap<String, Vec<PendingChunk>> = BTreeMap::new();
+        let period_ms = self.policy.timekey.map(|t| t.as_millis().max(1) as u64);
+        let mut groups: BTreeMap<(String, u64), Vec<PendingChunk>> = BTreeMap::new();
         for chunk in reader.pending(None) {
             if self.is_mine(&chunk.tag) {
-                by_tag.entry(chunk.tag.clone()).or_default().push(chunk);
+                let period = period_ms.map_or(0, |p| chunk.received_unix_ms / p);
+                groups
+                    .entry((chunk.tag.clone(), period))
+                    .or_default()
+                    .push(chunk);
             }
         }
-        for (tag, chunks) in by_tag {
+        for ((tag, _period), chunks) in groups {
             let mut rest = chunks.as_slice();
             while let Some(oldest) = rest.first() {
                 let total: u64 = rest.iter().map(|c| c.bytes).sum();

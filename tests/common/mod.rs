@@ -314,11 +314,16 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 /// A Python interpreter with `fluent-logger` and `msgpack` installed (a venv under target/).
 pub fn python_with_fluent_logger() -> PathBuf {
+    python_venv_with("import fluent.sender, msgpack", &["fluent-logger", "msgpack"])
+}
+
+/// The venv's python once `check` (python code) succeeds in it, installing `packages` if not.
+pub fn python_venv_with(check: &str, packages: &[&str]) -> PathBuf {
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-venv");
     let python = venv.join("bin/python");
     let ok = |p: &Path| {
         Command::new(p)
-            .args(["-c", "import fluent.sender, msgpack"])
+            .args(["-c", check])
             .status()
             .map(|s| s.success())
             .unwrap_or(false)
@@ -330,18 +335,21 @@ pub fn python_with_fluent_logger() -> PathBuf {
     let lock = venv.with_extension("lock");
     let _guard = FileLock::acquire(&lock);
     if !ok(&python) {
-        let st = Command::new("python3")
-            .arg("-m")
-            .arg("venv")
-            .arg(&venv)
-            .status()
-            .unwrap();
-        assert!(st.success(), "python3 -m venv failed");
+        if !python.exists() {
+            let st = Command::new("python3")
+                .arg("-m")
+                .arg("venv")
+                .arg(&venv)
+                .status()
+                .unwrap();
+            assert!(st.success(), "python3 -m venv failed");
+        }
         let st = Command::new(venv.join("bin/pip"))
-            .args(["install", "-q", "fluent-logger", "msgpack"])
+            .args(["install", "-q"])
+            .args(packages)
             .status()
             .unwrap();
-        assert!(st.success(), "pip install fluent-logger msgpack failed");
+        assert!(st.success(), "pip install {packages:?} failed");
     }
     python
 }
