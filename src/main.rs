@@ -360,7 +360,9 @@ async fn cluster_admin_call(command: ClusterCommand) -> anyhow::Result<()> {
         } => {
             let status = connect(node.clone()).await?.status().await?;
             let leader = match status.leader_id {
-                Some(id) if !status.leader_address.is_empty() => (id, status.leader_address.clone()),
+                Some(id) if !status.leader_address.is_empty() => {
+                    (id, status.leader_address.clone())
+                }
                 _ => anyhow::bail!(
                     "node {} at {} knows no leader (no quorum?); a replacement needs one",
                     status.node_id,
@@ -380,7 +382,10 @@ async fn cluster_admin_call(command: ClusterCommand) -> anyhow::Result<()> {
             }
             let mut client = AdminClient::connect(&leader.1).await?;
             let reply = client.promote(new, Duration::from_secs(wait)).await?;
-            println!("node {new} promoted to voter at log index {}", reply.log_index);
+            println!(
+                "node {new} promoted to voter at log index {}",
+                reply.log_index
+            );
             let reply = client.remove(old).await?;
             println!("node {old} removed at log index {}", reply.log_index);
             print_members(&reply);
@@ -455,7 +460,8 @@ fn init_logging(cli: Option<String>, system: Option<LogLevel>) {
             .to_string()
         });
     // openraft narrates every election and vote at info; keep its warnings unless asked for more.
-    let filter = if filter.contains("openraft") || !filter.chars().all(|c| c.is_ascii_alphabetic()) {
+    let filter = if filter.contains("openraft") || !filter.chars().all(|c| c.is_ascii_alphabetic())
+    {
         filter
     } else {
         format!("{filter},openraft=warn")

@@ -249,9 +249,7 @@ async fn start_inputs(
                 inputs.spawn(input.run(stop.clone()));
             }
             SourceKind::Http(c) => {
-                let input = HttpInput::bind(c, emit.clone())
-                    .await
-                    .map_err(listen_err)?;
+                let input = HttpInput::bind(c, emit.clone()).await.map_err(listen_err)?;
                 let addr = input.local_addr().map_err(listen_err)?;
                 tracing::info!(%addr, "http input listening");
                 inputs.spawn(input.run(stop.clone()));

@@ -108,7 +108,12 @@ impl Cluster {
         self.ports
             .iter()
             .filter(|(id, _)| **id <= 3)
-            .map(|(id, p)| format!("<member>\n id {id}\n address 127.0.0.1:{}\n</member>", p.raft))
+            .map(|(id, p)| {
+                format!(
+                    "<member>\n id {id}\n address 127.0.0.1:{}\n</member>",
+                    p.raft
+                )
+            })
             .collect::<Vec<_>>()
             .join("\n")
     }
@@ -168,7 +173,10 @@ impl Cluster {
                 "node {id} exited; log:\n{}",
                 node.log_text()
             );
-            assert!(Instant::now() < deadline, "node {id} did not listen on {port}");
+            assert!(
+                Instant::now() < deadline,
+                "node {id} did not listen on {port}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         self.nodes.insert(id, node);
@@ -225,10 +233,7 @@ impl Cluster {
             let live = self.live_ids();
             let views: Vec<Option<u64>> = live
                 .iter()
-                .map(|id| {
-                    self.status(*id)
-                        .and_then(|s| s["leader_id"].as_u64())
-                })
+                .map(|id| self.status(*id).and_then(|s| s["leader_id"].as_u64()))
                 .collect();
             if let Some(Some(leader)) = views.first() {
                 if views.iter().all(|v| *v == Some(*leader)) && live.contains(leader) {
@@ -340,7 +345,8 @@ fn leader_killed_mid_stream_loses_and_duplicates_nothing() {
     );
 
     let stream = Stream::start(TAG, fwd_port, 4, 500, (0, TOTAL), None);
-    assert!(wait_until(Duration::from_secs(120), || stream.acked_count()
+    assert!(wait_until(Duration::from_secs(120), || stream
+        .acked_count()
         >= (TOTAL / 3) as usize));
     let old_leader = cluster.wait_leader(Duration::from_secs(10));
     cluster.nodes.get_mut(&old_leader).unwrap().kill9();
@@ -350,15 +356,24 @@ fn leader_killed_mid_stream_loses_and_duplicates_nothing() {
     // Status on the new leader: the dead node falls behind while the others keep up.
     let lag_seen = wait_until(Duration::from_secs(60), || {
         cluster.status(new_leader).is_some_and(|s| {
-            s["members"].as_array().unwrap().iter().any(|m| {
-                m["id"] == old_leader && m["lag"].as_u64().is_none_or(|lag| lag > 0)
-            })
+            s["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["id"] == old_leader && m["lag"].as_u64().is_none_or(|lag| lag > 0))
         })
     });
-    assert!(lag_seen, "the dead node's lag never showed on the new leader");
+    assert!(
+        lag_seen,
+        "the dead node's lag never showed on the new leader"
+    );
 
     let acked = stream.finish();
-    assert_eq!(acked.len() as u64, TOTAL, "every event is acked by the forwarder");
+    assert_eq!(
+        acked.len() as u64,
+        TOTAL,
+        "every event is acked by the forwarder"
+    );
     let counts = cluster.wait_uploaded(acked.len());
     assert_exactly_once(&counts, &acked);
 
@@ -395,8 +410,15 @@ fn wiped_follower_comes_back_as_a_new_node_then_the_leader_dies() {
     let leader = cluster.wait_leader(Duration::from_secs(10));
     let lost = *cluster.ports.keys().find(|id| **id != leader).unwrap();
 
-    let first = Stream::start(TAG, cluster.ports[&leader].forward, 2, 500, (0, 40_000), None)
-        .finish();
+    let first = Stream::start(
+        TAG,
+        cluster.ports[&leader].forward,
+        2,
+        500,
+        (0, 40_000),
+        None,
+    )
+    .finish();
     assert_eq!(first.len(), 40_000);
 
     // Disk loss: kill the follower, delete its data directory.
@@ -404,10 +426,20 @@ fn wiped_follower_comes_back_as_a_new_node_then_the_leader_dies() {
     std::fs::remove_dir_all(tmp.path().join(format!("node{lost}-raft"))).unwrap();
     // Compact the leader's log so the newcomer can only catch up by snapshot.
     let out = Command::new(BIN)
-        .args(["cluster", "snapshot", "--purge", "--node", &cluster.raft_addr(leader)])
+        .args([
+            "cluster",
+            "snapshot",
+            "--purge",
+            "--node",
+            &cluster.raft_addr(leader),
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Under its old identity the node refuses to start, and says what to do.
     let text = cluster.config_with_members(lost);
@@ -459,14 +491,33 @@ fn wiped_follower_comes_back_as_a_new_node_then_the_leader_dies() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| (m["id"].as_u64().unwrap(), m["role"].as_str().unwrap().to_string()))
+        .map(|m| {
+            (
+                m["id"].as_u64().unwrap(),
+                m["role"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
-    assert!(roles.iter().any(|(id, r)| *id == 4 && r == "ROLE_VOTER"), "{roles:?}");
+    assert!(
+        roles.iter().any(|(id, r)| *id == 4 && r == "ROLE_VOTER"),
+        "{roles:?}"
+    );
     assert!(!roles.iter().any(|(id, _)| *id == lost), "{roles:?}");
 
     // Now the old leader dies mid-stream; the survivors (one of them node 4) carry on.
-    let survivor = *cluster.ports.keys().find(|id| **id != leader && **id != 4).unwrap();
-    let second = Stream::start(TAG, cluster.ports[&survivor].forward, 2, 500, (40_000, 80_000), None);
+    let survivor = *cluster
+        .ports
+        .keys()
+        .find(|id| **id != leader && **id != 4)
+        .unwrap();
+    let second = Stream::start(
+        TAG,
+        cluster.ports[&survivor].forward,
+        2,
+        500,
+        (40_000, 80_000),
+        None,
+    );
     assert!(wait_until(Duration::from_secs(60), || second.acked_count() >= 10_000));
     cluster.nodes.get_mut(&leader).unwrap().kill9();
     let new_leader = cluster.wait_leader(Duration::from_secs(30));
@@ -491,7 +542,10 @@ fn a_retransmitted_chunk_is_stored_once() {
         let mut client = ForwardClient::connect(addr).unwrap();
         client.send_raw(&frame).unwrap();
         let ack = read_msgpack(client.stream()).unwrap();
-        assert!(format!("{ack:?}").contains("retransmitted-chunk-1"), "{ack:?}");
+        assert!(
+            format!("{ack:?}").contains("retransmitted-chunk-1"),
+            "{ack:?}"
+        );
     }
     let counts = cluster.wait_uploaded(100);
     let acked: Vec<u64> = (0..100).collect();
@@ -511,10 +565,21 @@ fn leader_killed_between_seal_and_upload() {
     let mut leader = cluster.wait_leader(Duration::from_secs(10));
     if leader != 1 {
         let out = Command::new(BIN)
-            .args(["cluster", "transfer-leader", "--to", "1", "--node", &cluster.raft_addr(leader)])
+            .args([
+                "cluster",
+                "transfer-leader",
+                "--to",
+                "1",
+                "--node",
+                &cluster.raft_addr(leader),
+            ])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         leader = cluster.wait_leader(Duration::from_secs(10));
     }
     assert_eq!(leader, 1);
@@ -576,7 +641,14 @@ fn s3_target_uploads_to_an_s3_compatible_server() {
     let s3_port = free_port();
     let moto_log = std::fs::File::create(tmp.path().join("moto.log")).unwrap();
     let mut moto = Command::new(&python)
-        .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &s3_port.to_string()])
+        .args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &s3_port.to_string(),
+        ])
         .stdout(moto_log.try_clone().unwrap())
         .stderr(moto_log)
         .spawn()
@@ -596,8 +668,15 @@ fn s3_target_uploads_to_an_s3_compatible_server() {
         let script = format!(
             "import boto3\ns3 = boto3.client('s3', endpoint_url='http://127.0.0.1:{s3_port}', region_name='us-east-1', aws_access_key_id='lograft', aws_secret_access_key='secret')\n{code}"
         );
-        let out = Command::new(&python).args(["-c", &script]).output().unwrap();
-        assert!(out.status.success(), "boto3: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(&python)
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "boto3: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     };
     boto("s3.create_bucket(Bucket='logs')");
@@ -651,10 +730,19 @@ fn s3_target_uploads_to_an_s3_compatible_server() {
         found = serde_json::from_str(&boto(read_all)).unwrap();
         found.len() >= 1000
     });
-    assert!(complete, "{} of 1000 events in the bucket; node log:\n{}", found.len(), node.log_text());
+    assert!(
+        complete,
+        "{} of 1000 events in the bucket; node log:\n{}",
+        found.len(),
+        node.log_text()
+    );
     let mut seqs: Vec<u64> = found.iter().map(|(_, s)| *s).collect();
     seqs.sort_unstable();
-    assert_eq!(seqs, (0..1000).collect::<Vec<_>>(), "each event exactly once");
+    assert_eq!(
+        seqs,
+        (0..1000).collect::<Vec<_>>(),
+        "each event exactly once"
+    );
     for (key, _) in &found {
         assert!(
             key.starts_with(&format!("lograft/events/{TAG}/")) && key.ends_with(".log.gz"),

@@ -529,7 +529,14 @@ fn traffic_returns_to_the_recovered_primary_and_standby_goes_idle() {
         &forwarder_config(&fwd_dir, f, h, &primary_and_standby(p, s), ""),
         &[f, h],
     );
-    let stream = Stream::start(TAG, f, 1, 50, (0, u64::MAX), Some(Duration::from_millis(20)));
+    let stream = Stream::start(
+        TAG,
+        f,
+        1,
+        50,
+        (0, u64::MAX),
+        Some(Duration::from_millis(20)),
+    );
     assert!(wait_until(Duration::from_secs(10), || primary.seen().len() >= 5));
     assert!(
         standby.seen().is_empty(),

@@ -227,7 +227,12 @@ async fn initialize_if_lowest(node: &ClusterNode, cfg: &ClusterConfig) -> String
     if node.raft().is_initialized().await.unwrap_or(false) {
         return "the membership to be applied".into();
     }
-    let lowest = cfg.members.iter().map(|m| m.id).min().unwrap_or(cfg.node_id);
+    let lowest = cfg
+        .members
+        .iter()
+        .map(|m| m.id)
+        .min()
+        .unwrap_or(cfg.node_id);
     if lowest != cfg.node_id {
         return format!("node {lowest} to initialize the cluster");
     }

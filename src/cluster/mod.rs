@@ -56,9 +56,9 @@ pub mod server;
 pub mod snapshot;
 pub mod state_machine;
 pub mod store;
-pub mod upload;
 #[cfg(test)]
 mod tests;
+pub mod upload;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};

@@ -311,6 +311,8 @@ impl PeerConnection {
         }
     }
 
+    // The error type is openraft's `RPCError`, which the `RaftNetwork` methods must return.
+    #[allow(clippy::result_large_err)]
     fn remote<T, E: std::error::Error>(
         &self,
         answer: Result<T, RaftError<NodeId, E>>,

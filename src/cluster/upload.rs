@@ -48,7 +48,9 @@ pub const FAULT_POINT_ENV: &str = "LOGRAFT_FAULT_POINT";
 
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
-    #[error("<match> output @type {0} cannot be an upload target in cluster mode (use file or s3)")]
+    #[error(
+        "<match> output @type {0} cannot be an upload target in cluster mode (use file or s3)"
+    )]
     Unsupported(&'static str),
     #[error("file output path {0:?}: in cluster mode 'path' is the bucket directory and must not contain placeholders (%, ${{...}})")]
     PathPlaceholders(String),
@@ -300,10 +302,8 @@ impl Uploader {
     pub async fn run(self, stop: CancellationToken) {
         let mut backoff = Backoff::new(self.policy.retry.clone());
         let mut metrics = self.shared.raft.metrics();
-        let tick = (self.policy.flush_interval / 4).clamp(
-            Duration::from_millis(50),
-            Duration::from_millis(500),
-        );
+        let tick = (self.policy.flush_interval / 4)
+            .clamp(Duration::from_millis(50), Duration::from_millis(500));
         loop {
             let leading = {
                 let m = metrics.borrow_and_update();
@@ -452,8 +452,11 @@ impl Uploader {
         let size = body.len();
         self.target.put(&batch.object_key, body).await?;
         fault_point("after-upload", self.shared.id, &batch.object_key);
-        match server::propose(&self.shared, ClusterRequest::ConfirmUpload { first: batch.first })
-            .await
+        match server::propose(
+            &self.shared,
+            ClusterRequest::ConfirmUpload { first: batch.first },
+        )
+        .await
         {
             Ok(_) => {
                 info!(r#match = %self.name, key = %batch.object_key, chunks = batch.chunks.len(),
@@ -524,7 +527,13 @@ mod tests {
             target.object_key("mytag.app", ms, &[7, 9, 12]),
             "mytag.app/2026/11/25/00000000000000000007-00000000000000000012.log.gz"
         );
-        assert_eq!(target.object_key("../x y", ms, &[1])
-            .split('/').next().unwrap(), ".._x_y");
+        assert_eq!(
+            target
+                .object_key("../x y", ms, &[1])
+                .split('/')
+                .next()
+                .unwrap(),
+            ".._x_y"
+        );
     }
 }

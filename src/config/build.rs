@@ -927,7 +927,11 @@ impl OutputKind {
             OutputKind::Stdout | OutputKind::File => &["inject"],
             OutputKind::Null => &[],
             OutputKind::Forward => &["service_discovery"],
-            OutputKind::S3 => &["inject", "assume_role_credentials", "instance_profile_credentials"],
+            OutputKind::S3 => &[
+                "inject",
+                "assume_role_credentials",
+                "instance_profile_credentials",
+            ],
         }
     }
 }
@@ -2396,7 +2400,7 @@ mod tests {
     fn unknown_types_directives_and_unsupported_ones() {
         let err = errors(concat!(
             "<source>\n  @type tail\n</source>\n",
-            "<match a>\n  @type s3\n</match>\n",
+            "<match a>\n  @type kafka\n</match>\n",
             "<filter a>\n  @type grep\n</filter>\n",
             "<label @x>\n</label>\n",
             "<sorce>\n</sorce>\n",
@@ -2406,7 +2410,7 @@ mod tests {
             err.contains(":2: unknown source type 'tail'; lograft supports: forward, http"),
             "{err}"
         );
-        assert!(err.contains(":5: unknown output type 's3' in <match a>; lograft supports: stdout, null, file, forward"), "{err}");
+        assert!(err.contains(":5: unknown output type 'kafka' in <match a>; lograft supports: stdout, null, file, forward, s3"), "{err}");
         assert!(err.contains(":7: <filter> is not supported yet"), "{err}");
         assert!(err.contains(":10: <label> is not supported yet"), "{err}");
         assert!(

@@ -314,7 +314,10 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 /// A Python interpreter with `fluent-logger` and `msgpack` installed (a venv under target/).
 pub fn python_with_fluent_logger() -> PathBuf {
-    python_venv_with("import fluent.sender, msgpack", &["fluent-logger", "msgpack"])
+    python_venv_with(
+        "import fluent.sender, msgpack",
+        &["fluent-logger", "msgpack"],
+    )
 }
 
 /// The venv's python once `check` (python code) succeeds in it, installing `packages` if not.
@@ -414,7 +417,10 @@ impl Stream {
                     while !stop.load(Ordering::Relaxed) {
                         let c = match client.as_mut() {
                             Some(c) => c,
-                            None => match ForwardClient::connect(SocketAddr::from(([127, 0, 0, 1], port))) {
+                            None => match ForwardClient::connect(SocketAddr::from((
+                                [127, 0, 0, 1],
+                                port,
+                            ))) {
                                 Ok(c) => client.insert(c),
                                 Err(_) => {
                                     std::thread::sleep(Duration::from_millis(100));
@@ -473,4 +479,3 @@ impl Stream {
         v
     }
 }
-
