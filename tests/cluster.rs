@@ -273,6 +273,17 @@ impl Cluster {
     }
 }
 
+/// Run `lograft ARGS...` and return its stdout; panics with its stderr if it fails.
+fn cli(args: &[&str]) -> String {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "lograft {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Every acked sequence number is in the bucket exactly once, and nothing else is.
 fn assert_exactly_once(counts: &std::collections::HashMap<u64, u32>, acked: &[u64]) {
     let dups: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).take(10).collect();
@@ -425,21 +436,13 @@ fn wiped_follower_comes_back_as_a_new_node_then_the_leader_dies() {
     cluster.nodes.get_mut(&lost).unwrap().kill9();
     std::fs::remove_dir_all(tmp.path().join(format!("node{lost}-raft"))).unwrap();
     // Compact the leader's log so the newcomer can only catch up by snapshot.
-    let out = Command::new(BIN)
-        .args([
-            "cluster",
-            "snapshot",
-            "--purge",
-            "--node",
-            &cluster.raft_addr(leader),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cli(&[
+        "cluster",
+        "snapshot",
+        "--purge",
+        "--node",
+        &cluster.raft_addr(leader),
+    ]);
 
     // Under its old identity the node refuses to start, and says what to do.
     let text = cluster.config_with_members(lost);
@@ -564,22 +567,8 @@ fn leader_killed_between_seal_and_upload() {
     let mut cluster = Cluster::start(tmp.path(), "", &fault);
     let mut leader = cluster.wait_leader(Duration::from_secs(10));
     if leader != 1 {
-        let out = Command::new(BIN)
-            .args([
-                "cluster",
-                "transfer-leader",
-                "--to",
-                "1",
-                "--node",
-                &cluster.raft_addr(leader),
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let addr = cluster.raft_addr(leader);
+        cli(&["cluster", "transfer-leader", "--to", "1", "--node", &addr]);
         leader = cluster.wait_leader(Duration::from_secs(10));
     }
     assert_eq!(leader, 1);

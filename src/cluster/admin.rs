@@ -127,15 +127,7 @@ impl NodeShared {
     }
 
     fn not_leader(&self, metrics: &Metrics) -> AdminError {
-        let leader = metrics.current_leader.map(|id| {
-            let addr = metrics
-                .membership_config
-                .membership()
-                .get_node(&id)
-                .map(|n| n.addr.clone())
-                .unwrap_or_default();
-            (id, addr)
-        });
+        let leader = super::server::known_leader(metrics);
         AdminError::NotLeader {
             node: self.id,
             leader,

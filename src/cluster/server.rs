@@ -154,6 +154,21 @@ impl NodeShared {
     }
 }
 
+/// The leader these metrics name, with its address from the membership (empty if unknown).
+pub(crate) fn known_leader(
+    metrics: &openraft::RaftMetrics<NodeId, BasicNode>,
+) -> Option<(NodeId, String)> {
+    metrics.current_leader.map(|id| {
+        let addr = metrics
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone())
+            .unwrap_or_default();
+        (id, addr)
+    })
+}
+
 /// A running cluster node.
 pub struct ClusterNode {
     shared: Arc<NodeShared>,
@@ -314,18 +329,7 @@ pub(crate) async fn propose(
         let remaining = deadline - now;
         let leader = match hinted.take() {
             Some(hint) => Some(hint),
-            None => {
-                let m = metrics.borrow_and_update();
-                m.current_leader.map(|id| {
-                    let addr = m
-                        .membership_config
-                        .membership()
-                        .get_node(&id)
-                        .map(|n| n.addr.clone())
-                        .unwrap_or_default();
-                    (id, addr)
-                })
-            }
+            None => known_leader(&metrics.borrow_and_update()),
         };
         let Some((leader, leader_addr)) = leader else {
             // No leader known: wait for the metrics to change, at most until the deadline.
