@@ -21,6 +21,10 @@ fn seed_configs_and_local_variants_are_valid() {
         "forwarder.local.conf",
         "aggregator.local.conf",
         "local.conf",
+        "cluster/node1.conf",
+        "cluster/node2.conf",
+        "cluster/node3.conf",
+        "cluster/forwarder.conf",
     ] {
         let out = check(&root.join("config").join(f));
         assert!(
@@ -35,6 +39,39 @@ fn seed_configs_and_local_variants_are_valid() {
     assert!(
         summary.contains("192.168.0.2"),
         "summary lists the servers: {summary}"
+    );
+}
+
+/// The seed aggregator.conf plus a `<cluster>` section is a valid cluster node: its `type file`
+/// output becomes the upload target.
+#[test]
+fn seed_aggregator_plus_cluster_section_is_a_cluster_node() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let seed = std::fs::read_to_string(root.join("config/aggregator.conf")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("aggregator.conf");
+    let cluster = "<cluster>\n  node_id 1\n  address 127.0.0.1:7101\n  <member>\n    id 1\n    address 127.0.0.1:7101\n  </member>\n  <member>\n    id 2\n    address 127.0.0.1:7102\n  </member>\n</cluster>\n";
+    std::fs::write(&path, format!("{seed}\n{cluster}")).unwrap();
+    let out = check(&path);
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{summary}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        summary.contains("cluster: node 1 at 127.0.0.1:7101"),
+        "{summary}"
+    );
+    // An output that cannot be an upload target is refused in cluster mode.
+    let stdout_match = seed.replace("type file", "type null").replace("path /var/log/lograft/mytag", "");
+    std::fs::write(&path, format!("{stdout_match}\n{cluster}")).unwrap();
+    let out = check(&path);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot be an upload target"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 
