@@ -7,6 +7,10 @@
 //!
 //! ```text
 //!  app ──Forward/HTTP──▶ input ──▶ router ──▶ buffer ──▶ output ──Forward──▶ next hop
+//!
+//!  on an aggregator with <cluster>:
+//!  forwarder ──Forward──▶ input ──▶ cluster::ingest ──Raft log (majority fsync)──▶ ack
+//!                                   leader: cluster::upload ──seal/upload/confirm──▶ bucket
 //! ```
 //!
 //! - [`config`]: Fluentd-syntax config files parsed once into typed structs, errors with file:line.
@@ -22,10 +26,13 @@
 //! - [`output`]: where chunks go (`stdout`, `null`, `file`), and the driver that takes queued
 //!   chunks from a buffer, writes them with retry/backoff, and hands exhausted ones to
 //!   `<secondary>`.
-//! - [`cluster`]: the aggregator cluster (openraft): types, the Raft log and the chunk state
-//!   machine on one RocksDB per node, file-backed snapshots.
-//! - [`node`]: builds the pipeline from a [`config::Config`], runs it, and shuts it down on
-//!   SIGTERM.
+//! - [`cluster`]: the aggregator cluster (openraft): the Raft log and the chunk state machine
+//!   on one RocksDB per node, file-backed snapshots, the gRPC network and admin API, bootstrap
+//!   (forming/joining, the disk-loss guard), ingest (the inputs' `Emit`: ack once committed)
+//!   and the leader's exactly-once uploader to a local directory or S3.
+//! - [`node`]: builds the pipeline from a [`config::Config`] (a forwarder/single aggregator, or
+//!   a cluster node when the config has `<cluster>`), runs it, and shuts it down on SIGTERM.
+//! - [`log_limit`]: rate-limited warnings for conditions that repeat per chunk.
 //! - [`tls`]: loading certificates and keys for rustls.
 //! - [`loadgen`]: the benchmark client behind `lograft bench-load`.
 

@@ -64,7 +64,9 @@ fn seed_aggregator_plus_cluster_section_is_a_cluster_node() {
         "{summary}"
     );
     // An output that cannot be an upload target is refused in cluster mode.
-    let stdout_match = seed.replace("type file", "type null").replace("path /var/log/lograft/mytag", "");
+    let stdout_match = seed
+        .replace("type file", "type null")
+        .replace("path /var/log/lograft/mytag", "");
     std::fs::write(&path, format!("{stdout_match}\n{cluster}")).unwrap();
     let out = check(&path);
     assert!(!out.status.success());

@@ -4,7 +4,7 @@
 //!
 //! Owns the mapping of proposal outcomes to [`EmitError`]s and the rate-limited "cluster
 //! unavailable" warning (one line per interval, not one per chunk). It must not store data
-//! itself nor talk to peers directly: [`server::propose`] does both.
+//! itself nor talk to peers directly: `server::propose` does both.
 
 use super::server::{self, NodeShared, ProposeError};
 use super::{ClusterRequest, ClusterResponse};
