@@ -131,54 +131,14 @@ impl Cluster {
 
     /// Start node `id` with `config_text`; with `wait_forward` wait for its Forward port.
     fn launch(&mut self, id: u64, config_text: &str, env: &[(&str, &str)], wait_forward: bool) {
-        let dir = self.dir.join(format!("node{id}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = dir.join("lograft.conf");
-        std::fs::write(&config, config_text).unwrap();
-        let mut node = Node {
-            child: None,
-            config,
-            data_dir: dir.join("data"),
-            log: dir.join("lograft.log"),
-            // The Forward port opens only once the node is in a cluster; wait for gRPC.
-            wait_ports: vec![if wait_forward {
-                self.ports[&id].forward
-            } else {
-                self.ports[&id].raft
-            }],
+        // The Forward port opens only once the node is in a cluster; else wait for gRPC.
+        let port = if wait_forward {
+            self.ports[&id].forward
+        } else {
+            self.ports[&id].raft
         };
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&node.log)
-            .unwrap();
-        let mut cmd = Command::new(BIN);
-        cmd.arg("run")
-            .arg("-c")
-            .arg(&node.config)
-            .arg("--data-dir")
-            .arg(&node.data_dir)
-            .env("RUST_LOG", "info")
-            .stdout(std::process::Stdio::null())
-            .stderr(log);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        node.child = Some(cmd.spawn().expect("spawn lograft"));
-        let port = node.wait_ports[0];
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                node.is_running(),
-                "node {id} exited; log:\n{}",
-                node.log_text()
-            );
-            assert!(
-                Instant::now() < deadline,
-                "node {id} did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let dir = self.dir.join(format!("node{id}"));
+        let node = Node::start_with_env(&dir, config_text, &[port], env);
         self.nodes.insert(id, node);
     }
 

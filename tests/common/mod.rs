@@ -28,11 +28,23 @@ pub struct Node {
     pub data_dir: PathBuf,
     pub log: PathBuf,
     pub wait_ports: Vec<u16>,
+    /// Extra environment variables for the process (e.g. fault points).
+    pub env: Vec<(String, String)>,
 }
 
 impl Node {
     /// Write `config_text` to `<dir>/lograft.conf` and start the binary; waits for `ports`.
     pub fn start(dir: &Path, config_text: &str, ports: &[u16]) -> Node {
+        Self::start_with_env(dir, config_text, ports, &[])
+    }
+
+    /// [`Node::start`] with extra environment variables.
+    pub fn start_with_env(
+        dir: &Path,
+        config_text: &str,
+        ports: &[u16],
+        env: &[(&str, &str)],
+    ) -> Node {
         std::fs::create_dir_all(dir).unwrap();
         let config = dir.join("lograft.conf");
         std::fs::write(&config, config_text).unwrap();
@@ -42,6 +54,10 @@ impl Node {
             data_dir: dir.join("data"),
             log: dir.join("lograft.log"),
             wait_ports: ports.to_vec(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         n.spawn();
         n
@@ -60,6 +76,7 @@ impl Node {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
