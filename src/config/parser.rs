@@ -340,13 +340,13 @@ impl<'t> FileParser<'t> {
             }
             Some(b'"') => {
                 self.pos += 1;
-                let v = self.double_quoted(ctx, key, line)?;
+                let v = self.quoted(ctx, key, line, b'"')?;
                 self.expect_line_end(ctx, &format!("the quoted value of '{key}'"));
                 Ok(v)
             }
             Some(b'\'') => {
                 self.pos += 1;
-                let v = self.single_quoted(ctx, key, line)?;
+                let v = self.quoted(ctx, key, line, b'\'')?;
                 self.expect_line_end(ctx, &format!("the quoted value of '{key}'"));
                 Ok(v)
             }
@@ -401,24 +401,50 @@ impl<'t> FileParser<'t> {
         self.src[start..end].trim_end().to_string()
     }
 
-    /// Double-quoted (may span lines): escapes `\" \\ \' \n \t \r \f \b`, and a backslash before
-    /// any other symbol keeps the symbol; a backslash before a letter or digit is an error.
-    fn double_quoted(&mut self, ctx: &mut Ctx, key: &str, line: usize) -> Result<String, Abort> {
+    /// A quoted value after its opening `quote`, up to the closing one (may span lines).
+    /// Double quotes: escapes `\" \\ \' \n \t \r \f \b`, a backslash before any other symbol
+    /// keeps the symbol, a backslash before a letter or digit is an error. Single quotes: only
+    /// `\'` and `\\` are escapes, as in Fluentd.
+    fn quoted(
+        &mut self,
+        ctx: &mut Ctx,
+        key: &str,
+        line: usize,
+        quote: u8,
+    ) -> Result<String, Abort> {
         let mut out = String::new();
         let mut segment = self.pos;
         loop {
             match self.peek() {
                 None => {
+                    let (style, mark) = if quote == b'"' {
+                        ("double", '"')
+                    } else {
+                        ("single", '\'')
+                    };
                     ctx.error(
                         self.loc(line),
-                        format!("the double-quoted value of '{key}' is never closed (missing \")"),
+                        format!(
+                            "the {style}-quoted value of '{key}' is never closed (missing {mark})"
+                        ),
                     );
                     return Err(Abort);
                 }
-                Some(b'"') => {
+                Some(b) if b == quote => {
                     out.push_str(&self.src[segment..self.pos]);
                     self.pos += 1;
                     return Ok(out);
+                }
+                Some(b'\\') if quote == b'\'' => {
+                    // Single quotes: only \' and \\ are escapes; any other backslash is literal.
+                    if let Some(&c @ (b'\'' | b'\\')) = self.src.as_bytes().get(self.pos + 1) {
+                        out.push_str(&self.src[segment..self.pos]);
+                        out.push(c as char);
+                        self.pos += 2;
+                        segment = self.pos;
+                    } else {
+                        self.bump();
+                    }
                 }
                 Some(b'\\') => {
                     out.push_str(&self.src[segment..self.pos]);
@@ -445,39 +471,6 @@ impl<'t> FileParser<'t> {
                     for _ in 0..c.len_utf8() {
                         self.bump();
                     }
-                    segment = self.pos;
-                }
-                Some(_) => {
-                    self.bump();
-                }
-            }
-        }
-    }
-
-    /// Single-quoted (may span lines): only `\'` and `\\` are escapes, as in Fluentd.
-    fn single_quoted(&mut self, ctx: &mut Ctx, key: &str, line: usize) -> Result<String, Abort> {
-        let mut out = String::new();
-        let mut segment = self.pos;
-        loop {
-            match self.peek() {
-                None => {
-                    ctx.error(
-                        self.loc(line),
-                        format!("the single-quoted value of '{key}' is never closed (missing ')"),
-                    );
-                    return Err(Abort);
-                }
-                Some(b'\'') => {
-                    out.push_str(&self.src[segment..self.pos]);
-                    self.pos += 1;
-                    return Ok(out);
-                }
-                Some(b'\\')
-                    if matches!(self.src.as_bytes().get(self.pos + 1), Some(b'\'' | b'\\')) =>
-                {
-                    out.push_str(&self.src[segment..self.pos]);
-                    out.push(self.src.as_bytes()[self.pos + 1] as char);
-                    self.pos += 2;
                     segment = self.pos;
                 }
                 Some(_) => {
