@@ -283,6 +283,28 @@ pub fn validate_entries(buf: &[u8]) -> Result<EntriesInfo, EntryError> {
     Ok(info)
 }
 
+/// Split an entry stream into consecutive parts of at most `max_bytes` each, on entry
+/// boundaries, without copying (each part is a slice of `entries`). An entry larger than
+/// `max_bytes` is a part of its own. The split depends only on the bytes and the limit, so
+/// every node that splits the same chunk gets the same parts. Returns `(part, entry count)`.
+pub fn split_entries(entries: &Bytes, max_bytes: usize) -> Result<Vec<(Bytes, u32)>, EntryError> {
+    let mut parts = Vec::new();
+    let (mut start, mut end, mut count) = (0usize, 0usize, 0u32);
+    for e in EntryIter::new(entries) {
+        let len = e?.raw.len();
+        if count > 0 && end - start + len > max_bytes {
+            parts.push((entries.slice(start..end), count));
+            (start, count) = (end, 0);
+        }
+        end += len;
+        count += 1;
+    }
+    if count > 0 {
+        parts.push((entries.slice(start..end), count));
+    }
+    Ok(parts)
+}
+
 /// Rebuild an entry stream, replacing zero/nil times with `now` (the rare slow path).
 pub fn fill_zero_times(buf: &[u8], now: EventTime) -> Result<Bytes, EntryError> {
     let mut out = BytesMut::with_capacity(buf.len() + 64);
@@ -478,6 +500,35 @@ pub fn skip_value(buf: &[u8], mut pos: usize) -> Result<usize, EntryError> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn split_entries_cuts_on_entry_boundaries_within_the_limit() {
+        let mut buf = BytesMut::new();
+        for n in 0..10u32 {
+            let mut rec = BytesMut::new();
+            write_map_header(&mut rec, 1);
+            write_str(&mut rec, "n");
+            write_str(&mut rec, &"x".repeat(n as usize * 10));
+            write_entry(&mut buf, EventTime::from_f64(1.0), &rec);
+        }
+        let all = buf.freeze();
+        for limit in [1, 50, 100, 333, all.len(), usize::MAX] {
+            let parts = split_entries(&all, limit).unwrap();
+            let joined: Vec<u8> = parts.iter().flat_map(|(p, _)| p.to_vec()).collect();
+            assert_eq!(joined, all.to_vec(), "limit {limit}");
+            assert_eq!(parts.iter().map(|(_, c)| c).sum::<u32>(), 10);
+            for (p, c) in &parts {
+                assert_eq!(validate_entries(p).unwrap().count, *c);
+                assert!(
+                    p.len() <= limit || *c == 1,
+                    "limit {limit}: {} bytes",
+                    p.len()
+                );
+            }
+        }
+        assert_eq!(split_entries(&all, usize::MAX).unwrap().len(), 1);
+        assert!(split_entries(&Bytes::new(), 10).unwrap().is_empty());
+    }
     use super::*;
 
     fn entry(t: EventTime, rec: &serde_json::Value) -> Vec<u8> {

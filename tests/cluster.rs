@@ -518,6 +518,30 @@ fn a_retransmitted_chunk_is_stored_once() {
     assert!(cluster.status(leader).unwrap()["remembered_ids"].as_u64() >= Some(1));
 }
 
+/// Issue 9: a chunk far larger than one Raft entry (64 MB, sent whole as Fluentd sends its
+/// file-buffer chunks) is stored as several entries, acked once all are committed, and a resend
+/// of the same chunk to another node is stored once: every event in the bucket exactly once.
+#[test]
+fn a_64mb_chunk_sent_whole_is_stored_once() {
+    const EVENTS: u64 = 64_000;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(tmp.path(), "", &[]);
+    let (entries_bytes, count) = entries(0..EVENTS, 1000);
+    assert!(entries_bytes.len() > 64_000_000, "{}", entries_bytes.len());
+    let frame = packed_forward(TAG, &entries_bytes, count, Some("one-big-chunk"));
+    for id in [1, 2] {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], cluster.ports[&id].forward));
+        let mut client = ForwardClient::connect(addr).unwrap();
+        client.send_raw(&frame).unwrap();
+        let ack = read_msgpack(client.stream()).unwrap();
+        assert!(format!("{ack:?}").contains("one-big-chunk"), "{ack:?}");
+    }
+    let counts = cluster.wait_uploaded(EVENTS as usize);
+    let acked: Vec<u64> = (0..EVENTS).collect();
+    assert_exactly_once(&counts, &acked);
+    assert_eq!(counts.len() as u64, EVENTS);
+}
+
 /// Acceptance 4: the leader dies between "sealed" and "uploaded" (fault point); the new
 /// leader uploads that batch under the same object key; no duplicates.
 #[test]

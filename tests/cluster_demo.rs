@@ -30,7 +30,10 @@ fn local(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "cluster/local {args:?} failed:\n{text}");
+    assert!(
+        out.status.success(),
+        "cluster/local {args:?} failed:\n{text}"
+    );
     text
 }
 

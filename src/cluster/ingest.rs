@@ -1,6 +1,9 @@
 //! Cluster ingest: the [`Emit`] of an aggregator in a cluster. Each batch an input accepted
-//! becomes one `AppendChunk` entry in the Raft log; the input acknowledges only after that
-//! entry is committed on a majority and applied (so it is on disk on a majority of nodes).
+//! becomes one `AppendChunk` entry in the Raft log — or, when it is larger than one entry
+//! should carry ([`MAX_ENTRY_BYTES`]), several, split on event boundaries; the input
+//! acknowledges only after every entry is committed on a majority and applied (so it is on disk
+//! on a majority of nodes). The parts of a split chunk carry ids derived from the chunk's id
+//! and the part's position, the same on every node, so a resent chunk is stored once.
 //!
 //! Owns the mapping of proposal outcomes to [`EmitError`]s and the rate-limited "cluster
 //! unavailable" warning (one line per interval, not one per chunk). It must not store data
@@ -8,15 +11,18 @@
 
 use super::server::{self, NodeShared, ProposeError};
 use super::{ClusterRequest, ClusterResponse};
-use crate::event::EventBatch;
+use crate::event::{split_entries, EventBatch};
 use crate::input::{BoxFuture, Emit, EmitError};
 use crate::log_limit::WarnLimiter;
 use crate::router::TagRoutes;
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Largest chunk the cluster takes as one log entry (it travels in one gRPC message).
-pub const MAX_CHUNK_BYTES: usize = 16 * 1024 * 1024;
+/// Largest part of a chunk stored as one log entry (entries travel in gRPC messages of at
+/// most 64 MiB; larger chunks become several entries).
+pub const MAX_ENTRY_BYTES: usize = 16 * 1024 * 1024;
 
 /// Stores batches through the cluster's Raft log.
 pub struct ClusterIngest {
@@ -41,21 +47,47 @@ impl ClusterIngest {
             self.routes.warn_unmatched(&batch.tag, batch.count);
             return Ok(());
         }
-        if batch.entries.len() > MAX_CHUNK_BYTES {
-            return Err(EmitError::TooLarge(format!(
-                "chunk of {} bytes; an aggregator cluster takes chunks up to {MAX_CHUNK_BYTES} bytes (lower the sender's chunk_limit_size)",
-                batch.entries.len()
-            )));
-        }
         let received_unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
+        if batch.entries.len() <= MAX_ENTRY_BYTES {
+            return self
+                .append(
+                    batch.origin_chunk,
+                    batch.tag,
+                    batch.entries,
+                    batch.count,
+                    received_unix_ms,
+                )
+                .await;
+        }
+        // Inputs validated the entries, so walking them cannot fail here.
+        let parts = split_entries(&batch.entries, MAX_ENTRY_BYTES)
+            .map_err(|e| EmitError::Storage(format!("cannot split a large chunk: {e}")))?;
+        let n = parts.len();
+        for (i, (entries, count)) in parts.into_iter().enumerate() {
+            let origin = batch.origin_chunk.as_ref().map(|o| part_origin(o, i, n));
+            self.append(origin, batch.tag.clone(), entries, count, received_unix_ms)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Commit one `AppendChunk` entry (a whole chunk or one part of it).
+    async fn append(
+        &self,
+        origin: Option<Bytes>,
+        tag: String,
+        entries: Bytes,
+        count: u32,
+        received_unix_ms: u64,
+    ) -> Result<(), EmitError> {
         let request = ClusterRequest::AppendChunk {
-            origin: batch.origin_chunk,
-            tag: batch.tag,
-            entries: batch.entries,
-            count: batch.count,
+            origin,
+            tag,
+            entries,
+            count,
             received_unix_ms,
         };
         match server::propose(&self.shared, request).await {
@@ -82,8 +114,36 @@ impl ClusterIngest {
     }
 }
 
+/// The dedup id of part `index` of `parts` of the chunk whose id is `origin`: a SHA-256 over
+/// all three (32 bytes, within the state machine's id limit), so it is the same on every node
+/// and for every resend, and differs from the ids of other chunks and parts.
+fn part_origin(origin: &[u8], index: usize, parts: usize) -> Bytes {
+    let mut h = Sha256::new();
+    h.update(b"lograft chunk part\0");
+    h.update((origin.len() as u64).to_be_bytes());
+    h.update(origin);
+    h.update((index as u64).to_be_bytes());
+    h.update((parts as u64).to_be_bytes());
+    Bytes::copy_from_slice(&h.finalize())
+}
+
 impl Emit for ClusterIngest {
     fn emit(&self, batch: EventBatch) -> BoxFuture<'_, Result<(), EmitError>> {
         Box::pin(self.store(batch))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_ids_are_stable_distinct_and_fit_the_dedup_window() {
+        let a = part_origin(b"chunk-a", 0, 3);
+        assert_eq!(a, part_origin(b"chunk-a", 0, 3));
+        assert_ne!(a, part_origin(b"chunk-a", 1, 3));
+        assert_ne!(a, part_origin(b"chunk-a", 0, 4));
+        assert_ne!(a, part_origin(b"chunk-b", 0, 3));
+        assert!(a.len() <= super::super::MAX_ORIGIN_LEN);
     }
 }
