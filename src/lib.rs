@@ -14,6 +14,8 @@
 //! ```
 //!
 //! - [`config`]: Fluentd-syntax config files parsed once into typed structs, errors with file:line.
+//! - [`msgpack`]: the one set of msgpack primitives: the marker table, a cursor over a complete
+//!   buffer, the resumable scanner that finds where a value ends in a stream, and writers.
 //! - [`event`]: tags, `EventTime`, and batches of entries kept as msgpack bytes (never decoded
 //!   on the hot path).
 //! - [`forward`]: the one Forward-protocol codec (event modes, options, ack, handshake),
@@ -44,6 +46,7 @@ pub mod forward;
 pub mod input;
 pub mod loadgen;
 pub mod log_limit;
+pub mod msgpack;
 pub mod node;
 pub mod output;
 pub mod router;

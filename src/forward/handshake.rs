@@ -4,11 +4,10 @@
 //! Owns the message formats and the SHA-512 digests. Must not do I/O: callers read one
 //! message with [`super::take_message`] and write the bytes returned here.
 
-use super::msgpack::Cursor;
 use crate::config::ServerSecurityConfig;
-use crate::event::write_str;
 #[cfg(test)]
-use crate::event::write_str_bytes;
+use crate::msgpack::write_str_bytes;
+use crate::msgpack::{write_bin, write_bool, write_str, Cursor, MsgpackError};
 use bytes::{BufMut, Bytes, BytesMut};
 use rand::RngCore;
 use sha2::{Digest, Sha512};
@@ -64,25 +63,6 @@ pub fn generate_nonce() -> [u8; 16] {
 /// 32 lowercase hex characters, like Ruby's `SecureRandom.hex(16)` (the PING shared-key salt).
 pub fn generate_shared_key_salt() -> String {
     hex::encode(generate_nonce())
-}
-
-fn write_bin(out: &mut BytesMut, b: &[u8]) {
-    // Handshake values are short; bin8/bin16 suffice, bin32 for completeness.
-    if b.len() <= u8::MAX as usize {
-        out.put_u8(0xc4);
-        out.put_u8(b.len() as u8);
-    } else if b.len() <= u16::MAX as usize {
-        out.put_u8(0xc5);
-        out.put_u16(b.len() as u16);
-    } else {
-        out.put_u8(0xc6);
-        out.put_u32(b.len() as u32);
-    }
-    out.extend_from_slice(b);
-}
-
-fn write_bool(out: &mut BytesMut, v: bool) {
-    out.put_u8(if v { 0xc3 } else { 0xc2 });
 }
 
 /// Which peers a `<client>` matches.
@@ -342,7 +322,7 @@ fn malformed(what: &'static str, why: impl Into<String>) -> HandshakeError {
 }
 
 fn parse_ping(msg: &[u8]) -> Result<Ping, HandshakeError> {
-    let m = |e: crate::event::EntryError| malformed("PING", e.to_string());
+    let m = |e: MsgpackError| malformed("PING", e.to_string());
     let mut c = Cursor::new(msg);
     if c.array_len().map_err(m)? != Some(6) {
         return Err(malformed("PING", "expected an array of 6 elements"));
@@ -393,7 +373,7 @@ pub struct Helo {
 
 impl Helo {
     pub fn parse(msg: &[u8]) -> Result<Helo, HandshakeError> {
-        let m = |e: crate::event::EntryError| malformed("HELO", e.to_string());
+        let m = |e: MsgpackError| malformed("HELO", e.to_string());
         let mut c = Cursor::new(msg);
         if c.array_len().map_err(m)? != Some(2) {
             return Err(malformed("HELO", "expected an array of 2 elements"));
@@ -528,7 +508,7 @@ impl ClientHandshake {
 
     /// Verify the PONG; returns the server's hostname.
     pub fn check_pong(&self, pong: &[u8]) -> Result<String, HandshakeError> {
-        let m = |e: crate::event::EntryError| malformed("PONG", e.to_string());
+        let m = |e: MsgpackError| malformed("PONG", e.to_string());
         let nonce = self
             .nonce
             .as_deref()
