@@ -20,8 +20,10 @@
 //!   on the hot path).
 //! - [`forward`]: the one Forward-protocol codec (event modes, options, ack, handshake),
 //!   shared by the forward input and the forward output.
+//! - [`pipeline`]: the contract between inputs and the rest of the node ([`pipeline::Emit`]):
+//!   "store this batch and tell me when it is committed".
 //! - [`input`]: servers that accept events (`forward`, `http`) and acknowledge them only once
-//!   the rest of the node says they are committed (the [`input::Emit`] contract).
+//!   the rest of the node says they are committed (through [`pipeline::Emit`]).
 //! - [`router`]: `<match>` patterns; sends each batch to the first matching pipeline's buffer.
 //! - [`buffer`]: chunks on disk (or in memory): checksummed appends, group-committed fsyncs,
 //!   resume after crashes, quarantine of corrupt chunks, flush scheduling.
@@ -49,5 +51,6 @@ pub mod log_limit;
 pub mod msgpack;
 pub mod node;
 pub mod output;
+pub mod pipeline;
 pub mod router;
 pub mod tls;

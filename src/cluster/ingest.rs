@@ -9,8 +9,8 @@
 use super::server::{self, NodeShared, ProposeError};
 use super::{ClusterRequest, ClusterResponse};
 use crate::event::EventBatch;
-use crate::input::{BoxFuture, Emit, EmitError};
 use crate::log_limit::WarnLimiter;
+use crate::pipeline::{BoxFuture, Emit, EmitError};
 use crate::router::TagRoutes;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -11,8 +11,8 @@ use crate::event::{
     LenientEntry, LenientEntryIter,
 };
 use crate::msgpack::{
-    self, write_str, write_str32_header, write_str_bytes, write_u32, Cursor, MsgpackError,
-    RawKind, ScanError, ValueScanner,
+    self, write_str, write_str32_header, write_str_bytes, write_u32, Cursor, MsgpackError, RawKind,
+    ScanError, ValueScanner,
 };
 use bytes::{BufMut, Bytes, BytesMut};
 use std::io::{Read, Write};
@@ -91,7 +91,7 @@ pub struct EventFrame {
 }
 
 impl EventFrame {
-    /// The batch to hand to [`crate::input::Emit`], with the given tag.
+    /// The batch to hand to [`crate::pipeline::Emit`], with the given tag.
     pub fn into_batch(self, tag: String) -> EventBatch {
         EventBatch {
             tag,

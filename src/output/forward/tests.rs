@@ -13,7 +13,7 @@ use crate::forward::{
     ServerSecurity,
 };
 use crate::input::forward::ForwardInput;
-use crate::input::{BoxFuture, Emit, EmitError};
+use crate::pipeline::{BoxFuture, Emit, EmitError};
 use bytes::{Bytes, BytesMut};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
