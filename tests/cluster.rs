@@ -521,6 +521,10 @@ fn a_retransmitted_chunk_is_stored_once() {
 /// Acceptance 4: the leader dies between "sealed" and "uploaded" (fault point); the new
 /// leader uploads that batch under the same object key; no duplicates.
 #[test]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "needs the LOGRAFT_FAULT_POINT hook: cargo test --features fault-injection"
+)]
 fn leader_killed_between_seal_and_upload() {
     let tmp = tempfile::tempdir().unwrap();
     let fault = [(1, "LOGRAFT_FAULT_POINT", "after-seal")];
