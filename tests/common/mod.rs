@@ -12,13 +12,50 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_lograft");
 
-/// A free TCP port on 127.0.0.1 (also free for UDP in practice).
+/// Ports handed out by [`free_port`]: below the kernel's ephemeral range (32768 and up on
+/// Linux), so no `bind(0)` or outgoing connection is ever given one while a test holds it.
+const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A TCP (and UDP) port on 127.0.0.1 reserved for this test process, for a lograft process to
+/// listen on.
+///
+/// Binding port 0 and passing the number on is racy: the port is free again until the binary
+/// binds it, and any other bind(0) may get it. Instead ports are taken from [`TEST_PORTS`],
+/// counting up from an offset derived from the process id; each one is claimed across
+/// processes by an exclusive lock on `<tmp>/lograft-test-ports/<port>.lock`, held until this
+/// process exits (the OS releases it even after a crash), and checked free (TCP and UDP) before
+/// it is returned. A port is never handed out twice in one process.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static NEXT: AtomicU64 = AtomicU64::new(u64::MAX);
+    static HELD: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
+    let span = (TEST_PORTS.end - TEST_PORTS.start) as u64;
+    let dir = std::env::temp_dir().join("lograft-test-ports");
+    std::fs::create_dir_all(&dir).unwrap();
+    let _ = NEXT.compare_exchange(
+        u64::MAX,
+        (std::process::id() as u64 * 997) % span,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..span {
+        let port = TEST_PORTS.start + (NEXT.fetch_add(1, Ordering::SeqCst) % span) as u16;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(format!("{port}.lock")))
+            .unwrap();
+        if lock.try_lock().is_err() {
+            continue; // another test process holds it
+        }
+        let free = TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok();
+        if free {
+            HELD.lock().unwrap().push(lock);
+            return port;
+        }
+    }
+    panic!("no free port left in {TEST_PORTS:?}");
 }
 
 /// A running `lograft run` process with its config and data dir.
@@ -496,3 +533,4 @@ impl Stream {
         v
     }
 }
+
