@@ -534,3 +534,147 @@ impl Stream {
     }
 }
 
+/// lograft config text for tests, built section by section so tests share one spelling of the
+/// sources, outputs and buffers they have in common.
+///
+/// ```ignore
+/// ConfigText::new()
+///     .forward_source(port)
+///     .out_file("test.**", &out, BufferText::file(&buf).param("flush_interval", "0.2s"))
+///     .build()
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct ConfigText {
+    text: String,
+}
+
+impl ConfigText {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `<source> @type forward` on 127.0.0.1:`port`.
+    pub fn forward_source(self, port: u16) -> Self {
+        self.forward_source_with(port, "")
+    }
+
+    /// [`ConfigText::forward_source`] with extra lines inside the `<source>`.
+    pub fn forward_source_with(mut self, port: u16, extra: &str) -> Self {
+        self.text.push_str(&format!(
+            "<source>\n  @type forward\n  bind 127.0.0.1\n  port {port}\n  {extra}\n</source>\n"
+        ));
+        self
+    }
+
+    /// `<source> @type http` on 127.0.0.1:`port`.
+    pub fn http_source(mut self, port: u16) -> Self {
+        self.text.push_str(&format!(
+            "<source>\n  @type http\n  bind 127.0.0.1\n  port {port}\n</source>\n"
+        ));
+        self
+    }
+
+    /// `<match pattern> @type file path …` with the given buffer.
+    pub fn out_file(mut self, pattern: &str, path: impl AsRef<Path>, buffer: BufferText) -> Self {
+        self.text.push_str(&format!(
+            "<match {pattern}>\n  @type file\n  path {}\n{}</match>\n",
+            path.as_ref().display(),
+            buffer.render()
+        ));
+        self
+    }
+
+    /// `<match pattern> @type forward` with `params` (one `name value` per line), the
+    /// `<server>` sections in `servers`, and the given buffer.
+    pub fn out_forward(
+        mut self,
+        pattern: &str,
+        params: &str,
+        servers: &str,
+        buffer: BufferText,
+    ) -> Self {
+        self.text.push_str(&format!(
+            "<match {pattern}>\n  @type forward\n{params}\n{servers}\n{}</match>\n",
+            buffer.render()
+        ));
+        self
+    }
+
+    /// Any other text (e.g. a `<cluster>` section), as it is.
+    pub fn raw(mut self, text: &str) -> Self {
+        self.text.push_str(text);
+        self.text.push('\n');
+        self
+    }
+
+    pub fn build(self) -> String {
+        self.text
+    }
+}
+
+/// A `<buffer tag>` section: `@type file` at a path, or the default (memory) when no path.
+#[derive(Debug, Clone)]
+pub struct BufferText {
+    path: Option<PathBuf>,
+    params: Vec<(String, String)>,
+}
+
+impl BufferText {
+    /// A file buffer in `path`.
+    pub fn file(path: impl AsRef<Path>) -> Self {
+        BufferText {
+            path: Some(path.as_ref().to_path_buf()),
+            params: Vec::new(),
+        }
+    }
+
+    /// The output's default buffer type.
+    pub fn default_type() -> Self {
+        BufferText {
+            path: None,
+            params: Vec::new(),
+        }
+    }
+
+    pub fn param(mut self, name: &str, value: &str) -> Self {
+        self.params.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    fn render(&self) -> String {
+        let mut s = String::from("  <buffer tag>\n");
+        if let Some(path) = &self.path {
+            s.push_str(&format!("    @type file\n    path {}\n", path.display()));
+        }
+        for (name, value) in &self.params {
+            s.push_str(&format!("    {name} {value}\n"));
+        }
+        s.push_str("  </buffer>\n");
+        s
+    }
+}
+
+/// The forwarder the failover and cluster tests run: `<match test.**>` → out_forward to
+/// `servers` (heartbeats every 0.2 s, `ack_response_timeout` as given, `extra` parameters),
+/// with a file buffer in `dir/buffer` that flushes every 0.2 s with 4 threads and retries
+/// forever; preceded by the given sources.
+pub fn forwarder_config(
+    sources: ConfigText,
+    dir: &Path,
+    servers: &str,
+    ack_response_timeout: &str,
+    extra: &str,
+) -> String {
+    let params = format!(
+        "  heartbeat_interval 0.2s\n  recover_wait 1s\n  ack_response_timeout {ack_response_timeout}\n  connect_timeout 1s\n  {extra}"
+    );
+    let buffer = BufferText::file(dir.join("buffer"))
+        .param("flush_interval", "0.2s")
+        .param("flush_thread_count", "4")
+        .param("retry_max_interval", "1s")
+        .param("retry_forever", "true")
+        .param("chunk_limit_size", "1m");
+    sources
+        .out_forward("test.**", &params, servers, buffer)
+        .build()
+}
