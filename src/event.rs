@@ -279,7 +279,7 @@ pub fn fill_zero_times(buf: &[u8], now: EventTime) -> Result<Bytes, EntryError> 
 /// Append one `[time, record]` entry whose record is already msgpack-encoded.
 pub fn write_entry(out: &mut BytesMut, time: EventTime, record: &[u8]) {
     out.reserve(11 + record.len());
-    out.put_u8(0x92);
+    msgpack::write_array_header(out, 2);
     time.write_msgpack(out);
     out.extend_from_slice(record);
 }

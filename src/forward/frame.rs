@@ -11,10 +11,10 @@ use crate::event::{
     LenientEntry, LenientEntryIter,
 };
 use crate::msgpack::{
-    self, write_str, write_str32_header, write_str_bytes, write_u32, Cursor, MsgpackError, RawKind,
-    ScanError, ValueScanner,
+    self, write_array_header, write_map_header, write_str, write_str32_header, write_str_bytes,
+    write_u32, Cursor, MsgpackError, RawKind, ScanError, ValueScanner,
 };
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use std::io::{Read, Write};
 
 /// Cap on any frame, even when no `chunk_size_limit` is configured.
@@ -244,7 +244,7 @@ pub fn decode_frame(
             let t = c.skip()?;
             let rec = c.skip()?;
             let mut one = BytesMut::with_capacity(1 + rec.end - t.start);
-            one.put_u8(0x92);
+            write_array_header(&mut one, 2);
             one.extend_from_slice(&raw[t.start..rec.end]);
             (EventMode::Message, one.freeze(), true, 3)
         }
@@ -470,13 +470,13 @@ pub fn encode_packed_forward(
     let len =
         u32::try_from(entries.len()).map_err(|_| ForwardError::EntriesTooLarge(entries.len()))?;
     let mut header = BytesMut::with_capacity(tag.len() + 16);
-    header.put_u8(0x93);
+    write_array_header(&mut header, 3);
     write_str(&mut header, tag);
     write_str32_header(&mut header, len);
 
     let mut trailer = BytesMut::with_capacity(64);
     let pairs = 1 + chunk.is_some() as u8 + (compressed == Compression::Gzip) as u8;
-    trailer.put_u8(0x80 | pairs);
+    write_map_header(&mut trailer, pairs as u32);
     write_str(&mut trailer, "size");
     write_u32(&mut trailer, count);
     if let Some(chunk) = chunk {
@@ -496,7 +496,7 @@ pub fn encode_packed_forward(
 /// `{"ack": chunk}`, echoing the chunk bytes exactly as received (as a msgpack str).
 pub fn encode_ack(chunk: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(chunk.len() + 10);
-    out.put_u8(0x81);
+    write_map_header(&mut out, 1);
     write_str(&mut out, "ack");
     write_str_bytes(&mut out, chunk);
     out.freeze()

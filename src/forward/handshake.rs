@@ -7,8 +7,10 @@
 use crate::config::ServerSecurityConfig;
 #[cfg(test)]
 use crate::msgpack::write_str_bytes;
-use crate::msgpack::{write_bin, write_bool, write_str, Cursor, MsgpackError};
-use bytes::{BufMut, Bytes, BytesMut};
+use crate::msgpack::{
+    write_array_header, write_bin, write_bool, write_map_header, write_str, Cursor, MsgpackError,
+};
+use bytes::{Bytes, BytesMut};
 use rand::RngCore;
 use sha2::{Digest, Sha512};
 use std::net::{IpAddr, ToSocketAddrs};
@@ -221,9 +223,9 @@ impl ServerHandshake {
     /// `["HELO", {"nonce": bin, "auth": bin or "", "keepalive": bool}]`
     pub fn helo(&self) -> Bytes {
         let mut out = BytesMut::with_capacity(64);
-        out.put_u8(0x92);
+        write_array_header(&mut out, 2);
         write_str(&mut out, "HELO");
-        out.put_u8(0x83);
+        write_map_header(&mut out, 3);
         write_str(&mut out, "nonce");
         write_bin(&mut out, &self.nonce);
         write_str(&mut out, "auth");
@@ -352,7 +354,7 @@ fn parse_ping(msg: &[u8]) -> Result<Ping, HandshakeError> {
 
 fn encode_pong(ok: bool, reason: &str, hostname: &str, digest: &str) -> Bytes {
     let mut out = BytesMut::with_capacity(200);
-    out.put_u8(0x95);
+    write_array_header(&mut out, 5);
     write_str(&mut out, "PONG");
     write_bool(&mut out, ok);
     write_str(&mut out, reason);
@@ -495,7 +497,7 @@ impl ClientHandshake {
             )
         };
         let mut out = BytesMut::with_capacity(400);
-        out.put_u8(0x96);
+        write_array_header(&mut out, 6);
         write_str(&mut out, "PING");
         write_str(&mut out, &self.self_hostname);
         write_str(&mut out, &self.shared_key_salt);
@@ -556,7 +558,7 @@ impl ClientHandshake {
 #[cfg(test)]
 pub(crate) fn encode_ping_fields(fields: [&[u8]; 5]) -> Bytes {
     let mut out = BytesMut::new();
-    out.put_u8(0x96);
+    write_array_header(&mut out, 6);
     write_str(&mut out, "PING");
     for f in fields {
         write_str_bytes(&mut out, f);

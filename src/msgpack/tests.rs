@@ -187,7 +187,8 @@ fn written_by_us(item: &Item) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// A tree of values, for skipping and scanning nested data.
+/// A tree of values, for skipping and scanning nested data. Bodies are cut to 300 bytes (the
+/// large ones are covered value by value): every split of a tree is scanned.
 fn value() -> impl Strategy<Value = rmpv::Value> {
     use rmpv::Value;
     let leaf = item().prop_filter_map("scalar", |i| match i {
@@ -198,9 +199,9 @@ fn value() -> impl Strategy<Value = rmpv::Value> {
         Item::Sint(v) | Item::SintFixed(v, _) => Some(Value::from(v)),
         Item::F32(v) => Some(Value::F32(v)),
         Item::F64(v) => Some(Value::F64(v)),
-        Item::Str(s) => Some(Value::from(s)),
-        Item::Bin(b) => Some(Value::Binary(b)),
-        Item::Ext(t, d) => Some(Value::Ext(t, d)),
+        Item::Str(s) => Some(Value::from(s.chars().take(150).collect::<String>())),
+        Item::Bin(b) => Some(Value::Binary(b.into_iter().take(300).collect())),
+        Item::Ext(t, d) => Some(Value::Ext(t, d.into_iter().take(300).collect())),
     });
     leaf.prop_recursive(4, 40, 20, |inner| {
         prop_oneof![
