@@ -5,6 +5,7 @@
 //! checks structure and finds boundaries. This module must not do I/O or know about protocols
 //! beyond the msgpack shape of one entry (`[time, record]`).
 
+use crate::msgpack::{self, Cursor, MsgpackError};
 use bytes::{BufMut, Bytes, BytesMut};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -35,6 +36,21 @@ impl EventTime {
             secs: secs.min(u32::MAX as f64) as u32,
             nanos: ((t - secs) * 1e9).round().min(999_999_999.0) as u32,
         }
+    }
+
+    /// Seconds since the epoch as a float, if finite and within `0..=u32::MAX` (unlike
+    /// [`EventTime::from_f64`], which clamps).
+    pub fn try_from_f64(t: f64) -> Option<Self> {
+        (t.is_finite() && (0.0..=u32::MAX as f64).contains(&t)).then(|| EventTime::from_f64(t))
+    }
+
+    /// The EventTime ext's 8 data bytes (big-endian seconds, then nanoseconds).
+    pub fn from_ext_data(data: &[u8]) -> Option<Self> {
+        let data: &[u8; 8] = data.try_into().ok()?;
+        Some(EventTime {
+            secs: u32::from_be_bytes([data[0], data[1], data[2], data[3]]),
+            nanos: u32::from_be_bytes([data[4], data[5], data[6], data[7]]),
+        })
     }
 
     pub fn as_f64(self) -> f64 {
@@ -84,6 +100,18 @@ pub enum EntryError {
     #[error("entry at byte {0} has a record that is not a map")]
     RecordNotMap(usize),
 }
+
+impl From<MsgpackError> for EntryError {
+    fn from(e: MsgpackError) -> Self {
+        match e {
+            MsgpackError::Truncated(at) => EntryError::Truncated(at),
+            MsgpackError::BadMarker { marker, offset } => EntryError::BadMarker { marker, offset },
+        }
+    }
+}
+
+/// The msgpack skipper, re-exported for `input::http` until it imports [`crate::msgpack`].
+pub use crate::msgpack::skip_value;
 
 /// One entry found by [`EntryIter`]: borrowed slices into the stream.
 #[derive(Debug, Clone, Copy)]
@@ -174,11 +202,11 @@ impl<'a> Iterator for LenientEntryIter<'a> {
             return None;
         }
         let start = self.pos;
-        let end = match skip_value(self.buf, start) {
+        let end = match msgpack::skip_value(self.buf, start) {
             Ok(end) => end,
             Err(e) => {
                 self.failed = true;
-                return Some(Err(e));
+                return Some(Err(e.into()));
             }
         };
         self.pos = end;
@@ -205,60 +233,14 @@ pub fn append_field_to_records(buf: &[u8], key: &str, value: &str) -> Result<Byt
         let e = e?;
         let record_offset = e.raw.len() - e.record.len();
         out.extend_from_slice(&e.raw[..record_offset]);
-        let (pairs, header_len) = map_header(e.record)?;
-        write_map_header(&mut out, pairs + 1);
-        out.extend_from_slice(&e.record[header_len..]);
-        write_str(&mut out, key);
-        write_str(&mut out, value);
+        let mut record = Cursor::new(e.record);
+        let pairs = record.map_len()?.ok_or(EntryError::RecordNotMap(0))?;
+        msgpack::write_map_header(&mut out, pairs + 1);
+        out.extend_from_slice(&e.record[record.pos()..]);
+        msgpack::write_str(&mut out, key);
+        msgpack::write_str(&mut out, value);
     }
     Ok(out.freeze())
-}
-
-/// Number of pairs and header length of the map at the start of `record`.
-fn map_header(record: &[u8]) -> Result<(u32, usize), EntryError> {
-    let m = *record.first().ok_or(EntryError::Truncated(0))?;
-    match m {
-        0x80..=0x8f => Ok(((m & 0x0f) as u32, 1)),
-        0xde => Ok((be(record, 1, 2)? as u32, 3)),
-        0xdf => Ok((be(record, 1, 4)? as u32, 5)),
-        _ => Err(EntryError::RecordNotMap(0)),
-    }
-}
-
-/// Append a msgpack map header for `pairs` pairs (smallest encoding).
-pub fn write_map_header(out: &mut BytesMut, pairs: u32) {
-    if pairs < 16 {
-        out.put_u8(0x80 | pairs as u8);
-    } else if pairs <= u16::MAX as u32 {
-        out.put_u8(0xde);
-        out.put_u16(pairs as u16);
-    } else {
-        out.put_u8(0xdf);
-        out.put_u32(pairs);
-    }
-}
-
-/// Append a msgpack str (smallest encoding).
-pub fn write_str(out: &mut BytesMut, s: &str) {
-    write_str_bytes(out, s.as_bytes());
-}
-
-/// Append bytes as a msgpack str (smallest encoding); the bytes are not checked for UTF-8.
-pub fn write_str_bytes(out: &mut BytesMut, s: &[u8]) {
-    let n = s.len();
-    if n < 32 {
-        out.put_u8(0xa0 | n as u8);
-    } else if n <= u8::MAX as usize {
-        out.put_u8(0xd9);
-        out.put_u8(n as u8);
-    } else if n <= u16::MAX as usize {
-        out.put_u8(0xda);
-        out.put_u16(n as u16);
-    } else {
-        out.put_u8(0xdb);
-        out.put_u32(n as u32);
-    }
-    out.extend_from_slice(s);
 }
 
 /// Summary of a validated entry stream.
@@ -319,34 +301,31 @@ pub fn fill_zero_times(buf: &[u8], now: EventTime) -> Result<Bytes, EntryError> 
 /// Append one `[time, record]` entry whose record is already msgpack-encoded.
 pub fn write_entry(out: &mut BytesMut, time: EventTime, record: &[u8]) {
     out.reserve(11 + record.len());
-    out.put_u8(0x92);
+    msgpack::write_array_header(out, 2);
     time.write_msgpack(out);
     out.extend_from_slice(record);
 }
 
 fn parse_entry(buf: &[u8], start: usize) -> Result<(EntryRef<'_>, usize), EntryError> {
-    let mut pos = start;
-    let (n, p) = array_len(buf, pos)?.ok_or(EntryError::NotAnEntry(start))?;
-    if n != 2 {
+    let mut c = Cursor::at(buf, start);
+    if c.array_len()? != Some(2) {
         return Err(EntryError::NotAnEntry(start));
     }
-    pos = p;
     // Fluent Bit 2.x may send `[[time, metadata], record]`: take the time from the inner array.
-    let (time, p) = match array_len(buf, pos)? {
-        Some((2, inner)) => {
-            let (t, after_time) = parse_time(buf, inner, start)?;
-            let after_meta = skip_value(buf, after_time)?;
-            (t, after_meta)
+    let time = match c.array_len()? {
+        Some(2) => {
+            let t = parse_time(&mut c, start)?;
+            c.skip()?;
+            t
         }
         Some(_) => return Err(EntryError::BadTime(start)),
-        None => parse_time(buf, pos, start)?,
+        None => parse_time(&mut c, start)?,
     };
-    pos = p;
-    let record_start = pos;
-    if !is_map_marker(*buf.get(pos).ok_or(EntryError::Truncated(pos))?) {
+    let record_start = c.pos();
+    if !msgpack::is_map(c.peek()?) {
         return Err(EntryError::RecordNotMap(start));
     }
-    let end = skip_value(buf, pos)?;
+    let end = c.skip()?.end;
     Ok((
         EntryRef {
             time,
@@ -357,145 +336,34 @@ fn parse_entry(buf: &[u8], start: usize) -> Result<(EntryRef<'_>, usize), EntryE
     ))
 }
 
-fn is_map_marker(m: u8) -> bool {
-    (0x80..=0x8f).contains(&m) || m == 0xde || m == 0xdf
-}
-
-/// If the value at `pos` is an array, its length and the position of its first element.
-fn array_len(buf: &[u8], pos: usize) -> Result<Option<(u32, usize)>, EntryError> {
-    let m = *buf.get(pos).ok_or(EntryError::Truncated(pos))?;
-    Ok(match m {
-        0x90..=0x9f => Some(((m & 0x0f) as u32, pos + 1)),
-        0xdc => Some((be(buf, pos + 1, 2)? as u32, pos + 3)),
-        0xdd => Some((be(buf, pos + 1, 4)? as u32, pos + 5)),
-        _ => None,
-    })
-}
-
-fn parse_time(buf: &[u8], pos: usize, entry: usize) -> Result<(EventTime, usize), EntryError> {
-    let m = *buf.get(pos).ok_or(EntryError::Truncated(pos))?;
-    let int_time = |v: i128| -> Result<EventTime, EntryError> {
-        if !(0..=u32::MAX as i128).contains(&v) {
-            return Err(EntryError::BadTime(entry));
-        }
-        Ok(EventTime {
-            secs: v as u32,
-            nanos: 0,
-        })
-    };
-    match m {
-        0xc0 => Ok((EventTime::default(), pos + 1)),
-        0x00..=0x7f => Ok((int_time(m as i128)?, pos + 1)),
-        0xe0..=0xff => Err(EntryError::BadTime(entry)),
-        0xcc => Ok((int_time(be(buf, pos + 1, 1)? as i128)?, pos + 2)),
-        0xcd => Ok((int_time(be(buf, pos + 1, 2)? as i128)?, pos + 3)),
-        0xce => Ok((int_time(be(buf, pos + 1, 4)? as i128)?, pos + 5)),
-        0xcf => Ok((int_time(be(buf, pos + 1, 8)? as i128)?, pos + 9)),
-        0xd0 => Ok((int_time(be(buf, pos + 1, 1)? as i8 as i128)?, pos + 2)),
-        0xd1 => Ok((int_time(be(buf, pos + 1, 2)? as i16 as i128)?, pos + 3)),
-        0xd2 => Ok((int_time(be(buf, pos + 1, 4)? as i32 as i128)?, pos + 5)),
-        0xd3 => Ok((int_time(be(buf, pos + 1, 8)? as i64 as i128)?, pos + 9)),
-        0xca => {
-            let f = f32::from_bits(be(buf, pos + 1, 4)? as u32) as f64;
-            Ok((float_time(f, entry)?, pos + 5))
-        }
-        0xcb => {
-            let f = f64::from_bits(be(buf, pos + 1, 8)?);
-            Ok((float_time(f, entry)?, pos + 9))
-        }
-        // fixext8 type 0
-        0xd7 => {
-            if *buf.get(pos + 1).ok_or(EntryError::Truncated(pos + 1))? != 0 {
-                return Err(EntryError::BadTime(entry));
-            }
-            Ok((ext_time(buf, pos + 2)?, pos + 10))
-        }
-        // ext8 len 8 type 0
-        0xc7 => {
-            if be(buf, pos + 1, 1)? != 8 || be(buf, pos + 2, 1)? != 0 {
-                return Err(EntryError::BadTime(entry));
-            }
-            Ok((ext_time(buf, pos + 3)?, pos + 11))
-        }
-        _ => Err(EntryError::BadTime(entry)),
+/// The event time at the cursor: nil, a non-negative int, a float, or the EventTime ext
+/// (fixext 8 or ext 8 with 8 bytes, type 0). `entry` is the entry's offset, for errors.
+fn parse_time(c: &mut Cursor<'_>, entry: usize) -> Result<EventTime, EntryError> {
+    let bad = EntryError::BadTime(entry);
+    if c.nil()? {
+        return Ok(EventTime::default());
     }
-}
-
-fn float_time(f: f64, entry: usize) -> Result<EventTime, EntryError> {
-    if !f.is_finite() || f < 0.0 || f > u32::MAX as f64 {
-        return Err(EntryError::BadTime(entry));
+    if let Some(v) = c.uint()? {
+        let secs = u32::try_from(v).map_err(|_| bad.clone())?;
+        return Ok(EventTime { secs, nanos: 0 });
     }
-    Ok(EventTime::from_f64(f))
-}
-
-fn ext_time(buf: &[u8], pos: usize) -> Result<EventTime, EntryError> {
-    let secs = be(buf, pos, 4)? as u32;
-    let nanos = be(buf, pos + 4, 4)? as u32;
-    Ok(EventTime { secs, nanos })
-}
-
-/// Read `n` (1..=8) big-endian bytes at `pos`.
-fn be(buf: &[u8], pos: usize, n: usize) -> Result<u64, EntryError> {
-    let end = pos.checked_add(n).ok_or(EntryError::Truncated(pos))?;
-    let s = buf.get(pos..end).ok_or(EntryError::Truncated(pos))?;
-    Ok(s.iter().fold(0u64, |acc, b| (acc << 8) | *b as u64))
-}
-
-/// Skip one complete msgpack value starting at `pos`; returns the position after it.
-///
-/// Iterative (no recursion), so deeply nested input cannot overflow the stack.
-pub fn skip_value(buf: &[u8], mut pos: usize) -> Result<usize, EntryError> {
-    let mut pending: u64 = 1;
-    while pending > 0 {
-        pending -= 1;
-        let m = *buf.get(pos).ok_or(EntryError::Truncated(pos))?;
-        let (header, body, children): (usize, u64, u64) = match m {
-            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (1, 0, 0),
-            0x80..=0x8f => (1, 0, 2 * (m & 0x0f) as u64),
-            0x90..=0x9f => (1, 0, (m & 0x0f) as u64),
-            0xa0..=0xbf => (1, (m & 0x1f) as u64, 0),
-            0xc4 | 0xd9 => (2, be(buf, pos + 1, 1)?, 0),
-            0xc5 | 0xda => (3, be(buf, pos + 1, 2)?, 0),
-            0xc6 | 0xdb => (5, be(buf, pos + 1, 4)?, 0),
-            0xc7 => (3, be(buf, pos + 1, 1)?, 0),
-            0xc8 => (4, be(buf, pos + 1, 2)?, 0),
-            0xc9 => (6, be(buf, pos + 1, 4)?, 0),
-            0xca => (5, 0, 0),
-            0xcb => (9, 0, 0),
-            0xcc | 0xd0 => (2, 0, 0),
-            0xcd | 0xd1 => (3, 0, 0),
-            0xce | 0xd2 => (5, 0, 0),
-            0xcf | 0xd3 => (9, 0, 0),
-            0xd4 => (3, 0, 0),
-            0xd5 => (4, 0, 0),
-            0xd6 => (6, 0, 0),
-            0xd7 => (10, 0, 0),
-            0xd8 => (18, 0, 0),
-            0xdc => (3, 0, be(buf, pos + 1, 2)?),
-            0xdd => (5, 0, be(buf, pos + 1, 4)?),
-            0xde => (3, 0, 2 * be(buf, pos + 1, 2)?),
-            0xdf => (5, 0, 2 * be(buf, pos + 1, 4)?),
-            0xc1 => {
-                return Err(EntryError::BadMarker {
-                    marker: m,
-                    offset: pos,
-                })
-            }
-        };
-        let next = (pos as u64)
-            .checked_add(header as u64 + body)
-            .ok_or(EntryError::Truncated(pos))?;
-        if next > buf.len() as u64 {
-            return Err(EntryError::Truncated(pos));
-        }
-        pos = next as usize;
-        pending += children;
-        // Every pending value needs at least one byte: reject absurd counts early.
-        if pending > (buf.len() - pos) as u64 {
-            return Err(EntryError::Truncated(pos));
-        }
+    if let Some(f) = c.float()? {
+        return EventTime::try_from_f64(f).ok_or(bad);
     }
-    Ok(pos)
+    if !matches!(c.peek()?, 0xd7 | 0xc7) {
+        return Err(bad);
+    }
+    match c.ext_header()? {
+        Some((0, 8)) => {
+            let secs = c.bytes(4)?;
+            let nanos = c.bytes(4)?;
+            Ok(EventTime {
+                secs: u32::from_be_bytes(secs.try_into().expect("4 bytes")),
+                nanos: u32::from_be_bytes(nanos.try_into().expect("4 bytes")),
+            })
+        }
+        _ => Err(bad),
+    }
 }
 
 #[cfg(test)]
@@ -506,9 +374,9 @@ mod tests {
         let mut buf = BytesMut::new();
         for n in 0..10u32 {
             let mut rec = BytesMut::new();
-            write_map_header(&mut rec, 1);
-            write_str(&mut rec, "n");
-            write_str(&mut rec, &"x".repeat(n as usize * 10));
+            crate::msgpack::write_map_header(&mut rec, 1);
+            crate::msgpack::write_str(&mut rec, "n");
+            crate::msgpack::write_str(&mut rec, &"x".repeat(n as usize * 10));
             write_entry(&mut buf, EventTime::from_f64(1.0), &rec);
         }
         let all = buf.freeze();

@@ -14,12 +14,16 @@
 //! ```
 //!
 //! - [`config`]: Fluentd-syntax config files parsed once into typed structs, errors with file:line.
+//! - [`msgpack`]: the one set of msgpack primitives: the marker table, a cursor over a complete
+//!   buffer, the resumable scanner that finds where a value ends in a stream, and writers.
 //! - [`event`]: tags, `EventTime`, and batches of entries kept as msgpack bytes (never decoded
 //!   on the hot path).
 //! - [`forward`]: the one Forward-protocol codec (event modes, options, ack, handshake),
 //!   shared by the forward input and the forward output.
+//! - [`pipeline`]: the contract between inputs and the rest of the node ([`pipeline::Emit`]):
+//!   "store this batch and tell me when it is committed".
 //! - [`input`]: servers that accept events (`forward`, `http`) and acknowledge them only once
-//!   the rest of the node says they are committed (the [`input::Emit`] contract).
+//!   the rest of the node says they are committed (through [`pipeline::Emit`]).
 //! - [`router`]: `<match>` patterns; sends each batch to the first matching pipeline's buffer.
 //! - [`buffer`]: chunks on disk (or in memory): checksummed appends, group-committed fsyncs,
 //!   resume after crashes, quarantine of corrupt chunks, flush scheduling.
@@ -44,7 +48,9 @@ pub mod forward;
 pub mod input;
 pub mod loadgen;
 pub mod log_limit;
+pub mod msgpack;
 pub mod node;
 pub mod output;
+pub mod pipeline;
 pub mod router;
 pub mod tls;

@@ -8,8 +8,8 @@
 
 use crate::buffer::Buffer;
 use crate::event::EventBatch;
-use crate::input::{BoxFuture, Emit, EmitError};
 use crate::log_limit::WarnLimiter;
+use crate::pipeline::{BoxFuture, Emit, EmitError};
 use regex::Regex;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};

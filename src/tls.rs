@@ -6,6 +6,7 @@
 //! open connections.
 
 use crate::config::{ClientTlsConfig, ServerTlsConfig};
+use rustls_pki_types::pem::{self, PemObject};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio_rustls::rustls;
@@ -28,6 +29,8 @@ pub enum TlsError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("invalid PEM in {path}: {source}")]
+    Pem { path: PathBuf, source: pem::Error },
     #[error("no PEM certificate found in {0}")]
     NoCertificate(PathBuf),
     #[error("no PEM private key found in {0}")]
@@ -54,9 +57,9 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
 /// All certificates in a PEM file.
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = read(path)?;
-    let certs = rustls_pemfile::certs(&mut pem.as_slice())
+    let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| TlsError::Read {
+        .map_err(|source| TlsError::Pem {
             path: path.to_path_buf(),
             source,
         })?;
@@ -69,12 +72,13 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 /// The first private key (PKCS#8, PKCS#1 or SEC1) in a PEM file.
 pub fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let pem = read(path)?;
-    rustls_pemfile::private_key(&mut pem.as_slice())
-        .map_err(|source| TlsError::Read {
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|source| match source {
+        pem::Error::NoItemsFound => TlsError::NoPrivateKey(path.to_path_buf()),
+        source => TlsError::Pem {
             path: path.to_path_buf(),
             source,
-        })?
-        .ok_or_else(|| TlsError::NoPrivateKey(path.to_path_buf()))
+        },
+    })
 }
 
 fn root_store(paths: &[&Path]) -> Result<RootCertStore, TlsError> {

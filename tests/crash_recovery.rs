@@ -21,27 +21,16 @@ fn acked_events_survive_repeated_sigkill() {
         .unwrap_or(20);
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let conf = format!(
-        r#"
-<source>
-  @type forward
-  bind 127.0.0.1
-  port {port}
-</source>
-<match crash.**>
-  @type file
-  path {out}/events
-  <buffer tag>
-    @type file
-    path {buf}
-    flush_interval 0.2s
-    chunk_limit_size 1m
-  </buffer>
-</match>
-"#,
-        out = dir.path().join("out").display(),
-        buf = dir.path().join("buffer").display(),
-    );
+    let conf = ConfigText::new()
+        .forward_source(port)
+        .out_file(
+            "crash.**",
+            dir.path().join("out").join("events"),
+            BufferText::file(dir.path().join("buffer"))
+                .param("flush_interval", "0.2s")
+                .param("chunk_limit_size", "1m"),
+        )
+        .build();
     let mut node = Node::start(dir.path(), &conf, &[port]);
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let next_seq = Arc::new(AtomicU64::new(0));

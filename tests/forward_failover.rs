@@ -17,39 +17,8 @@ use std::time::{Duration, Instant};
 const TAG: &str = "test.fwd";
 
 fn forwarder_config(dir: &Path, fwd: u16, http: u16, servers: &str, extra: &str) -> String {
-    format!(
-        r#"
-<source>
-  @type forward
-  bind 127.0.0.1
-  port {fwd}
-</source>
-<source>
-  @type http
-  bind 127.0.0.1
-  port {http}
-</source>
-<match test.**>
-  @type forward
-  heartbeat_interval 0.2s
-  recover_wait 1s
-  ack_response_timeout 2s
-  connect_timeout 1s
-  {extra}
-  {servers}
-  <buffer tag>
-    @type file
-    path {buf}
-    flush_interval 0.2s
-    flush_thread_count 4
-    retry_max_interval 1s
-    retry_forever true
-    chunk_limit_size 1m
-  </buffer>
-</match>
-"#,
-        buf = dir.join("buffer").display(),
-    )
+    let sources = ConfigText::new().forward_source(fwd).http_source(http);
+    common::forwarder_config(sources, dir, servers, "2s", extra)
 }
 
 fn primary_and_standby(p: u16, s: u16) -> String {
@@ -70,28 +39,16 @@ fn primary_and_standby(p: u16, s: u16) -> String {
 
 /// A lograft receiver: in_forward → file buffer → out_file under `dir/out`.
 fn receiver_config(dir: &Path, port: u16, source_extra: &str) -> String {
-    format!(
-        r#"
-<source>
-  @type forward
-  bind 127.0.0.1
-  port {port}
-  {source_extra}
-</source>
-<match test.**>
-  @type file
-  path {out}/events
-  <buffer tag>
-    @type file
-    path {buf}
-    flush_interval 0.2s
-    chunk_limit_size 4m
-  </buffer>
-</match>
-"#,
-        out = dir.join("out").display(),
-        buf = dir.join("buffer").display(),
-    )
+    ConfigText::new()
+        .forward_source_with(port, source_extra)
+        .out_file(
+            "test.**",
+            dir.join("out").join("events"),
+            BufferText::file(dir.join("buffer"))
+                .param("flush_interval", "0.2s")
+                .param("chunk_limit_size", "4m"),
+        )
+        .build()
 }
 
 fn start_receiver(dir: &Path, port: u16) -> Node {

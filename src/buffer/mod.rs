@@ -28,6 +28,7 @@ mod tests;
 
 use crate::config::{BufferConfig, BufferKind, FlushMode, OverflowAction};
 use crate::event::{EntryIter, EventBatch};
+use crate::pipeline::EmitError;
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -117,9 +118,8 @@ pub enum BufferError {
     InvalidEntries(String),
 }
 
-impl From<BufferError> for crate::input::EmitError {
+impl From<BufferError> for EmitError {
     fn from(e: BufferError) -> Self {
-        use crate::input::EmitError;
         match e {
             BufferError::Overflow { .. } => EmitError::Overflow(e.to_string()),
             BufferError::TooLarge { .. } => EmitError::TooLarge(e.to_string()),

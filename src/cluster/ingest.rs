@@ -12,8 +12,8 @@
 use super::server::{self, NodeShared, ProposeError};
 use super::{ClusterRequest, ClusterResponse};
 use crate::event::{split_entries, EventBatch};
-use crate::input::{BoxFuture, Emit, EmitError};
 use crate::log_limit::WarnLimiter;
+use crate::pipeline::{BoxFuture, Emit, EmitError};
 use crate::router::TagRoutes;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};

@@ -24,7 +24,7 @@
 //!   ([`server::ClusterNode`]: storage + Raft + gRPC, `propose` from any node); [`admin`]: the
 //!   admin API and its client (the `lograft cluster` CLI).
 //! - [`bootstrap`]: forming or joining a cluster, and refusing to rejoin after a disk loss.
-//! - [`ingest`]: the inputs' [`crate::input::Emit`] on an aggregator: a batch is acked once its
+//! - [`ingest`]: the inputs' [`crate::pipeline::Emit`] on an aggregator: a batch is acked once its
 //!   `AppendChunk` is committed and applied.
 //! - [`upload`]: the leader's uploader (seal → upload → confirm) and the object-store target.
 //!

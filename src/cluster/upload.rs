@@ -42,8 +42,10 @@ use tracing::{debug, info, warn};
 /// Largest batch, whatever `chunk_limit_size` says: a batch is rendered in memory.
 pub const MAX_BATCH_BYTES: u64 = 64 * 1024 * 1024;
 
-/// Test hook: `LOGRAFT_FAULT_POINT=after-seal` (or `after-upload`) makes the leader exit at
-/// once after committing a seal (or after the upload, before the confirm), as if killed.
+/// Test hook, only in builds with the `fault-injection` feature: `LOGRAFT_FAULT_POINT=after-seal`
+/// (or `after-upload`) makes the leader exit at once after committing a seal (or after the
+/// upload, before the confirm), as if killed.
+#[cfg(feature = "fault-injection")]
 pub const FAULT_POINT_ENV: &str = "LOGRAFT_FAULT_POINT";
 
 #[derive(Debug, thiserror::Error)]
@@ -486,6 +488,7 @@ fn batch_len(chunks: &[PendingChunk], limit: u64) -> usize {
     n
 }
 
+#[cfg(feature = "fault-injection")]
 fn fault_point(name: &str, node: NodeId, key: &str) {
     if std::env::var(FAULT_POINT_ENV).is_ok_and(|v| v == name) {
         // stderr directly: the process ends before a log writer could flush.
@@ -493,6 +496,10 @@ fn fault_point(name: &str, node: NodeId, key: &str) {
         std::process::exit(86);
     }
 }
+
+/// Default builds have no fault points.
+#[cfg(not(feature = "fault-injection"))]
+fn fault_point(_name: &str, _node: NodeId, _key: &str) {}
 
 #[cfg(test)]
 mod tests {

@@ -4,14 +4,17 @@
 //! do I/O; records are never decoded (Message/Forward records are copied as bytes,
 //! PackedForward entries pass through as a slice of the received buffer).
 
-use super::msgpack::{Cursor, RawKind, ScanError, ValueScanner};
 use super::ForwardError;
 use crate::config::Compression;
 use crate::event::{
-    fill_zero_times, validate_entries, write_entry, write_str, write_str_bytes, EntryError,
-    EventBatch, EventTime, LenientEntry, LenientEntryIter,
+    fill_zero_times, validate_entries, write_entry, EntryError, EventBatch, EventTime,
+    LenientEntry, LenientEntryIter,
 };
-use bytes::{BufMut, Bytes, BytesMut};
+use crate::msgpack::{
+    self, write_array_header, write_map_header, write_str, write_str32_header, write_str_bytes,
+    write_u32, Cursor, MsgpackError, RawKind, ScanError, ValueScanner,
+};
+use bytes::{Bytes, BytesMut};
 use std::io::{Read, Write};
 
 /// Cap on any frame, even when no `chunk_size_limit` is configured.
@@ -88,7 +91,7 @@ pub struct EventFrame {
 }
 
 impl EventFrame {
-    /// The batch to hand to [`crate::input::Emit`], with the given tag.
+    /// The batch to hand to [`crate::pipeline::Emit`], with the given tag.
     pub fn into_batch(self, tag: String) -> EventBatch {
         EventBatch {
             tag,
@@ -138,15 +141,12 @@ impl FrameDecoder {
         }
         if !self.checked_head {
             let first = buf[0];
-            let arity = match first {
-                0xc0 => None,
-                0x90..=0x9f => Some((first & 0x0f) as u32),
-                0xdc if buf.len() >= 3 => Some(u16::from_be_bytes([buf[1], buf[2]]) as u32),
-                0xdd if buf.len() >= 5 => {
-                    Some(u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]))
-                }
-                0xdc | 0xdd => return Ok(None),
-                other => return Err(ForwardError::NotAFrame(other)),
+            let arity = match Cursor::new(buf).array_len() {
+                _ if first == 0xc0 => None,
+                Ok(Some(n)) => Some(n),
+                Ok(None) => return Err(ForwardError::NotAFrame(first)),
+                // The array header is not complete yet.
+                Err(_) => return Ok(None),
             };
             if let Some(n) = arity {
                 if !(2..=4).contains(&n) {
@@ -165,7 +165,7 @@ impl FrameDecoder {
             }
             Err(ScanError::TooLarge(size)) => Err(ForwardError::FrameTooLarge { size, limit }),
             Err(ScanError::BadMarker { marker, offset }) => {
-                Err(ForwardError::Msgpack(EntryError::BadMarker {
+                Err(ForwardError::from(MsgpackError::BadMarker {
                     marker,
                     offset: offset as usize,
                 }))
@@ -213,7 +213,7 @@ pub fn decode_frame(
     let second = c.peek()?;
     let (mode, stream, must_rewrite, option_index) = match second {
         // Forward: [tag, [[time, record], ...], option?]
-        0x90..=0x9f | 0xdc | 0xdd => {
+        m if msgpack::is_array(m) => {
             if n > 3 {
                 return Err(ForwardError::BadArity(n));
             }
@@ -225,7 +225,7 @@ pub fn decode_frame(
             (EventMode::Forward, raw.slice(body_start..arr.end), true, 2)
         }
         // PackedForward: [tag, entries(bin|str), option?]
-        0xa0..=0xbf | 0xd9 | 0xda | 0xdb | 0xc4 | 0xc5 | 0xc6 => {
+        m if msgpack::is_raw(m) => {
             if n > 3 {
                 return Err(ForwardError::BadArity(n));
             }
@@ -244,7 +244,7 @@ pub fn decode_frame(
             let t = c.skip()?;
             let rec = c.skip()?;
             let mut one = BytesMut::with_capacity(1 + rec.end - t.start);
-            one.put_u8(0x92);
+            write_array_header(&mut one, 2);
             one.extend_from_slice(&raw[t.start..rec.end]);
             (EventMode::Message, one.freeze(), true, 3)
         }
@@ -470,17 +470,15 @@ pub fn encode_packed_forward(
     let len =
         u32::try_from(entries.len()).map_err(|_| ForwardError::EntriesTooLarge(entries.len()))?;
     let mut header = BytesMut::with_capacity(tag.len() + 16);
-    header.put_u8(0x93);
+    write_array_header(&mut header, 3);
     write_str(&mut header, tag);
-    header.put_u8(0xdb);
-    header.put_u32(len);
+    write_str32_header(&mut header, len);
 
     let mut trailer = BytesMut::with_capacity(64);
     let pairs = 1 + chunk.is_some() as u8 + (compressed == Compression::Gzip) as u8;
-    trailer.put_u8(0x80 | pairs);
+    write_map_header(&mut trailer, pairs as u32);
     write_str(&mut trailer, "size");
-    trailer.put_u8(0xce);
-    trailer.put_u32(count);
+    write_u32(&mut trailer, count);
     if let Some(chunk) = chunk {
         write_str(&mut trailer, "chunk");
         write_str_bytes(&mut trailer, chunk);
@@ -498,7 +496,7 @@ pub fn encode_packed_forward(
 /// `{"ack": chunk}`, echoing the chunk bytes exactly as received (as a msgpack str).
 pub fn encode_ack(chunk: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(chunk.len() + 10);
-    out.put_u8(0x81);
+    write_map_header(&mut out, 1);
     write_str(&mut out, "ack");
     write_str_bytes(&mut out, chunk);
     out.freeze()

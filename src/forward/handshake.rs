@@ -4,12 +4,13 @@
 //! Owns the message formats and the SHA-512 digests. Must not do I/O: callers read one
 //! message with [`super::take_message`] and write the bytes returned here.
 
-use super::msgpack::Cursor;
 use crate::config::ServerSecurityConfig;
-use crate::event::write_str;
 #[cfg(test)]
-use crate::event::write_str_bytes;
-use bytes::{BufMut, Bytes, BytesMut};
+use crate::msgpack::write_str_bytes;
+use crate::msgpack::{
+    write_array_header, write_bin, write_bool, write_map_header, write_str, Cursor, MsgpackError,
+};
+use bytes::{Bytes, BytesMut};
 use rand::RngCore;
 use sha2::{Digest, Sha512};
 use std::net::{IpAddr, ToSocketAddrs};
@@ -64,25 +65,6 @@ pub fn generate_nonce() -> [u8; 16] {
 /// 32 lowercase hex characters, like Ruby's `SecureRandom.hex(16)` (the PING shared-key salt).
 pub fn generate_shared_key_salt() -> String {
     hex::encode(generate_nonce())
-}
-
-fn write_bin(out: &mut BytesMut, b: &[u8]) {
-    // Handshake values are short; bin8/bin16 suffice, bin32 for completeness.
-    if b.len() <= u8::MAX as usize {
-        out.put_u8(0xc4);
-        out.put_u8(b.len() as u8);
-    } else if b.len() <= u16::MAX as usize {
-        out.put_u8(0xc5);
-        out.put_u16(b.len() as u16);
-    } else {
-        out.put_u8(0xc6);
-        out.put_u32(b.len() as u32);
-    }
-    out.extend_from_slice(b);
-}
-
-fn write_bool(out: &mut BytesMut, v: bool) {
-    out.put_u8(if v { 0xc3 } else { 0xc2 });
 }
 
 /// Which peers a `<client>` matches.
@@ -241,9 +223,9 @@ impl ServerHandshake {
     /// `["HELO", {"nonce": bin, "auth": bin or "", "keepalive": bool}]`
     pub fn helo(&self) -> Bytes {
         let mut out = BytesMut::with_capacity(64);
-        out.put_u8(0x92);
+        write_array_header(&mut out, 2);
         write_str(&mut out, "HELO");
-        out.put_u8(0x83);
+        write_map_header(&mut out, 3);
         write_str(&mut out, "nonce");
         write_bin(&mut out, &self.nonce);
         write_str(&mut out, "auth");
@@ -342,7 +324,7 @@ fn malformed(what: &'static str, why: impl Into<String>) -> HandshakeError {
 }
 
 fn parse_ping(msg: &[u8]) -> Result<Ping, HandshakeError> {
-    let m = |e: crate::event::EntryError| malformed("PING", e.to_string());
+    let m = |e: MsgpackError| malformed("PING", e.to_string());
     let mut c = Cursor::new(msg);
     if c.array_len().map_err(m)? != Some(6) {
         return Err(malformed("PING", "expected an array of 6 elements"));
@@ -372,7 +354,7 @@ fn parse_ping(msg: &[u8]) -> Result<Ping, HandshakeError> {
 
 fn encode_pong(ok: bool, reason: &str, hostname: &str, digest: &str) -> Bytes {
     let mut out = BytesMut::with_capacity(200);
-    out.put_u8(0x95);
+    write_array_header(&mut out, 5);
     write_str(&mut out, "PONG");
     write_bool(&mut out, ok);
     write_str(&mut out, reason);
@@ -393,7 +375,7 @@ pub struct Helo {
 
 impl Helo {
     pub fn parse(msg: &[u8]) -> Result<Helo, HandshakeError> {
-        let m = |e: crate::event::EntryError| malformed("HELO", e.to_string());
+        let m = |e: MsgpackError| malformed("HELO", e.to_string());
         let mut c = Cursor::new(msg);
         if c.array_len().map_err(m)? != Some(2) {
             return Err(malformed("HELO", "expected an array of 2 elements"));
@@ -515,7 +497,7 @@ impl ClientHandshake {
             )
         };
         let mut out = BytesMut::with_capacity(400);
-        out.put_u8(0x96);
+        write_array_header(&mut out, 6);
         write_str(&mut out, "PING");
         write_str(&mut out, &self.self_hostname);
         write_str(&mut out, &self.shared_key_salt);
@@ -528,7 +510,7 @@ impl ClientHandshake {
 
     /// Verify the PONG; returns the server's hostname.
     pub fn check_pong(&self, pong: &[u8]) -> Result<String, HandshakeError> {
-        let m = |e: crate::event::EntryError| malformed("PONG", e.to_string());
+        let m = |e: MsgpackError| malformed("PONG", e.to_string());
         let nonce = self
             .nonce
             .as_deref()
@@ -576,7 +558,7 @@ impl ClientHandshake {
 #[cfg(test)]
 pub(crate) fn encode_ping_fields(fields: [&[u8]; 5]) -> Bytes {
     let mut out = BytesMut::new();
-    out.put_u8(0x96);
+    write_array_header(&mut out, 6);
     write_str(&mut out, "PING");
     for f in fields {
         write_str_bytes(&mut out, f);

@@ -11,7 +11,6 @@
 
 mod frame;
 mod handshake;
-mod msgpack;
 
 pub use frame::{
     decode_ack, decode_frame, encode_ack, encode_packed_forward, gzip_entries, take_message,
@@ -24,6 +23,7 @@ pub use handshake::{
 };
 
 use crate::event::EntryError;
+use crate::msgpack::MsgpackError;
 
 /// Why a Forward frame (or ack) was refused. Messages are meant for an operator's log.
 #[derive(Debug, thiserror::Error)]
@@ -56,4 +56,10 @@ pub enum ForwardError {
     EntriesTooLarge(usize),
     #[error("malformed ack response: {0}")]
     BadAck(String),
+}
+
+impl From<MsgpackError> for ForwardError {
+    fn from(e: MsgpackError) -> Self {
+        ForwardError::Msgpack(e.into())
+    }
 }

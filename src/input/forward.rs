@@ -13,8 +13,8 @@ use crate::forward::{
     decode_frame, encode_ack, take_message, DecoderConfig, EventFrame, ForwardError, Frame,
     FrameDecoder, ServerHandshake, ServerSecurity, HARD_MAX_FRAME_SIZE, MAX_CONTROL_MESSAGE_SIZE,
 };
-use crate::input::{Emit, EmitError};
 use crate::log_limit::WarnLimiter;
+use crate::pipeline::{Emit, EmitError};
 use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
 use std::io;

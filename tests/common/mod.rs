@@ -12,13 +12,50 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_lograft");
 
-/// A free TCP port on 127.0.0.1 (also free for UDP in practice).
+/// Ports handed out by [`free_port`]: below the kernel's ephemeral range (32768 and up on
+/// Linux), so no `bind(0)` or outgoing connection is ever given one while a test holds it.
+const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A TCP (and UDP) port on 127.0.0.1 reserved for this test process, for a lograft process to
+/// listen on.
+///
+/// Binding port 0 and passing the number on is racy: the port is free again until the binary
+/// binds it, and any other bind(0) may get it. Instead ports are taken from [`TEST_PORTS`],
+/// counting up from an offset derived from the process id; each one is claimed across
+/// processes by an exclusive lock on `<tmp>/lograft-test-ports/<port>.lock`, held until this
+/// process exits (the OS releases it even after a crash), and checked free (TCP and UDP) before
+/// it is returned. A port is never handed out twice in one process.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static NEXT: AtomicU64 = AtomicU64::new(u64::MAX);
+    static HELD: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
+    let span = (TEST_PORTS.end - TEST_PORTS.start) as u64;
+    let dir = std::env::temp_dir().join("lograft-test-ports");
+    std::fs::create_dir_all(&dir).unwrap();
+    let _ = NEXT.compare_exchange(
+        u64::MAX,
+        (std::process::id() as u64 * 997) % span,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..span {
+        let port = TEST_PORTS.start + (NEXT.fetch_add(1, Ordering::SeqCst) % span) as u16;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(format!("{port}.lock")))
+            .unwrap();
+        if lock.try_lock().is_err() {
+            continue; // another test process holds it
+        }
+        let free = TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok();
+        if free {
+            HELD.lock().unwrap().push(lock);
+            return port;
+        }
+    }
+    panic!("no free port left in {TEST_PORTS:?}");
 }
 
 /// A running `lograft run` process with its config and data dir.
@@ -495,4 +532,149 @@ impl Stream {
         let v = self.acked.lock().unwrap().clone();
         v
     }
+}
+
+/// lograft config text for tests, built section by section so tests share one spelling of the
+/// sources, outputs and buffers they have in common.
+///
+/// ```ignore
+/// ConfigText::new()
+///     .forward_source(port)
+///     .out_file("test.**", &out, BufferText::file(&buf).param("flush_interval", "0.2s"))
+///     .build()
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct ConfigText {
+    text: String,
+}
+
+impl ConfigText {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `<source> @type forward` on 127.0.0.1:`port`.
+    pub fn forward_source(self, port: u16) -> Self {
+        self.forward_source_with(port, "")
+    }
+
+    /// [`ConfigText::forward_source`] with extra lines inside the `<source>`.
+    pub fn forward_source_with(mut self, port: u16, extra: &str) -> Self {
+        self.text.push_str(&format!(
+            "<source>\n  @type forward\n  bind 127.0.0.1\n  port {port}\n  {extra}\n</source>\n"
+        ));
+        self
+    }
+
+    /// `<source> @type http` on 127.0.0.1:`port`.
+    pub fn http_source(mut self, port: u16) -> Self {
+        self.text.push_str(&format!(
+            "<source>\n  @type http\n  bind 127.0.0.1\n  port {port}\n</source>\n"
+        ));
+        self
+    }
+
+    /// `<match pattern> @type file path …` with the given buffer.
+    pub fn out_file(mut self, pattern: &str, path: impl AsRef<Path>, buffer: BufferText) -> Self {
+        self.text.push_str(&format!(
+            "<match {pattern}>\n  @type file\n  path {}\n{}</match>\n",
+            path.as_ref().display(),
+            buffer.render()
+        ));
+        self
+    }
+
+    /// `<match pattern> @type forward` with `params` (one `name value` per line), the
+    /// `<server>` sections in `servers`, and the given buffer.
+    pub fn out_forward(
+        mut self,
+        pattern: &str,
+        params: &str,
+        servers: &str,
+        buffer: BufferText,
+    ) -> Self {
+        self.text.push_str(&format!(
+            "<match {pattern}>\n  @type forward\n{params}\n{servers}\n{}</match>\n",
+            buffer.render()
+        ));
+        self
+    }
+
+    /// Any other text (e.g. a `<cluster>` section), as it is.
+    pub fn raw(mut self, text: &str) -> Self {
+        self.text.push_str(text);
+        self.text.push('\n');
+        self
+    }
+
+    pub fn build(self) -> String {
+        self.text
+    }
+}
+
+/// A `<buffer tag>` section: `@type file` at a path, or the default (memory) when no path.
+#[derive(Debug, Clone)]
+pub struct BufferText {
+    path: Option<PathBuf>,
+    params: Vec<(String, String)>,
+}
+
+impl BufferText {
+    /// A file buffer in `path`.
+    pub fn file(path: impl AsRef<Path>) -> Self {
+        BufferText {
+            path: Some(path.as_ref().to_path_buf()),
+            params: Vec::new(),
+        }
+    }
+
+    /// The output's default buffer type.
+    pub fn default_type() -> Self {
+        BufferText {
+            path: None,
+            params: Vec::new(),
+        }
+    }
+
+    pub fn param(mut self, name: &str, value: &str) -> Self {
+        self.params.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    fn render(&self) -> String {
+        let mut s = String::from("  <buffer tag>\n");
+        if let Some(path) = &self.path {
+            s.push_str(&format!("    @type file\n    path {}\n", path.display()));
+        }
+        for (name, value) in &self.params {
+            s.push_str(&format!("    {name} {value}\n"));
+        }
+        s.push_str("  </buffer>\n");
+        s
+    }
+}
+
+/// The forwarder the failover and cluster tests run: `<match test.**>` → out_forward to
+/// `servers` (heartbeats every 0.2 s, `ack_response_timeout` as given, `extra` parameters),
+/// with a file buffer in `dir/buffer` that flushes every 0.2 s with 4 threads and retries
+/// forever; preceded by the given sources.
+pub fn forwarder_config(
+    sources: ConfigText,
+    dir: &Path,
+    servers: &str,
+    ack_response_timeout: &str,
+    extra: &str,
+) -> String {
+    let params = format!(
+        "  heartbeat_interval 0.2s\n  recover_wait 1s\n  ack_response_timeout {ack_response_timeout}\n  connect_timeout 1s\n  {extra}"
+    );
+    let buffer = BufferText::file(dir.join("buffer"))
+        .param("flush_interval", "0.2s")
+        .param("flush_thread_count", "4")
+        .param("retry_max_interval", "1s")
+        .param("retry_forever", "true")
+        .param("chunk_limit_size", "1m");
+    sources
+        .out_forward("test.**", &params, servers, buffer)
+        .build()
 }

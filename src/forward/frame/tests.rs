@@ -1,5 +1,6 @@
 use super::*;
 use crate::event::{EntryIter, EventTime};
+use bytes::BufMut;
 use serde_json::{json, Value};
 
 const T: EventTime = EventTime {

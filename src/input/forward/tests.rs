@@ -2,7 +2,7 @@ use super::*;
 use crate::config::{ClientTlsConfig, Compression, ServerSecurityConfig, ServerTlsConfig};
 use crate::event::{write_entry, EntryIter};
 use crate::forward::{decode_ack, encode_packed_forward, ClientHandshake};
-use crate::input::BoxFuture;
+use crate::pipeline::BoxFuture;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use tokio::sync::Semaphore;

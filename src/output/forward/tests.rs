@@ -13,7 +13,7 @@ use crate::forward::{
     ServerSecurity,
 };
 use crate::input::forward::ForwardInput;
-use crate::input::{BoxFuture, Emit, EmitError};
+use crate::pipeline::{BoxFuture, Emit, EmitError};
 use bytes::{Bytes, BytesMut};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
@@ -206,9 +206,9 @@ fn chunk(records: u32) -> Chunk {
     let mut entries = BytesMut::new();
     for i in 0..records {
         let mut rec = BytesMut::new();
-        crate::event::write_map_header(&mut rec, 1);
-        crate::event::write_str(&mut rec, "seq");
-        crate::event::write_str(&mut rec, &i.to_string());
+        crate::msgpack::write_map_header(&mut rec, 1);
+        crate::msgpack::write_str(&mut rec, "seq");
+        crate::msgpack::write_str(&mut rec, &i.to_string());
         write_entry(
             &mut entries,
             EventTime {
