@@ -502,7 +502,10 @@ fn a_64mb_chunk_sent_whole_is_stored_once() {
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], cluster.ports[&id].forward));
         let mut client = ForwardClient::connect(addr).unwrap();
         client.send_raw(&frame).unwrap();
-        let ack = read_msgpack(client.stream()).unwrap();
+        let ack = read_msgpack(client.stream()).unwrap_or_else(|e| {
+            let logs: String = cluster.nodes.values().map(|n| n.log_text()).collect();
+            panic!("no ack from node {id}: {e}; logs:\n{logs}")
+        });
         assert!(format!("{ack:?}").contains("one-big-chunk"), "{ack:?}");
     }
     let counts = cluster.wait_uploaded(EVENTS as usize);

@@ -20,9 +20,11 @@ use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Largest part of a chunk stored as one log entry (entries travel in gRPC messages of at
-/// most 64 MiB; larger chunks become several entries).
-pub const MAX_ENTRY_BYTES: usize = 16 * 1024 * 1024;
+/// Largest part of a chunk stored as one log entry; larger chunks become several entries.
+/// openraft must replicate an entry (send, fsync on the follower, answer) within one
+/// `heartbeat_interval`, and a single entry cannot be cut smaller by the network layer, so
+/// entries stay at out_forward's default `max_frame_size`: a forwarder's frame is one entry.
+pub const MAX_ENTRY_BYTES: usize = 4 * 1024 * 1024;
 
 /// Stores batches through the cluster's Raft log.
 pub struct ClusterIngest {
