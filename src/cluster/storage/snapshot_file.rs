@@ -2,7 +2,8 @@
 //! records, so a snapshot of any size is written and read without holding it in memory.
 //!
 //! Owns [`SnapshotWriter`], [`SnapshotReader`] and [`SnapshotHeader`]. It must not touch RocksDB
-//! or decide when snapshots are built or installed: that is [`super::state_machine`].
+//! or decide when snapshots are built or installed: that is [`super::state_machine`]
+//! (its `snapshot` module).
 //!
 //! ```text
 //! "LGRSNAP1"
@@ -13,7 +14,7 @@
 //!
 //! All integers are big-endian. A file without a valid end frame is incomplete and rejected.
 
-use super::{ClusterError, NodeId};
+use crate::cluster::{ClusterError, NodeId};
 use openraft::{BasicNode, SnapshotMeta};
 use serde::{Deserialize, Serialize};
 use std::io::{BufReader, BufWriter, Read, Write};
