@@ -10,12 +10,12 @@
 use super::admin::grpc::AdminGrpc;
 use super::admin::ops::{self, AdminError};
 use super::network::{NetworkFactory, PeerChannels, RaftGrpc, MAX_MESSAGE_BYTES};
-use super::node::{self, NodeShared, ProposeError};
+use super::node::NodeShared;
 use super::proto::admin_pb::cluster_admin_server::ClusterAdminServer;
 use super::proto::admin_pb::MembershipReply;
 use super::proto::raft_pb::raft_service_server::RaftServiceServer;
-use super::storage::{open_storage, ChunkReader, StoreOptions};
-use super::{ClusterError, ClusterRaft, ClusterRequest, ClusterResponse, NodeId};
+use super::storage::{open_storage, StoreOptions};
+use super::{ClusterError, ClusterRaft, NodeId};
 use openraft::{Config, SnapshotPolicy};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -29,33 +29,33 @@ use tracing::{info, warn};
 
 /// How a node is started.
 #[derive(Debug, Clone)]
-pub struct ClusterNodeConfig {
+pub(crate) struct ClusterNodeConfig {
     /// This node's Raft id (unique in the cluster, never reused).
-    pub id: NodeId,
+    pub(crate) id: NodeId,
     /// Where the Raft and admin gRPC services listen (port 0: any free port).
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
     /// The address other nodes and admin clients use; default: the bound address.
-    pub advertise: Option<String>,
+    pub(crate) advertise: Option<String>,
     /// Storage directory (`db/`, `snapshots/`).
-    pub data_dir: PathBuf,
-    pub store: StoreOptions,
-    pub heartbeat_interval: Duration,
-    pub election_timeout_min: Duration,
-    pub election_timeout_max: Duration,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) store: StoreOptions,
+    pub(crate) heartbeat_interval: Duration,
+    pub(crate) election_timeout_min: Duration,
+    pub(crate) election_timeout_max: Duration,
     /// When the state machine builds a snapshot on its own.
-    pub snapshot_policy: SnapshotPolicy,
+    pub(crate) snapshot_policy: SnapshotPolicy,
     /// Log entries kept after a snapshot (so a briefly lagging follower catches up by log).
     /// Chunks are large: keep few, they are also in the state machine.
-    pub max_in_snapshot_log_to_keep: u64,
+    pub(crate) max_in_snapshot_log_to_keep: u64,
     /// Entries per AppendEntries at most.
-    pub max_payload_entries: u64,
+    pub(crate) max_payload_entries: u64,
     /// How long [`ClusterNode::propose`] may take, waiting for a leader included.
-    pub propose_timeout: Duration,
+    pub(crate) propose_timeout: Duration,
 }
 
 impl ClusterNodeConfig {
     /// Defaults: heartbeat 100 ms, election timeout 300–600 ms, snapshot every 5000 entries.
-    pub fn new(id: NodeId, listen: SocketAddr, data_dir: impl Into<PathBuf>) -> Self {
+    pub(crate) fn new(id: NodeId, listen: SocketAddr, data_dir: impl Into<PathBuf>) -> Self {
         ClusterNodeConfig {
             id,
             listen,
@@ -93,7 +93,7 @@ impl ClusterNodeConfig {
 
 /// Why a node did not start.
 #[derive(Debug, thiserror::Error)]
-pub enum StartError {
+pub(crate) enum StartError {
     #[error("invalid raft config: {0}")]
     Config(String),
     #[error("opening storage: {0}")]
@@ -108,7 +108,7 @@ pub enum StartError {
 }
 
 /// A running cluster node.
-pub struct ClusterNode {
+pub(crate) struct ClusterNode {
     shared: Arc<NodeShared>,
     stop_serving: CancellationToken,
     server: Option<JoinHandle<()>>,
@@ -117,7 +117,7 @@ pub struct ClusterNode {
 impl ClusterNode {
     /// Open the storage, create the Raft and serve gRPC. The node is not part of a cluster
     /// until it is initialized ([`ClusterNode::init`]) or added by a leader.
-    pub async fn start(config: ClusterNodeConfig) -> Result<ClusterNode, StartError> {
+    pub(crate) async fn start(config: ClusterNodeConfig) -> Result<ClusterNode, StartError> {
         let raft_config = Arc::new(config.raft_config()?);
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -179,22 +179,23 @@ impl ClusterNode {
         })
     }
 
-    pub fn id(&self) -> NodeId {
+    pub(crate) fn id(&self) -> NodeId {
         self.shared.id
     }
 
     /// The address other nodes and admin clients use.
-    pub fn addr(&self) -> &str {
+    pub(crate) fn addr(&self) -> &str {
         &self.shared.addr
     }
 
     /// The openraft handle (metrics, waits).
-    pub fn raft(&self) -> &ClusterRaft {
+    pub(crate) fn raft(&self) -> &ClusterRaft {
         &self.shared.raft
     }
 
     /// Read-only queries on this node's state machine.
-    pub fn reader(&self) -> &ChunkReader {
+    #[cfg(test)]
+    pub(crate) fn reader(&self) -> &super::storage::ChunkReader {
         &self.shared.reader
     }
 
@@ -206,13 +207,18 @@ impl ClusterNode {
     ///
     /// On the leader this is `client_write`; on another node the request is forwarded to the
     /// leader (following `ForwardToLeader` hints as leadership moves). Waits for a leader, but
-    /// never longer than `propose_timeout` in total.
-    pub async fn propose(&self, request: ClusterRequest) -> Result<ClusterResponse, ProposeError> {
-        node::propose(&self.shared, request).await
+    /// never longer than `propose_timeout` in total. (Ingest and upload call
+    /// [`node::propose`] directly.)
+    #[cfg(test)]
+    pub(crate) async fn propose(
+        &self,
+        request: super::ClusterRequest,
+    ) -> Result<super::ClusterResponse, super::node::ProposeError> {
+        super::node::propose(&self.shared, request).await
     }
 
     /// Initialize a new cluster with these voters (`id → address`); empty: this node alone.
-    pub async fn init(
+    pub(crate) async fn init(
         &self,
         members: BTreeMap<NodeId, String>,
     ) -> Result<MembershipReply, AdminError> {
@@ -222,7 +228,7 @@ impl ClusterNode {
     /// Stop the Raft (no more heartbeats: the others elect a new leader without waiting for
     /// this node's lease), then stop serving gRPC. Storage is closed once the last reader is
     /// dropped.
-    pub async fn shutdown(mut self) {
+    pub(crate) async fn shutdown(mut self) {
         if let Err(error) = self.shared.raft.shutdown().await {
             warn!(node_id = self.shared.id, %error, "raft did not shut down cleanly");
         }

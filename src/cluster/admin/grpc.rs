@@ -23,8 +23,8 @@ const DEFAULT_PROMOTE_WAIT: Duration = Duration::from_secs(30);
 const DEFAULT_TRANSFER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// gRPC metadata naming the leader on a "not the leader" error.
-pub const LEADER_ID_METADATA: &str = "lograft-leader-id";
-pub const LEADER_ADDR_METADATA: &str = "lograft-leader-addr";
+pub(crate) const LEADER_ID_METADATA: &str = "lograft-leader-id";
+pub(crate) const LEADER_ADDR_METADATA: &str = "lograft-leader-addr";
 
 impl From<AdminError> for Status {
     fn from(error: AdminError) -> Status {

@@ -1,7 +1,7 @@
 //! The admin API of a cluster node, split by role:
 //!
 //! - [`ops`]: the operations on a running node (status, init, add/promote/remove members,
-//!   leader transfer, snapshots) and their error [`AdminError`];
+//!   leader transfer, snapshots) and their error [`ops::AdminError`];
 //! - [`grpc`]: the tonic adapter serving them ([`grpc::AdminGrpc`]);
 //! - [`client`]: [`AdminClient`], used by the `lograft cluster` CLI and by bootstrap;
 //! - [`report`]: the CLI's rendering of a status ([`format_status`], [`status_json`]).

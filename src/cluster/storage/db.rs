@@ -39,10 +39,10 @@ const MIN_BLOB_SIZE: u64 = 4 * 1024;
 
 /// Tuning of the cluster store.
 #[derive(Debug, Clone)]
-pub struct StoreOptions {
+pub(crate) struct StoreOptions {
     /// How many recent chunk ids the state machine remembers to answer retransmissions. Must be
     /// the same on every node of a cluster: it decides which repeats are duplicates.
-    pub dedup_window: usize,
+    pub(crate) dedup_window: usize,
 }
 
 impl Default for StoreOptions {

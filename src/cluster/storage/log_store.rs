@@ -26,7 +26,7 @@ const KEY_LAST_PURGED: &[u8] = b"last_purged";
 
 /// The Raft log half of the node's storage. Cheap to clone (it is also its own reader).
 #[derive(Clone)]
-pub struct LogStore {
+pub(crate) struct LogStore {
     db: Arc<DB>,
 }
 

@@ -22,10 +22,10 @@ pub(crate) mod log_store;
 pub(crate) mod snapshot_file;
 pub(crate) mod state_machine;
 
-pub use self::db::StoreOptions;
-pub use self::log_store::LogStore;
-pub use self::state_machine::queries::{ChunkReader, PendingChunk, SealedBatch};
-pub use self::state_machine::StateMachineStore;
+pub(crate) use self::db::StoreOptions;
+pub(crate) use self::log_store::LogStore;
+pub(crate) use self::state_machine::queries::{ChunkReader, PendingChunk, SealedBatch};
+pub(crate) use self::state_machine::StateMachineStore;
 
 use self::db::{blocking, open_db};
 use crate::cluster::ClusterError;
@@ -35,7 +35,7 @@ use std::sync::Arc;
 /// Open (or create) the storage under `dir` and return its two halves, as openraft wants them.
 ///
 /// Layout: `<dir>/db` (RocksDB) and `<dir>/snapshots`. Runs on a blocking thread.
-pub async fn open_storage(
+pub(crate) async fn open_storage(
     dir: impl AsRef<Path>,
     options: StoreOptions,
 ) -> Result<(LogStore, StateMachineStore), ClusterError> {
@@ -44,7 +44,7 @@ pub async fn open_storage(
 }
 
 /// [`open_storage`] for callers already on a blocking thread.
-pub fn open_storage_blocking(
+pub(crate) fn open_storage_blocking(
     dir: &Path,
     options: StoreOptions,
 ) -> Result<(LogStore, StateMachineStore), ClusterError> {

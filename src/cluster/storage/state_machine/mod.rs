@@ -55,7 +55,7 @@ use tracing::{info, warn};
 /// The state-machine half of the node's storage. Cheap to clone; a clone is also its
 /// snapshot builder.
 #[derive(Clone)]
-pub struct StateMachineStore {
+pub(crate) struct StateMachineStore {
     shared: Arc<SmShared>,
 }
 
@@ -89,7 +89,7 @@ impl StateMachineStore {
     }
 
     /// A query handle that outlives moves of the store into openraft.
-    pub fn reader(&self) -> ChunkReader {
+    pub(crate) fn reader(&self) -> ChunkReader {
         ChunkReader::new(self.shared.clone())
     }
 
