@@ -7,9 +7,9 @@
 //!
 //! Owns the mapping of proposal outcomes to [`EmitError`]s and the rate-limited "cluster
 //! unavailable" warning (one line per interval, not one per chunk). It must not store data
-//! itself nor talk to peers directly: `server::propose` does both.
+//! itself nor talk to peers directly: `node::propose` does both.
 
-use super::server::{self, NodeShared, ProposeError};
+use super::node::{self, NodeShared, ProposeError};
 use super::{ClusterRequest, ClusterResponse};
 use crate::event::{split_entries, EventBatch};
 use crate::log_limit::WarnLimiter;
@@ -92,7 +92,7 @@ impl ClusterIngest {
             count,
             received_unix_ms,
         };
-        match server::propose(&self.shared, request).await {
+        match node::propose(&self.shared, request).await {
             Ok(ClusterResponse::Appended { .. } | ClusterResponse::Duplicate { .. }) => Ok(()),
             Ok(ClusterResponse::Rejected(reason)) => Err(EmitError::TooLarge(reason)),
             Ok(other) => Err(EmitError::Storage(format!(

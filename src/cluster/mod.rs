@@ -9,20 +9,19 @@
 //!
 //! # Layout
 //!
-//! Like openraft's `raft-kv-rocksdb` example (store / network / app), split by role:
+//! Like openraft's `raft-kv-rocksdb` example (storage and app state as leaves), split by role;
+//! dependencies point down this list, never back up:
 //!
-//! - [`store`]: opening the node's one RocksDB instance (column families, blob files), key
-//!   encodings, error mapping, and [`store::open_storage`] that hands out the two halves below.
-//! - [`log_store`]: the Raft log, vote, committed and last-purged ids
-//!   ([`openraft::storage::RaftLogStorage`]); each `append` is one synced `WriteBatch`.
-//! - [`state_machine`]: the chunk state machine ([`openraft::storage::RaftStateMachine`]):
-//!   pending chunks by log index, sealed batches, the dedup window, applied state and
-//!   membership; plus the read-only query handle ([`state_machine::ChunkReader`]) the uploader
-//!   and admin API use.
-//! - [`snapshot`]: the snapshot file format (checksummed records, streamed, never one `Vec`).
-//! - [`network`] and [`proto`]: the Raft RPCs over tonic gRPC; [`server`]: a running node
-//!   ([`server::ClusterNode`]: storage + Raft + gRPC, `propose` from any node); [`admin`]: the
-//!   admin API and its client (the `lograft cluster` CLI).
+//! - [`storage`]: the node's one RocksDB instance and its two halves, the Raft log
+//!   ([`storage::LogStore`]) and the chunk state machine ([`storage::StateMachineStore`], whose
+//!   rules are a pure function, and the read-only [`storage::ChunkReader`]), plus the snapshot
+//!   file format. Knows nothing of the network.
+//! - [`network`] and [`proto`]: the Raft RPCs over tonic gRPC.
+//! - [`node`]: what a running node's parts share ([`node::NodeShared`]) and
+//!   [`node::propose`], which commits a request from any node.
+//! - [`admin`]: the admin operations, their gRPC service, the client (the `lograft cluster`
+//!   CLI) and the CLI's output.
+//! - [`server`]: a running node ([`server::ClusterNode`]: storage + Raft + gRPC).
 //! - [`bootstrap`]: forming or joining a cluster, and refusing to rejoin after a disk loss.
 //! - [`ingest`]: the inputs' [`crate::pipeline::Emit`] on an aggregator: a batch is acked once its
 //!   `AppendChunk` is committed and applied.
@@ -42,20 +41,18 @@
 //! `AppendChunk` (proposed by `emit`, acked once applied) → pending → `SealBatch` (the leader
 //! agrees a batch's exact chunk set and object key) → upload → `ConfirmUpload` (the chunks are
 //! dropped). A new leader finds sealed-but-unconfirmed batches with
-//! [`state_machine::ChunkReader::unconfirmed_batches`] and uploads them again under the same key.
+//! [`storage::ChunkReader::unconfirmed_batches`] and uploads them again under the same key.
 
 pub mod admin;
-pub mod bootstrap;
-pub mod ingest;
-pub mod log_store;
+pub(crate) mod bootstrap;
+pub(crate) mod ingest;
 #[cfg(test)]
 mod net_tests;
-pub mod network;
+pub(crate) mod network;
+pub(crate) mod node;
 pub mod proto;
-pub mod server;
-pub mod snapshot;
-pub mod state_machine;
-pub mod store;
+pub(crate) mod server;
+pub(crate) mod storage;
 #[cfg(test)]
 mod tests;
 pub mod upload;
@@ -63,14 +60,6 @@ pub mod upload;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::fmt;
-
-pub use admin::{AdminClient, AdminError};
-pub use log_store::LogStore;
-pub use server::{ClusterNode, ClusterNodeConfig, ProposeError, StartError};
-pub use state_machine::{
-    ChunkReader, PendingChunk, SealedBatch, StateMachineStore, TagPending, UploadStats,
-};
-pub use store::{open_storage, StoreOptions};
 
 /// Raft node id.
 pub type NodeId = u64;

@@ -2,10 +2,10 @@
 //! real loopback gRPC, with real RocksDB stores in temporary directories.
 
 use super::admin::{format_status, AdminClient};
+use super::node::ProposeError;
 use super::proto::admin_pb::{Role, StatusReply};
-use super::{
-    ClusterNode, ClusterNodeConfig, ClusterRequest, ClusterResponse, NodeId, ProposeError,
-};
+use super::server::{ClusterNode, ClusterNodeConfig};
+use super::{ClusterRequest, ClusterResponse, NodeId};
 use bytes::Bytes;
 use openraft::ServerState;
 use std::collections::BTreeMap;

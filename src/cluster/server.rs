@@ -1,62 +1,61 @@
 //! A running cluster node: [`ClusterNode::start`] opens the storage, creates the Raft, serves
-//! the Raft and admin gRPC services on one address, and offers [`ClusterNode::propose`], which
-//! works on any node (the leader writes, a follower forwards to the leader).
+//! the Raft and admin gRPC services on one address; the node's handle offers
+//! [`ClusterNode::propose`] and the admin operations.
 //!
-//! Owns the node's openraft [`Config`] and its life cycle (start, shutdown). It must not
-//! interpret requests (that is the state machine) nor implement the wire protocol (that is
-//! [`super::network`]) or admin operations (that is [`super::admin`]).
+//! Owns [`ClusterNodeConfig`], the node's openraft [`Config`] and its life cycle (start,
+//! shutdown). It must not interpret requests (that is the state machine), implement the wire
+//! protocol (that is [`super::network`]), the admin operations (that is [`super::admin`]) or
+//! proposing (that is [`super::node`]): its methods delegate to those.
 
-use super::admin::AdminGrpc;
-use super::network::{
-    ClientWriteRaftError, NetworkFactory, PeerChannels, RaftGrpc, MAX_MESSAGE_BYTES,
-};
+use super::admin::grpc::AdminGrpc;
+use super::admin::ops::{self, AdminError};
+use super::network::{NetworkFactory, PeerChannels, RaftGrpc, MAX_MESSAGE_BYTES};
+use super::node::NodeShared;
 use super::proto::admin_pb::cluster_admin_server::ClusterAdminServer;
+use super::proto::admin_pb::MembershipReply;
 use super::proto::raft_pb::raft_service_server::RaftServiceServer;
-use super::{
-    open_storage, ChunkReader, ClusterError, ClusterRaft, ClusterRequest, ClusterResponse, NodeId,
-    StoreOptions,
-};
-use openraft::error::{ClientWriteError, RaftError};
-use openraft::{BasicNode, Config, SnapshotPolicy};
+use super::storage::{open_storage, StoreOptions};
+use super::{ClusterError, ClusterRaft, NodeId};
+use openraft::{Config, SnapshotPolicy};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
 
 /// How a node is started.
 #[derive(Debug, Clone)]
-pub struct ClusterNodeConfig {
+pub(crate) struct ClusterNodeConfig {
     /// This node's Raft id (unique in the cluster, never reused).
-    pub id: NodeId,
+    pub(crate) id: NodeId,
     /// Where the Raft and admin gRPC services listen (port 0: any free port).
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
     /// The address other nodes and admin clients use; default: the bound address.
-    pub advertise: Option<String>,
+    pub(crate) advertise: Option<String>,
     /// Storage directory (`db/`, `snapshots/`).
-    pub data_dir: PathBuf,
-    pub store: StoreOptions,
-    pub heartbeat_interval: Duration,
-    pub election_timeout_min: Duration,
-    pub election_timeout_max: Duration,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) store: StoreOptions,
+    pub(crate) heartbeat_interval: Duration,
+    pub(crate) election_timeout_min: Duration,
+    pub(crate) election_timeout_max: Duration,
     /// When the state machine builds a snapshot on its own.
-    pub snapshot_policy: SnapshotPolicy,
+    pub(crate) snapshot_policy: SnapshotPolicy,
     /// Log entries kept after a snapshot (so a briefly lagging follower catches up by log).
     /// Chunks are large: keep few, they are also in the state machine.
-    pub max_in_snapshot_log_to_keep: u64,
+    pub(crate) max_in_snapshot_log_to_keep: u64,
     /// Entries per AppendEntries at most.
-    pub max_payload_entries: u64,
+    pub(crate) max_payload_entries: u64,
     /// How long [`ClusterNode::propose`] may take, waiting for a leader included.
-    pub propose_timeout: Duration,
+    pub(crate) propose_timeout: Duration,
 }
 
 impl ClusterNodeConfig {
     /// Defaults: heartbeat 100 ms, election timeout 300–600 ms, snapshot every 5000 entries.
-    pub fn new(id: NodeId, listen: SocketAddr, data_dir: impl Into<PathBuf>) -> Self {
+    pub(crate) fn new(id: NodeId, listen: SocketAddr, data_dir: impl Into<PathBuf>) -> Self {
         ClusterNodeConfig {
             id,
             listen,
@@ -94,7 +93,7 @@ impl ClusterNodeConfig {
 
 /// Why a node did not start.
 #[derive(Debug, thiserror::Error)]
-pub enum StartError {
+pub(crate) enum StartError {
     #[error("invalid raft config: {0}")]
     Config(String),
     #[error("opening storage: {0}")]
@@ -108,69 +107,8 @@ pub enum StartError {
     Raft(String),
 }
 
-/// Why a proposal has no answer.
-#[derive(Debug, thiserror::Error)]
-pub enum ProposeError {
-    /// No leader was known for the whole wait: the cluster has no quorum or is electing.
-    #[error("no leader elected within {waited:?} (no quorum, or an election in progress)")]
-    NoLeader { waited: Duration },
-    /// The leader did not answer in time. The request may or may not be committed: retry with
-    /// the same origin chunk id, the state machine drops the duplicate.
-    #[error(
-        "no answer from the leader (node {leader:?}) within {waited:?}; the outcome is unknown"
-    )]
-    Timeout {
-        leader: Option<NodeId>,
-        waited: Duration,
-    },
-    /// This node's Raft stopped (shutdown or a storage failure).
-    #[error("raft stopped: {0}")]
-    Stopped(String),
-    /// Raft refused the request for another reason.
-    #[error("raft refused the write: {0}")]
-    Refused(String),
-}
-
-/// What the gRPC services and admin operations share about the running node.
-pub(crate) struct NodeShared {
-    pub(crate) id: NodeId,
-    pub(crate) addr: String,
-    pub(crate) raft: ClusterRaft,
-    pub(crate) reader: ChunkReader,
-    pub(crate) channels: PeerChannels,
-    pub(crate) config: ClusterNodeConfig,
-}
-
-impl NodeShared {
-    /// The address of node `id` in the current membership config.
-    pub(crate) fn node_addr(&self, id: NodeId) -> Option<String> {
-        let metrics = self.raft.metrics();
-        let metrics = metrics.borrow();
-        metrics
-            .membership_config
-            .membership()
-            .get_node(&id)
-            .map(|n| n.addr.clone())
-    }
-}
-
-/// The leader these metrics name, with its address from the membership (empty if unknown).
-pub(crate) fn known_leader(
-    metrics: &openraft::RaftMetrics<NodeId, BasicNode>,
-) -> Option<(NodeId, String)> {
-    metrics.current_leader.map(|id| {
-        let addr = metrics
-            .membership_config
-            .membership()
-            .get_node(&id)
-            .map(|n| n.addr.clone())
-            .unwrap_or_default();
-        (id, addr)
-    })
-}
-
 /// A running cluster node.
-pub struct ClusterNode {
+pub(crate) struct ClusterNode {
     shared: Arc<NodeShared>,
     stop_serving: CancellationToken,
     server: Option<JoinHandle<()>>,
@@ -179,7 +117,7 @@ pub struct ClusterNode {
 impl ClusterNode {
     /// Open the storage, create the Raft and serve gRPC. The node is not part of a cluster
     /// until it is initialized ([`ClusterNode::init`]) or added by a leader.
-    pub async fn start(config: ClusterNodeConfig) -> Result<ClusterNode, StartError> {
+    pub(crate) async fn start(config: ClusterNodeConfig) -> Result<ClusterNode, StartError> {
         let raft_config = Arc::new(config.raft_config()?);
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -211,7 +149,8 @@ impl ClusterNode {
             raft: raft.clone(),
             reader,
             channels,
-            config,
+            propose_timeout: config.propose_timeout,
+            election_timeout_max: config.election_timeout_max,
         });
 
         let raft_service = RaftServiceServer::new(RaftGrpc::new(shared.id, raft))
@@ -240,22 +179,23 @@ impl ClusterNode {
         })
     }
 
-    pub fn id(&self) -> NodeId {
+    pub(crate) fn id(&self) -> NodeId {
         self.shared.id
     }
 
     /// The address other nodes and admin clients use.
-    pub fn addr(&self) -> &str {
+    pub(crate) fn addr(&self) -> &str {
         &self.shared.addr
     }
 
     /// The openraft handle (metrics, waits).
-    pub fn raft(&self) -> &ClusterRaft {
+    pub(crate) fn raft(&self) -> &ClusterRaft {
         &self.shared.raft
     }
 
     /// Read-only queries on this node's state machine.
-    pub fn reader(&self) -> &ChunkReader {
+    #[cfg(test)]
+    pub(crate) fn reader(&self) -> &super::storage::ChunkReader {
         &self.shared.reader
     }
 
@@ -267,15 +207,28 @@ impl ClusterNode {
     ///
     /// On the leader this is `client_write`; on another node the request is forwarded to the
     /// leader (following `ForwardToLeader` hints as leadership moves). Waits for a leader, but
-    /// never longer than `propose_timeout` in total.
-    pub async fn propose(&self, request: ClusterRequest) -> Result<ClusterResponse, ProposeError> {
-        propose(&self.shared, request).await
+    /// never longer than `propose_timeout` in total. (Ingest and upload call
+    /// [`node::propose`] directly.)
+    #[cfg(test)]
+    pub(crate) async fn propose(
+        &self,
+        request: super::ClusterRequest,
+    ) -> Result<super::ClusterResponse, super::node::ProposeError> {
+        super::node::propose(&self.shared, request).await
+    }
+
+    /// Initialize a new cluster with these voters (`id → address`); empty: this node alone.
+    pub(crate) async fn init(
+        &self,
+        members: BTreeMap<NodeId, String>,
+    ) -> Result<MembershipReply, AdminError> {
+        ops::init(&self.shared, members).await
     }
 
     /// Stop the Raft (no more heartbeats: the others elect a new leader without waiting for
     /// this node's lease), then stop serving gRPC. Storage is closed once the last reader is
     /// dropped.
-    pub async fn shutdown(mut self) {
+    pub(crate) async fn shutdown(mut self) {
         if let Err(error) = self.shared.raft.shutdown().await {
             warn!(node_id = self.shared.id, %error, "raft did not shut down cleanly");
         }
@@ -298,101 +251,5 @@ impl Drop for ClusterNode {
     fn drop(&mut self) {
         // A node dropped without `shutdown` still stops listening.
         self.stop_serving.cancel();
-    }
-}
-
-/// Pause between attempts while leadership is moving.
-const RETRY_PAUSE: Duration = Duration::from_millis(50);
-
-pub(crate) async fn propose(
-    shared: &NodeShared,
-    request: ClusterRequest,
-) -> Result<ClusterResponse, ProposeError> {
-    let started = Instant::now();
-    let timeout = shared.config.propose_timeout;
-    let deadline = started + timeout;
-    let mut metrics = shared.raft.metrics();
-    // A leader named by a `ForwardToLeader` answer, newer than our metrics may be.
-    let mut hinted: Option<(NodeId, String)> = None;
-    let mut last_leader: Option<NodeId> = None;
-    loop {
-        let now = Instant::now();
-        if now >= deadline {
-            return Err(match last_leader {
-                Some(leader) => ProposeError::Timeout {
-                    leader: Some(leader),
-                    waited: timeout,
-                },
-                None => ProposeError::NoLeader { waited: timeout },
-            });
-        }
-        let remaining = deadline - now;
-        let leader = match hinted.take() {
-            Some(hint) => Some(hint),
-            None => known_leader(&metrics.borrow_and_update()),
-        };
-        let Some((leader, leader_addr)) = leader else {
-            // No leader known: wait for the metrics to change, at most until the deadline.
-            let _ = tokio::time::timeout(remaining, metrics.changed()).await;
-            continue;
-        };
-        last_leader = Some(leader);
-
-        let answer: Result<ClusterResponse, ClientWriteRaftError> = if leader == shared.id {
-            match tokio::time::timeout(remaining, shared.raft.client_write(request.clone())).await {
-                Ok(answer) => answer.map(|r| r.data),
-                Err(_) => {
-                    return Err(ProposeError::Timeout {
-                        leader: Some(leader),
-                        waited: timeout,
-                    })
-                }
-            }
-        } else {
-            match shared
-                .channels
-                .forward_client_write(leader, &leader_addr, &request, remaining)
-                .await
-            {
-                Ok(answer) => answer,
-                Err(super::network::CallError::Timeout { .. }) => {
-                    return Err(ProposeError::Timeout {
-                        leader: Some(leader),
-                        waited: timeout,
-                    })
-                }
-                Err(error) => {
-                    // The leader may be gone; wait for the cluster to notice.
-                    warn!(node_id = shared.id, leader, %error, "forwarding a write failed; retrying");
-                    tokio::time::sleep(RETRY_PAUSE.min(remaining)).await;
-                    continue;
-                }
-            }
-        };
-        match answer {
-            Ok(response) => return Ok(response),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
-                match (forward.leader_id, forward.leader_node) {
-                    (Some(id), Some(BasicNode { addr, .. })) if id != leader => {
-                        hinted = Some((id, addr));
-                    }
-                    _ => {
-                        // Leadership is moving and nobody knows where yet.
-                        tokio::time::sleep(RETRY_PAUSE.min(remaining)).await;
-                    }
-                }
-            }
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                return Err(ProposeError::Refused(e.to_string()))
-            }
-            Err(RaftError::Fatal(fatal)) if leader == shared.id => {
-                return Err(ProposeError::Stopped(fatal.to_string()))
-            }
-            Err(RaftError::Fatal(fatal)) => {
-                // The leader's Raft stopped (it is shutting down): another will be elected.
-                warn!(node_id = shared.id, leader, %fatal, "leader's raft stopped; retrying");
-                tokio::time::sleep(RETRY_PAUSE.min(remaining)).await;
-            }
-        }
     }
 }

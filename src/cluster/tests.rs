@@ -1,9 +1,8 @@
 //! Tests of the cluster storage against real RocksDB instances in temporary directories:
 //! openraft's own storage suite, reopen-after-drop, apply semantics, and snapshots.
 
-use super::state_machine::ChunkReader;
-use super::store::{open_storage, StoreOptions};
-use super::{ClusterRequest, ClusterResponse, LogStore, NodeId, StateMachineStore, TypeConfig};
+use super::storage::{open_storage, ChunkReader, LogStore, StateMachineStore, StoreOptions};
+use super::{ClusterRequest, ClusterResponse, NodeId, TypeConfig};
 use bytes::Bytes;
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
 use openraft::testing::{StoreBuilder, Suite};

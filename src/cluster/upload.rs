@@ -19,8 +19,9 @@
 //! directory or an S3-compatible bucket through `object_store`). It must not decide what is
 //! committed (the state machine does) nor run on a follower.
 
-use super::server::{self, NodeShared, ProposeError};
-use super::{ChunkReader, ClusterRequest, ClusterResponse, NodeId, PendingChunk, SealedBatch};
+use super::node::{self, NodeShared, ProposeError};
+use super::storage::{ChunkReader, PendingChunk, SealedBatch};
+use super::{ClusterRequest, ClusterResponse, NodeId};
 use crate::config::{BufferConfig, OutputConfig, RetryConfig, S3OutputConfig};
 use crate::output::format::{LineFormatter, Zone};
 use crate::output::retry::{Backoff, RetryDecision};
@@ -422,7 +423,7 @@ impl Uploader {
             chunks: chunks.clone(),
             object_key: object_key.clone(),
         };
-        match server::propose(&self.shared, request).await {
+        match node::propose(&self.shared, request).await {
             Ok(ClusterResponse::Sealed { first }) => Ok(Some(SealedBatch {
                 first,
                 tag: tag.to_string(),
@@ -454,7 +455,7 @@ impl Uploader {
         let size = body.len();
         self.target.put(&batch.object_key, body).await?;
         fault_point("after-upload", self.shared.id, &batch.object_key);
-        match server::propose(
+        match node::propose(
             &self.shared,
             ClusterRequest::ConfirmUpload { first: batch.first },
         )

@@ -1,21 +1,18 @@
-//! The node's one RocksDB instance: column families, their tuning, key encodings, the
-//! blocking-call helper and the mapping of storage errors to openraft's [`StorageError`].
+//! The node's one RocksDB instance: opening it, its column families and their tuning, key
+//! encodings, the blocking-call helper and the mapping of storage errors to openraft's
+//! [`StorageError`]. A leaf: it uses nothing else of the storage.
 //!
-//! Owns [`open_storage`], which opens (or creates) the database and returns the log store and
-//! the state machine sharing it. It must not interpret log entries or state-machine records:
-//! that is [`super::log_store`] and [`super::state_machine`].
+//! It must not interpret log entries or state-machine records: that is [`super::log_store`]
+//! and [`super::state_machine`].
 //!
 //! All column families share one WAL. That matters for durability: RocksDB recovers a prefix
 //! of the WAL, so one synced write (an `append`, a `purge`, `flush_wal(true)`) also makes every
 //! earlier write durable — the state machine applies without syncing and relies on that.
 
-use super::log_store::LogStore;
-use super::state_machine::StateMachineStore;
-use super::{ClusterError, NodeId};
+use crate::cluster::{ClusterError, NodeId};
 use openraft::{AnyError, ErrorSubject, ErrorVerb, StorageError, StorageIOError};
 use rocksdb::{ColumnFamilyDescriptor, DBCompressionType, Options, DB};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 
 /// Raft log entries, key = index (u64 big-endian), value = msgpack `Entry`.
 pub(crate) const CF_LOG: &str = "raft_log";
@@ -42,10 +39,10 @@ const MIN_BLOB_SIZE: u64 = 4 * 1024;
 
 /// Tuning of the cluster store.
 #[derive(Debug, Clone)]
-pub struct StoreOptions {
+pub(crate) struct StoreOptions {
     /// How many recent chunk ids the state machine remembers to answer retransmissions. Must be
     /// the same on every node of a cluster: it decides which repeats are duplicates.
-    pub dedup_window: usize,
+    pub(crate) dedup_window: usize,
 }
 
 impl Default for StoreOptions {
@@ -56,34 +53,8 @@ impl Default for StoreOptions {
     }
 }
 
-/// Open (or create) the storage under `dir` and return its two halves, as openraft wants them.
-///
-/// Layout: `<dir>/db` (RocksDB) and `<dir>/snapshots`. Runs on a blocking thread.
-pub async fn open_storage(
-    dir: impl AsRef<Path>,
-    options: StoreOptions,
-) -> Result<(LogStore, StateMachineStore), ClusterError> {
-    let dir = dir.as_ref().to_path_buf();
-    blocking(move || open_storage_blocking(&dir, options)).await
-}
-
-/// [`open_storage`] for callers already on a blocking thread.
-pub fn open_storage_blocking(
-    dir: &Path,
-    options: StoreOptions,
-) -> Result<(LogStore, StateMachineStore), ClusterError> {
-    std::fs::create_dir_all(dir)?;
-    let db = Arc::new(open_db(&dir.join("db"))?);
-    let log = LogStore::new(db.clone());
-    let sm = StateMachineStore::open(db, snapshot_dir(dir), options)?;
-    Ok((log, sm))
-}
-
-fn snapshot_dir(dir: &Path) -> PathBuf {
-    dir.join("snapshots")
-}
-
-fn open_db(path: &Path) -> Result<DB, ClusterError> {
+/// Open (or create) the RocksDB instance at `path` with every column family. Blocking.
+pub(crate) fn open_db(path: &Path) -> Result<DB, ClusterError> {
     let mut db_opts = Options::default();
     db_opts.create_if_missing(true);
     db_opts.create_missing_column_families(true);

@@ -2,7 +2,8 @@
 //! records, so a snapshot of any size is written and read without holding it in memory.
 //!
 //! Owns [`SnapshotWriter`], [`SnapshotReader`] and [`SnapshotHeader`]. It must not touch RocksDB
-//! or decide when snapshots are built or installed: that is [`super::state_machine`].
+//! or decide when snapshots are built or installed: that is [`super::state_machine`]
+//! (its `snapshot` module).
 //!
 //! ```text
 //! "LGRSNAP1"
@@ -13,7 +14,7 @@
 //!
 //! All integers are big-endian. A file without a valid end frame is incomplete and rejected.
 
-use super::{ClusterError, NodeId};
+use crate::cluster::{ClusterError, NodeId};
 use openraft::{BasicNode, SnapshotMeta};
 use serde::{Deserialize, Serialize};
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -29,28 +30,28 @@ const MAX_HEADER_LEN: u32 = 64 * 1024 * 1024;
 /// What a snapshot file says about itself: the openraft metadata and the state-machine values
 /// that are not rows of a dumped column family.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SnapshotHeader {
-    pub meta: SnapshotMeta<NodeId, BasicNode>,
+pub(crate) struct SnapshotHeader {
+    pub(crate) meta: SnapshotMeta<NodeId, BasicNode>,
     /// The dedup window's next sequence number.
-    pub next_dedup_seq: u64,
+    pub(crate) next_dedup_seq: u64,
 }
 
 /// One dumped row: which column family (1-based position in the dump order), key and value.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SnapshotRecord {
-    pub cf: u8,
-    pub key: Vec<u8>,
-    pub value: Vec<u8>,
+pub(crate) struct SnapshotRecord {
+    pub(crate) cf: u8,
+    pub(crate) key: Vec<u8>,
+    pub(crate) value: Vec<u8>,
 }
 
 /// Streams a snapshot into `W`.
-pub struct SnapshotWriter<W: Write> {
+pub(crate) struct SnapshotWriter<W: Write> {
     out: BufWriter<W>,
     records: u64,
 }
 
 impl<W: Write> SnapshotWriter<W> {
-    pub fn new(out: W, header: &SnapshotHeader) -> Result<Self, ClusterError> {
+    pub(crate) fn new(out: W, header: &SnapshotHeader) -> Result<Self, ClusterError> {
         let mut out = BufWriter::with_capacity(1024 * 1024, out);
         let header = rmp_serde::to_vec_named(header)?;
         out.write_all(MAGIC)?;
@@ -60,7 +61,7 @@ impl<W: Write> SnapshotWriter<W> {
         Ok(SnapshotWriter { out, records: 0 })
     }
 
-    pub fn record(&mut self, cf: u8, key: &[u8], value: &[u8]) -> Result<(), ClusterError> {
+    pub(crate) fn record(&mut self, cf: u8, key: &[u8], value: &[u8]) -> Result<(), ClusterError> {
         if cf == END_TAG {
             return Err(ClusterError::CorruptSnapshot(
                 "record tag 0 is reserved".into(),
@@ -88,7 +89,7 @@ impl<W: Write> SnapshotWriter<W> {
     }
 
     /// Write the end frame and flush; returns the inner writer (the caller syncs files).
-    pub fn finish(mut self) -> Result<W, ClusterError> {
+    pub(crate) fn finish(mut self) -> Result<W, ClusterError> {
         let mut end = [0u8; 9];
         end[0] = END_TAG;
         end[1..9].copy_from_slice(&self.records.to_be_bytes());
@@ -101,14 +102,14 @@ impl<W: Write> SnapshotWriter<W> {
 }
 
 /// Reads a snapshot from `R`, verifying every checksum and the record count.
-pub struct SnapshotReader<R: Read> {
+pub(crate) struct SnapshotReader<R: Read> {
     input: BufReader<R>,
     records: u64,
     finished: bool,
 }
 
 impl<R: Read> SnapshotReader<R> {
-    pub fn open(input: R) -> Result<(Self, SnapshotHeader), ClusterError> {
+    pub(crate) fn open(input: R) -> Result<(Self, SnapshotHeader), ClusterError> {
         let mut input = BufReader::with_capacity(1024 * 1024, input);
         let mut magic = [0u8; 8];
         read_exact(&mut input, &mut magic, "magic")?;
@@ -142,7 +143,7 @@ impl<R: Read> SnapshotReader<R> {
     }
 
     /// The next record, or `None` once the end frame was read and verified.
-    pub fn next_record(&mut self) -> Result<Option<SnapshotRecord>, ClusterError> {
+    pub(crate) fn next_record(&mut self) -> Result<Option<SnapshotRecord>, ClusterError> {
         if self.finished {
             return Ok(None);
         }

@@ -6,10 +6,10 @@
 //! committed id is written unsynced (openraft treats it as a hint, and the WAL is ordered).
 //! It must not look inside application requests: that is the state machine's job.
 
-use super::store::{
+use super::db::{
     blocking, cf, decode, decode_index_key, encode, index_key, storage_error, CF_LOG, CF_RAFT_META,
 };
-use super::{ClusterError, NodeId, TypeConfig};
+use crate::cluster::{ClusterError, NodeId, TypeConfig};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{
     Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader, StorageError, Vote,
@@ -26,7 +26,7 @@ const KEY_LAST_PURGED: &[u8] = b"last_purged";
 
 /// The Raft log half of the node's storage. Cheap to clone (it is also its own reader).
 #[derive(Clone)]
-pub struct LogStore {
+pub(crate) struct LogStore {
     db: Arc<DB>,
 }
 

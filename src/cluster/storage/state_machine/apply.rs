@@ -1,0 +1,219 @@
+//! The rules of the state machine, as a pure function: one log entry and the current
+//! [`SmState`] give the answer, the new state, and the list of storage [`Mutation`]s that make
+//! the column families match it.
+//!
+//! Owns the meaning of `AppendChunk` (size limit of chunk ids, dedup within the window),
+//! `SealBatch` (only pending chunks of the batch's tag, strictly ascending, a non-empty key) and
+//! `ConfirmUpload` (drops a sealed batch's chunks; unknown ids are a no-op). It must not touch
+//! RocksDB, files, clocks or the network: [`super::persist`] writes the mutations, and the
+//! answers depend only on the log and the dedup window size, so every node agrees.
+
+use super::records::{BatchRecord, ChunkRecord, DedupRecord, SmState};
+use crate::cluster::{ClusterRequest, ClusterResponse, TypeConfig, MAX_ORIGIN_LEN};
+use bytes::Bytes;
+use openraft::{Entry, EntryPayload, StoredMembership};
+use tracing::debug;
+
+/// One change to the state-machine column families, in the order it must be written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Mutation {
+    /// `sm_chunk_data[index] = entries`.
+    PutChunkData { index: u64, entries: Bytes },
+    /// `sm_chunk_meta[index] = record`.
+    PutChunkMeta { index: u64, record: ChunkRecord },
+    /// Delete `sm_chunk_data[index]` and `sm_chunk_meta[index]`.
+    DeleteChunk { index: u64 },
+    /// `sm_batches[first] = record`.
+    PutBatch { first: u64, record: BatchRecord },
+    /// Delete `sm_batches[first]`.
+    DeleteBatch { first: u64 },
+    /// `sm_dedup[seq] = record`.
+    PutDedup { seq: u64, record: DedupRecord },
+    /// Delete `sm_dedup[seq]`.
+    DeleteDedup { seq: u64 },
+}
+
+/// Apply one log entry: update `state` (including the applied log id and membership), append
+/// the storage changes to `mutations` and return the answer. The applied record itself is
+/// written by the caller once per batch of entries.
+pub(crate) fn apply_entry(
+    state: &mut SmState,
+    entry: Entry<TypeConfig>,
+    dedup_window: usize,
+    mutations: &mut Vec<Mutation>,
+) -> ClusterResponse {
+    let log_id = entry.log_id;
+    let response = match entry.payload {
+        EntryPayload::Blank => ClusterResponse::NoOp,
+        EntryPayload::Normal(request) => {
+            apply_request(state, log_id.index, request, dedup_window, mutations)
+        }
+        EntryPayload::Membership(membership) => {
+            state.applied.membership = StoredMembership::new(Some(log_id), membership);
+            ClusterResponse::NoOp
+        }
+    };
+    state.applied.last_applied = Some(log_id);
+    response
+}
+
+/// Apply one application request at log index `index` (see the module doc).
+pub(crate) fn apply_request(
+    state: &mut SmState,
+    index: u64,
+    request: ClusterRequest,
+    dedup_window: usize,
+    mutations: &mut Vec<Mutation>,
+) -> ClusterResponse {
+    match request {
+        ClusterRequest::AppendChunk {
+            origin,
+            tag,
+            entries,
+            count,
+            received_unix_ms,
+        } => {
+            if let Some(origin) = &origin {
+                if origin.len() > MAX_ORIGIN_LEN {
+                    return ClusterResponse::Rejected(format!(
+                        "chunk id of {} bytes (at most {MAX_ORIGIN_LEN})",
+                        origin.len()
+                    ));
+                }
+                if let Some(&(_, first)) = state.dedup_by_origin.get(origin) {
+                    debug!(index, first, "duplicate chunk");
+                    return ClusterResponse::Duplicate { index: first };
+                }
+            }
+            let record = ChunkRecord {
+                tag,
+                bytes: entries.len() as u64,
+                count,
+                received_unix_ms,
+                origin: origin.clone(),
+                batch: None,
+            };
+            mutations.push(Mutation::PutChunkData { index, entries });
+            mutations.push(Mutation::PutChunkMeta {
+                index,
+                record: record.clone(),
+            });
+            state.chunks.insert(index, record);
+            if let Some(origin) = origin {
+                remember_origin(state, origin, index, dedup_window, mutations);
+            }
+            ClusterResponse::Appended { index }
+        }
+        ClusterRequest::SealBatch {
+            tag,
+            chunks,
+            object_key,
+        } => {
+            if let Some(reason) = seal_refusal(state, &tag, &chunks, &object_key) {
+                debug!(index, %reason, "seal rejected");
+                return ClusterResponse::Rejected(reason);
+            }
+            let first = chunks[0];
+            for chunk in &chunks {
+                if let Some(record) = state.chunks.get_mut(chunk) {
+                    record.batch = Some(first);
+                    mutations.push(Mutation::PutChunkMeta {
+                        index: *chunk,
+                        record: record.clone(),
+                    });
+                }
+            }
+            let record = BatchRecord {
+                tag,
+                chunks,
+                object_key,
+                sealed_at: index,
+            };
+            mutations.push(Mutation::PutBatch {
+                first,
+                record: record.clone(),
+            });
+            state.batches.insert(first, record);
+            ClusterResponse::Sealed { first }
+        }
+        ClusterRequest::ConfirmUpload { first } => {
+            if let Some(record) = state.batches.remove(&first) {
+                for chunk in &record.chunks {
+                    state.chunks.remove(chunk);
+                    mutations.push(Mutation::DeleteChunk { index: *chunk });
+                }
+                mutations.push(Mutation::DeleteBatch { first });
+                debug!(
+                    index,
+                    first,
+                    chunks = record.chunks.len(),
+                    "upload confirmed"
+                );
+            }
+            ClusterResponse::Confirmed { first }
+        }
+    }
+}
+
+/// Why a seal must be refused, or `None` if it is valid. Depends only on the state.
+fn seal_refusal(state: &SmState, tag: &str, chunks: &[u64], object_key: &str) -> Option<String> {
+    if chunks.is_empty() {
+        return Some("empty batch".into());
+    }
+    if object_key.is_empty() {
+        return Some("empty object key".into());
+    }
+    if chunks.windows(2).any(|w| w[0] >= w[1]) {
+        return Some("chunk indexes are not strictly ascending".into());
+    }
+    for chunk in chunks {
+        match state.chunks.get(chunk) {
+            None => return Some(format!("chunk {chunk} is unknown or already confirmed")),
+            Some(record) if record.tag != tag => {
+                return Some(format!(
+                    "chunk {chunk} has tag {:?}, batch has {tag:?}",
+                    record.tag
+                ))
+            }
+            Some(ChunkRecord {
+                batch: Some(first), ..
+            }) => return Some(format!("chunk {chunk} is already sealed in batch {first}")),
+            Some(_) => {}
+        }
+    }
+    None
+}
+
+/// Add `origin` to the dedup window, evicting the oldest ids beyond `window`.
+fn remember_origin(
+    state: &mut SmState,
+    origin: Bytes,
+    index: u64,
+    window: usize,
+    mutations: &mut Vec<Mutation>,
+) {
+    let seq = state.applied.next_dedup_seq;
+    state.applied.next_dedup_seq += 1;
+    mutations.push(Mutation::PutDedup {
+        seq,
+        record: DedupRecord {
+            origin: origin.clone(),
+            index,
+        },
+    });
+    state.dedup_by_origin.insert(origin.clone(), (seq, index));
+    state.dedup_order.push_back((seq, origin));
+    while state.dedup_order.len() > window {
+        let Some((old_seq, old_origin)) = state.dedup_order.pop_front() else {
+            break;
+        };
+        if state
+            .dedup_by_origin
+            .get(&old_origin)
+            .is_some_and(|&(s, _)| s == old_seq)
+        {
+            state.dedup_by_origin.remove(&old_origin);
+        }
+        mutations.push(Mutation::DeleteDedup { seq: old_seq });
+    }
+}

@@ -1,0 +1,502 @@
+//! Property tests of the state machine's rules against a simple in-memory model: dedup of chunk
+//! ids within the window, seals of pending chunks of one tag only, confirms of sealed batches
+//! only, object keys derived from the batch. They drive [`apply_entry`], the function the
+//! RocksDB store applies with, and check that the [`Mutation`]s it returns rebuild exactly the
+//! state it keeps in memory; a smaller run does the same through a real store and a reopen.
+
+use super::apply::{apply_entry, Mutation};
+use super::records::{BatchRecord, ChunkRecord, DedupRecord, SmState};
+use super::StateMachineStore;
+use crate::cluster::storage::{open_storage_blocking, StoreOptions};
+use crate::cluster::upload::UploadTarget;
+use crate::cluster::{ClusterRequest, ClusterResponse, TypeConfig, MAX_ORIGIN_LEN};
+use bytes::Bytes;
+use openraft::storage::RaftStateMachine;
+use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+use proptest::prelude::*;
+use std::collections::{BTreeMap, VecDeque};
+
+const TAGS: [&str; 3] = ["app", "web", "db"];
+const DAY_MS: u64 = 86_400_000;
+
+/// What a test step asks for; turned into a request against the model's current state.
+#[derive(Debug, Clone)]
+enum Step {
+    /// Append a chunk; `origin` picks a chunk id from a small pool (so repeats happen), `long`
+    /// makes it one byte over the limit.
+    Append {
+        origin: Option<u8>,
+        long: bool,
+        tag: usize,
+        len: u8,
+        day: u8,
+    },
+    /// Seal up to `take` pending chunks of a tag, keyed like the uploader keys them.
+    SealPending {
+        tag: usize,
+        take: usize,
+        skip: usize,
+    },
+    /// Seal an arbitrary index list (mostly refused).
+    SealArbitrary {
+        tag: usize,
+        chunks: Vec<u64>,
+        empty_key: bool,
+    },
+    /// Confirm the `pick`-th unconfirmed batch, or an arbitrary id.
+    Confirm { pick: usize, arbitrary: Option<u64> },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        5 => (
+            proptest::option::weighted(0.8, 0u8..12),
+            proptest::bool::weighted(0.05),
+            0..TAGS.len(),
+            0u8..40,
+            0u8..3
+        )
+            .prop_map(|(origin, long, tag, len, day)| Step::Append {
+                origin,
+                long,
+                tag,
+                len,
+                day
+            }),
+        2 => (0..TAGS.len(), 1usize..5, 0usize..3)
+            .prop_map(|(tag, take, skip)| Step::SealPending { tag, take, skip }),
+        1 => (
+            0..TAGS.len(),
+            proptest::collection::vec(0u64..40, 0..4),
+            proptest::bool::weighted(0.2)
+        )
+            .prop_map(|(tag, chunks, empty_key)| Step::SealArbitrary {
+                tag,
+                chunks,
+                empty_key
+            }),
+        2 => (0usize..4, proptest::option::weighted(0.2, 0u64..40))
+            .prop_map(|(pick, arbitrary)| Step::Confirm { pick, arbitrary }),
+    ]
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct ModelChunk {
+    tag: String,
+    bytes: u64,
+    received_unix_ms: u64,
+    origin: Option<Bytes>,
+    batch: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct ModelBatch {
+    tag: String,
+    chunks: Vec<u64>,
+    object_key: String,
+    sealed_at: u64,
+}
+
+/// The rules, written as plainly as possible.
+#[derive(Debug, Default)]
+struct Model {
+    window: usize,
+    chunks: BTreeMap<u64, ModelChunk>,
+    batches: BTreeMap<u64, ModelBatch>,
+    /// Remembered chunk ids, oldest first, at most `window`.
+    remembered: VecDeque<(Bytes, u64)>,
+}
+
+impl Model {
+    fn pending_of(&self, tag: &str) -> Vec<u64> {
+        self.chunks
+            .iter()
+            .filter(|(_, c)| c.tag == tag && c.batch.is_none())
+            .map(|(&i, _)| i)
+            .collect()
+    }
+
+    fn apply(&mut self, index: u64, request: &ClusterRequest) -> ClusterResponse {
+        match request {
+            ClusterRequest::AppendChunk {
+                origin,
+                tag,
+                entries,
+                received_unix_ms,
+                ..
+            } => {
+                if let Some(o) = origin {
+                    if o.len() > MAX_ORIGIN_LEN {
+                        return ClusterResponse::Rejected(String::new());
+                    }
+                    if let Some((_, first)) = self.remembered.iter().find(|(r, _)| r == o) {
+                        return ClusterResponse::Duplicate { index: *first };
+                    }
+                    self.remembered.push_back((o.clone(), index));
+                    while self.remembered.len() > self.window {
+                        self.remembered.pop_front();
+                    }
+                }
+                self.chunks.insert(
+                    index,
+                    ModelChunk {
+                        tag: tag.clone(),
+                        bytes: entries.len() as u64,
+                        received_unix_ms: *received_unix_ms,
+                        origin: origin.clone(),
+                        batch: None,
+                    },
+                );
+                ClusterResponse::Appended { index }
+            }
+            ClusterRequest::SealBatch {
+                tag,
+                chunks,
+                object_key,
+            } => {
+                let pending = self.pending_of(tag);
+                let valid = !chunks.is_empty()
+                    && !object_key.is_empty()
+                    && chunks.windows(2).all(|w| w[0] < w[1])
+                    && chunks.iter().all(|c| pending.contains(c));
+                if !valid {
+                    return ClusterResponse::Rejected(String::new());
+                }
+                let first = chunks[0];
+                for c in chunks {
+                    self.chunks.get_mut(c).expect("pending").batch = Some(first);
+                }
+                self.batches.insert(
+                    first,
+                    ModelBatch {
+                        tag: tag.clone(),
+                        chunks: chunks.clone(),
+                        object_key: object_key.clone(),
+                        sealed_at: index,
+                    },
+                );
+                ClusterResponse::Sealed { first }
+            }
+            ClusterRequest::ConfirmUpload { first } => {
+                if let Some(batch) = self.batches.remove(first) {
+                    for c in &batch.chunks {
+                        self.chunks.remove(c);
+                    }
+                }
+                ClusterResponse::Confirmed { first: *first }
+            }
+        }
+    }
+}
+
+/// The request a step stands for, given the model's state. Seal keys come from the
+/// uploader's own key function.
+fn request(step: &Step, model: &Model, target: &UploadTarget) -> ClusterRequest {
+    match step {
+        Step::Append {
+            origin,
+            long,
+            tag,
+            len,
+            day,
+        } => ClusterRequest::AppendChunk {
+            origin: origin.map(|o| {
+                let n = if *long { MAX_ORIGIN_LEN + 1 } else { 16 };
+                Bytes::from(vec![o; n])
+            }),
+            tag: TAGS[*tag].to_string(),
+            entries: Bytes::from(vec![0x90; *len as usize]),
+            count: 1,
+            received_unix_ms: 1_795_568_523_000 + u64::from(*day) * DAY_MS,
+        },
+        Step::SealPending { tag, take, skip } => {
+            let tag = TAGS[*tag];
+            let chunks: Vec<u64> = model
+                .pending_of(tag)
+                .into_iter()
+                .skip(*skip)
+                .take(*take)
+                .collect();
+            let object_key = match chunks.first() {
+                Some(first) => {
+                    target.object_key(tag, model.chunks[first].received_unix_ms, &chunks)
+                }
+                None => "empty".to_string(),
+            };
+            ClusterRequest::SealBatch {
+                tag: tag.to_string(),
+                chunks,
+                object_key,
+            }
+        }
+        Step::SealArbitrary {
+            tag,
+            chunks,
+            empty_key,
+        } => ClusterRequest::SealBatch {
+            tag: TAGS[*tag].to_string(),
+            chunks: chunks.clone(),
+            object_key: if *empty_key {
+                String::new()
+            } else {
+                target.object_key(TAGS[*tag], 0, chunks)
+            },
+        },
+        Step::Confirm { pick, arbitrary } => {
+            let first = match arbitrary {
+                Some(id) => *id,
+                None => {
+                    let ids: Vec<u64> = model.batches.keys().copied().collect();
+                    if ids.is_empty() {
+                        0
+                    } else {
+                        ids[pick % ids.len()]
+                    }
+                }
+            };
+            ClusterRequest::ConfirmUpload { first }
+        }
+    }
+}
+
+fn entry(index: u64, request: ClusterRequest) -> Entry<TypeConfig> {
+    Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Normal(request),
+    }
+}
+
+/// Column families as plain maps: what the mutations leave behind.
+#[derive(Debug, Default)]
+struct Columns {
+    chunk_data: BTreeMap<u64, Bytes>,
+    chunk_meta: BTreeMap<u64, ChunkRecord>,
+    batches: BTreeMap<u64, BatchRecord>,
+    dedup: BTreeMap<u64, DedupRecord>,
+}
+
+impl Columns {
+    fn write(&mut self, mutations: &[Mutation]) {
+        for m in mutations {
+            match m.clone() {
+                Mutation::PutChunkData { index, entries } => {
+                    self.chunk_data.insert(index, entries);
+                }
+                Mutation::PutChunkMeta { index, record } => {
+                    self.chunk_meta.insert(index, record);
+                }
+                Mutation::DeleteChunk { index } => {
+                    self.chunk_data.remove(&index);
+                    self.chunk_meta.remove(&index);
+                }
+                Mutation::PutBatch { first, record } => {
+                    self.batches.insert(first, record);
+                }
+                Mutation::DeleteBatch { first } => {
+                    self.batches.remove(&first);
+                }
+                Mutation::PutDedup { seq, record } => {
+                    self.dedup.insert(seq, record);
+                }
+                Mutation::DeleteDedup { seq } => {
+                    self.dedup.remove(&seq);
+                }
+            }
+        }
+    }
+
+    /// The state a reopen would load from these columns (as `persist::load_state` does).
+    fn load(&self, applied: &SmState) -> SmState {
+        let mut state = SmState {
+            applied: applied.applied.clone(),
+            chunks: self.chunk_meta.clone(),
+            batches: self.batches.clone(),
+            ..SmState::default()
+        };
+        for (&seq, record) in &self.dedup {
+            state
+                .dedup_by_origin
+                .insert(record.origin.clone(), (seq, record.index));
+            state.dedup_order.push_back((seq, record.origin.clone()));
+        }
+        state
+    }
+}
+
+/// Responses agree; refusals agree on being refusals (their texts are the store's own).
+fn same_response(real: &ClusterResponse, model: &ClusterResponse) -> bool {
+    match (real, model) {
+        (ClusterResponse::Rejected(_), ClusterResponse::Rejected(_)) => true,
+        _ => real == model,
+    }
+}
+
+/// The state's query views equal the model's.
+fn check_views(state: &SmState, model: &Model) -> Result<(), TestCaseError> {
+    let pending: Vec<(u64, String, u64, u64, Option<Bytes>)> = state
+        .pending(None)
+        .into_iter()
+        .map(|p| (p.index, p.tag, p.bytes, p.received_unix_ms, p.origin))
+        .collect();
+    let model_pending: Vec<(u64, String, u64, u64, Option<Bytes>)> = model
+        .chunks
+        .iter()
+        .filter(|(_, c)| c.batch.is_none())
+        .map(|(&i, c)| {
+            (
+                i,
+                c.tag.clone(),
+                c.bytes,
+                c.received_unix_ms,
+                c.origin.clone(),
+            )
+        })
+        .collect();
+    prop_assert_eq!(pending, model_pending);
+    for tag in TAGS {
+        let of_tag: Vec<u64> = state.pending(Some(tag)).iter().map(|p| p.index).collect();
+        prop_assert_eq!(of_tag, model.pending_of(tag));
+    }
+
+    let batches = state.unconfirmed_batches();
+    prop_assert_eq!(batches.len(), model.batches.len());
+    for (batch, (first, m)) in batches.iter().zip(&model.batches) {
+        prop_assert_eq!(batch.first, *first);
+        prop_assert_eq!(&batch.tag, &m.tag);
+        prop_assert_eq!(&batch.chunks, &m.chunks);
+        prop_assert_eq!(&batch.object_key, &m.object_key);
+        prop_assert_eq!(batch.sealed_at, m.sealed_at);
+        let bytes: u64 = m.chunks.iter().map(|c| model.chunks[c].bytes).sum();
+        prop_assert_eq!(batch.bytes, bytes);
+        // A sealed batch holds only stored chunks of its own tag, all marked with its id.
+        for c in &batch.chunks {
+            let chunk = &state.chunks[c];
+            prop_assert_eq!(&chunk.tag, &batch.tag);
+            prop_assert_eq!(chunk.batch, Some(batch.first));
+        }
+    }
+
+    let stats = state.upload_stats();
+    prop_assert_eq!(stats.remembered_ids, model.remembered.len() as u64);
+    prop_assert_eq!(stats.unconfirmed_batches, model.batches.len() as u64);
+    for o in 0u8..12 {
+        let origin = vec![o; 16];
+        let model_index = model
+            .remembered
+            .iter()
+            .find(|(r, _)| r[..] == origin[..])
+            .map(|(_, i)| *i);
+        prop_assert_eq!(state.remembered_origin(&origin), model_index);
+    }
+    Ok(())
+}
+
+/// Run `steps` through the pure rules, the model and the columns, checking after each step.
+/// Returns the requests, so they can be replayed elsewhere, and the final state.
+fn run_pure(
+    steps: &[Step],
+    window: usize,
+) -> Result<(Vec<ClusterRequest>, Vec<ClusterResponse>, SmState), TestCaseError> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let target = UploadTarget::local_dir(dir.path().to_path_buf()).expect("target");
+    let mut model = Model {
+        window,
+        ..Model::default()
+    };
+    let mut state = SmState::default();
+    let mut columns = Columns::default();
+    let mut requests = Vec::new();
+    let mut responses = Vec::new();
+    for (i, step) in steps.iter().enumerate() {
+        let index = i as u64 + 1;
+        let req = request(step, &model, &target);
+        let expected = model.apply(index, &req);
+        let mut mutations = Vec::new();
+        let before = state.clone();
+        let got = apply_entry(
+            &mut state,
+            entry(index, req.clone()),
+            window,
+            &mut mutations,
+        );
+        prop_assert!(
+            same_response(&got, &expected),
+            "step {index} {req:?}: state machine answered {got:?}, model {expected:?}"
+        );
+        prop_assert_eq!(state.applied.last_applied.map(|id| id.index), Some(index));
+        if matches!(
+            got,
+            ClusterResponse::Duplicate { .. } | ClusterResponse::Rejected(_)
+        ) || matches!(
+            (&got, &req),
+            (ClusterResponse::Confirmed { first }, _) if !before.batches.contains_key(first)
+        ) {
+            // Nothing changes but the applied log id.
+            prop_assert!(mutations.is_empty(), "{got:?} wrote {mutations:?}");
+            let mut unchanged = before.clone();
+            unchanged.applied.last_applied = state.applied.last_applied;
+            prop_assert_eq!(&unchanged, &state);
+        }
+        columns.write(&mutations);
+        prop_assert_eq!(columns.load(&state), state.clone());
+        for (index, record) in &columns.chunk_meta {
+            prop_assert_eq!(columns.chunk_data[index].len() as u64, record.bytes);
+        }
+        prop_assert_eq!(columns.chunk_data.len(), columns.chunk_meta.len());
+        check_views(&state, &model)?;
+        requests.push(req);
+        responses.push(got);
+    }
+    Ok((requests, responses, state))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn the_rules_match_the_model(
+        steps in proptest::collection::vec(step(), 1..80),
+        window in 1usize..8,
+    ) {
+        run_pure(&steps, window)?;
+    }
+}
+
+proptest! {
+    // Each case opens RocksDB twice: keep the count small.
+    #![proptest_config(ProptestConfig::with_cases(12))]
+
+    /// The RocksDB store answers as the pure rules do, and a reopen loads the same state.
+    #[test]
+    fn the_store_applies_the_pure_rules(
+        steps in proptest::collection::vec(step(), 1..60),
+        window in 1usize..6,
+    ) {
+        let (requests, responses, state) = run_pure(&steps, window)?;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = StoreOptions { dedup_window: window };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let stored: Vec<ClusterResponse> = runtime.block_on(async {
+            let (_log, mut sm): (_, StateMachineStore) =
+                open_storage_blocking(dir.path(), options.clone()).expect("open");
+            // Apply in a few calls of several entries, as openraft does.
+            let mut answers = Vec::new();
+            let entries: Vec<Entry<TypeConfig>> = requests
+                .iter()
+                .enumerate()
+                .map(|(i, r)| entry(i as u64 + 1, r.clone()))
+                .collect();
+            for group in entries.chunks(7) {
+                answers.extend(sm.apply(group.to_vec()).await.expect("apply"));
+            }
+            answers
+        });
+        prop_assert_eq!(&stored, &responses);
+        let (_log, reopened) = open_storage_blocking(dir.path(), options).expect("reopen");
+        let loaded = reopened.shared.read_state().clone();
+        prop_assert_eq!(loaded, state);
+    }
+}

@@ -1,0 +1,196 @@
+//! Read-only queries on the state machine, for the uploader and the admin API: pending
+//! chunks, unconfirmed batches, upload totals, remembered chunk ids, chunk payloads.
+//!
+//! Owns [`ChunkReader`] and the views it returns. Metadata queries are pure functions of an
+//! [`SmState`] (so model tests check them too) and never block on I/O; only payload reads go
+//! to RocksDB. It must not change the state: only the log does, through `apply`.
+
+use super::handle::SmShared;
+use super::records::SmState;
+use crate::cluster::storage::db::{blocking, cf, index_key, CF_CHUNK_DATA};
+use crate::cluster::{ClusterError, NodeId};
+use bytes::Bytes;
+use openraft::{BasicNode, LogId, StoredMembership};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// A stored chunk not yet sealed into a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingChunk {
+    /// Log index of its `AppendChunk` entry: the chunk's id in the cluster.
+    pub index: u64,
+    pub tag: String,
+    /// Payload size (entries bytes).
+    pub bytes: u64,
+    pub count: u32,
+    pub received_unix_ms: u64,
+    pub origin: Option<Bytes>,
+}
+
+/// A sealed batch whose upload is not confirmed yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedBatch {
+    /// Batch id: its first chunk's index.
+    pub first: u64,
+    pub tag: String,
+    pub chunks: Vec<u64>,
+    pub object_key: String,
+    /// Sum of its chunks' payload sizes.
+    pub bytes: u64,
+    /// Log index of the `SealBatch` entry.
+    pub sealed_at: u64,
+}
+
+/// Totals of what waits for upload.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UploadStats {
+    /// Chunks not sealed yet, and their payload bytes.
+    pub pending_chunks: u64,
+    pub pending_bytes: u64,
+    /// Chunks sealed in unconfirmed batches, and their payload bytes.
+    pub sealed_chunks: u64,
+    pub sealed_bytes: u64,
+    pub unconfirmed_batches: u64,
+    /// Chunk ids in the dedup window.
+    pub remembered_ids: u64,
+}
+
+/// Pending (unsealed) chunks of one tag.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TagPending {
+    pub chunks: u64,
+    pub bytes: u64,
+}
+
+impl SmState {
+    /// Unsealed chunks, ascending by index; only those of `tag` if given.
+    pub(crate) fn pending(&self, tag: Option<&str>) -> Vec<PendingChunk> {
+        self.chunks
+            .iter()
+            .filter(|(_, r)| r.batch.is_none() && tag.is_none_or(|t| r.tag == t))
+            .map(|(&index, r)| PendingChunk {
+                index,
+                tag: r.tag.clone(),
+                bytes: r.bytes,
+                count: r.count,
+                received_unix_ms: r.received_unix_ms,
+                origin: r.origin.clone(),
+            })
+            .collect()
+    }
+
+    /// Unsealed chunks and bytes per tag.
+    pub(crate) fn pending_by_tag(&self) -> BTreeMap<String, TagPending> {
+        let mut tags: BTreeMap<String, TagPending> = BTreeMap::new();
+        for record in self.chunks.values().filter(|r| r.batch.is_none()) {
+            let entry = tags.entry(record.tag.clone()).or_default();
+            entry.chunks += 1;
+            entry.bytes += record.bytes;
+        }
+        tags
+    }
+
+    /// Sealed batches whose upload is not confirmed, ascending by id.
+    pub(crate) fn unconfirmed_batches(&self) -> Vec<SealedBatch> {
+        self.batches
+            .iter()
+            .map(|(&first, b)| SealedBatch {
+                first,
+                tag: b.tag.clone(),
+                chunks: b.chunks.clone(),
+                object_key: b.object_key.clone(),
+                bytes: b
+                    .chunks
+                    .iter()
+                    .filter_map(|c| self.chunks.get(c))
+                    .map(|r| r.bytes)
+                    .sum(),
+                sealed_at: b.sealed_at,
+            })
+            .collect()
+    }
+
+    /// Totals of what waits for upload.
+    pub(crate) fn upload_stats(&self) -> UploadStats {
+        let mut stats = UploadStats {
+            unconfirmed_batches: self.batches.len() as u64,
+            remembered_ids: self.dedup_order.len() as u64,
+            ..UploadStats::default()
+        };
+        for record in self.chunks.values() {
+            if record.batch.is_some() {
+                stats.sealed_chunks += 1;
+                stats.sealed_bytes += record.bytes;
+            } else {
+                stats.pending_chunks += 1;
+                stats.pending_bytes += record.bytes;
+            }
+        }
+        stats
+    }
+
+    /// The index a chunk id was first stored at, if it is in the dedup window.
+    pub(crate) fn remembered_origin(&self, origin: &[u8]) -> Option<u64> {
+        self.dedup_by_origin.get(origin).map(|&(_, index)| index)
+    }
+}
+
+/// Read-only queries on the state machine, for the uploader and the admin API. Cheap to clone.
+/// Metadata queries read memory and never block on I/O; payload reads go to RocksDB.
+#[derive(Clone)]
+pub struct ChunkReader {
+    shared: Arc<SmShared>,
+}
+
+impl ChunkReader {
+    pub(crate) fn new(shared: Arc<SmShared>) -> Self {
+        ChunkReader { shared }
+    }
+
+    /// Unsealed chunks, ascending by index; only those of `tag` if given.
+    pub fn pending(&self, tag: Option<&str>) -> Vec<PendingChunk> {
+        self.shared.read_state().pending(tag)
+    }
+
+    /// Unsealed chunks and bytes per tag.
+    pub fn pending_by_tag(&self) -> BTreeMap<String, TagPending> {
+        self.shared.read_state().pending_by_tag()
+    }
+
+    /// Sealed batches whose upload is not confirmed, ascending by id.
+    pub fn unconfirmed_batches(&self) -> Vec<SealedBatch> {
+        self.shared.read_state().unconfirmed_batches()
+    }
+
+    /// Totals of what waits for upload.
+    pub fn upload_stats(&self) -> UploadStats {
+        self.shared.read_state().upload_stats()
+    }
+
+    /// The index a chunk id was first stored at, if it is in the dedup window. A hint only:
+    /// the answer that counts is the state machine's, through the log.
+    pub fn remembered_origin(&self, origin: &[u8]) -> Option<u64> {
+        self.shared.read_state().remembered_origin(origin)
+    }
+
+    /// Last applied log id and membership.
+    pub fn applied_state(&self) -> (Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>) {
+        let state = self.shared.read_state();
+        (state.applied.last_applied, state.applied.membership.clone())
+    }
+
+    /// A stored chunk's entries (msgpack `[time, record]` stream), `None` if it is unknown or
+    /// confirmed.
+    pub async fn chunk_entries(&self, index: u64) -> Result<Option<Bytes>, ClusterError> {
+        let reader = self.clone();
+        blocking(move || reader.chunk_entries_blocking(index)).await
+    }
+
+    /// [`ChunkReader::chunk_entries`] for callers already on a blocking thread.
+    pub fn chunk_entries_blocking(&self, index: u64) -> Result<Option<Bytes>, ClusterError> {
+        let db = &self.shared.db;
+        Ok(db
+            .get_cf(cf(db, CF_CHUNK_DATA)?, index_key(index))?
+            .map(Bytes::from))
+    }
+}
