@@ -11,6 +11,7 @@ pub mod file;
 pub mod format;
 pub mod forward;
 pub mod retry;
+pub mod safe_name;
 pub mod stdout;
 
 use crate::buffer::Chunk;
