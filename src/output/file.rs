@@ -673,7 +673,10 @@ mod tests {
         // The long tag's directory: cut, with a hash, deterministic.
         let ch = chunk(&long, None, &["v"]);
         let parent = out.path_for(&ch).unwrap().parent().unwrap().to_path_buf();
-        assert_eq!(parent, logs.join(&*crate::output::safe_name::safe_segment(&long)));
+        assert_eq!(
+            parent,
+            logs.join(&*crate::output::safe_name::safe_segment(&long))
+        );
         assert_eq!(parent.file_name().unwrap().len(), 200);
     }
 

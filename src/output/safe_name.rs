@@ -80,7 +80,10 @@ mod tests {
         assert_eq!(safe_segment("ログ"), "__");
         for tag in ["..", "../../etc", "a/../..", "/", "/etc/passwd", "."] {
             let s = safe_segment(tag);
-            assert!(!s.contains('/') && s != "." && s != ".." && !s.is_empty(), "{tag:?} → {s:?}");
+            assert!(
+                !s.contains('/') && s != "." && s != ".." && !s.is_empty(),
+                "{tag:?} → {s:?}"
+            );
         }
     }
 
