@@ -651,7 +651,7 @@ mod tests {
     async fn hostile_and_long_tags_are_written_under_safe_names_inside_the_directory() {
         let dir = tempfile::tempdir().unwrap();
         let logs = dir.path().join("logs");
-        let out = utc(&cfg(&logs.join("${tag}/f.${tag[0]}")), None);
+        let out = utc(&cfg(&logs.join("${tag}/f")), None);
         let long = "x".repeat(300);
         for tag in ["../../etc", "..", "/etc/passwd", "a\nb", long.as_str()] {
             let ch = chunk(tag, None, &["v"]);
