@@ -5,12 +5,14 @@
 //! `timekey_wait`), overflow handling (`total_limit_size`, `overflow_action`), and for the file
 //! buffer durability: checksummed appends, group commit (one fsync for many appends), resume
 //! after a crash, torn-tail repair and quarantine. It must not know what an output does with a
-//! chunk, nor retry anything: that is `output::driver`'s job.
+//! chunk, nor decide about retries: that is `output::driver`'s job (the buffer only honours the
+//! not-before time the driver gives a released chunk).
 //!
 //! Life of a chunk: `append` puts entries into a *staged* chunk and returns once they are
 //! durable; when the chunk is full or its flush time comes it is *queued*; an output worker
 //! `dequeue`s it (it is then *in flight*), and either `purge`s it after the next hop
-//! acknowledged it or `release`s it back to the queue to be retried.
+//! acknowledged it or `release`s it back to the queue to be retried — at once, or with
+//! `release_after` not before a given time; `dequeue` meanwhile hands out the other chunks.
 //!
 //! [`Buffer`] is the one type the rest of the node uses. Its state machine (chunking, the
 //! queue, the flush task, overflow) lives here and is shared by both storages: [`file`] (one
@@ -255,6 +257,8 @@ struct ChunkState {
     /// Takes no more appends; queued as soon as `pending_writes` is 0.
     sealed: bool,
     flush_at: Option<SystemTime>,
+    /// Queued but not to be handed out before this time (a failed chunk in backoff).
+    not_before: Option<tokio::time::Instant>,
     storage: ChunkStorage,
 }
 
@@ -368,6 +372,7 @@ impl Buffer {
                             pending_writes: 0,
                             sealed: true,
                             flush_at: None,
+                            not_before: None,
                             storage: ChunkStorage::File(Arc::new(file::ChunkFile {
                                 id: c.header.id,
                                 path: c.path,
@@ -530,7 +535,32 @@ impl Buffer {
     /// Delivery failed: put the in-flight chunk back in the queue, in age order (so normally
     /// at its head).
     pub fn release(&self, id: ChunkId) {
-        self.shared.release(id);
+        self.shared.release(id, None);
+    }
+
+    /// Delivery failed and should be retried at `not_before`: put the in-flight chunk back in
+    /// the queue, where `dequeue` skips it until then (handing out younger chunks meanwhile).
+    pub fn release_after(&self, id: ChunkId, not_before: tokio::time::Instant) {
+        self.shared.release(id, Some(not_before));
+    }
+
+    /// Make every queued chunk that waits for a not-before time available now (the
+    /// destination came back).
+    pub fn retry_now(&self) {
+        let mut st = self.shared.lock();
+        let mut any = false;
+        for c in st.chunks.values_mut() {
+            any |= c.not_before.take().is_some();
+        }
+        drop(st);
+        if any {
+            self.shared.queue_changed.notify_waiters();
+        }
+    }
+
+    /// Whether the buffer still holds the chunk (staged, queued or in flight).
+    pub fn holds(&self, id: ChunkId) -> bool {
+        self.shared.lock().chunks.contains_key(&id)
     }
 
     /// Take an in-flight (or queued) chunk out of the buffer for good because it cannot be
@@ -649,7 +679,7 @@ impl InFlightGuard<'_> {
 impl Drop for InFlightGuard<'_> {
     fn drop(&mut self) {
         if self.armed {
-            self.shared.release(self.id);
+            self.shared.release(self.id, None);
         }
     }
 }
@@ -921,6 +951,7 @@ impl Shared {
                 pending_writes: 0,
                 sealed: false,
                 flush_at,
+                not_before: None,
                 storage,
             },
         );
@@ -1041,33 +1072,56 @@ impl Shared {
         }
     }
 
-    /// Wait for a queued chunk and mark it in flight; None when dequeue must stop.
+    /// Wait for the oldest queued chunk whose not-before time has come and mark it in
+    /// flight; None when dequeue must stop.
     async fn take_next(&self) -> Option<(ChunkId, ChunkMeta, Taken)> {
         loop {
             let notified = self.queue_changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            {
+            let wake_at = {
                 let mut st = self.lock();
                 if st.closed && !st.drain {
                     return None;
                 }
-                while let Some((_, _, id)) = st.queue.pop_front() {
+                let now = tokio::time::Instant::now();
+                let mut wake_at: Option<tokio::time::Instant> = None;
+                let mut index = 0;
+                while index < st.queue.len() {
+                    let id = st.queue[index].2;
                     let Some(c) = st.chunks.get_mut(&id) else {
+                        st.queue.remove(index);
                         continue;
                     };
+                    if let Some(at) = c.not_before.filter(|at| *at > now) {
+                        wake_at = Some(wake_at.map_or(at, |w| w.min(at)));
+                        index += 1;
+                        continue;
+                    }
+                    c.not_before = None;
                     c.stage = Stage::InFlight;
                     let taken = match &c.storage {
                         ChunkStorage::File(f) => Taken::File(f.path.clone()),
                         ChunkStorage::Memory(m) => Taken::Memory(m.entries()),
                     };
-                    return Some((id, c.meta.clone(), taken));
+                    let meta = c.meta.clone();
+                    st.queue.remove(index);
+                    return Some((id, meta, taken));
                 }
                 if st.closed && st.chunks.is_empty() {
                     return None;
                 }
+                wake_at
+            };
+            match wake_at {
+                Some(at) => {
+                    tokio::select! {
+                        _ = notified => {}
+                        _ = tokio::time::sleep_until(at) => {}
+                    }
+                }
+                None => notified.await,
             }
-            notified.await;
         }
     }
 
@@ -1096,7 +1150,7 @@ impl Shared {
         Some(removed)
     }
 
-    fn release(&self, id: ChunkId) {
+    fn release(&self, id: ChunkId, not_before: Option<tokio::time::Instant>) {
         let mut st = self.lock();
         let Some(c) = st.chunks.get_mut(&id) else {
             debug!(buffer = %self.name, chunk = %id, "release of a chunk not in buffer; ignored");
@@ -1106,6 +1160,7 @@ impl Shared {
             return;
         }
         c.stage = Stage::Queued;
+        c.not_before = not_before;
         let entry = (c.meta.created, c.seq, id);
         insert_by_age(&mut st.queue, entry);
         drop(st);

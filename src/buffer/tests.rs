@@ -786,3 +786,56 @@ async fn futures_poll_once<F: std::future::Future + Unpin>(mut fut: F) -> Option
     })
     .await
 }
+
+#[tokio::test]
+async fn a_chunk_released_with_a_not_before_time_lets_younger_chunks_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    for cfg in [file_cfg(dir.path()), mem_cfg()] {
+        let (buf, _) = open(&cfg, dir.path()).await;
+        buf.append(&batch("old", 0..3)).await.unwrap();
+        buf.enqueue_all();
+        buf.append(&batch("young", 3..5)).await.unwrap();
+        buf.enqueue_all();
+        let old = buf.dequeue().await.unwrap();
+        assert_eq!(old.meta.tag, "old");
+        let not_before = tokio::time::Instant::now() + Duration::from_millis(400);
+        buf.release_after(old.meta.id, not_before);
+        assert_eq!(buf.stats().queued_chunks, 2);
+        // The younger chunk is handed out at once although it is behind the old one.
+        let young = tokio::time::timeout(Duration::from_millis(200), buf.dequeue())
+            .await
+            .expect("younger chunk must not wait behind the one in backoff")
+            .unwrap();
+        assert_eq!(young.meta.tag, "young");
+        buf.purge(young.meta.id).await.unwrap();
+        // The old one comes back once its time has come, not before.
+        let started = tokio::time::Instant::now();
+        let again = buf.dequeue().await.unwrap();
+        assert_eq!(again.meta.id, old.meta.id);
+        assert!(tokio::time::Instant::now() >= not_before);
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert_eq!(record_ids(&again.entries), vec![0, 1, 2]);
+        // retry_now ends a long wait early.
+        buf.release_after(
+            again.meta.id,
+            tokio::time::Instant::now() + Duration::from_secs(3600),
+        );
+        let waiter = {
+            let buf = buf.clone();
+            tokio::spawn(async move { buf.dequeue().await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!waiter.is_finished());
+        assert!(buf.holds(again.meta.id));
+        buf.retry_now();
+        let back = tokio::time::timeout(Duration::from_secs(2), waiter)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(back.meta.id, old.meta.id);
+        buf.purge(back.meta.id).await.unwrap();
+        assert!(!buf.holds(back.meta.id));
+        buf.shutdown(false);
+    }
+}

@@ -156,14 +156,16 @@ impl UploadTarget {
         })
     }
 
-    /// The object key of a batch: `<prefix>/<tag>/<YYYY>/<MM>/<DD>/<first>-<last>.log.gz`.
+    /// The object key of a batch: `<prefix>/<tag>/<YYYY>/<MM>/<DD>/<first>-<last>.log.gz`, the
+    /// tag made one safe segment of at most 200 bytes by
+    /// [`safe_segment`](crate::output::safe_name::safe_segment).
     pub fn object_key(&self, tag: &str, first_received_unix_ms: u64, chunks: &[u64]) -> String {
         let day = DateTime::<Utc>::from(UNIX_EPOCH + Duration::from_millis(first_received_unix_ms));
         let first = chunks.first().copied().unwrap_or(0);
         let last = chunks.last().copied().unwrap_or(0);
         let name = format!(
             "{}/{:04}/{:02}/{:02}/{first:020}-{last:020}.log.gz",
-            sanitize_tag(tag),
+            crate::output::safe_name::safe_segment(tag),
             day.year(),
             day.month(),
             day.day()
@@ -195,24 +197,6 @@ impl UploadTarget {
 impl std::fmt::Display for UploadTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.describe)
-    }
-}
-
-/// Tags become one path segment per tag (dots kept); anything unsafe in a key becomes `_`.
-fn sanitize_tag(tag: &str) -> String {
-    let cleaned: String = tag
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    match cleaned.as_str() {
-        "" | "." | ".." => format!("_{cleaned}"),
-        _ => cleaned,
     }
 }
 
@@ -543,5 +527,24 @@ mod tests {
                 .unwrap(),
             ".._x_y"
         );
+    }
+
+    #[tokio::test]
+    async fn a_300_byte_tag_gives_a_short_deterministic_key_segment_that_uploads() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = UploadTarget::local_dir(dir.path().to_path_buf()).unwrap();
+        let ms = 1_795_568_523_000;
+        let long = format!("app.{}", "t".repeat(296));
+        let key = target.object_key(&long, ms, &[1, 2]);
+        let segment = key.split('/').next().unwrap();
+        assert!(segment.len() <= 200, "{} bytes", segment.len());
+        assert!(key.split('/').all(|s| s.len() <= 255 && !s.is_empty()));
+        assert!(segment.starts_with("app.ttt"));
+        assert_eq!(target.object_key(&long, ms, &[1, 2]), key);
+        let other = format!("app.{}u", "t".repeat(295));
+        assert_ne!(target.object_key(&other, ms, &[1, 2]), key);
+        // The local store accepts it (a 300-byte segment was refused by the file system).
+        target.put(&key, Bytes::from_static(b"x")).await.unwrap();
+        assert_eq!(std::fs::read(dir.path().join(&key)).unwrap(), b"x");
     }
 }

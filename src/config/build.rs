@@ -1264,6 +1264,9 @@ fn forward_output(sec: &mut Section<'_>, d: &mut Diag) -> Option<ForwardOutputCo
         keepalive: sec.bool(d, "keepalive", false),
         keepalive_timeout: sec.duration(d, "keepalive_timeout"),
         verify_connection_at_startup: sec.bool(d, "verify_connection_at_startup", false),
+        max_frame_size: sec
+            .size(d, "max_frame_size")
+            .unwrap_or(crate::output::forward::DEFAULT_MAX_FRAME_SIZE),
         tls,
         security,
         servers,
@@ -2014,6 +2017,28 @@ mod tests {
             .map(|w| w.to_string())
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    #[test]
+    fn out_forward_max_frame_size_defaults_to_4m_and_0_means_whole_chunks() {
+        let conf = |extra: &str| {
+            format!(
+                "<match **>\n  @type forward\n  {extra}\n  <server>\n    host 127.0.0.1\n  </server>\n</match>\n"
+            )
+        };
+        let loaded = ok(&conf(""));
+        assert_eq!(
+            forward_out(&loaded.config.matches[0]).max_frame_size,
+            4 << 20
+        );
+        let loaded = ok(&conf("max_frame_size 6m"));
+        assert_eq!(
+            forward_out(&loaded.config.matches[0]).max_frame_size,
+            6 << 20
+        );
+        let loaded = ok(&conf("max_frame_size 0"));
+        assert_eq!(forward_out(&loaded.config.matches[0]).max_frame_size, 0);
+        assert!(errors(&conf("max_frame_size huge")).contains("max_frame_size"));
     }
 
     #[test]

@@ -364,6 +364,9 @@ pub struct ForwardOutputConfig {
     pub keepalive: bool,
     pub keepalive_timeout: Option<Duration>,
     pub verify_connection_at_startup: bool,
+    /// lograft: the largest Forward message sent, in bytes; a bigger chunk goes out as several
+    /// messages (default 4 MiB; 0 = each chunk in one message, as Fluentd does).
+    pub max_frame_size: u64,
     pub tls: ClientTlsConfig,
     pub security: Option<ClientSecurityConfig>,
 }

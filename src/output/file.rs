@@ -12,9 +12,10 @@
 //! - `path` may hold strftime placeholders (`%Y%m%d`, …) filled from the chunk's timekey (or,
 //!   when time is not a chunk key, the chunk's first event time), in local time unless
 //!   [`FileOutput::with_time_slicing`] says UTC, and `${tag}`, `${tag[N]}` or `${tag_parts[N]}`
-//!   (N may be negative: counted from the end). Substituted tag text has `/`, `\` and NUL
-//!   replaced by `_`, and a tag part that is `.` or `..` becomes `_`/`__`, so a tag cannot
-//!   move a file out of its directory.
+//!   (N may be negative: counted from the end). Substituted tag text goes through
+//!   [`safe_segment`]: anything outside `A-Za-z0-9.-_` becomes `_`, an empty text, `.` or `..` get a
+//!   `_` prefix, and text longer than 200 bytes is cut and ends with a hash of the whole tag,
+//!   so a tag can neither move a file out of its directory nor make a name the OS refuses.
 //! - When the chunk has a timekey and `path` has no time placeholder, `.<timeslice>` is appended;
 //!   the slice format comes from the timekey length (`%Y%m%d` for ≥ 1 day, `%Y%m%d%H` for ≥ 1
 //!   hour, `%Y%m%d%H%M` for ≥ 1 minute, else `%Y%m%d%H%M%S`; `%Y%m%d` when the length is not
@@ -46,6 +47,7 @@ use crate::buffer::Chunk;
 use crate::config::{Compression, FileFormat, FileOutputConfig};
 use crate::event::{EntryIter, EventTime};
 use crate::output::format::{FormatError, LineFormatter, TimeFormatter, Zone};
+use crate::output::safe_name::safe_segment;
 use crate::output::OutputError;
 use chrono::format::{Item, StrftimeItems};
 use std::fs::{self, File, OpenOptions};
@@ -305,7 +307,7 @@ fn substitute_tag(s: &str, tag: &str) -> String {
         };
         let name = &after[..end];
         match placeholder_value(name, tag, &parts) {
-            Some(value) => out.push_str(&sanitize_component(value)),
+            Some(value) => out.push_str(&safe_segment(value)),
             None => out.push_str(&rest[start..start + 2 + end + 1]),
         }
         rest = &after[end + 1..];
@@ -331,23 +333,6 @@ fn placeholder_value<'a>(name: &str, tag: &'a str, parts: &[&'a str]) -> Option<
         index
     };
     usize::try_from(i).ok().and_then(|i| parts.get(i).copied())
-}
-
-/// Make substituted tag text safe inside a path (no separators, no `.`/`..` components).
-fn sanitize_component(value: &str) -> String {
-    let cleaned: String = value
-        .chars()
-        .map(|c| match c {
-            '/' | '\\' | '\0' => '_',
-            c => c,
-        })
-        .collect();
-    match cleaned.as_str() {
-        "" => "_".into(),
-        "." => "_".into(),
-        ".." => "__".into(),
-        _ => cleaned,
-    }
 }
 
 fn parent_dir(path: &Path) -> &Path {
@@ -660,6 +645,39 @@ mod tests {
         let ch = chunk("a/../../b", None, &["a"]);
         let path = out.path_for(&ch).unwrap();
         assert_eq!(path.parent().unwrap(), dir.path().join("logs/a_.._.._b"));
+    }
+
+    #[tokio::test]
+    async fn hostile_and_long_tags_are_written_under_safe_names_inside_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().join("logs");
+        let out = utc(&cfg(&logs.join("${tag}/f")), None);
+        let long = "x".repeat(300);
+        for tag in ["../../etc", "..", "/etc/passwd", "a\nb", long.as_str()] {
+            let ch = chunk(tag, None, &["v"]);
+            out.write(&ch).await.unwrap();
+            let path = out.path_for(&ch).unwrap();
+            assert!(path.starts_with(&logs), "{tag:?} → {}", path.display());
+            assert!(!path
+                .components()
+                .any(|c| c == std::path::Component::ParentDir));
+            assert!(fs::read_to_string(&path)
+                .unwrap()
+                .ends_with("\t{\"msg\":\"v\"}\n"));
+            for c in path.components() {
+                assert!(c.as_os_str().len() <= 255, "{}", path.display());
+            }
+        }
+        // Nothing was written outside `logs`.
+        assert_eq!(files_in(dir.path()), vec!["logs".to_string()]);
+        // The long tag's directory: cut, with a hash, deterministic.
+        let ch = chunk(&long, None, &["v"]);
+        let parent = out.path_for(&ch).unwrap().parent().unwrap().to_path_buf();
+        assert_eq!(
+            parent,
+            logs.join(&*crate::output::safe_name::safe_segment(&long))
+        );
+        assert_eq!(parent.file_name().unwrap().len(), 200);
     }
 
     #[tokio::test]

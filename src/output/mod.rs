@@ -11,6 +11,7 @@ pub mod file;
 pub mod format;
 pub mod forward;
 pub mod retry;
+pub mod safe_name;
 pub mod stdout;
 
 use crate::buffer::Chunk;
@@ -29,8 +30,9 @@ pub enum OutputError {
     /// A transient failure described in words (no ack, peer refused): retry with backoff.
     #[error("{0}")]
     Retryable(String),
-    /// This chunk can never be delivered by this output (e.g. its bytes cannot be formatted):
-    /// hand it to `<secondary>` (or quarantine) at once instead of retrying.
+    /// This chunk can never be delivered by this output (e.g. its bytes cannot be formatted,
+    /// an entry is larger than the receiver accepts): hand it to `<secondary>` (or
+    /// quarantine) at once instead of retrying. See also [`OutputError::is_permanent`].
     #[error("unrecoverable: {0}")]
     Unrecoverable(String),
 }
@@ -40,6 +42,26 @@ impl OutputError {
         OutputError::Io {
             context: context.into(),
             source,
+        }
+    }
+
+    /// Whether retrying cannot help: the chunk is set aside at once (`<secondary>`, else
+    /// quarantine) instead of holding a place in the retry schedule. Besides
+    /// [`OutputError::Unrecoverable`], I/O errors by which the OS refuses the name or the
+    /// request itself (ENAMETOOLONG, EINVAL, EILSEQ) are permanent: the same chunk gets the
+    /// same name and the same refusal every time.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            OutputError::Unrecoverable(_) => true,
+            OutputError::Retryable(_) => false,
+            OutputError::Io { source, .. } => {
+                /// Linux errno values (ENAMETOOLONG, EINVAL, EILSEQ).
+                const REFUSED: [i32; 3] = [36, 22, 84];
+                matches!(
+                    source.kind(),
+                    std::io::ErrorKind::InvalidFilename | std::io::ErrorKind::InvalidInput
+                ) || source.raw_os_error().is_some_and(|e| REFUSED.contains(&e))
+            }
         }
     }
 }

@@ -2,9 +2,9 @@
 //!
 //! Owns Fluentd's retry parameters (`retry_type`, `retry_wait`,
 //! `retry_exponential_backoff_base`, `retry_max_interval`, `retry_randomize`, `retry_timeout`,
-//! `retry_max_times`, `retry_forever`). One [`Backoff`] is shared by all flush workers of an
-//! output, as in Fluentd: a failure pauses the whole output, a success resets it. It only
-//! computes times; sleeping and moving chunks is the driver's business.
+//! `retry_max_times`, `retry_forever`). The output driver keeps one [`Backoff`] per failing
+//! chunk (so one chunk in backoff never holds back the others), the cluster uploader one per
+//! batch. It only computes times; waiting and moving chunks is the caller's business.
 
 use crate::config::{RetryConfig, RetryType};
 use rand::Rng;
@@ -56,19 +56,26 @@ impl Backoff {
         self.next_attempt
     }
 
-    /// Record a failure at `now` and decide what comes next.
+    /// Record a failure at `now` and decide what comes next. The wait returned is the real
+    /// one: never longer than `retry_max_interval` (when set, randomization included), never
+    /// past what remains of `retry_timeout` (with `retry_forever`: never longer than
+    /// `retry_timeout` itself).
     pub fn on_failure(&mut self, now: Instant) -> RetryDecision {
         let first = *self.first_failure.get_or_insert(now);
         self.steps += 1;
-        if !self.cfg.forever {
+        let elapsed = now.saturating_duration_since(first);
+        let cap = if self.cfg.forever {
+            self.cfg.timeout
+        } else {
             let out_of_times = self.cfg.max_times.is_some_and(|max| self.steps > max);
-            let out_of_time = now.duration_since(first) >= self.cfg.timeout;
+            let out_of_time = elapsed >= self.cfg.timeout;
             if out_of_times || out_of_time {
                 self.reset();
                 return RetryDecision::GiveUp;
             }
-        }
-        let wait = self.wait_for_step(self.steps);
+            self.cfg.timeout - elapsed
+        };
+        let wait = self.wait_for_step(self.steps).min(cap);
         self.next_attempt = Some(now + wait);
         RetryDecision::RetryIn(wait)
     }
@@ -82,14 +89,17 @@ impl Backoff {
                 base * self.cfg.exponential_backoff_base.powi(exp)
             }
         };
-        if let Some(max) = self.cfg.max_interval {
-            secs = secs.min(max.as_secs_f64());
-        }
         if self.cfg.randomize {
             secs *= rand::thread_rng().gen_range(0.875..1.125);
         }
-        // Never beyond the retry timeout, and never a silly number.
-        Duration::from_secs_f64(secs.clamp(0.0, 86_400.0 * 365.0))
+        if let Some(max) = self.cfg.max_interval {
+            secs = secs.min(max.as_secs_f64());
+        }
+        // The caller caps by the retry timeout; this only keeps the float in range.
+        if !secs.is_finite() {
+            return Duration::MAX;
+        }
+        Duration::try_from_secs_f64(secs.max(0.0)).unwrap_or(Duration::MAX)
     }
 }
 
@@ -174,6 +184,70 @@ mod tests {
                 RetryDecision::RetryIn(_)
             ));
         }
+    }
+
+    fn wait(d: RetryDecision) -> Duration {
+        match d {
+            RetryDecision::RetryIn(d) => d,
+            RetryDecision::GiveUp => panic!("gave up"),
+        }
+    }
+
+    #[test]
+    fn wait_never_exceeds_max_interval_even_randomized() {
+        let mut b = Backoff::new(RetryConfig {
+            max_interval: Some(Duration::from_secs(4)),
+            ..RetryConfig::default()
+        });
+        let now = Instant::now();
+        for _ in 0..200 {
+            let w = wait(b.on_failure(now));
+            assert!(w <= Duration::from_secs(4), "{w:?}");
+        }
+    }
+
+    #[test]
+    fn wait_never_goes_past_the_remaining_retry_timeout() {
+        // Default: no max interval, 72h timeout; after 60 failures the exponential is ~1e18 s.
+        let mut b = Backoff::new(cfg());
+        let t0 = Instant::now();
+        for _ in 0..59 {
+            assert!(wait(b.on_failure(t0)) <= Duration::from_secs(72 * 3600));
+        }
+        let later = t0 + Duration::from_secs(72 * 3600 - 30);
+        assert_eq!(wait(b.on_failure(later)), Duration::from_secs(30));
+        assert_eq!(b.next_attempt(), Some(later + Duration::from_secs(30)));
+        // At the deadline the next failure gives up instead of waiting again.
+        assert_eq!(
+            b.on_failure(later + Duration::from_secs(30)),
+            RetryDecision::GiveUp
+        );
+
+        let mut b = Backoff::new(RetryConfig {
+            timeout: Duration::from_secs(10),
+            ..cfg()
+        });
+        let waits: Vec<_> = (0..6)
+            .map(|i| wait(b.on_failure(t0 + Duration::from_secs(i))).as_secs())
+            .collect();
+        // 1, 2, 4, 8 → capped to 10-3=7, 16 → 6, 32 → 5.
+        assert_eq!(waits, vec![1, 2, 4, 7, 6, 5]);
+    }
+
+    #[test]
+    fn forever_waits_at_most_the_retry_timeout() {
+        let mut b = Backoff::new(RetryConfig {
+            forever: true,
+            timeout: Duration::from_secs(100),
+            ..cfg()
+        });
+        let now = Instant::now();
+        let mut last = Duration::ZERO;
+        for i in 0..100 {
+            last = wait(b.on_failure(now + Duration::from_secs(1000 * i)));
+            assert!(last <= Duration::from_secs(100));
+        }
+        assert_eq!(last, Duration::from_secs(100));
     }
 
     #[test]

@@ -67,6 +67,15 @@ pub enum SendError {
     AckMismatch { expected: String, got: String },
 }
 
+impl SendError {
+    /// The server was reached and then dropped the frame: it closed or reset the connection
+    /// while the frame was written or its ack awaited (what a receiver does with a message
+    /// larger than it accepts).
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, SendError::Eof(_) | SendError::Io { .. })
+    }
+}
+
 /// A byte stream to a server: plain TCP or TLS.
 pub trait ForwardStream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> ForwardStream for T {}

@@ -1,14 +1,20 @@
 //! out_forward: sends chunks to `<server>`s over the Forward protocol, with primary/standby
 //! failover, heartbeats and acknowledgements.
 //!
-//! Owns the send path of one `<match> @type forward`: each chunk goes out as one PackedForward
-//! (or CompressedPackedForward) frame with the options `{size, chunk}` — the chunk id is the
-//! buffer's, so a retransmission carries the same id — to the server [`balance`] picks; on a
-//! failed connect, send, handshake, ack timeout, EOF or mismatched ack that server is marked
-//! down and the chunk goes to the next eligible one within the same [`ForwardOutput::write`]
-//! (a dead primary promotes the standby at once). Only when no server took the chunk does
-//! `write` fail, and the output driver backs off. Heartbeat tasks ([`node`] holds the health
-//! state machine, [`phi`] the detector) bring servers back and wake the driver through
+//! Owns the send path of one `<match> @type forward`: each chunk goes out as one or more
+//! PackedForward (or CompressedPackedForward) frames of at most `max_frame_size` bytes
+//! ([`frames`]: split on entry boundaries) with the options `{size, chunk}` — the chunk id is
+//! the buffer's, or for a split chunk derived from it and the frame's index, so a
+//! retransmission carries the same ids — each to the server [`balance`] picks; on a failed
+//! connect, send, handshake, ack timeout, EOF or mismatched ack that server is marked down and
+//! the frame goes to the next eligible one within the same [`ForwardOutput::write`] (a dead
+//! primary promotes the standby at once). `write` succeeds only when every frame was
+//! acknowledged; frames acknowledged by an attempt that failed later are not sent again by the
+//! next attempt (resending them would be harmless: same ids). Only when no server took a frame
+//! does `write` fail, and the output driver backs off — except for a frame holding one entry
+//! larger than `max_frame_size` that a server refused (closed the connection): that chunk can
+//! never be delivered, and the error says so (permanent). Heartbeat tasks ([`node`] holds the
+//! health state machine, [`phi`] the detector) bring servers back and wake the driver through
 //! [`ForwardOutput::recovered`].
 //!
 //! Unlike Fluentd, `require_ack_response` defaults to **true**: a chunk leaves the buffer only
@@ -20,22 +26,33 @@
 
 pub mod balance;
 pub mod connection;
+pub mod frames;
 pub mod node;
 pub mod phi;
 
 use super::OutputError;
-use crate::buffer::Chunk;
+use crate::buffer::{Chunk, ChunkId};
 use crate::config::{Compression, ForwardOutputConfig, HeartbeatType, Transport};
 use crate::forward::{encode_packed_forward, gzip_entries};
 use balance::{Balancer, Candidate};
 use connection::{ConnectTarget, Connection, Connector, Frame, SendError};
+use frames::{entries_budget, frame_id, plan_frames, FrameSpan};
 use node::{HealthParams, ServerNode};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::Notify;
 use tokio_util::sync::{CancellationToken, DropGuard};
+
+/// `max_frame_size` when the config does not say: 4 MiB, under every known receiver's limit
+/// (Fluent Bit's 6,144,000 bytes, the lograft cluster's batch limit).
+pub const DEFAULT_MAX_FRAME_SIZE: u64 = 4 << 20;
+
+/// Chunks whose partial progress (frames already acknowledged) is remembered between attempts;
+/// beyond this the memory is dropped (a resend of acknowledged frames is harmless).
+const PROGRESS_REMEMBERED: usize = 1024;
 
 /// Settings of the send path, resolved once.
 #[derive(Debug, Clone)]
@@ -51,6 +68,8 @@ struct SendSettings {
     heartbeat_type: HeartbeatType,
     heartbeat_interval: Duration,
     verify_connection_at_startup: bool,
+    /// 0: no limit (a chunk is one frame).
+    max_frame_size: u64,
 }
 
 struct Shared {
@@ -60,6 +79,8 @@ struct Shared {
     settings: SendSettings,
     /// Notified whenever a server comes back.
     recovered: Notify,
+    /// Split chunks that failed part-way: which frames were acknowledged already.
+    progress: Mutex<HashMap<ChunkId, Vec<bool>>>,
 }
 
 /// `<match> @type forward`. Built inside a tokio runtime: it starts one heartbeat task per
@@ -128,8 +149,10 @@ impl ForwardOutput {
                 heartbeat_type: cfg.heartbeat_type,
                 heartbeat_interval: cfg.heartbeat_interval,
                 verify_connection_at_startup: cfg.verify_connection_at_startup,
+                max_frame_size: cfg.max_frame_size,
             },
             recovered: Notify::new(),
+            progress: Mutex::new(HashMap::new()),
         });
         let stop = CancellationToken::new();
         if cfg.heartbeat_type != HeartbeatType::None {
@@ -140,7 +163,8 @@ impl ForwardOutput {
         for n in &shared.nodes {
             tracing::info!(server = %n.label, host = %n.config.host, port = n.config.port,
                 weight = n.config.weight, standby = n.config.standby,
-                require_ack_response = cfg.require_ack_response, "out_forward server configured");
+                require_ack_response = cfg.require_ack_response,
+                max_frame_size = cfg.max_frame_size, "out_forward server configured");
         }
         Ok(ForwardOutput {
             shared,
@@ -179,38 +203,69 @@ impl ForwardOutput {
         self.shared.nodes.iter().map(|n| n.available()).collect()
     }
 
-    /// Deliver one chunk to one server: `Ok` once it acknowledged the chunk (or, without
-    /// `require_ack_response`, once it was written). Tries the servers in balancer order,
-    /// re-evaluating after each failure so that a standby replaces a failed primary at once.
+    /// Deliver one chunk: `Ok` once every frame of it was acknowledged (or, without
+    /// `require_ack_response`, written). Each frame tries the servers in balancer order,
+    /// re-evaluating after each failure so that a standby replaces a failed primary at once;
+    /// a server that failed is not tried again within this call.
     pub async fn write(&self, chunk: &Chunk) -> Result<(), OutputError> {
-        // The buffer's chunk id, unchanged on every (re)transmission.
-        let ack = self
-            .shared
-            .settings
-            .require_ack_response
-            .then(|| chunk.meta.id.to_base64());
-        let frame = self.frame(chunk, ack.as_deref()).await?;
+        let s = &self.shared.settings;
+        let id = chunk.meta.id;
+        let spans = self.plan(chunk)?;
+        let count = spans.len();
+        let mut done = self.shared.take_progress(id, count);
         let mut tried = vec![false; self.shared.nodes.len()];
         let mut failures = Vec::new();
-        while let Some(index) = self.shared.pick(&tried) {
-            tried[index] = true;
-            let node = &self.shared.nodes[index];
-            let sending = node.start_sending();
-            let delivered = self.shared.deliver(node, &frame, ack.as_deref()).await;
-            drop(sending);
-            match delivered {
-                Ok(()) => {
-                    tracing::debug!(server = %node.label, chunk_id = %chunk.meta.id,
-                        records = chunk.meta.records, "chunk forwarded");
-                    return Ok(());
-                }
-                Err(e) => {
-                    tracing::debug!(server = %node.label, chunk_id = %chunk.meta.id,
-                        error = %e, "chunk not delivered; trying the next server");
-                    failures.push(format!("{}: {e}", node.label));
-                    node.failed(e.to_string(), &self.shared.recovered);
+        let mut refused_oversized = None;
+        let mut complete = true;
+        'frames: for (index, span) in spans.iter().enumerate() {
+            if done[index] {
+                continue;
+            }
+            // The chunk option: the chunk's id, or derived from it for a split chunk.
+            let ack = s.require_ack_response.then(|| frame_id(id, index, count));
+            let frame = self.frame(chunk, span, ack.as_deref()).await?;
+            loop {
+                let Some(server) = self.shared.pick(&tried) else {
+                    complete = false;
+                    break 'frames;
+                };
+                let node = &self.shared.nodes[server];
+                let sending = node.start_sending();
+                let delivered = self.shared.deliver(node, &frame, ack.as_deref()).await;
+                drop(sending);
+                match delivered {
+                    Ok(()) => {
+                        done[index] = true;
+                        tracing::debug!(server = %node.label, chunk_id = %id, frame = index,
+                            frames = count, records = span.records, "frame forwarded");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::debug!(server = %node.label, chunk_id = %id, frame = index,
+                            error = %e, "frame not delivered; trying the next server");
+                        if span.oversized && e.is_refusal() {
+                            refused_oversized = Some(span.range.len());
+                        }
+                        failures.push(format!("{}: {e}", node.label));
+                        node.failed(e.to_string(), &self.shared.recovered);
+                        tried[server] = true;
+                    }
                 }
             }
+        }
+        if complete {
+            tracing::debug!(chunk_id = %id, records = chunk.meta.records, frames = count,
+                "chunk forwarded");
+            return Ok(());
+        }
+        let acked = done.iter().filter(|d| **d).count();
+        self.shared.keep_progress(id, done);
+        if let Some(size) = refused_oversized {
+            return Err(OutputError::Unrecoverable(format!(
+                "an entry of {size} bytes is larger than max_frame_size ({}) and the server refused it ({}); {acked} of {count} frames were delivered",
+                s.max_frame_size,
+                failures.join("; ")
+            )));
         }
         let detail = if failures.is_empty() {
             self.shared
@@ -228,30 +283,57 @@ impl ForwardOutput {
         } else {
             failures.join("; ")
         };
+        let progress = if count > 1 {
+            format!("; {acked} of {count} frames delivered")
+        } else {
+            String::new()
+        };
         Err(OutputError::Retryable(format!(
-            "no nodes are available ({detail})"
+            "no nodes are available ({detail}){progress}"
         )))
     }
 
-    /// Frame the chunk: the entries as the buffer holds them (gzipped for `compress gzip`),
-    /// with `chunk: ack` in the options when an ack is required.
-    async fn frame(&self, chunk: &Chunk, ack: Option<&str>) -> Result<Frame, OutputError> {
+    /// The chunk's frames (see [`frames`]).
+    fn plan(&self, chunk: &Chunk) -> Result<Vec<FrameSpan>, OutputError> {
+        let s = &self.shared.settings;
+        // Header and options of the largest frame: the size field is fixed-width and every
+        // frame id has the chunk id's length.
+        let placeholder = chunk.meta.id.to_base64();
+        let overhead = encode_packed_forward(
+            &chunk.meta.tag,
+            &[],
+            0,
+            s.require_ack_response.then_some(placeholder.as_bytes()),
+            s.compress,
+        )
+        .map(|p| p.header.len() + p.trailer.len())
+        .map_err(|e| OutputError::Unrecoverable(e.to_string()))?;
+        let budget = entries_budget(s.max_frame_size, overhead, s.compress);
+        plan_frames(&chunk.entries, chunk.meta.records, budget)
+            .map_err(|e| OutputError::Unrecoverable(format!("malformed chunk entries: {e}")))
+    }
+
+    /// Frame one span of the chunk: its entries as the buffer holds them (gzipped for
+    /// `compress gzip`), with `chunk: ack` in the options when an ack is required.
+    async fn frame(
+        &self,
+        chunk: &Chunk,
+        span: &FrameSpan,
+        ack: Option<&str>,
+    ) -> Result<Frame, OutputError> {
         let compress = self.shared.settings.compress;
+        let raw = chunk.entries.slice(span.range.clone());
         let entries = match compress {
-            Compression::Text => chunk.entries.clone(),
-            Compression::Gzip => {
-                let raw = chunk.entries.clone();
-                tokio::task::spawn_blocking(move || gzip_entries(&raw))
-                    .await
-                    .map_err(|e| OutputError::Retryable(format!("gzip task failed: {e}")))?
-                    .map_err(|e| OutputError::io("gzip chunk", e))?
-            }
+            Compression::Text => raw,
+            Compression::Gzip => tokio::task::spawn_blocking(move || gzip_entries(&raw))
+                .await
+                .map_err(|e| OutputError::Retryable(format!("gzip task failed: {e}")))?
+                .map_err(|e| OutputError::io("gzip chunk", e))?,
         };
-        let count = u32::try_from(chunk.meta.records).unwrap_or(u32::MAX);
         let parts = encode_packed_forward(
             &chunk.meta.tag,
             &entries,
-            count,
+            span.records,
             ack.map(str::as_bytes),
             compress,
         )
@@ -261,6 +343,28 @@ impl ForwardOutput {
 }
 
 impl Shared {
+    /// Which of the chunk's `count` frames an earlier attempt delivered (all false when none
+    /// or when the split changed).
+    fn take_progress(&self, id: ChunkId, count: usize) -> Vec<bool> {
+        let mut progress = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+        match progress.remove(&id) {
+            Some(done) if done.len() == count => done,
+            _ => vec![false; count],
+        }
+    }
+
+    /// Remember a split chunk's acknowledged frames for the next attempt.
+    fn keep_progress(&self, id: ChunkId, done: Vec<bool>) {
+        if done.len() < 2 || !done.iter().any(|d| *d) {
+            return;
+        }
+        let mut progress = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+        if progress.len() >= PROGRESS_REMEMBERED {
+            progress.clear();
+        }
+        progress.insert(id, done);
+    }
+
     /// The next server to try: the balancer's pick among eligible servers, counting servers
     /// already tried for this chunk as unavailable.
     fn pick(&self, tried: &[bool]) -> Option<usize> {

@@ -32,6 +32,8 @@ enum Reply {
     Silent,
     /// Reads the frame and closes the connection without an ack.
     Close,
+    /// Acks this many frames (over the receiver's life), then behaves like `Close`.
+    CloseAfter(usize),
 }
 
 #[derive(Debug, Clone)]
@@ -103,15 +105,23 @@ impl Receiver {
                                 counted = true;
                             }
                             let chunk = ev.options.chunk.clone();
-                            f.lock().unwrap().push(Received {
-                                chunk: chunk
-                                    .as_ref()
-                                    .map(|c| String::from_utf8(c.to_vec()).unwrap()),
-                                count: ev.count,
-                                mode: ev.mode,
-                                entries: ev.entries.clone(),
-                            });
+                            let seen = {
+                                let mut frames = f.lock().unwrap();
+                                frames.push(Received {
+                                    chunk: chunk
+                                        .as_ref()
+                                        .map(|c| String::from_utf8(c.to_vec()).unwrap()),
+                                    count: ev.count,
+                                    mode: ev.mode,
+                                    entries: ev.entries.clone(),
+                                });
+                                frames.len()
+                            };
                             match (reply, chunk) {
+                                (Reply::CloseAfter(k), _) if seen > k => return,
+                                (Reply::CloseAfter(_), Some(c)) => {
+                                    w.write_all(&encode_ack(&c)).await.unwrap();
+                                }
                                 (Reply::Ack, Some(c)) => {
                                     w.write_all(&encode_ack(&c)).await.unwrap();
                                 }
@@ -197,6 +207,7 @@ fn config(servers: Vec<ServerConfig>) -> ForwardOutputConfig {
         keepalive: false,
         keepalive_timeout: None,
         verify_connection_at_startup: false,
+        max_frame_size: DEFAULT_MAX_FRAME_SIZE,
         tls: ClientTlsConfig::default(),
         security: None,
     }
@@ -694,4 +705,159 @@ async fn verify_connection_at_startup_fails_for_an_unreachable_server() {
     let r = Receiver::start(Reply::Ack, None).await;
     cfg.servers = vec![server(r.addr, false)];
     ForwardOutput::new(&cfg).unwrap().start().await.unwrap();
+}
+
+/// A chunk of `records` entries with `pad`-byte values.
+fn padded_chunk(records: u32, pad: usize) -> Chunk {
+    let mut entries = BytesMut::new();
+    let padding = "p".repeat(pad);
+    for i in 0..records {
+        let rec =
+            rmp_serde::to_vec_named(&serde_json::json!({ "seq": i, "pad": padding })).unwrap();
+        write_entry(
+            &mut entries,
+            EventTime {
+                secs: 1_700_000_000,
+                nanos: 0,
+            },
+            &rec,
+        );
+    }
+    let entries = entries.freeze();
+    Chunk {
+        meta: ChunkMeta {
+            id: ChunkId::random(),
+            tag: "test.frames".into(),
+            timekey: None,
+            records: records as u64,
+            bytes: entries.len() as u64,
+            created: SystemTime::now(),
+        },
+        entries,
+    }
+}
+
+fn seqs(entries: &[u8]) -> Vec<u64> {
+    crate::event::EntryIter::new(entries)
+        .map(|e| {
+            let v: serde_json::Value = rmp_serde::from_slice(e.unwrap().record).unwrap();
+            v["seq"].as_u64().unwrap()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_chunk_larger_than_max_frame_size_goes_as_frames_a_limited_in_forward_accepts() {
+    // The real in_forward refuses messages over 64 KiB.
+    let mut icfg = input_config();
+    icfg.chunk_size_limit = Some(64 * 1024);
+    let (addr, got, stop) = start_input(icfg);
+    let c = padded_chunk(2000, 200); // ~440 KB
+    for compress in [Compression::Text, Compression::Gzip] {
+        got.0.lock().unwrap().clear();
+        let mut cfg = config(vec![server(addr, false)]);
+        cfg.max_frame_size = 64 * 1024;
+        cfg.compress = compress;
+        let out = ForwardOutput::new(&cfg).unwrap();
+        out.write(&c).await.unwrap();
+        let batches = got.0.lock().unwrap().clone();
+        assert!(batches.len() >= 7, "{compress:?}: {} frames", batches.len());
+        let all: Vec<u64> = batches.iter().flat_map(|b| seqs(&b.entries)).collect();
+        assert_eq!(all, (0..2000).collect::<Vec<_>>(), "{compress:?}");
+        // Frame ids: derived from the chunk id and index, all distinct, none the chunk id.
+        let ids: Vec<String> = batches
+            .iter()
+            .map(|b| String::from_utf8(b.origin_chunk.clone().unwrap().to_vec()).unwrap())
+            .collect();
+        let n = ids.len();
+        let expected: Vec<String> = (0..n).map(|i| frames::frame_id(c.meta.id, i, n)).collect();
+        assert_eq!(ids, expected);
+        // The same chunk sent again produces the very same frames and ids.
+        got.0.lock().unwrap().clear();
+        out.write(&c).await.unwrap();
+        let again: Vec<String> = got
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|b| String::from_utf8(b.origin_chunk.clone().unwrap().to_vec()).unwrap())
+            .collect();
+        assert_eq!(again, ids);
+    }
+    // max_frame_size 0: the whole chunk in one message (refused by this receiver).
+    let mut cfg = config(vec![server(addr, false)]);
+    cfg.max_frame_size = 0;
+    cfg.heartbeat_type = HeartbeatType::None;
+    got.0.lock().unwrap().clear();
+    let out = ForwardOutput::new(&cfg).unwrap();
+    assert!(out.write(&c).await.is_err());
+    assert!(got.0.lock().unwrap().is_empty());
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn when_the_primary_fails_mid_chunk_the_standby_takes_only_the_remaining_frames() {
+    let primary = Receiver::start(Reply::CloseAfter(3), None).await;
+    let standby = Receiver::start(Reply::Ack, None).await;
+    let mut cfg = config(vec![
+        server(primary.addr, false),
+        server(standby.addr, true),
+    ]);
+    cfg.max_frame_size = 16 * 1024;
+    cfg.heartbeat_type = HeartbeatType::None;
+    let c = padded_chunk(500, 200); // ~110 KB: 7+ frames
+    let out = ForwardOutput::new(&cfg).unwrap();
+    out.write(&c).await.unwrap();
+    let (p, s) = (primary.frames(), standby.frames());
+    let n = p.len() - 1 + s.len();
+    assert!(n >= 7, "{n} frames");
+    assert_eq!(p.len(), 4, "3 acked + the one it dropped");
+    let expected: Vec<String> = (0..n).map(|i| frames::frame_id(c.meta.id, i, n)).collect();
+    let ids = |v: &[Received]| {
+        v.iter()
+            .map(|f| f.chunk.clone().unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&p), expected[..4].to_vec());
+    assert_eq!(ids(&s), expected[3..].to_vec());
+    // Every event acknowledged exactly once: the primary's 3 acked frames + the standby's.
+    let acked: Vec<u64> = p[..3]
+        .iter()
+        .chain(s.iter())
+        .flat_map(|f| seqs(&f.entries))
+        .collect();
+    assert_eq!(acked, (0..500).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_chunk_is_not_delivered_until_every_frame_is_acked() {
+    let primary = Receiver::start(Reply::CloseAfter(2), None).await;
+    let mut cfg = config(vec![server(primary.addr, false)]);
+    cfg.max_frame_size = 16 * 1024;
+    cfg.heartbeat_type = HeartbeatType::None;
+    let out = ForwardOutput::new(&cfg).unwrap();
+    let err = out.write(&padded_chunk(500, 200)).await.unwrap_err();
+    assert!(!err.is_permanent());
+    assert!(err.to_string().contains("2 of "), "{err}");
+}
+
+#[tokio::test]
+async fn an_entry_larger_than_max_frame_size_refused_by_the_receiver_is_a_permanent_error() {
+    let mut icfg = input_config();
+    icfg.chunk_size_limit = Some(8 * 1024);
+    let (addr, got, stop) = start_input(icfg);
+    let mut cfg = config(vec![server(addr, false)]);
+    cfg.max_frame_size = 8 * 1024;
+    cfg.heartbeat_type = HeartbeatType::None;
+    let out = ForwardOutput::new(&cfg).unwrap();
+    // One 20 KB entry: alone in its frame, which the receiver refuses.
+    let c = padded_chunk(1, 20_000);
+    let err = out.write(&c).await.unwrap_err();
+    assert!(err.is_permanent(), "{err}");
+    assert!(
+        err.to_string().contains("larger than max_frame_size"),
+        "{err}"
+    );
+    assert!(got.0.lock().unwrap().is_empty());
+    stop.cancel();
 }
