@@ -7,6 +7,7 @@
 
 use crate::msgpack::{self, Cursor, MsgpackError};
 use bytes::{BufMut, Bytes, BytesMut};
+use std::ops::Range;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Fluentd's EventTime: seconds and nanoseconds since the Unix epoch (msgpack ext type 0).
@@ -265,26 +266,30 @@ pub fn validate_entries(buf: &[u8]) -> Result<EntriesInfo, EntryError> {
     Ok(info)
 }
 
-/// Split an entry stream into consecutive parts of at most `max_bytes` each, on entry
-/// boundaries, without copying (each part is a slice of `entries`). An entry larger than
-/// `max_bytes` is a part of its own. The split depends only on the bytes and the limit, so
-/// every node that splits the same chunk gets the same parts. Returns `(part, entry count)`.
-pub fn split_entries(entries: &Bytes, max_bytes: usize) -> Result<Vec<(Bytes, u32)>, EntryError> {
-    let mut parts = Vec::new();
-    let (mut start, mut end, mut count) = (0usize, 0usize, 0u32);
+/// Cut an entry stream into consecutive runs of whole entries of at most `max_bytes` each
+/// (an entry larger than `max_bytes` is a run of its own), without copying: each run is a
+/// byte range of `entries` with its entry count. The cut depends only on the bytes and the
+/// limit, so every node that cuts the same chunk gets the same runs (out_forward's frames, the
+/// cluster's log entries).
+pub fn entry_runs(
+    entries: &[u8],
+    max_bytes: usize,
+) -> Result<Vec<(Range<usize>, u32)>, EntryError> {
+    let mut runs = Vec::new();
+    let (mut run, mut count) = (0..0, 0u32);
     for e in EntryIter::new(entries) {
         let len = e?.raw.len();
-        if count > 0 && end - start + len > max_bytes {
-            parts.push((entries.slice(start..end), count));
-            (start, count) = (end, 0);
+        if count > 0 && run.len() + len > max_bytes {
+            runs.push((run.clone(), count));
+            (run, count) = (run.end..run.end, 0);
         }
-        end += len;
+        run.end += len;
         count += 1;
     }
     if count > 0 {
-        parts.push((entries.slice(start..end), count));
+        runs.push((run, count));
     }
-    Ok(parts)
+    Ok(runs)
 }
 
 /// Rebuild an entry stream, replacing zero/nil times with `now` (the rare slow path).
@@ -370,7 +375,7 @@ fn parse_time(c: &mut Cursor<'_>, entry: usize) -> Result<EventTime, EntryError>
 mod tests {
 
     #[test]
-    fn split_entries_cuts_on_entry_boundaries_within_the_limit() {
+    fn entry_runs_cut_on_entry_boundaries_within_the_limit() {
         let mut buf = BytesMut::new();
         for n in 0..10u32 {
             let mut rec = BytesMut::new();
@@ -381,7 +386,11 @@ mod tests {
         }
         let all = buf.freeze();
         for limit in [1, 50, 100, 333, all.len(), usize::MAX] {
-            let parts = split_entries(&all, limit).unwrap();
+            let parts: Vec<_> = entry_runs(&all, limit)
+                .unwrap()
+                .into_iter()
+                .map(|(r, c)| (all.slice(r), c))
+                .collect();
             let joined: Vec<u8> = parts.iter().flat_map(|(p, _)| p.to_vec()).collect();
             assert_eq!(joined, all.to_vec(), "limit {limit}");
             assert_eq!(parts.iter().map(|(_, c)| c).sum::<u32>(), 10);
@@ -394,8 +403,8 @@ mod tests {
                 );
             }
         }
-        assert_eq!(split_entries(&all, usize::MAX).unwrap().len(), 1);
-        assert!(split_entries(&Bytes::new(), 10).unwrap().is_empty());
+        assert_eq!(entry_runs(&all, usize::MAX).unwrap().len(), 1);
+        assert!(entry_runs(&[], 10).unwrap().is_empty());
     }
     use super::*;
 

@@ -11,7 +11,7 @@
 
 use super::node::{self, NodeShared, ProposeError};
 use super::{ClusterRequest, ClusterResponse};
-use crate::event::{split_entries, EventBatch};
+use crate::event::{entry_runs, EventBatch};
 use crate::log_limit::WarnLimiter;
 use crate::pipeline::{BoxFuture, Emit, EmitError};
 use crate::router::TagRoutes;
@@ -65,11 +65,12 @@ impl ClusterIngest {
                 .await;
         }
         // Inputs validated the entries, so walking them cannot fail here.
-        let parts = split_entries(&batch.entries, MAX_ENTRY_BYTES)
+        let parts = entry_runs(&batch.entries, MAX_ENTRY_BYTES)
             .map_err(|e| EmitError::Storage(format!("cannot split a large chunk: {e}")))?;
         let n = parts.len();
-        for (i, (entries, count)) in parts.into_iter().enumerate() {
+        for (i, (range, count)) in parts.into_iter().enumerate() {
             let origin = batch.origin_chunk.as_ref().map(|o| part_origin(o, i, n));
+            let entries = batch.entries.slice(range);
             self.append(origin, batch.tag.clone(), entries, count, received_unix_ms)
                 .await?;
         }

@@ -15,7 +15,7 @@
 
 use crate::buffer::ChunkId;
 use crate::config::Compression;
-use crate::event::{EntryError, EntryIter};
+use crate::event::{entry_runs, EntryError};
 use sha2::{Digest, Sha256};
 use std::ops::Range;
 
@@ -67,32 +67,14 @@ pub fn plan_frames(
         Some(b) if entries.len() > b => b,
         _ => return Ok(vec![whole()]),
     };
-    let mut spans = Vec::new();
-    let mut current = FrameSpan {
-        range: 0..0,
-        records: 0,
-        oversized: false,
-    };
-    for entry in EntryIter::new(entries) {
-        let len = entry?.raw.len();
-        if current.records > 0 && current.range.len() + len > budget {
-            let next = current.range.end;
-            spans.push(std::mem::replace(
-                &mut current,
-                FrameSpan {
-                    range: next..next,
-                    records: 0,
-                    oversized: false,
-                },
-            ));
-        }
-        current.range.end += len;
-        current.records += 1;
-        current.oversized = current.range.len() > budget;
-    }
-    if current.records > 0 {
-        spans.push(current);
-    }
+    let spans: Vec<FrameSpan> = entry_runs(entries, budget)?
+        .into_iter()
+        .map(|(range, records)| FrameSpan {
+            oversized: range.len() > budget,
+            range,
+            records,
+        })
+        .collect();
     if spans.is_empty() {
         return Ok(vec![whole()]);
     }
@@ -118,7 +100,7 @@ pub fn frame_id(chunk: ChunkId, index: usize, count: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{write_entry, EventTime};
+    use crate::event::{write_entry, EntryIter, EventTime};
     use bytes::BytesMut;
 
     /// Entries whose records are `{"v": "x" * size}` for each size.
