@@ -500,7 +500,21 @@ fn build_system(el: &Element, d: &mut Diag) -> SystemConfig {
     let system = SystemConfig {
         root_dir: sec.string("root_dir").map(PathBuf::from),
         log_level: sec.log_level(d, "log_level"),
+        max_in_flight_bytes: sec.size(d, "max_in_flight_bytes"),
     };
+    if let Some(v) = system.max_in_flight_bytes {
+        if v < crate::input::budget::MIN_IN_FLIGHT_BYTES {
+            let at = sec
+                .el
+                .param("max_in_flight_bytes")
+                .map(|p| p.location.clone())
+                .unwrap_or_default();
+            d.error(
+                &at,
+                "'max_in_flight_bytes' in <system>: must be at least 1m".to_string(),
+            );
+        }
+    }
     sec.finish(d, SYSTEM_UNIMPLEMENTED, SYSTEM_UNIMPLEMENTED_SECTIONS);
     system
 }
@@ -730,6 +744,12 @@ fn forward_input(sec: &mut Section<'_>, d: &mut Diag) -> ForwardInputConfig {
         source_hostname_key: sec.string("source_hostname_key"),
         resolve_hostname: sec.bool(d, "resolve_hostname", false),
         deny_keepalive: sec.bool(d, "deny_keepalive", false),
+        max_connections: sec
+            .integer(d, "max_connections")
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS),
+        idle_timeout: sec
+            .duration(d, "idle_timeout")
+            .unwrap_or(DEFAULT_IDLE_TIMEOUT),
         security,
         tls,
     }

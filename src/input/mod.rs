@@ -6,6 +6,8 @@
 //! majority). Inputs send their acknowledgement (Forward `ack`, HTTP 200) only after
 //! [`Emit::emit`] returned `Ok`, and must never hold accepted data anywhere but in that call.
 
+pub mod budget;
+pub mod fd_reserve;
 pub mod forward;
 pub mod http;
 
