@@ -179,6 +179,9 @@ mod tests {
     fn truncated_values_count_as_too_deep() {
         let v = nested_maps(80, &[]);
         assert!(record_too_deep(&v));
-        assert!(record_too_deep(&[0xdb, 0, 0, 1, 0, 1, 2]));
+        // A str32 claiming more bytes than there are (long enough to be scanned).
+        let mut v = vec![0x81, 0xa1, b'k', 0xdb, 0, 1, 0, 0];
+        v.extend([b'x'; 100]);
+        assert!(record_too_deep(&v));
     }
 }

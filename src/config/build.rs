@@ -2037,6 +2037,39 @@ mod tests {
     }
 
     #[test]
+    fn input_limits_parse_with_defaults() {
+        let cfg =
+            ok("<source>\n  @type forward\n</source>\n<match **>\n  @type null\n</match>\n").config;
+        assert_eq!(cfg.system.max_in_flight_bytes, None);
+        match &cfg.sources[0].kind {
+            SourceKind::Forward(f) => {
+                assert_eq!(f.max_connections, 16384);
+                assert_eq!(f.idle_timeout, Duration::from_secs(300));
+            }
+            other => panic!("{other:?}"),
+        }
+        let cfg = ok("<system>\n  max_in_flight_bytes 64m\n</system>\n<source>\n  @type forward\n  max_connections 10\n  idle_timeout 2m\n</source>\n<match **>\n  @type null\n</match>\n")
+            .config;
+        assert_eq!(cfg.system.max_in_flight_bytes, Some(64 << 20));
+        match &cfg.sources[0].kind {
+            SourceKind::Forward(f) => {
+                assert_eq!(f.max_connections, 10);
+                assert_eq!(f.idle_timeout, Duration::from_secs(120));
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = errors(
+            "<system>\n  max_in_flight_bytes 10k\n</system>\n<match **>\n  @type null\n</match>\n",
+        );
+        assert!(
+            e.contains(":2: 'max_in_flight_bytes'") && e.contains("at least 1m"),
+            "{e}"
+        );
+        let e = errors("<source>\n  @type forward\n  max_connections many\n</source>\n<match **>\n  @type null\n</match>\n");
+        assert!(e.contains("'max_connections'"), "{e}");
+    }
+
+    #[test]
     fn seed_forwarder_config() {
         let loaded = load(&seed("forwarder.conf")).unwrap_or_else(|e| panic!("{e}"));
         assert!(loaded.warnings.is_empty(), "{}", warning_text(&loaded));

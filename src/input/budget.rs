@@ -180,8 +180,10 @@ mod tests {
         drop(frame);
         assert_eq!(waiting.await.unwrap(), 1 << 20);
         held_a.shrink_to(0);
-        drop(held_b);
+        assert_eq!(held_a.kib(), 0);
         assert_eq!(budget.available_bytes(), 3 << 20);
+        drop(held_b);
+        assert_eq!(budget.available_bytes(), 4 << 20);
     }
 
     #[test]

@@ -45,6 +45,8 @@ const BLOCKING_DECODE_THRESHOLD: usize = 256 * 1024;
 /// Time allowed for the TLS and `<security>` handshakes.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
 const READ_CHUNK: usize = 64 * 1024;
+/// A read into an empty buffer, taken without budget (and the initial buffer's size).
+const IDLE_READ: usize = 4 * 1024;
 /// Longest pause between accept attempts while file descriptors are exhausted.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 const HOSTNAME_CACHE_TTL: Duration = Duration::from_secs(300);
@@ -308,7 +310,7 @@ impl ForwardInput {
 /// Close a connection accepted over `max_connections`, with a rate-limited warning.
 fn refuse_over_limit(shared: &Shared, stream: TcpStream, peer: SocketAddr) {
     // Close at once: the sender sees EOF (or a reset) and retries elsewhere or later.
-    let _ = stream.set_linger(Some(Duration::ZERO));
+    let _ = stream.set_zero_linger();
     drop(stream);
     if let Some(held_back) = shared.over_connection_limit.check() {
         let refused = held_back + 1;
@@ -401,7 +403,7 @@ async fn serve_connection<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (mut reader, mut writer) = tokio::io::split(stream);
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut buf = BytesMut::with_capacity(IDLE_READ);
     if let Some(security) = &shared.security {
         let handshake = tokio::time::timeout(
             HANDSHAKE_TIMEOUT,
@@ -745,8 +747,15 @@ async fn read_frames<R>(
                 return;
             }
         }
-        // Budget for the partial frame and the next read, capped by this connection's share.
-        let want = (buf.len() as u64 + READ_CHUNK as u64).min(conn.budget.share_bytes());
+        // Between frames, hold nothing: the first bytes of the next frame are read without
+        // budget (at most IDLE_READ), so idle connections do not spend the node's budget.
+        let want = if buf.is_empty() {
+            held = Held::default();
+            0
+        } else {
+            // Budget for the partial frame and the next read, capped by this share.
+            (buf.len() as u64 + READ_CHUNK as u64).min(conn.budget.share_bytes())
+        };
         if held.kib() < kib(want) {
             let more = kib(want) - held.kib();
             match conn.budget.try_acquire(more) {
@@ -772,7 +781,11 @@ async fn read_frames<R>(
                 }
             }
         }
-        let room = held.bytes().saturating_sub(buf.len() as u64);
+        let room = if buf.is_empty() {
+            IDLE_READ as u64
+        } else {
+            held.bytes().saturating_sub(buf.len() as u64)
+        };
         if room == 0 {
             // Cannot happen while the share holds a whole frame; do not spin if it does.
             if shared.bad_input.check().is_some() {
@@ -782,7 +795,7 @@ async fn read_frames<R>(
             return;
         }
         if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(READ_CHUNK);
+            buf.reserve((room as usize).clamp(1024, READ_CHUNK));
         }
         let read = {
             let mut limited = (&mut reader).take(room.min(READ_CHUNK as u64));

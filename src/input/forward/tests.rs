@@ -593,3 +593,236 @@ async fn tls_transport_with_test_ca() {
         .is_err());
     server.stop().await;
 }
+
+#[tokio::test]
+async fn connections_over_max_connections_are_closed_at_once() {
+    let emit = MockEmit::new();
+    let server = start(
+        ForwardInputConfig {
+            max_connections: 2,
+            ..config()
+        },
+        emit.clone(),
+    )
+    .await;
+    let mut a = TcpStream::connect(server.addr).await.unwrap();
+    let mut b = TcpStream::connect(server.addr).await.unwrap();
+    // Both are served (so both are counted) before the third arrives.
+    let mut buf = BytesMut::new();
+    for (s, c) in [(&mut a, b"a".as_slice()), (&mut b, b"b".as_slice())] {
+        s.write_all(&chunk_frame("t", &entries(1), 1, Some(c)))
+            .await
+            .unwrap();
+        assert_eq!(&read_ack(s, &mut buf, WAIT).await.unwrap()[..], c);
+    }
+    let mut c = TcpStream::connect(server.addr).await.unwrap();
+    assert!(closed_without_reply(&mut c).await, "third connection kept");
+    // The first two still work; once one closes, a new connection is served again.
+    a.write_all(&chunk_frame("t", &entries(1), 1, Some(b"a2")))
+        .await
+        .unwrap();
+    assert_eq!(&read_ack(&mut a, &mut buf, WAIT).await.unwrap()[..], b"a2");
+    drop(a);
+    let mut served = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut d = TcpStream::connect(server.addr).await.unwrap();
+        if d.write_all(&chunk_frame("t", &entries(1), 1, Some(b"d")))
+            .await
+            .is_ok()
+        {
+            if let Some(ack) = read_ack(&mut d, &mut buf, Duration::from_millis(500)).await {
+                assert_eq!(&ack[..], b"d");
+                served = true;
+                break;
+            }
+        }
+    }
+    assert!(served, "no connection served after one closed");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_but_not_while_an_ack_is_pending() {
+    let emit = MockEmit::new();
+    let server = start(
+        ForwardInputConfig {
+            idle_timeout: Duration::from_millis(300),
+            ..config()
+        },
+        emit.clone(),
+    )
+    .await;
+    // Idle from the start: closed after the timeout.
+    let started = Instant::now();
+    let mut idle = TcpStream::connect(server.addr).await.unwrap();
+    assert!(closed_without_reply(&mut idle).await);
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    // A partial frame does not count as activity.
+    let mut partial = TcpStream::connect(server.addr).await.unwrap();
+    let f = chunk_frame("t", &entries(2), 2, Some(b"p"));
+    partial.write_all(&f[..f.len() / 2]).await.unwrap();
+    assert!(closed_without_reply(&mut partial).await);
+    // A frame whose commit takes longer than the timeout is still acked.
+    emit.held.store(true, Ordering::SeqCst);
+    let mut slow = TcpStream::connect(server.addr).await.unwrap();
+    slow.write_all(&chunk_frame("t", &entries(1), 1, Some(b"slow")))
+        .await
+        .unwrap();
+    emit.wait_started(1).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    emit.gate.add_permits(1);
+    let mut buf = BytesMut::new();
+    assert_eq!(
+        &read_ack(&mut slow, &mut buf, WAIT).await.unwrap()[..],
+        b"slow"
+    );
+    server.stop().await;
+}
+
+/// A Forward-mode frame header announcing `n` entries; the entries never all arrive.
+fn unfinished_forward_frame_head(n: u32) -> Vec<u8> {
+    let mut v = vec![0x92, 0xa1, b't', 0xdd];
+    v.extend_from_slice(&n.to_be_bytes());
+    v
+}
+
+#[tokio::test]
+async fn reading_pauses_when_the_in_flight_budget_is_spent() {
+    let emit = MockEmit::new();
+    let cfg = ForwardInputConfig {
+        chunk_size_limit: Some(1 << 20),
+        // A paused connection does not read, so it notices its peer leaving only when the
+        // idle timeout closes it (it never completes a frame).
+        idle_timeout: Duration::from_secs(6),
+        ..config()
+    };
+    let input = ForwardInput::bind(&cfg, emit.clone())
+        .unwrap()
+        .with_in_flight_budget(InFlightBudget::new(2 << 20));
+    let budget = input.shared.budget.clone();
+    let addr = input.local_addr();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(input.run(shutdown.clone()));
+
+    // Four senders stream unfinished 100 MB frames in lockstep: together they may hold only
+    // the 2 MiB budget, each less than its 1 MiB frame limit, so all of them are paused.
+    let piece = {
+        let mut b = BytesMut::new();
+        let rec = rmp_serde::to_vec_named(&json!({"msg": "x".repeat(1000)})).unwrap();
+        for _ in 0..64 {
+            write_entry(&mut b, T, &rec);
+        }
+        b.to_vec()
+    };
+    let mut streams = Vec::new();
+    for _ in 0..4 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&unfinished_forward_frame_head(100_000))
+            .await
+            .unwrap();
+        streams.push(s);
+    }
+    // Single writes (never cut short by the timeout), so every stream stays well-formed.
+    let mut sent = [0usize; 4];
+    loop {
+        let mut progressed = false;
+        for (i, s) in streams.iter_mut().enumerate() {
+            let off = sent[i] % piece.len();
+            if let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_millis(100), s.write(&piece[off..])).await
+            {
+                sent[i] += n;
+                progressed = true;
+            }
+        }
+        assert!(
+            sent.iter().all(|n| *n < 60 << 20),
+            "no backpressure: {sent:?}"
+        );
+        if !progressed {
+            break;
+        }
+    }
+    assert!(
+        budget.available_bytes() < 256 << 10,
+        "budget not used: {} bytes left",
+        budget.available_bytes()
+    );
+    // Every sender is still connected (paused, not refused).
+    for s in &mut streams {
+        let mut b = [0u8; 1];
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), s.read(&mut b))
+                .await
+                .is_err(),
+            "a paused connection was closed"
+        );
+    }
+    // The idle timeout closes them and gives the budget back; a normal frame is then acked.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while budget.available_bytes() < budget.total_bytes() {
+        assert!(Instant::now() < deadline, "budget not released");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for s in &mut streams {
+        assert!(closed_without_reply(s).await);
+    }
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(&chunk_frame("t", &entries(3), 3, Some(b"ok")))
+        .await
+        .unwrap();
+    let mut buf = BytesMut::new();
+    assert_eq!(&read_ack(&mut s, &mut buf, WAIT).await.unwrap()[..], b"ok");
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn frames_hold_budget_until_acked_and_gzip_output_counts() {
+    let emit = MockEmit::new();
+    emit.held.store(true, Ordering::SeqCst);
+    let input = ForwardInput::bind(&config(), emit.clone())
+        .unwrap()
+        .with_in_flight_budget(InFlightBudget::new(8 << 20));
+    let budget = input.shared.budget.clone();
+    let addr = input.local_addr();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(input.run(shutdown.clone()));
+    // 4 MB of entries, gzip-compressed to a few KB: the decompressed batch holds the budget.
+    let mut big = BytesMut::new();
+    let rec = rmp_serde::to_vec_named(&json!({"msg": "y".repeat(4000)})).unwrap();
+    for _ in 0..1000 {
+        write_entry(&mut big, T, &rec);
+    }
+    let gz = crate::forward::gzip_entries(&big).unwrap();
+    let parts = encode_packed_forward("t", &gz, 1000, Some(b"gz"), Compression::Gzip).unwrap();
+    let mut frame = parts.header.to_vec();
+    frame.extend_from_slice(&gz);
+    frame.extend_from_slice(&parts.trailer);
+    assert!(frame.len() < 256 << 10);
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(&frame).await.unwrap();
+    emit.wait_started(1).await;
+    let held = budget.total_bytes() - budget.available_bytes();
+    assert!(
+        held >= big.len() as u64,
+        "a committing batch of {} bytes holds only {held} bytes of budget",
+        big.len()
+    );
+    emit.gate.add_permits(1);
+    let mut buf = BytesMut::new();
+    assert_eq!(&read_ack(&mut s, &mut buf, WAIT).await.unwrap()[..], b"gz");
+    // A bomb beyond decompression_size_limit (and beyond the budget) is refused, not inflated.
+    let bomb_entries = vec![0u8; 64 << 20];
+    let bomb = crate::forward::gzip_entries(&bomb_entries).unwrap();
+    let parts = encode_packed_forward("t", &bomb, 1, Some(b"bomb"), Compression::Gzip).unwrap();
+    let mut frame = parts.header.to_vec();
+    frame.extend_from_slice(&bomb);
+    frame.extend_from_slice(&parts.trailer);
+    let mut b = TcpStream::connect(addr).await.unwrap();
+    b.write_all(&frame).await.unwrap();
+    assert!(closed_without_reply(&mut b).await);
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+}
