@@ -692,7 +692,7 @@ async fn reading_pauses_when_the_in_flight_budget_is_spent() {
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(input.run(shutdown.clone()));
 
-    // 30 frames of ~200 KB whose commits do not finish: the 2 MiB budget holds about ten.
+    // 60 frames of ~200 KB (more than socket buffers hold) whose commits do not finish: the 2 MiB budget holds about ten.
     let (mut rd, mut wr) = TcpStream::connect(addr).await.unwrap().into_split();
     let e = {
         let mut b = BytesMut::new();
@@ -703,7 +703,7 @@ async fn reading_pauses_when_the_in_flight_budget_is_spent() {
         b.to_vec()
     };
     let writer = tokio::spawn(async move {
-        for i in 0..30 {
+        for i in 0..60 {
             let c = format!("c{i}");
             wr.write_all(&chunk_frame("t", &e, 200, Some(c.as_bytes())))
                 .await
@@ -724,10 +724,10 @@ async fn reading_pauses_when_the_in_flight_budget_is_spent() {
     );
     assert!(!writer.is_finished(), "the sender was not paused");
     // Commits finish: budget frees, reading resumes, every frame is acked in order.
-    emit.gate.add_permits(30);
+    emit.gate.add_permits(60);
     let _wr = tokio::time::timeout(WAIT, writer).await.unwrap().unwrap();
     let mut buf = BytesMut::new();
-    for i in 0..30 {
+    for i in 0..60 {
         let ack = read_ack(&mut rd, &mut buf, WAIT).await.unwrap();
         assert_eq!(ack, format!("c{i}").as_bytes());
     }
