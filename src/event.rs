@@ -100,6 +100,8 @@ pub enum EntryError {
     BadTime(usize),
     #[error("entry at byte {0} has a record that is not a map")]
     RecordNotMap(usize),
+    #[error("entry at byte {0} has a record nested deeper than the depth limit ({limit})", limit = crate::record_depth::MAX_RECORD_DEPTH)]
+    TooDeep(usize),
 }
 
 impl From<MsgpackError> for EntryError {

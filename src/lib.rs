@@ -36,7 +36,9 @@
 //!   and the leader's exactly-once uploader to a local directory or S3.
 //! - [`node`]: builds the pipeline from a [`config::Config`] (a forwarder/single aggregator, or
 //!   a cluster node when the config has `<cluster>`), runs it, and shuts it down on SIGTERM.
+//! - [`record_depth`]: the record nesting-depth limit every input enforces before the ack.
 //! - [`log_limit`]: rate-limited warnings for conditions that repeat per chunk.
+//! - [`fd_limit`]: raising the open-file limit at startup; recognizing fd exhaustion.
 //! - [`tls`]: loading certificates and keys for rustls.
 //! - [`loadgen`]: the benchmark client behind `lograft bench-load`.
 
@@ -44,6 +46,7 @@ pub mod buffer;
 pub mod cluster;
 pub mod config;
 pub mod event;
+pub mod fd_limit;
 pub mod forward;
 pub mod input;
 pub mod loadgen;
@@ -52,5 +55,6 @@ pub mod msgpack;
 pub mod node;
 pub mod output;
 pub mod pipeline;
+pub mod record_depth;
 pub mod router;
 pub mod tls;

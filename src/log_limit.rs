@@ -52,6 +52,21 @@ impl WarnLimiter {
     pub fn check(&self) -> Option<u64> {
         self.check_n(1)
     }
+
+    /// For a periodic timer: `Some(held_back)` when occurrences were held back and the interval
+    /// since the last line has passed, so the count is logged even if the condition stopped
+    /// repeating. The caller logs the count; the interval restarts as if a line was logged.
+    pub fn flush_due(&self) -> Option<u64> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match s.0 {
+            Some(last) if s.1 > 0 && last.elapsed() >= self.interval => {
+                let held_back = s.1;
+                *s = (Some(Instant::now()), 0);
+                Some(held_back)
+            }
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -66,5 +81,22 @@ mod tests {
         assert_eq!(l.check_n(5), None);
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(l.check(), Some(6));
+    }
+
+    #[test]
+    fn flush_reports_held_back_counts_once_the_interval_passed() {
+        let l = WarnLimiter::new(Duration::from_millis(50));
+        assert_eq!(l.flush_due(), None);
+        assert_eq!(l.check_n(3), Some(0));
+        assert_eq!(l.flush_due(), None, "nothing held back yet");
+        assert_eq!(l.check_n(1234), None);
+        assert_eq!(l.flush_due(), None, "interval not over");
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(l.flush_due(), Some(1234));
+        assert_eq!(l.flush_due(), None, "counted once");
+        // The flush started a new interval: the next occurrence is held back, not lost.
+        assert_eq!(l.check(), None);
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(l.check_n(2), Some(1));
     }
 }

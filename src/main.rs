@@ -422,6 +422,15 @@ fn run(
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
+    match lograft::fd_limit::raise_nofile_limit() {
+        Ok(l) if l.soft > l.previous_soft => tracing::info!(
+            limit = l.soft,
+            previous = l.previous_soft,
+            "raised the open file limit (RLIMIT_NOFILE) to its hard limit"
+        ),
+        Ok(l) => tracing::info!(limit = l.soft, "open file limit (RLIMIT_NOFILE)"),
+        Err(e) => tracing::warn!(error = %e, "could not read or raise the open file limit"),
+    }
     let opts = NodeOptions {
         data_dir: data_dir.unwrap_or_else(node::default_data_dir),
         shutdown_timeout: Duration::from_secs(shutdown_timeout),

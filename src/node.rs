@@ -8,6 +8,7 @@
 
 use crate::buffer::Buffer;
 use crate::config::{BufferKind, Config, MatchConfig, SourceKind};
+use crate::input::budget::{InFlightBudget, DEFAULT_MAX_IN_FLIGHT_BYTES};
 use crate::input::forward::ForwardInput;
 use crate::input::http::HttpInput;
 use crate::output::driver::OutputDriver;
@@ -236,6 +237,13 @@ async fn start_inputs(
     stop: &CancellationToken,
 ) -> Result<JoinSet<()>, NodeError> {
     let mut inputs = JoinSet::new();
+    // One budget for every in_forward of the node.
+    let budget = InFlightBudget::new(
+        config
+            .system
+            .max_in_flight_bytes
+            .unwrap_or(DEFAULT_MAX_IN_FLIGHT_BYTES),
+    );
     for source in &config.sources {
         let location = source.common.location.to_string();
         let listen_err = |source| NodeError::Listen {
@@ -244,7 +252,9 @@ async fn start_inputs(
         };
         match &source.kind {
             SourceKind::Forward(c) => {
-                let input = ForwardInput::bind(c, emit.clone()).map_err(listen_err)?;
+                let input = ForwardInput::bind(c, emit.clone())
+                    .map_err(listen_err)?
+                    .with_in_flight_budget(budget.clone());
                 tracing::info!(addr = %input.local_addr(), "forward input listening");
                 inputs.spawn(input.run(stop.clone()));
             }

@@ -162,7 +162,7 @@ impl TagRoutes {
             tracing::warn!(
                 tag,
                 events = count,
-                events_dropped_since_last_warning = held_back,
+                events_dropped_since_last_warning = held_back + count as u64,
                 "no <match> pattern matches this tag; events dropped"
             );
         }

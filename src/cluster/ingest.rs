@@ -104,7 +104,7 @@ impl ClusterIngest {
                     tracing::warn!(
                         node_id = self.shared.id,
                         %error,
-                        chunks_refused_since_last_warning = held_back,
+                        chunks_refused_since_last_warning = held_back + 1,
                         "cluster cannot commit chunks; not acknowledging them (senders retry or fail over)"
                     );
                 }

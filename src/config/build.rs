@@ -500,7 +500,21 @@ fn build_system(el: &Element, d: &mut Diag) -> SystemConfig {
     let system = SystemConfig {
         root_dir: sec.string("root_dir").map(PathBuf::from),
         log_level: sec.log_level(d, "log_level"),
+        max_in_flight_bytes: sec.size(d, "max_in_flight_bytes"),
     };
+    if let Some(v) = system.max_in_flight_bytes {
+        if v < crate::input::budget::MIN_IN_FLIGHT_BYTES {
+            let at = sec
+                .el
+                .param("max_in_flight_bytes")
+                .map(|p| p.location.clone())
+                .unwrap_or_default();
+            d.error(
+                &at,
+                "'max_in_flight_bytes' in <system>: must be at least 1m".to_string(),
+            );
+        }
+    }
     sec.finish(d, SYSTEM_UNIMPLEMENTED, SYSTEM_UNIMPLEMENTED_SECTIONS);
     system
 }
@@ -730,6 +744,12 @@ fn forward_input(sec: &mut Section<'_>, d: &mut Diag) -> ForwardInputConfig {
         source_hostname_key: sec.string("source_hostname_key"),
         resolve_hostname: sec.bool(d, "resolve_hostname", false),
         deny_keepalive: sec.bool(d, "deny_keepalive", false),
+        max_connections: sec
+            .integer(d, "max_connections")
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS),
+        idle_timeout: sec
+            .duration(d, "idle_timeout")
+            .unwrap_or(DEFAULT_IDLE_TIMEOUT),
         security,
         tls,
     }
@@ -2039,6 +2059,39 @@ mod tests {
         let loaded = ok(&conf("max_frame_size 0"));
         assert_eq!(forward_out(&loaded.config.matches[0]).max_frame_size, 0);
         assert!(errors(&conf("max_frame_size huge")).contains("max_frame_size"));
+    }
+
+    #[test]
+    fn input_limits_parse_with_defaults() {
+        let cfg =
+            ok("<source>\n  @type forward\n</source>\n<match **>\n  @type null\n</match>\n").config;
+        assert_eq!(cfg.system.max_in_flight_bytes, None);
+        match &cfg.sources[0].kind {
+            SourceKind::Forward(f) => {
+                assert_eq!(f.max_connections, 16384);
+                assert_eq!(f.idle_timeout, Duration::from_secs(300));
+            }
+            other => panic!("{other:?}"),
+        }
+        let cfg = ok("<system>\n  max_in_flight_bytes 64m\n</system>\n<source>\n  @type forward\n  max_connections 10\n  idle_timeout 2m\n</source>\n<match **>\n  @type null\n</match>\n")
+            .config;
+        assert_eq!(cfg.system.max_in_flight_bytes, Some(64 << 20));
+        match &cfg.sources[0].kind {
+            SourceKind::Forward(f) => {
+                assert_eq!(f.max_connections, 10);
+                assert_eq!(f.idle_timeout, Duration::from_secs(120));
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = errors(
+            "<system>\n  max_in_flight_bytes 10k\n</system>\n<match **>\n  @type null\n</match>\n",
+        );
+        assert!(
+            e.contains(":2: 'max_in_flight_bytes'") && e.contains("at least 1m"),
+            "{e}"
+        );
+        let e = errors("<source>\n  @type forward\n  max_connections many\n</source>\n<match **>\n  @type null\n</match>\n");
+        assert!(e.contains("'max_connections'"), "{e}");
     }
 
     #[test]

@@ -103,6 +103,9 @@ pub struct SystemConfig {
     /// Base directory for buffers whose path is not given (`root_dir`).
     pub root_dir: Option<PathBuf>,
     pub log_level: Option<LogLevel>,
+    /// `max_in_flight_bytes`: one budget, shared by every in_forward of the node, for bytes held
+    /// by frames being received or awaiting their commit. Default 256m.
+    pub max_in_flight_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,9 +163,19 @@ pub struct ForwardInputConfig {
     pub source_hostname_key: Option<String>,
     pub resolve_hostname: bool,
     pub deny_keepalive: bool,
+    /// Connections open at once; more are closed as soon as accepted. Default 16384.
+    pub max_connections: usize,
+    /// A connection without a complete frame and without an ack pending for this long is
+    /// closed. Default 300s; zero: never.
+    pub idle_timeout: Duration,
     pub security: Option<ServerSecurityConfig>,
     pub tls: Option<ServerTlsConfig>,
 }
+
+/// Default of in_forward's `max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16384;
+/// Default of in_forward's `idle_timeout`.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 impl Default for ForwardInputConfig {
     /// Fluentd's in_forward defaults.
@@ -180,6 +193,8 @@ impl Default for ForwardInputConfig {
             source_hostname_key: None,
             resolve_hostname: false,
             deny_keepalive: false,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
             security: None,
             tls: None,
         }

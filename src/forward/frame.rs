@@ -7,13 +7,14 @@
 use super::ForwardError;
 use crate::config::Compression;
 use crate::event::{
-    fill_zero_times, validate_entries, write_entry, EntryError, EventBatch, EventTime,
+    fill_zero_times, write_entry, EntriesInfo, EntryError, EntryIter, EventBatch, EventTime,
     LenientEntry, LenientEntryIter,
 };
 use crate::msgpack::{
     self, write_array_header, write_map_header, write_str, write_str32_header, write_str_bytes,
     write_u32, Cursor, MsgpackError, RawKind, ScanError, ValueScanner,
 };
+use crate::record_depth::record_too_deep;
 use bytes::{Bytes, BytesMut};
 use std::io::{Read, Write};
 
@@ -284,6 +285,26 @@ pub fn decode_frame(
     }))
 }
 
+/// True when a complete frame (as split by [`FrameDecoder::next_frame`]) is a
+/// CompressedPackedForward message: its entries will be gunzipped by [`decode_frame`]. Reads
+/// only headers and the option map, so a receiver can reserve memory before decoding.
+pub fn frame_is_gzip(raw: &Bytes) -> bool {
+    let mut c = Cursor::new(raw);
+    let mut is_gzip = || -> Result<bool, ForwardError> {
+        let Some(3) = c.array_len()? else {
+            return Ok(false);
+        };
+        if c.raw()?.is_none() {
+            return Ok(false);
+        }
+        if c.raw()?.is_none() {
+            return Ok(false);
+        }
+        Ok(parse_options(raw, &mut c)?.compressed == Some(Compression::Gzip))
+    };
+    is_gzip().unwrap_or(false)
+}
+
 fn parse_options(raw: &Bytes, c: &mut Cursor<'_>) -> Result<FrameOptions, ForwardError> {
     let mut opts = FrameOptions::default();
     if c.nil()? {
@@ -353,7 +374,7 @@ fn normalize_entries(
     now: EventTime,
 ) -> Result<Normalized, ForwardError> {
     if !must_rewrite {
-        match validate_entries(&stream) {
+        match validate_entries_and_depth(&stream) {
             Ok(info) if !info.has_zero_time => {
                 return Ok(Normalized {
                     entries: stream,
@@ -388,6 +409,14 @@ fn normalize_entries(
     };
     for item in LenientEntryIter::new(&stream) {
         match item.map_err(ForwardError::BadEntries)? {
+            LenientEntry::Valid(e) if record_too_deep(e.record) => {
+                let error = EntryError::TooDeep(e.raw.as_ptr() as usize - stream.as_ptr() as usize);
+                if !skip_invalid {
+                    return Err(ForwardError::BadEntries(error));
+                }
+                n.skipped += 1;
+                n.first_skip_error.get_or_insert(error);
+            }
             LenientEntry::Valid(e) => {
                 let t = if e.time.is_zero() {
                     n.has_zero_time = true;
@@ -409,6 +438,27 @@ fn normalize_entries(
     }
     n.entries = out.freeze();
     Ok(n)
+}
+
+/// Validate an entry stream (every entry `[time, map]`) in one walk, refusing the first record
+/// nested deeper than [`crate::record_depth::MAX_RECORD_DEPTH`]: what an output could not decode
+/// must not be acknowledged.
+fn validate_entries_and_depth(stream: &[u8]) -> Result<EntriesInfo, EntryError> {
+    let mut info = EntriesInfo {
+        count: 0,
+        has_zero_time: false,
+    };
+    for e in EntryIter::new(stream) {
+        let e = e?;
+        if record_too_deep(e.record) {
+            return Err(EntryError::TooDeep(
+                e.raw.as_ptr() as usize - stream.as_ptr() as usize,
+            ));
+        }
+        info.count += 1;
+        info.has_zero_time |= e.time.is_zero();
+    }
+    Ok(info)
 }
 
 /// Decompress gzip (possibly several concatenated members), refusing output over `limit` bytes

@@ -13,9 +13,9 @@ mod frame;
 mod handshake;
 
 pub use frame::{
-    decode_ack, decode_frame, encode_ack, encode_packed_forward, gzip_entries, take_message,
-    DecoderConfig, EncodedFrameParts, EventFrame, EventMode, Frame, FrameDecoder, FrameOptions,
-    DEFAULT_DECOMPRESSION_SIZE_LIMIT, HARD_MAX_FRAME_SIZE, MAX_CONTROL_MESSAGE_SIZE,
+    decode_ack, decode_frame, encode_ack, encode_packed_forward, frame_is_gzip, gzip_entries,
+    take_message, DecoderConfig, EncodedFrameParts, EventFrame, EventMode, Frame, FrameDecoder,
+    FrameOptions, DEFAULT_DECOMPRESSION_SIZE_LIMIT, HARD_MAX_FRAME_SIZE, MAX_CONTROL_MESSAGE_SIZE,
 };
 pub use handshake::{
     generate_nonce, generate_shared_key_salt, password_digest, shared_key_digest, ClientHandshake,

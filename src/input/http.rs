@@ -29,7 +29,10 @@
 
 use crate::config::HttpInputConfig;
 use crate::event::{skip_value, write_entry, EventBatch, EventTime};
+use crate::fd_limit::is_fd_exhaustion;
+use crate::input::fd_reserve::{FdReserve, OUT_OF_FDS_RESPONSE};
 use crate::input::{Emit, EmitError};
+use crate::log_limit::WarnLimiter;
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -47,7 +50,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// Records nested deeper than this are refused (bounds recursion in the decoders).
-const MAX_RECORD_DEPTH: usize = 128;
+use crate::record_depth::MAX_RECORD_DEPTH;
 /// Bodies up to this size that need no decompression are parsed on the runtime thread.
 const INLINE_PARSE_LIMIT: usize = 64 * 1024;
 
@@ -113,17 +116,42 @@ impl HttpInput {
             // hyper starts this timer whenever it waits for a request head, idle time included.
             builder.header_read_timeout(self.shared.keepalive_timeout);
         }
+        // Out of file descriptors: the spare answers 503 instead of silence.
+        let mut reserve = FdReserve::new();
+        let accept_failed = WarnLimiter::default();
+        let mut backoff = Duration::ZERO;
         loop {
             let accepted = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 accepted = self.listener.accept() => accepted,
             };
             let (stream, peer) = match accepted {
-                Ok(a) => a,
+                Ok(a) => {
+                    backoff = Duration::ZERO;
+                    a
+                }
                 Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "http input accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let answered = if is_fd_exhaustion(&e) {
+                        reserve
+                            .answer_one(&self.listener, OUT_OF_FDS_RESPONSE)
+                            .await
+                    } else {
+                        None
+                    };
+                    if let Some(held_back) = accept_failed.check() {
+                        tracing::warn!(error = %e, answered_503 = ?answered,
+                            failures_since_last_warning = held_back + 1,
+                            "http input: accept failed; while out of file descriptors each waiting connection is answered 503");
+                    }
+                    if answered.is_none() {
+                        // Back off instead of spinning.
+                        backoff =
+                            (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break,
+                            _ = tokio::time::sleep(backoff) => {}
+                        }
+                    }
                     continue;
                 }
             };

@@ -4,6 +4,8 @@
 //! ([`crate::pipeline::Emit`]) and acknowledges (Forward `ack`, HTTP 200) only after the batch
 //! is committed. Inputs must not hold accepted data anywhere but in that call.
 
+pub mod budget;
+pub mod fd_reserve;
 pub mod forward;
 pub mod http;
 

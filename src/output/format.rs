@@ -30,8 +30,9 @@ pub const STDOUT_TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S.%9f %z";
 /// Fluentd's out_file time layout (`2024-01-01T00:00:00+0000`).
 pub const OUT_FILE_TIME_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%z";
 
-/// Records nested deeper than this are refused (bounds recursion while decoding and writing).
-const MAX_RECORD_DEPTH: usize = 128;
+/// Records nested deeper than this are refused (bounds recursion while decoding and writing);
+/// inputs refuse them before the ack, so a chunk should never hold one.
+use crate::record_depth::MAX_RECORD_DEPTH;
 
 /// Why a chunk's bytes could not be formatted. Such a chunk will never format: the output
 /// reports it as [`OutputError::Unrecoverable`].

@@ -500,3 +500,81 @@ proptest::proptest! {
         let _ = decode_frame(Bytes::from(data), &DecoderConfig::default(), EventTime::now());
     }
 }
+
+/// `{"k": {"k": ... 1}}` nested `levels` maps deep.
+fn deep_record(levels: usize) -> Vec<u8> {
+    let mut v = Vec::new();
+    for _ in 0..levels {
+        v.extend_from_slice(&[0x81, 0xa1, b'k']);
+    }
+    v.push(0x01);
+    v
+}
+
+#[test]
+fn records_over_the_depth_limit_are_dropped_in_every_mode_or_refused() {
+    let deep = deep_record(201);
+    let mut deep_entry = BytesMut::new();
+    write_entry(&mut deep_entry, T, &deep);
+    let good = packed(&[(T, json!({"a": 1}))]);
+    let mut both = good.clone();
+    both.extend_from_slice(&deep_entry);
+
+    let mut message = vec![0x93];
+    message.extend(msgpack_str(b"t"));
+    message.extend([0xce, 0x65, 0x53, 0xf1, 0x00]);
+    message.extend(&deep);
+
+    let mut forward = vec![0x92];
+    forward.extend(msgpack_str(b"t"));
+    forward.push(0x92);
+    forward.extend(&both);
+
+    let mut packed_fwd = vec![0x92];
+    packed_fwd.extend(msgpack_bin(&both));
+    packed_fwd.splice(1..1, msgpack_str(b"t"));
+
+    let mut compressed = vec![0x93];
+    compressed.extend(msgpack_str(b"t"));
+    compressed.extend(msgpack_bin(&gzip_entries(&both).unwrap()));
+    compressed.extend(opt_map(&[("compressed", &msgpack_str(b"gzip"))]));
+
+    let strict = DecoderConfig {
+        skip_invalid_event: false,
+        ..DecoderConfig::default()
+    };
+    assert!(frame_is_gzip(&Bytes::from(compressed.clone())));
+    assert!(!frame_is_gzip(&Bytes::from(packed_fwd.clone())));
+    assert!(!frame_is_gzip(&Bytes::from(message.clone())));
+    for (name, frame, kept) in [
+        ("Message", &message, 0),
+        ("Forward", &forward, 1),
+        ("PackedForward", &packed_fwd, 1),
+        ("CompressedPackedForward", &compressed, 1),
+    ] {
+        let e = events(frame);
+        assert_eq!((e.count, e.skipped), (kept, 1), "{name}");
+        assert!(
+            matches!(e.first_skip_error, Some(EntryError::TooDeep(_))),
+            "{name}: {:?}",
+            e.first_skip_error
+        );
+        assert_eq!(records(&e.entries).len(), kept as usize, "{name}");
+        assert!(
+            matches!(
+                decode_frame(Bytes::from(frame.clone()), &strict, T),
+                Err(ForwardError::BadEntries(EntryError::TooDeep(_)))
+            ),
+            "{name} strict"
+        );
+    }
+
+    // At the limit's edge: 61 nested maps decode in the outputs, so they are kept.
+    let mut ok = vec![0x93];
+    ok.extend(msgpack_str(b"t"));
+    ok.extend([0xce, 0x65, 0x53, 0xf1, 0x00]);
+    ok.extend(deep_record(61));
+    assert_eq!(events(&ok).count, 1);
+    assert!(crate::output::format::record_to_json(&deep_record(61)).is_ok());
+    assert!(crate::output::format::record_to_json(&deep_record(70)).is_err());
+}

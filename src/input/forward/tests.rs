@@ -593,3 +593,198 @@ async fn tls_transport_with_test_ca() {
         .is_err());
     server.stop().await;
 }
+
+#[tokio::test]
+async fn connections_over_max_connections_are_closed_at_once() {
+    let emit = MockEmit::new();
+    let server = start(
+        ForwardInputConfig {
+            max_connections: 2,
+            ..config()
+        },
+        emit.clone(),
+    )
+    .await;
+    let mut a = TcpStream::connect(server.addr).await.unwrap();
+    let mut b = TcpStream::connect(server.addr).await.unwrap();
+    // Both are served (so both are counted) before the third arrives.
+    let mut buf = BytesMut::new();
+    for (s, c) in [(&mut a, b"a".as_slice()), (&mut b, b"b".as_slice())] {
+        s.write_all(&chunk_frame("t", &entries(1), 1, Some(c)))
+            .await
+            .unwrap();
+        assert_eq!(&read_ack(s, &mut buf, WAIT).await.unwrap()[..], c);
+    }
+    let mut c = TcpStream::connect(server.addr).await.unwrap();
+    assert!(closed_without_reply(&mut c).await, "third connection kept");
+    // The first two still work; once one closes, a new connection is served again.
+    a.write_all(&chunk_frame("t", &entries(1), 1, Some(b"a2")))
+        .await
+        .unwrap();
+    assert_eq!(&read_ack(&mut a, &mut buf, WAIT).await.unwrap()[..], b"a2");
+    drop(a);
+    let mut served = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut d = TcpStream::connect(server.addr).await.unwrap();
+        if d.write_all(&chunk_frame("t", &entries(1), 1, Some(b"d")))
+            .await
+            .is_ok()
+        {
+            if let Some(ack) = read_ack(&mut d, &mut buf, Duration::from_millis(500)).await {
+                assert_eq!(&ack[..], b"d");
+                served = true;
+                break;
+            }
+        }
+    }
+    assert!(served, "no connection served after one closed");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_but_not_while_an_ack_is_pending() {
+    let emit = MockEmit::new();
+    let server = start(
+        ForwardInputConfig {
+            idle_timeout: Duration::from_millis(300),
+            ..config()
+        },
+        emit.clone(),
+    )
+    .await;
+    // Idle from the start: closed after the timeout.
+    let started = Instant::now();
+    let mut idle = TcpStream::connect(server.addr).await.unwrap();
+    assert!(closed_without_reply(&mut idle).await);
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    // A partial frame does not count as activity.
+    let mut partial = TcpStream::connect(server.addr).await.unwrap();
+    let f = chunk_frame("t", &entries(2), 2, Some(b"p"));
+    partial.write_all(&f[..f.len() / 2]).await.unwrap();
+    assert!(closed_without_reply(&mut partial).await);
+    // A frame whose commit takes longer than the timeout is still acked.
+    emit.held.store(true, Ordering::SeqCst);
+    let mut slow = TcpStream::connect(server.addr).await.unwrap();
+    slow.write_all(&chunk_frame("t", &entries(1), 1, Some(b"slow")))
+        .await
+        .unwrap();
+    emit.wait_started(1).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    emit.gate.add_permits(1);
+    let mut buf = BytesMut::new();
+    assert_eq!(
+        &read_ack(&mut slow, &mut buf, WAIT).await.unwrap()[..],
+        b"slow"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn reading_pauses_when_the_in_flight_budget_is_spent() {
+    let emit = MockEmit::new();
+    emit.held.store(true, Ordering::SeqCst);
+    let input = ForwardInput::bind(&config(), emit.clone())
+        .unwrap()
+        .with_in_flight_budget(InFlightBudget::new(2 << 20));
+    let budget = input.shared.budget.clone();
+    let addr = input.local_addr();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(input.run(shutdown.clone()));
+
+    // 60 frames of ~200 KB (more than socket buffers hold) whose commits do not finish: the 2 MiB budget holds about ten.
+    let (mut rd, mut wr) = TcpStream::connect(addr).await.unwrap().into_split();
+    let e = {
+        let mut b = BytesMut::new();
+        let rec = rmp_serde::to_vec_named(&json!({"msg": "x".repeat(1000)})).unwrap();
+        for _ in 0..200 {
+            write_entry(&mut b, T, &rec);
+        }
+        b.to_vec()
+    };
+    let writer = tokio::spawn(async move {
+        for i in 0..60 {
+            let c = format!("c{i}");
+            wr.write_all(&chunk_frame("t", &e, 200, Some(c.as_bytes())))
+                .await
+                .unwrap();
+        }
+        wr
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let started = emit.started.load(Ordering::SeqCst);
+    assert!(
+        (5..=11).contains(&started),
+        "{started} frames taken in with a 2 MiB budget"
+    );
+    assert!(
+        budget.available_bytes() < 256 << 10,
+        "budget not used: {} bytes left",
+        budget.available_bytes()
+    );
+    assert!(!writer.is_finished(), "the sender was not paused");
+    // Commits finish: budget frees, reading resumes, every frame is acked in order.
+    emit.gate.add_permits(60);
+    let _wr = tokio::time::timeout(WAIT, writer).await.unwrap().unwrap();
+    let mut buf = BytesMut::new();
+    for i in 0..60 {
+        let ack = read_ack(&mut rd, &mut buf, WAIT).await.unwrap();
+        assert_eq!(ack, format!("c{i}").as_bytes());
+    }
+    let deadline = Instant::now() + WAIT;
+    while budget.available_bytes() < budget.total_bytes() {
+        assert!(Instant::now() < deadline, "budget not released");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn frames_hold_budget_until_acked_and_gzip_output_counts() {
+    let emit = MockEmit::new();
+    emit.held.store(true, Ordering::SeqCst);
+    let input = ForwardInput::bind(&config(), emit.clone())
+        .unwrap()
+        .with_in_flight_budget(InFlightBudget::new(8 << 20));
+    let budget = input.shared.budget.clone();
+    let addr = input.local_addr();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(input.run(shutdown.clone()));
+    // 4 MB of entries, gzip-compressed to a few KB: the decompressed batch holds the budget.
+    let mut big = BytesMut::new();
+    let rec = rmp_serde::to_vec_named(&json!({"msg": "y".repeat(4000)})).unwrap();
+    for _ in 0..1000 {
+        write_entry(&mut big, T, &rec);
+    }
+    let gz = crate::forward::gzip_entries(&big).unwrap();
+    let parts = encode_packed_forward("t", &gz, 1000, Some(b"gz"), Compression::Gzip).unwrap();
+    let mut frame = parts.header.to_vec();
+    frame.extend_from_slice(&gz);
+    frame.extend_from_slice(&parts.trailer);
+    assert!(frame.len() < 256 << 10);
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(&frame).await.unwrap();
+    emit.wait_started(1).await;
+    let held = budget.total_bytes() - budget.available_bytes();
+    assert!(
+        held >= big.len() as u64,
+        "a committing batch of {} bytes holds only {held} bytes of budget",
+        big.len()
+    );
+    emit.gate.add_permits(1);
+    let mut buf = BytesMut::new();
+    assert_eq!(&read_ack(&mut s, &mut buf, WAIT).await.unwrap()[..], b"gz");
+    // A bomb beyond decompression_size_limit (and beyond the budget) is refused, not inflated.
+    let bomb_entries = vec![0u8; 64 << 20];
+    let bomb = crate::forward::gzip_entries(&bomb_entries).unwrap();
+    let parts = encode_packed_forward("t", &bomb, 1, Some(b"bomb"), Compression::Gzip).unwrap();
+    let mut frame = parts.header.to_vec();
+    frame.extend_from_slice(&bomb);
+    frame.extend_from_slice(&parts.trailer);
+    let mut b = TcpStream::connect(addr).await.unwrap();
+    b.write_all(&frame).await.unwrap();
+    assert!(closed_without_reply(&mut b).await);
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+}
