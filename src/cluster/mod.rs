@@ -46,6 +46,7 @@
 
 pub mod admin;
 pub mod bootstrap;
+pub mod config;
 pub mod ingest;
 pub mod log_store;
 #[cfg(test)]

@@ -5,10 +5,10 @@
 //! message with [`super::take_message`] and write the bytes returned here.
 
 use super::msgpack::Cursor;
-use crate::config::ServerSecurityConfig;
 use crate::event::write_str;
 #[cfg(test)]
 use crate::event::write_str_bytes;
+use crate::input::forward::config::ServerSecurityConfig;
 use bytes::{BufMut, Bytes, BytesMut};
 use rand::RngCore;
 use sha2::{Digest, Sha512};
@@ -587,7 +587,7 @@ pub(crate) fn encode_ping_fields(fields: [&[u8]; 5]) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ClientConfig, UserConfig};
+    use crate::input::forward::config::{ClientConfig, UserConfig};
 
     fn sha512_hex(parts: &[&[u8]]) -> String {
         // Independent computation: concatenate first, then hash once.

@@ -5,9 +5,11 @@
 //! [`Emit`], and writing `{"ack": chunk}` only once `emit` returned `Ok`, in frame order.
 //! Frames on one connection are pipelined (up to [`MAX_IN_FLIGHT`] awaiting their commit).
 //! It must not keep accepted data anywhere but inside the `emit` call, must not decode records,
-//! and must not ack anything that was not committed.
+//! and must not ack anything that was not committed. Its typed config (with `<transport tls>`
+//! and `<security>`) and builder: [`config`].
 
-use crate::config::ForwardInputConfig;
+pub mod config;
+
 use crate::event::{append_field_to_records, EventBatch, EventTime};
 use crate::forward::{
     decode_frame, encode_ack, take_message, DecoderConfig, EventFrame, ForwardError, Frame,
@@ -16,6 +18,7 @@ use crate::forward::{
 use crate::input::{Emit, EmitError};
 use crate::log_limit::WarnLimiter;
 use bytes::{Bytes, BytesMut};
+use config::ForwardInputConfig;
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};

@@ -5,6 +5,9 @@
 //! file buffer (appended and fsynced); on an aggregator from the Raft cluster (replicated to a
 //! majority). Inputs send their acknowledgement (Forward `ack`, HTTP 200) only after
 //! [`Emit::emit`] returned `Ok`, and must never hold accepted data anywhere but in that call.
+//!
+//! Each input's typed config and its builder live in its own `config` module
+//! ([`forward::config`], [`http::config`]), registered in [`crate::config::registry`].
 
 pub mod forward;
 pub mod http;

@@ -10,8 +10,8 @@
 use super::retry::{Backoff, RetryDecision};
 use super::{Output, OutputError};
 use crate::buffer::{Buffer, Chunk};
-use crate::config::RetryConfig;
 use crate::log_limit::WarnLimiter;
+use crate::output::retry::RetryConfig;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::task::JoinSet;

@@ -1,8 +1,10 @@
+use super::config::{ServerSecurityConfig, ServerTlsConfig};
 use super::*;
-use crate::config::{ClientTlsConfig, Compression, ServerSecurityConfig, ServerTlsConfig};
+use crate::config::Compression;
 use crate::event::{write_entry, EntryIter};
 use crate::forward::{decode_ack, encode_packed_forward, ClientHandshake};
 use crate::input::BoxFuture;
+use crate::output::forward::config::ClientTlsConfig;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use tokio::sync::Semaphore;

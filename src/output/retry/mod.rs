@@ -4,9 +4,12 @@
 //! `retry_exponential_backoff_base`, `retry_max_interval`, `retry_randomize`, `retry_timeout`,
 //! `retry_max_times`, `retry_forever`). One [`Backoff`] is shared by all flush workers of an
 //! output, as in Fluentd: a failure pauses the whole output, a success resets it. It only
-//! computes times; sleeping and moving chunks is the driver's business.
+//! computes times; sleeping and moving chunks is the driver's business. The parameters
+//! themselves are read in [`config`].
 
-use crate::config::{RetryConfig, RetryType};
+pub mod config;
+
+pub use config::{RetryConfig, RetryType};
 use rand::Rng;
 use std::time::{Duration, Instant};
 

@@ -27,10 +27,12 @@
 //! task of its own, so a client that disconnects mid-request cannot cancel a half-done commit.
 //! Decompression and parsing of large or compressed bodies run on the blocking pool.
 
-use crate::config::HttpInputConfig;
+pub mod config;
+
 use crate::event::{skip_value, write_entry, EventBatch, EventTime};
 use crate::input::{Emit, EmitError};
 use bytes::{Bytes, BytesMut};
+use config::HttpInputConfig;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
