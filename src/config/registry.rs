@@ -7,9 +7,9 @@
 //! buffer defaults. This file lists those entries, in the order messages name them.
 //!
 //! Adding a plugin touches its own folder and one registry line here (its `PLUGIN` in
-//! [`SOURCES`] or [`OUTPUTS`]) — plus, because configs are a closed enum, its variant of
-//! [`SourceKind`] / [`OutputConfig`] below and the arm that starts its runtime (`node.rs` for
-//! sources, `output::Output::build` for outputs).
+//! [`SOURCES`] or [`OUTPUTS`]). Because typed configs are a closed enum it also needs, in this
+//! file, its variant of [`SourceKind`] / [`OutputConfig`] (and its `type_name` arm), and the
+//! arm that starts its runtime (`node.rs` for sources, `output::Output::build` for outputs).
 //!
 //! It must not read any parameter itself (the plugins' builders do) nor start anything.
 
