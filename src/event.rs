@@ -113,8 +113,6 @@ impl From<MsgpackError> for EntryError {
     }
 }
 
-/// The msgpack skipper, re-exported for `input::http` until it imports [`crate::msgpack`].
-pub use crate::msgpack::skip_value;
 
 /// One entry found by [`EntryIter`]: borrowed slices into the stream.
 #[derive(Debug, Clone, Copy)]

@@ -13,7 +13,11 @@
 //!                                   leader: cluster::upload ──seal/upload/confirm──▶ bucket
 //! ```
 //!
-//! - [`config`]: Fluentd-syntax config files parsed once into typed structs, errors with file:line.
+//! - [`config`]: Fluentd-syntax config files parsed once into typed structs, errors with file:line:
+//!   the parser, the section reader and diagnostics, `<system>`, and the registry mapping each
+//!   `@type` to its plugin's builder. Each component's typed config and builder live beside it
+//!   (`input::forward::config`, `input::http::config`, `buffer::config`, `output::*::config`,
+//!   `output::retry::config`, `cluster::config`).
 //! - [`msgpack`]: the one set of msgpack primitives: the marker table, a cursor over a complete
 //!   buffer, the resumable scanner that finds where a value ends in a stream, and writers.
 //! - [`event`]: tags, `EventTime`, and batches of entries kept as msgpack bytes (never decoded
@@ -23,11 +27,13 @@
 //! - [`pipeline`]: the contract between inputs and the rest of the node ([`pipeline::Emit`]):
 //!   "store this batch and tell me when it is committed".
 //! - [`input`]: servers that accept events (`forward`, `http`) and acknowledge them only once
-//!   the rest of the node says they are committed (through [`pipeline::Emit`]).
+//!   the rest of the node says they are committed (through [`pipeline::Emit`]). `input::http`
+//!   is split by concept: server, request, body decoding, compression, forms, CORS, responses.
 //! - [`router`]: `<match>` patterns; sends each batch to the first matching pipeline's buffer.
 //! - [`buffer`]: chunks on disk (or in memory): checksummed appends, group-committed fsyncs,
 //!   resume after crashes, quarantine of corrupt chunks, flush scheduling.
-//! - [`output`]: where chunks go (`stdout`, `null`, `file`), and the driver that takes queued
+//! - [`output`]: where chunks go (`stdout`, `null`, `file`, `forward`; `s3` holds only the
+//!   config of the cluster's upload target), and the driver that takes queued
 //!   chunks from a buffer, writes them with retry/backoff, and hands exhausted ones to
 //!   `<secondary>`.
 //! - [`cluster`]: the aggregator cluster (openraft): the Raft log and the chunk state machine
@@ -41,8 +47,11 @@
 //! - [`fd_limit`]: raising the open-file limit at startup; recognizing fd exhaustion.
 //! - [`tls`]: loading certificates and keys for rustls.
 //! - [`loadgen`]: the benchmark client behind `lograft bench-load`.
+//! - [`cli`]: the commands of the `lograft` binary that are library code (`check-config` and
+//!   its summary).
 
 pub mod buffer;
+pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod event;

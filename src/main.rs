@@ -6,7 +6,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use lograft::config::{build, Config, LogLevel};
+use lograft::config::{Config, LogLevel};
 use lograft::node::{self, NodeOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -181,7 +181,7 @@ fn parse_member(s: &str) -> Result<(u64, String), String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::CheckConfig { config } => check_config(&config),
+        Command::CheckConfig { config } => lograft::cli::check_config(&config),
         Command::BenchLoad {
             target,
             tag,
@@ -212,41 +212,6 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-    }
-}
-
-fn check_config(path: &std::path::Path) -> ExitCode {
-    match Config::load(path) {
-        Ok(loaded) => {
-            for w in &loaded.warnings {
-                eprintln!("warning: {w}");
-            }
-            let mut errors = Vec::new();
-            for m in &loaded.config.matches {
-                if let Err(e) = node::compile_patterns(m) {
-                    errors.push(e.to_string());
-                }
-                if loaded.config.cluster.is_some() {
-                    if let Err(e) = lograft::cluster::upload::UploadTarget::check_output(&m.output)
-                    {
-                        errors.push(format!("<match> at {}: {e}", m.common.location));
-                    }
-                }
-            }
-            if !errors.is_empty() {
-                errors.iter().for_each(|e| eprintln!("{e}"));
-                return ExitCode::FAILURE;
-            }
-            println!("{}: OK", path.display());
-            print!("{}", build::summary(&loaded.config));
-            ExitCode::SUCCESS
-        }
-        Err(errs) => {
-            for e in &errs.0 {
-                eprintln!("{e}");
-            }
-            ExitCode::FAILURE
-        }
     }
 }
 

@@ -6,8 +6,9 @@
 //! (draining them when `flush_at_shutdown`), let flush workers finish within a deadline. It must
 //! not contain protocol or storage logic.
 
+use crate::buffer::config::BufferKind;
 use crate::buffer::Buffer;
-use crate::config::{BufferKind, Config, MatchConfig, SourceKind};
+use crate::config::{Config, MatchConfig, SourceKind};
 use crate::input::budget::{InFlightBudget, DEFAULT_MAX_IN_FLIGHT_BYTES};
 use crate::input::forward::ForwardInput;
 use crate::input::http::HttpInput;

@@ -16,7 +16,7 @@ pub const MAX_RECORD_DEPTH: usize = 128;
 const STACK: usize = MAX_RECORD_DEPTH / 2 + 1;
 
 /// True when the msgpack value `record` would exceed [`MAX_RECORD_DEPTH`] when decoded. Meant
-/// for complete values (as checked by [`crate::event::skip_value`]); a malformed value is reported
+/// for complete values (as checked by [`crate::msgpack::skip_value`]); a malformed value is reported
 /// as too deep where it is noticed. Headers are read once, bodies skipped.
 pub fn record_too_deep(record: &[u8]) -> bool {
     // A value at level k starts at byte k or later: short records cannot be too deep.

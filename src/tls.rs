@@ -5,7 +5,8 @@
 //! `rustls` configs. Reads files synchronously: call at startup, not on a hot path. Must not
 //! open connections.
 
-use crate::config::{ClientTlsConfig, ServerTlsConfig};
+use crate::input::forward::config::ServerTlsConfig;
+use crate::output::forward::config::ClientTlsConfig;
 use rustls_pki_types::pem::{self, PemObject};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -21,17 +21,21 @@
 //! counted in entry bytes (file framing not included). Known limits: timekey buckets are
 //! aligned to UTC (`timekey_use_utc` is not consulted), and `flush_mode lazy` without a
 //! timekey only queues chunks when they are full, on `enqueue_all` or at shutdown.
+//!
+//! The typed `<buffer>` config, its builder and Fluentd's flat-parameter compatibility layer:
+//! [`config`].
 
 pub mod chunk;
+pub mod config;
 pub mod file;
 pub mod memory;
 #[cfg(test)]
 mod tests;
 
-use crate::config::{BufferConfig, BufferKind, FlushMode, OverflowAction};
 use crate::event::{EntryIter, EventBatch};
 use crate::pipeline::EmitError;
 use bytes::Bytes;
+use config::{BufferConfig, BufferKind, FlushMode, OverflowAction};
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::path::PathBuf;

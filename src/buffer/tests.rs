@@ -2,7 +2,7 @@
 //! They only exercise the public API plus the writer's test counters and failure hook.
 
 use super::*;
-use crate::config::{BufferConfig, BufferKind, FlushMode, OverflowAction};
+use crate::buffer::config::{BufferConfig, BufferKind, FlushMode, OverflowAction};
 use crate::event::{write_entry, EventTime};
 use bytes::BytesMut;
 use std::path::Path;

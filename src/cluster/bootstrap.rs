@@ -17,7 +17,7 @@
 use super::admin::{AdminClient, AdminClientError};
 use super::server::ClusterNode;
 use super::NodeId;
-use crate::config::ClusterConfig;
+use crate::cluster::config::ClusterConfig;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};

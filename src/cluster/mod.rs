@@ -45,6 +45,7 @@
 
 pub mod admin;
 pub(crate) mod bootstrap;
+pub mod config;
 pub(crate) mod ingest;
 #[cfg(test)]
 mod net_tests;

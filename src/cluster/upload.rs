@@ -22,9 +22,12 @@
 use super::node::{self, NodeShared, ProposeError};
 use super::storage::{ChunkReader, PendingChunk, SealedBatch};
 use super::{ClusterRequest, ClusterResponse, NodeId};
-use crate::config::{BufferConfig, OutputConfig, RetryConfig, S3OutputConfig};
+use crate::buffer::config::BufferConfig;
+use crate::config::OutputConfig;
 use crate::output::format::{LineFormatter, Zone};
+use crate::output::retry::RetryConfig;
 use crate::output::retry::{Backoff, RetryDecision};
+use crate::output::s3::config::S3OutputConfig;
 use crate::router::TagRoutes;
 use bytes::Bytes;
 use chrono::{DateTime, Datelike, Utc};

@@ -4,7 +4,7 @@
 //! Owns the message formats and the SHA-512 digests. Must not do I/O: callers read one
 //! message with [`super::take_message`] and write the bytes returned here.
 
-use crate::config::ServerSecurityConfig;
+use crate::input::forward::config::ServerSecurityConfig;
 #[cfg(test)]
 use crate::msgpack::write_str_bytes;
 use crate::msgpack::{
@@ -569,7 +569,7 @@ pub(crate) fn encode_ping_fields(fields: [&[u8]; 5]) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ClientConfig, UserConfig};
+    use crate::input::forward::config::{ClientConfig, UserConfig};
 
     fn sha512_hex(parts: &[&[u8]]) -> String {
         // Independent computation: concatenate first, then hash once.

@@ -12,8 +12,11 @@
 //! closed; bytes a connection buffers (a partial frame, frames awaiting their commit) are held
 //! against the node's [`InFlightBudget`], and reading pauses while it is spent; when accept
 //! fails for lack of file descriptors, accepting backs off while connections keep being served.
+//!
+//! Its typed config (with `<transport tls>` and `<security>`) and builder: [`config`].
 
-use crate::config::ForwardInputConfig;
+pub mod config;
+
 use crate::event::{append_field_to_records, EventBatch, EventTime};
 use crate::fd_limit::is_fd_exhaustion;
 use crate::forward::{
@@ -25,6 +28,7 @@ use crate::input::budget::{kib, ConnectionBudget, Held, InFlightBudget};
 use crate::log_limit::{WarnLimiter, WARN_INTERVAL};
 use crate::pipeline::{Emit, EmitError};
 use bytes::{Bytes, BytesMut};
+use config::ForwardInputConfig;
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};

@@ -18,8 +18,8 @@
 use super::retry::{Backoff, RetryDecision};
 use super::{Output, OutputError};
 use crate::buffer::{Buffer, Chunk, ChunkId};
-use crate::config::RetryConfig;
 use crate::log_limit::WarnLimiter;
+use crate::output::retry::RetryConfig;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -218,7 +218,8 @@ impl OutputDriver {
 mod tests {
     use super::*;
     use crate::buffer::Buffer;
-    use crate::config::{BufferConfig, BufferKind, FileFormat, FileOutputConfig};
+    use crate::buffer::config::{BufferConfig, BufferKind};
+    use crate::output::file::config::{FileFormat, FileOutputConfig};
     use crate::event::{write_entry, EventBatch, EventTime};
     use crate::output::file::FileOutput;
     use bytes::BytesMut;

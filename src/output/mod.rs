@@ -2,6 +2,9 @@
 //!
 //! Owns the output plugins (`stdout`, `null`, `file`, `forward`) behind one [`Output`] type, and the
 //! [`driver`] that moves chunks from a buffer to an output with retry and `<secondary>`.
+//! Each plugin's typed config and builder live in its folder (`stdout::config`, [`null`],
+//! `file::config`, `forward::config`, and [`s3`], whose runtime is the cluster's uploader),
+//! registered in [`crate::config::registry`]; `retry_*` parameters in [`retry::config`].
 //! An output's `write` returns `Ok` only when the chunk is safely delivered (for `file`:
 //! written and fsynced), because the driver then deletes the chunk from the buffer.
 //! Outputs must not retry by themselves: the driver owns retry and backoff.
@@ -10,12 +13,15 @@ pub mod driver;
 pub mod file;
 pub mod format;
 pub mod forward;
+pub mod null;
 pub mod retry;
+pub mod s3;
 pub mod safe_name;
 pub mod stdout;
 
+use crate::buffer::config::BufferConfig;
 use crate::buffer::Chunk;
-use crate::config::{BufferConfig, OutputConfig};
+use crate::config::OutputConfig;
 
 /// Why an output could not deliver a chunk.
 #[derive(Debug, thiserror::Error)]

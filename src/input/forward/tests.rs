@@ -1,7 +1,9 @@
+use super::config::{ServerSecurityConfig, ServerTlsConfig};
 use super::*;
-use crate::config::{ClientTlsConfig, Compression, ServerSecurityConfig, ServerTlsConfig};
+use crate::config::Compression;
 use crate::event::{write_entry, EntryIter};
 use crate::forward::{decode_ack, encode_packed_forward, ClientHandshake};
+use crate::output::forward::config::ClientTlsConfig;
 use crate::pipeline::BoxFuture;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -22,9 +22,11 @@
 //! counts as delivered once written to the socket (Fluentd's at-most-once).
 //!
 //! It must not retry on its own schedule (the driver owns backoff) nor keep chunks: only the
-//! chunks in flight are in memory.
+//! chunks in flight are in memory. Its typed config (`<server>`, `tls_*`, `<security>`) and
+//! builder: [`config`].
 
 pub mod balance;
+pub mod config;
 pub mod connection;
 pub mod frames;
 pub mod node;
@@ -32,9 +34,10 @@ pub mod phi;
 
 use super::OutputError;
 use crate::buffer::{Chunk, ChunkId};
-use crate::config::{Compression, ForwardOutputConfig, HeartbeatType, Transport};
+use crate::config::Compression;
 use crate::forward::{encode_packed_forward, gzip_entries};
 use balance::{Balancer, Candidate};
+use config::{ForwardOutputConfig, HeartbeatType, Transport};
 use connection::{ConnectTarget, Connection, Connector, Frame, SendError};
 use frames::{entries_budget, frame_id, plan_frames, FrameSpan};
 use node::{HealthParams, ServerNode};

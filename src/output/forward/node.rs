@@ -9,9 +9,9 @@
 //! must not choose between servers (that is [`super::balance`]) or speak the protocol (that is
 //! [`super::connection`]).
 
+use super::config::{HeartbeatType, ServerConfig};
 use super::connection::Connection;
 use super::phi::PhiDetector;
-use crate::config::{HeartbeatType, ServerConfig};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;

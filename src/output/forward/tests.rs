@@ -1,17 +1,15 @@
 //! Tests of out_forward against in-test receivers built on the crate's codec (failover, acks,
 //! handshake, keepalive, gzip, recovery) and against the real in_forward (TLS, UDP heartbeat).
 
+use super::config::{ClientSecurityConfig, ClientTlsConfig, ServerConfig};
 use super::*;
 use crate::buffer::{ChunkId, ChunkMeta};
-use crate::config::{
-    ClientSecurityConfig, ClientTlsConfig, ForwardInputConfig, ServerConfig, ServerSecurityConfig,
-    ServerTlsConfig,
-};
 use crate::event::{write_entry, EventBatch, EventTime};
 use crate::forward::{
     encode_ack, DecoderConfig, EventMode, Frame as WireFrame, FrameDecoder, ServerHandshake,
     ServerSecurity,
 };
+use crate::input::forward::config::{ForwardInputConfig, ServerSecurityConfig, ServerTlsConfig};
 use crate::input::forward::ForwardInput;
 use crate::pipeline::{BoxFuture, Emit, EmitError};
 use bytes::{Bytes, BytesMut};

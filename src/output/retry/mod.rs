@@ -4,9 +4,12 @@
 //! `retry_exponential_backoff_base`, `retry_max_interval`, `retry_randomize`, `retry_timeout`,
 //! `retry_max_times`, `retry_forever`). The output driver keeps one [`Backoff`] per failing
 //! chunk (so one chunk in backoff never holds back the others), the cluster uploader one per
-//! batch. It only computes times; waiting and moving chunks is the caller's business.
+//! batch. It only computes times; waiting and moving chunks is the caller's business. The
+//! parameters themselves are read in [`config`].
 
-use crate::config::{RetryConfig, RetryType};
+pub mod config;
+
+pub use config::{RetryConfig, RetryType};
 use rand::Rng;
 use std::time::{Duration, Instant};
 

@@ -4,7 +4,8 @@
 //! record `json`), optional gzip, and durability: `write` returns `Ok` only once the data is
 //! fsynced, because the output driver then deletes the chunk from the buffer. All file I/O and
 //! formatting run on the blocking thread pool. It must not retry (the driver does) and must not
-//! delete or rewrite files it did not write for the chunk at hand.
+//! delete or rewrite files it did not write for the chunk at hand. Its typed config and builder
+//! (with the v0.12 time-slice spellings): [`config`].
 //!
 //! # File names
 //!
@@ -43,13 +44,16 @@
 //!   serialized so the truncate-back never cuts another chunk's data.
 //! - New parent directories are created and their parents fsynced.
 
+pub mod config;
+
 use crate::buffer::Chunk;
-use crate::config::{Compression, FileFormat, FileOutputConfig};
+use crate::config::Compression;
 use crate::event::{EntryIter, EventTime};
 use crate::output::format::{FormatError, LineFormatter, TimeFormatter, Zone};
 use crate::output::safe_name::safe_segment;
 use crate::output::OutputError;
 use chrono::format::{Item, StrftimeItems};
+use config::{FileFormat, FileOutputConfig};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};

@@ -4,12 +4,14 @@
 //! JSON alone) and the write itself: a chunk is formatted in memory and written with one locked
 //! `write_all` + `flush`, so lines of concurrent chunks never interleave. Formatting and the
 //! (blocking) write run on the blocking thread pool, never on the runtime. It must not retry:
-//! the output driver owns retries.
+//! the output driver owns retries. Its typed config and builder: [`config`].
+
+pub mod config;
 
 use crate::buffer::Chunk;
-use crate::config::{StdoutFormat, StdoutOutputConfig};
 use crate::output::format::{LineFormatter, Zone};
 use crate::output::OutputError;
+use config::{StdoutFormat, StdoutOutputConfig};
 use std::io::Write;
 
 /// Writes chunks to standard output.

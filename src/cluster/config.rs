@@ -1,0 +1,213 @@
+//! `<cluster>`: the typed [`ClusterConfig`] of an aggregator's place in its Raft group, and its
+//! builder.
+//!
+//! Owns the `<cluster>` and `<member>` parameter names, defaults and consistency checks (the
+//! node is among the members, `join` xor members, timeouts); it must not start anything (that
+//! is `cluster::bootstrap`).
+
+use crate::config::diag::Diag;
+use crate::config::element::Element;
+use crate::config::section::Section;
+use crate::config::Location;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// `<cluster>`: this aggregator's place in its Raft group.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// This node's Raft id (unique in the cluster, never reused after a disk loss).
+    pub node_id: u64,
+    /// `host:port` this node serves Raft and admin gRPC on.
+    pub address: String,
+    /// `host:port` other nodes use to reach this one (default: `address`).
+    pub advertise_address: Option<String>,
+    /// `<member id address>` sections: the initial voters of a new cluster (including this node).
+    pub members: Vec<MemberConfig>,
+    /// `host:port` of a member of an existing cluster to join as a learner.
+    pub join: Option<String>,
+    /// Raft log and state machine directory (default: `<root_dir or --data-dir>/raft`).
+    pub data_dir: Option<PathBuf>,
+    /// Build a snapshot (and purge the log) every this many applied entries. Default 1000.
+    pub snapshot_every: u64,
+    /// How many recent chunk ids the state machine remembers to drop retransmissions. Default 100,000.
+    pub dedup_window: u64,
+    /// Leader heartbeat. Default 100 ms.
+    pub heartbeat_interval: Duration,
+    /// Election timeout (the lower bound; the upper is twice it). Default 500 ms.
+    pub election_timeout: Duration,
+    pub location: Location,
+}
+
+/// `<member>` inside `<cluster>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberConfig {
+    pub id: u64,
+    pub address: String,
+}
+
+/// Builds `<cluster>`; `None` when `node_id` or `address` is missing.
+pub(crate) fn build_cluster(el: &Element, d: &mut Diag) -> Option<ClusterConfig> {
+    let mut sec = Section::new(el, "<cluster>");
+    if !el.arg.is_empty() {
+        d.error(&el.location, "<cluster> takes no argument");
+    }
+    let node_id = sec.integer::<u64>(d, "node_id");
+    if node_id.is_none() && sec.el.param("node_id").is_none() {
+        sec.missing(d, "node_id");
+    }
+    let address = sec.required_string(d, "address");
+    let advertise_address = sec.string("advertise_address");
+    let join = sec.string("join");
+    for (key, value) in [
+        ("address", &address),
+        ("advertise_address", &advertise_address),
+        ("join", &join),
+    ] {
+        if let Some(v) = value {
+            if !is_host_port(v) {
+                let at = sec
+                    .el
+                    .param(key)
+                    .map(|p| p.location.clone())
+                    .unwrap_or_default();
+                d.error(
+                    &at,
+                    format!("'{key}' in <cluster>: expected host:port, got '{v}'"),
+                );
+            }
+        }
+    }
+    let mut members = Vec::new();
+    for m in sec.sections("member") {
+        let mut ms = Section::new(m, "<member> of <cluster>");
+        let id = ms.integer::<u64>(d, "id");
+        if id.is_none() && m.param("id").is_none() {
+            ms.missing(d, "id");
+        }
+        let addr = ms.required_string(d, "address");
+        if let Some(a) = addr.as_deref().filter(|a| !is_host_port(a)) {
+            d.error(
+                &m.location,
+                format!("<member>: 'address' expected host:port, got '{a}'"),
+            );
+        }
+        ms.finish(d, &[], &[]);
+        if let (Some(id), Some(address)) = (id, addr) {
+            if let Some(dup) = members.iter().find(|o: &&MemberConfig| o.id == id) {
+                d.error(
+                    &m.location,
+                    format!("<member> id {id} is given twice (address {})", dup.address),
+                );
+            }
+            members.push(MemberConfig { id, address });
+        }
+    }
+    if !members.is_empty() && join.is_some() {
+        d.error(
+            &el.location,
+            "<cluster>: give either <member> sections (to start a new cluster) or 'join' (to join an existing one), not both",
+        );
+    }
+    if let (Some(id), false) = (node_id, members.is_empty()) {
+        let me = members.iter().find(|m| m.id == id);
+        let advertised = advertise_address.as_ref().or(address.as_ref());
+        match me {
+            None => d.error(
+                &el.location,
+                format!("<cluster>: node_id {id} is not among the <member> sections; list this node too"),
+            ),
+            Some(m) if Some(&m.address) != advertised => d.error(
+                &el.location,
+                format!(
+                    "<cluster>: <member> {id} has address {} but this node's advertised address is {}",
+                    m.address,
+                    advertised.map(String::as_str).unwrap_or("?")
+                ),
+            ),
+            Some(_) => {}
+        }
+    }
+    let cfg = ClusterConfig {
+        node_id: node_id.unwrap_or_default(),
+        address: address.clone().unwrap_or_default(),
+        advertise_address,
+        members,
+        join,
+        data_dir: sec.string("data_dir").map(PathBuf::from),
+        snapshot_every: sec
+            .integer::<u64>(d, "snapshot_every")
+            .unwrap_or(1000)
+            .max(1),
+        dedup_window: sec.integer::<u64>(d, "dedup_window").unwrap_or(100_000),
+        heartbeat_interval: sec
+            .duration(d, "heartbeat_interval")
+            .unwrap_or(Duration::from_millis(100)),
+        election_timeout: sec
+            .duration(d, "election_timeout")
+            .unwrap_or(Duration::from_millis(500)),
+        location: el.location.clone(),
+    };
+    if cfg.election_timeout <= cfg.heartbeat_interval * 2 {
+        d.error(
+            &el.location,
+            "<cluster>: election_timeout must be more than twice heartbeat_interval",
+        );
+    }
+    sec.finish(d, &[], &[]);
+    (node_id.is_some() && address.is_some()).then_some(cfg)
+}
+
+/// `host:port` with a numeric port.
+fn is_host_port(s: &str) -> bool {
+    matches!(s.rsplit_once(':'), Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::test_support::{errors, ok};
+
+    #[test]
+    fn cluster_section() {
+        let three = r#"
+<cluster>
+  node_id 2
+  address 127.0.0.1:7002
+  snapshot_every 500
+  <member>
+    id 1
+    address 127.0.0.1:7001
+  </member>
+  <member>
+    id 2
+    address 127.0.0.1:7002
+  </member>
+</cluster>
+"#;
+        let c = ok(three).config.cluster.unwrap();
+        assert_eq!(
+            (c.node_id, c.address.as_str(), c.snapshot_every),
+            (2, "127.0.0.1:7002", 500)
+        );
+        assert_eq!(c.members.len(), 2);
+        assert_eq!(c.dedup_window, 100_000);
+
+        let e = errors("<cluster>\n  node_id 3\n  address 127.0.0.1:7003\n  <member>\n    id 1\n    address 127.0.0.1:7001\n  </member>\n</cluster>\n");
+        assert!(
+            e.contains("node_id 3 is not among the <member> sections"),
+            "{e}"
+        );
+        let e = errors("<cluster>\n  address 127.0.0.1:7003\n  join 127.0.0.1:7001\n</cluster>\n");
+        assert!(e.contains("node_id"), "{e}");
+        let e = errors("<cluster>\n  node_id 1\n  address nowhere\n  join 127.0.0.1:7001\n  bogus 1\n</cluster>\n");
+        assert!(
+            e.contains("expected host:port") && e.contains("bogus"),
+            "{e}"
+        );
+        let e = errors("<cluster>\n  node_id 1\n  address 127.0.0.1:7001\n  join 127.0.0.1:7002\n  <member>\n    id 1\n    address 127.0.0.1:7001\n  </member>\n</cluster>\n");
+        assert!(e.contains("not both"), "{e}");
+        let e = errors(
+            "<cluster>\n  node_id 1\n  address 127.0.0.1:7001\n</cluster>\n<cluster>\n</cluster>\n",
+        );
+        assert!(e.contains("more than once"), "{e}");
+    }
+}

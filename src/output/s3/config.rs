@@ -1,0 +1,90 @@
+//! `<match> @type s3`: the typed [`S3OutputConfig`] (fluent-plugin-s3's parameter names) and
+//! its builder, with Fluentd's buffer defaults for out_s3.
+//!
+//! Owns out_s3's parameter names and defaults; it must not upload anything (only an aggregator
+//! cluster's leader does, in `cluster::upload`).
+
+use crate::buffer::config::PluginBufferDefaults;
+use crate::config::diag::Diag;
+use crate::config::registry::{OutputConfig, OutputPlugin};
+use crate::config::section::Section;
+use std::time::Duration;
+
+/// The registry's entry for `@type s3`.
+pub(crate) const PLUGIN: OutputPlugin = OutputPlugin {
+    name: "s3",
+    build: |sec, d| build(sec, d).map(OutputConfig::S3),
+    unimplemented_params: &[
+        "s3_object_key_format",
+        "store_as",
+        "use_server_side_encryption",
+        "ssekms_key_id",
+        "storage_class",
+        "acl",
+        "check_bucket",
+        "check_object",
+        "auto_create_bucket",
+        "time_slice_format",
+        "hex_random_length",
+        "index_format",
+        "s3_metadata",
+    ],
+    unimplemented_sections: &[
+        "inject",
+        "assume_role_credentials",
+        "instance_profile_credentials",
+    ],
+    buffer: PluginBufferDefaults {
+        chunk_keys: &["time"],
+        timekey: Some(Duration::from_secs(3600)),
+        flush_at_shutdown: None,
+        chunk_limit_size: None,
+        requires_tag_key: false,
+        legacy_flat: None,
+    },
+};
+
+/// `<match> @type s3`: an S3-compatible bucket (fluent-plugin-s3's parameter names).
+#[derive(Clone)]
+pub struct S3OutputConfig {
+    pub bucket: String,
+    pub region: Option<String>,
+    /// `s3_endpoint`: an S3-compatible server (MinIO, Ceph...) instead of AWS.
+    pub endpoint: Option<String>,
+    /// `path`: key prefix inside the bucket.
+    pub prefix: String,
+    /// `aws_key_id` / `aws_sec_key`; when absent the `AWS_*` environment is used.
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub force_path_style: bool,
+}
+
+impl std::fmt::Debug for S3OutputConfig {
+    // Never print the secret key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3OutputConfig")
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("endpoint", &self.endpoint)
+            .field("prefix", &self.prefix)
+            .field("access_key_id", &self.access_key_id)
+            .field("force_path_style", &self.force_path_style)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The typed config of `<match> @type s3` (`None` without `s3_bucket`); fluent-plugin-s3's
+/// parameter names; credentials may also come from the `AWS_*` environment.
+pub(crate) fn build(sec: &mut Section<'_>, d: &mut Diag) -> Option<S3OutputConfig> {
+    let bucket = sec.required_string(d, "s3_bucket");
+    let cfg = S3OutputConfig {
+        bucket: bucket.clone().unwrap_or_default(),
+        region: sec.string("s3_region"),
+        endpoint: sec.string("s3_endpoint"),
+        prefix: sec.string("path").unwrap_or_default(),
+        access_key_id: sec.string("aws_key_id"),
+        secret_access_key: sec.string("aws_sec_key"),
+        force_path_style: sec.bool(d, "force_path_style", false),
+    };
+    bucket.map(|_| cfg)
+}

@@ -1,0 +1,48 @@
+//! `<match> @type stdout` (out_stdout): the typed [`StdoutOutputConfig`] and its builder.
+//!
+//! Owns out_stdout's parameter names and Fluentd's buffer defaults for it; it must not write
+//! anything (that is `output::stdout`).
+
+use crate::buffer::config::PluginBufferDefaults;
+use crate::config::diag::Diag;
+use crate::config::registry::{OutputConfig, OutputPlugin};
+use crate::config::section::output_format;
+use crate::config::section::Section;
+
+/// The registry's entry for `@type stdout`.
+pub(crate) const PLUGIN: OutputPlugin = OutputPlugin {
+    name: "stdout",
+    build: |sec, d| Some(OutputConfig::Stdout(build(sec, d))),
+    unimplemented_params: &["output_type", "time_as_integer"],
+    unimplemented_sections: &["inject"],
+    buffer: PluginBufferDefaults {
+        chunk_keys: &["tag"],
+        timekey: None,
+        flush_at_shutdown: Some(true),
+        chunk_limit_size: Some(10 * 1024),
+        requires_tag_key: false,
+        legacy_flat: None,
+    },
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StdoutFormat {
+    /// `time tag: {json}` (Fluentd's default stdout format).
+    Stdout,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct StdoutOutputConfig {
+    pub format: StdoutFormat,
+}
+
+/// The typed config of `<match> @type stdout`.
+pub(crate) fn build(sec: &mut Section<'_>, d: &mut Diag) -> StdoutOutputConfig {
+    StdoutOutputConfig {
+        format: match output_format(sec, d, &["stdout", "json"], "stdout") {
+            "json" => StdoutFormat::Json,
+            _ => StdoutFormat::Stdout,
+        },
+    }
+}
