@@ -22,8 +22,9 @@ MODE=${MODE:-both}
 EVENTS_PER_CHUNK=${EVENTS_PER_CHUNK:-1000}
 RECORD_SIZE=${RECORD_SIZE:-170}
 
-cargo build --release --quiet
-BIN=target/release/lograft
+# LOGRAFT_BIN=PATH benchmarks that binary (e.g. an older build, to compare in one session).
+if [ -z "${LOGRAFT_BIN:-}" ]; then cargo build --release --quiet; fi
+BIN=${LOGRAFT_BIN:-target/release/lograft}
 WORK=$(mktemp -d /tmp/lograft-cluster-bench.XXXXXX)
 PIDS=()
 stop_all() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; PIDS=(); }

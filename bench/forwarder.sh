@@ -12,8 +12,9 @@ PIPELINE=${3:-4}
 EVENTS_PER_CHUNK=${EVENTS_PER_CHUNK:-1000}
 RECORD_SIZE=${RECORD_SIZE:-200}
 
-cargo build --release --quiet
-BIN=target/release/lograft
+# LOGRAFT_BIN=PATH benchmarks that binary (e.g. an older build, to compare in one session).
+if [ -z "${LOGRAFT_BIN:-}" ]; then cargo build --release --quiet; fi
+BIN=${LOGRAFT_BIN:-target/release/lograft}
 WORK=$(mktemp -d /tmp/lograft-bench.XXXXXX)
 trap 'kill $PID 2>/dev/null || true; wait $PID 2>/dev/null || true; rm -rf "$WORK"' EXIT
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

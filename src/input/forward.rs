@@ -76,6 +76,9 @@ struct Shared {
     budget: InFlightBudget,
     emit_failed: WarnLimiter,
     bad_input: WarnLimiter,
+    /// `<security>` handshakes refused (wrong key, unknown user): apart from `bad_input`, so a
+    /// port probe's aborted TLS handshake never hides a refused key.
+    handshake_refused: WarnLimiter,
     skipped_events: WarnLimiter,
     size_warn: WarnLimiter,
     over_connection_limit: WarnLimiter,
@@ -111,7 +114,8 @@ impl Shared {
         }
         for (limiter, what) in [
             (&self.emit_failed, "could not commit a chunk"),
-            (&self.bad_input, "invalid input or failed handshake"),
+            (&self.bad_input, "invalid input or failed TLS handshake"),
+            (&self.handshake_refused, "handshake failed"),
             (&self.accept_failed, "accept failed"),
             (
                 &self.budget_spent,
@@ -210,6 +214,7 @@ impl ForwardInput {
                         budget: budget.clone(),
                         emit_failed: WarnLimiter::default(),
                         bad_input: WarnLimiter::default(),
+                        handshake_refused: WarnLimiter::default(),
                         skipped_events: WarnLimiter::default(),
                         size_warn: WarnLimiter::default(),
                         over_connection_limit: WarnLimiter::default(),
@@ -428,7 +433,7 @@ async fn serve_connection<S>(
             Err(_) => Some("timed out".to_string()),
         };
         if let Some(reason) = failure {
-            if let Some(held_back) = shared.bad_input.check() {
+            if let Some(held_back) = shared.handshake_refused.check() {
                 tracing::warn!(%peer, %reason, occurrences_since_last_warning = held_back + 1,
                     "in_forward: handshake failed, closing connection");
             }
