@@ -113,7 +113,6 @@ impl From<MsgpackError> for EntryError {
     }
 }
 
-
 /// One entry found by [`EntryIter`]: borrowed slices into the stream.
 #[derive(Debug, Clone, Copy)]
 pub struct EntryRef<'a> {
@@ -123,6 +122,17 @@ pub struct EntryRef<'a> {
     pub raw: &'a [u8],
     /// The record map's msgpack bytes.
     pub record: &'a [u8],
+    /// Non-empty maps and arrays in the record (the record included): a bound on its nesting.
+    pub containers: u64,
+}
+
+impl EntryRef<'_> {
+    /// Whether the record is nested deeper than [`crate::record_depth::MAX_RECORD_DEPTH`]
+    /// allows; exact, but walks the record only when its container count makes it possible.
+    pub fn too_deep(&self) -> bool {
+        crate::record_depth::could_be_too_deep(self.containers)
+            && crate::record_depth::record_too_deep(self.record)
+    }
 }
 
 /// Walks a PackedForward entry stream without decoding records.
@@ -330,12 +340,13 @@ fn parse_entry(buf: &[u8], start: usize) -> Result<(EntryRef<'_>, usize), EntryE
     if !msgpack::is_map(c.peek()?) {
         return Err(EntryError::RecordNotMap(start));
     }
-    let end = c.skip()?.end;
+    let (end, containers) = msgpack::skip_value_counting(buf, record_start)?;
     Ok((
         EntryRef {
             time,
             raw: &buf[start..end],
             record: &buf[record_start..end],
+            containers,
         },
         end,
     ))

@@ -26,6 +26,13 @@ pub fn record_too_deep(record: &[u8]) -> bool {
     too_deep(record, MAX_RECORD_DEPTH)
 }
 
+/// Whether a record with `containers` non-empty maps and arrays (as counted by
+/// [`crate::msgpack::skip_value_counting`]) could exceed the limit at all: a value at level `k`
+/// sits inside `k` of them, and costs rmpv at most `2k + 3`. The inputs' fast path.
+pub fn could_be_too_deep(containers: u64) -> bool {
+    containers.saturating_mul(2).saturating_add(3) > MAX_RECORD_DEPTH as u64
+}
+
 fn too_deep(buf: &[u8], max: usize) -> bool {
     let be = |at: usize, n: usize| -> Option<u64> {
         let s = buf.get(at..at.checked_add(n)?)?;
@@ -173,6 +180,25 @@ mod tests {
         let deep = nested_maps(201, &[0x01]);
         assert!(record_too_deep(&deep));
         assert!(record_too_deep(&nested_maps(200_000, &[0x01])));
+    }
+
+    #[test]
+    fn the_container_count_bounds_depth() {
+        for n in [0usize, 10, 61, 62, 63, 64, 80, 201] {
+            for v in [nested_maps(n, &[0x01]), nested_arrays(n, &[0xa1, b'x'])] {
+                let (end, containers) = crate::msgpack::skip_value_counting(&v, 0).unwrap();
+                assert_eq!(end, v.len());
+                // The fast path never clears a record the exact check refuses.
+                if record_too_deep(&v) {
+                    assert!(
+                        could_be_too_deep(containers),
+                        "n={n} containers={containers}"
+                    );
+                }
+            }
+        }
+        assert!(!could_be_too_deep(62));
+        assert!(could_be_too_deep(63));
     }
 
     #[test]

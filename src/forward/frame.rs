@@ -14,7 +14,6 @@ use crate::msgpack::{
     self, write_array_header, write_map_header, write_str, write_str32_header, write_str_bytes,
     write_u32, Cursor, MsgpackError, RawKind, ScanError, ValueScanner,
 };
-use crate::record_depth::record_too_deep;
 use bytes::{Bytes, BytesMut};
 use std::io::{Read, Write};
 
@@ -409,7 +408,7 @@ fn normalize_entries(
     };
     for item in LenientEntryIter::new(&stream) {
         match item.map_err(ForwardError::BadEntries)? {
-            LenientEntry::Valid(e) if record_too_deep(e.record) => {
+            LenientEntry::Valid(e) if e.too_deep() => {
                 let error = EntryError::TooDeep(e.raw.as_ptr() as usize - stream.as_ptr() as usize);
                 if !skip_invalid {
                     return Err(ForwardError::BadEntries(error));
@@ -450,7 +449,7 @@ fn validate_entries_and_depth(stream: &[u8]) -> Result<EntriesInfo, EntryError> 
     };
     for e in EntryIter::new(stream) {
         let e = e?;
-        if record_too_deep(e.record) {
+        if e.too_deep() {
             return Err(EntryError::TooDeep(
                 e.raw.as_ptr() as usize - stream.as_ptr() as usize,
             ));

@@ -11,7 +11,14 @@ use super::MsgpackError;
 ///
 /// Rejects a value that cannot fit in `buf` as soon as its headers say so (e.g. a map that
 /// claims 2^32 pairs in a small buffer), before walking its children.
-pub fn skip_value(buf: &[u8], mut pos: usize) -> Result<usize, MsgpackError> {
+pub fn skip_value(buf: &[u8], pos: usize) -> Result<usize, MsgpackError> {
+    skip_value_counting(buf, pos).map(|(end, _)| end)
+}
+
+/// [`skip_value`], also counting the non-empty maps and arrays it walked: no value inside is
+/// nested deeper than that count, so callers can bound nesting depth without a second pass.
+pub fn skip_value_counting(buf: &[u8], mut pos: usize) -> Result<(usize, u64), MsgpackError> {
+    let mut containers: u64 = 0;
     let mut pending: u64 = 1;
     while pending > 0 {
         pending -= 1;
@@ -34,12 +41,13 @@ pub fn skip_value(buf: &[u8], mut pos: usize) -> Result<usize, MsgpackError> {
         }
         pos = next as usize;
         pending += h.children;
+        containers += u64::from(h.children > 0);
         // Every pending value needs at least one byte: reject absurd counts early.
         if pending > (buf.len() - pos) as u64 {
             return Err(MsgpackError::Truncated(pos));
         }
     }
-    Ok(pos)
+    Ok((pos, containers))
 }
 
 /// Why [`ValueScanner::scan`] cannot go on.

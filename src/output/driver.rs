@@ -217,10 +217,10 @@ impl OutputDriver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::buffer::Buffer;
     use crate::buffer::config::{BufferConfig, BufferKind};
-    use crate::output::file::config::{FileFormat, FileOutputConfig};
+    use crate::buffer::Buffer;
     use crate::event::{write_entry, EventBatch, EventTime};
+    use crate::output::file::config::{FileFormat, FileOutputConfig};
     use crate::output::file::FileOutput;
     use bytes::BytesMut;
     use std::path::Path;
