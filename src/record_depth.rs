@@ -33,11 +33,17 @@ pub fn could_be_too_deep(containers: u64) -> bool {
     containers.saturating_mul(2).saturating_add(3) > MAX_RECORD_DEPTH as u64
 }
 
+/// What rmpv charges a value's marker against its depth budget: 2 for maps, arrays and bin,
+/// 3 for str and ext, 1 for everything else.
+fn rmpv_cost(marker: u8) -> usize {
+    match marker {
+        0x80..=0x9f | 0xdc..=0xdf | 0xc4..=0xc6 => 2,
+        0xa0..=0xbf | 0xd9..=0xdb | 0xc7..=0xc9 | 0xd4..=0xd8 => 3,
+        _ => 1,
+    }
+}
+
 fn too_deep(buf: &[u8], max: usize) -> bool {
-    let be = |at: usize, n: usize| -> Option<u64> {
-        let s = buf.get(at..at.checked_add(n)?)?;
-        Some(s.iter().fold(0u64, |acc, b| (acc << 8) | *b as u64))
-    };
     // Children still to read of each open container.
     let mut open = [0u64; STACK];
     let mut level = 0usize;
@@ -46,38 +52,10 @@ fn too_deep(buf: &[u8], max: usize) -> bool {
         let Some(&m) = buf.get(pos) else {
             return true;
         };
-        // (header, body, children, rmpv cost)
-        let parsed: Option<(usize, u64, u64, usize)> = match m {
-            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => Some((1, 0, 0, 1)),
-            0x80..=0x8f => Some((1, 0, 2 * (m & 0x0f) as u64, 2)),
-            0x90..=0x9f => Some((1, 0, (m & 0x0f) as u64, 2)),
-            0xa0..=0xbf => Some((1, (m & 0x1f) as u64, 0, 3)),
-            0xd9 => be(pos + 1, 1).map(|n| (2, n, 0, 3)),
-            0xda => be(pos + 1, 2).map(|n| (3, n, 0, 3)),
-            0xdb => be(pos + 1, 4).map(|n| (5, n, 0, 3)),
-            0xc4 => be(pos + 1, 1).map(|n| (2, n, 0, 2)),
-            0xc5 => be(pos + 1, 2).map(|n| (3, n, 0, 2)),
-            0xc6 => be(pos + 1, 4).map(|n| (5, n, 0, 2)),
-            0xc7 => be(pos + 1, 1).map(|n| (3, n, 0, 3)),
-            0xc8 => be(pos + 1, 2).map(|n| (4, n, 0, 3)),
-            0xc9 => be(pos + 1, 4).map(|n| (6, n, 0, 3)),
-            0xd4 => Some((3, 0, 0, 3)),
-            0xd5 => Some((4, 0, 0, 3)),
-            0xd6 => Some((6, 0, 0, 3)),
-            0xd7 => Some((10, 0, 0, 3)),
-            0xd8 => Some((18, 0, 0, 3)),
-            0xca => Some((5, 0, 0, 1)),
-            0xcb => Some((9, 0, 0, 1)),
-            0xcc | 0xd0 => Some((2, 0, 0, 1)),
-            0xcd | 0xd1 => Some((3, 0, 0, 1)),
-            0xce | 0xd2 => Some((5, 0, 0, 1)),
-            0xcf | 0xd3 => Some((9, 0, 0, 1)),
-            0xdc => be(pos + 1, 2).map(|n| (3, 0, n, 2)),
-            0xdd => be(pos + 1, 4).map(|n| (5, 0, n, 2)),
-            0xde => be(pos + 1, 2).map(|n| (3, 0, 2 * n, 2)),
-            0xdf => be(pos + 1, 4).map(|n| (5, 0, 2 * n, 2)),
-            0xc1 => None,
-        };
+        // (header, body, children, rmpv cost): the layout from the one marker table.
+        let parsed = crate::msgpack::head(&buf[pos..])
+            .ok()
+            .map(|h| (h.header as usize, h.body, h.children, rmpv_cost(m)));
         let Some((header, body, children, cost)) = parsed else {
             return true;
         };
