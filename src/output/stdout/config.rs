@@ -15,14 +15,18 @@ pub(crate) const PLUGIN: OutputPlugin = OutputPlugin {
     build: |sec, d| Some(OutputConfig::Stdout(build(sec, d))),
     unimplemented_params: &["output_type", "time_as_integer"],
     unimplemented_sections: &["inject"],
-    buffer: PluginBufferDefaults {
-        chunk_keys: &["tag"],
-        timekey: None,
-        flush_at_shutdown: Some(true),
-        chunk_limit_size: Some(10 * 1024),
-        requires_tag_key: false,
-        legacy_flat: None,
-    },
+    buffer: STDOUT_BUFFER_DEFAULTS,
+};
+
+/// Fluentd's buffer defaults for out_stdout, which out_null shares: chunks by tag of at most
+/// 10 KiB, flushed at shutdown.
+pub(crate) const STDOUT_BUFFER_DEFAULTS: PluginBufferDefaults = PluginBufferDefaults {
+    chunk_keys: &["tag"],
+    timekey: None,
+    flush_at_shutdown: Some(true),
+    chunk_limit_size: Some(10 * 1024),
+    requires_tag_key: false,
+    legacy_flat: None,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
