@@ -39,7 +39,9 @@
 //! - [`cluster`]: the aggregator cluster (openraft): the Raft log and the chunk state machine
 //!   on one RocksDB per node, file-backed snapshots, the gRPC network and admin API, bootstrap
 //!   (forming/joining, the disk-loss guard), ingest (the inputs' `Emit`: ack once committed)
-//!   and the leader's exactly-once uploader to a local directory or S3.
+//!   and the leader's exactly-once uploader to a local directory or S3 (a backoff per failing
+//!   batch; batches that can never be uploaded go to the bucket's dead-letter area, agreed
+//!   through Raft).
 //! - [`node`]: builds the pipeline from a [`config::Config`] (a forwarder/single aggregator, or
 //!   a cluster node when the config has `<cluster>`), runs it, and shuts it down on SIGTERM.
 //! - [`record_depth`]: the record nesting-depth limit every input enforces before the ack.

@@ -67,6 +67,16 @@ fn node_config(
 impl Cluster {
     /// Three voters 1..=3, started together; returns once a leader is known.
     fn start(dir: &Path, extra: &str, env: &[(u64, &str, &str)]) -> Cluster {
+        Cluster::start_with_bucket(dir, &dir.join("bucket"), extra, env)
+    }
+
+    /// [`Cluster::start`] with the bucket directory at `bucket`.
+    fn start_with_bucket(
+        dir: &Path,
+        bucket: &Path,
+        extra: &str,
+        env: &[(u64, &str, &str)],
+    ) -> Cluster {
         let ports: BTreeMap<u64, Ports> = (1..=3)
             .map(|id| {
                 (
@@ -80,7 +90,7 @@ impl Cluster {
             .collect();
         let mut c = Cluster {
             dir: dir.to_path_buf(),
-            bucket: dir.join("bucket"),
+            bucket: bucket.to_path_buf(),
             ports,
             nodes: BTreeMap::new(),
             extra: extra.to_string(),
@@ -698,4 +708,84 @@ fn s3_target_uploads_to_an_s3_compatible_server() {
             "unexpected key {key}"
         );
     }
+}
+
+/// Issue 9, isolation of cluster uploads: a tag whose batches fail transiently (a file sits
+/// where its directory goes) waits alone with its own backoff, and a batch that fails
+/// permanently (its object path is longer than the file system allows: the bucket directory is
+/// deep, the tag long) is set aside through Raft in the bucket's dead-letter area; the other
+/// tag is uploaded meanwhile, and once the obstacle is gone everything is in the bucket exactly
+/// once.
+#[test]
+fn a_failing_batch_is_isolated_and_a_permanent_failure_is_dead_lettered() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A bucket path of 3,900 bytes: the paths of short tags' keys and of the (short)
+    // dead-letter key fit in PATH_MAX (4,096 bytes); that of a 200-byte tag segment does not.
+    let mut bucket = tmp.path().join("bucket");
+    while bucket.as_os_str().len() + 201 <= 3900 {
+        bucket.push("d".repeat(200));
+    }
+    let rest = 3900 - bucket.as_os_str().len() - 1;
+    bucket.push("e".repeat(rest.max(1)));
+    let mut cluster = Cluster::start_with_bucket(tmp.path(), &bucket, "", &[]);
+    std::fs::create_dir_all(&cluster.bucket).unwrap();
+    let blocker = cluster.bucket.join("test.blocked");
+    std::fs::write(&blocker, b"not a directory").unwrap();
+
+    let long_tag = format!("test.{}", "x".repeat(295));
+    let sends = [
+        ("test.blocked", 0..100u64, "blocked-1"),
+        (TAG, 100..200, "good-1"),
+        (long_tag.as_str(), 200..300, "long-1"),
+    ];
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], cluster.ports[&1].forward));
+    let mut client = ForwardClient::connect(addr).unwrap();
+    for (tag, seqs, chunk) in sends {
+        let (entries_bytes, count) = entries(seqs, 10);
+        client
+            .send_raw(&packed_forward(tag, &entries_bytes, count, Some(chunk)))
+            .unwrap();
+        let ack = read_msgpack(client.stream()).unwrap();
+        assert!(format!("{ack:?}").contains(chunk), "{ack:?}");
+    }
+
+    // The good tag and the dead-lettered batch arrive while the blocked tag waits.
+    let arrived = wait_until(Duration::from_secs(60), || {
+        let counts = seq_counts(&read_out_file_records(&cluster.bucket));
+        let leader = cluster.wait_leader(Duration::from_secs(30));
+        let st = cluster.status(leader).unwrap_or_default();
+        (100..300).all(|s| counts.contains_key(&s))
+            && !(0..100).any(|s| counts.contains_key(&s))
+            && st["dead_lettered_batches"] == 1
+            && st["unconfirmed_batches"].as_u64() >= Some(1)
+    });
+    assert!(
+        arrived,
+        "good and dead-lettered events not in the bucket: {}",
+        cluster.logs()
+    );
+    let dead: Vec<_> = std::fs::read_dir(cluster.bucket.join("dead-letter"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(
+        dead[0].ends_with(".log.gz") && dead[0].len() < 60,
+        "{dead:?}"
+    );
+    let logs: String = cluster.nodes.values().map(|n| n.log_text()).collect();
+    assert!(
+        logs.contains("dead-letter area") && logs.contains("events=100"),
+        "no error line for the dead-lettered batch: {}",
+        cluster.logs()
+    );
+
+    // The obstacle goes away: the waiting batch is uploaded under its own key.
+    std::fs::remove_file(&blocker).unwrap();
+    let counts = cluster.wait_uploaded(300);
+    let acked: Vec<u64> = (0..300).collect();
+    assert_exactly_once(&counts, &acked);
+    assert_eq!(counts.len(), 300);
+    assert!(cluster.bucket.join("test.blocked").is_dir());
 }

@@ -40,7 +40,9 @@
 //!
 //! `AppendChunk` (proposed by `emit`, acked once applied) → pending → `SealBatch` (the leader
 //! agrees a batch's exact chunk set and object key) → upload → `ConfirmUpload` (the chunks are
-//! dropped). A new leader finds sealed-but-unconfirmed batches with
+//! dropped). A batch that cannot be uploaded for a reason retrying cannot fix is set aside by
+//! `DeadLetterBatch` (the state machine derives its key under `dead-letter/`) and then uploaded
+//! and confirmed like any batch. A new leader finds sealed-but-unconfirmed batches with
 //! [`storage::ChunkReader::unconfirmed_batches`] and uploads them again under the same key.
 
 pub mod admin;
@@ -57,6 +59,8 @@ pub(crate) mod storage;
 #[cfg(test)]
 mod tests;
 pub mod upload;
+#[cfg(test)]
+mod upload_tests;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -111,6 +115,17 @@ pub enum ClusterRequest {
         /// Batch id (the first chunk's index).
         first: u64,
     },
+    /// The batch cannot be uploaded under its object key for a reason retrying cannot fix: set
+    /// it aside. Accepted only for a sealed, unconfirmed batch not yet dead-lettered; the state
+    /// machine records the reason and derives the dead-letter key from the batch (never from
+    /// the request). The batch is then uploaded under that key and confirmed as usual.
+    /// (Last variant: older log entries still decode.)
+    DeadLetterBatch {
+        /// Batch id (the first chunk's index).
+        first: u64,
+        /// Why the upload failed (truncated by the state machine).
+        reason: String,
+    },
 }
 
 impl fmt::Debug for ClusterRequest {
@@ -145,6 +160,11 @@ impl fmt::Debug for ClusterRequest {
                 .debug_struct("ConfirmUpload")
                 .field("first", first)
                 .finish(),
+            ClusterRequest::DeadLetterBatch { first, reason } => f
+                .debug_struct("DeadLetterBatch")
+                .field("first", first)
+                .field("reason", reason)
+                .finish(),
         }
     }
 }
@@ -170,6 +190,9 @@ pub enum ClusterResponse {
     Rejected(String),
     /// Answer to entries that carry no request (blank and membership entries).
     NoOp,
+    /// The batch is dead-lettered: upload it under `object_key` (relative to the upload
+    /// target's prefix). (Last variant: older answers still decode.)
+    DeadLettered { first: u64, object_key: String },
 }
 
 /// Errors of the cluster's storage.

@@ -490,6 +490,78 @@ async fn snapshot_round_trip_through_a_file() {
     );
 }
 
+/// `DeadLetterBatch` is accepted only for a sealed, unconfirmed batch not yet dead-lettered;
+/// the state machine derives the key; the record and the count survive a reopen and travel
+/// with a snapshot; the batch is confirmed as usual.
+#[tokio::test]
+async fn dead_letters_survive_reopen_and_travel_with_snapshots() {
+    let dir_a = tempfile::tempdir().unwrap();
+    let dir_b = tempfile::tempdir().unwrap();
+    let (log_a, mut sm_a) = open(dir_a.path()).await;
+    // Indexes 1..=8: batch 2 (chunks 2, 3) sealed and unconfirmed, batch 5 confirmed, chunk 4
+    // pending.
+    populate(&mut sm_a).await;
+    let dead_letter = |first: u64, reason: &str| ClusterRequest::DeadLetterBatch {
+        first,
+        reason: reason.to_string(),
+    };
+    let answers = apply_at(
+        &mut sm_a,
+        9,
+        vec![
+            dead_letter(2, "object store: 400 KeyTooLong"),
+            dead_letter(2, "again"),
+            dead_letter(5, "already confirmed"),
+            dead_letter(4, "a pending chunk, not a batch"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        answers[0],
+        ClusterResponse::DeadLettered {
+            first: 2,
+            object_key: "dead-letter/00000000000000000002-00000000000000000003.log.gz".into()
+        }
+    );
+    assert!(
+        answers[1..]
+            .iter()
+            .all(|a| matches!(a, ClusterResponse::Rejected(_))),
+        "{answers:?}"
+    );
+    let batch = sm_a.reader().unconfirmed_batches()[0].clone();
+    assert_eq!(batch.object_key, "web/2-3");
+    assert_eq!(
+        batch.dead_letter.expect("dead-lettered").reason,
+        "object store: 400 KeyTooLong"
+    );
+    assert_eq!(sm_a.reader().upload_stats().dead_lettered_batches, 1);
+
+    let expected = view(&sm_a.reader()).await;
+    drop((log_a, sm_a));
+    let (_log_a, mut sm_a) = open(dir_a.path()).await;
+    assert_eq!(view(&sm_a.reader()).await, expected);
+
+    sm_a.get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let (_log_b, mut sm_b) = open(dir_b.path()).await;
+    transfer(&mut sm_a, &mut sm_b).await;
+    assert_eq!(view(&sm_b.reader()).await, expected);
+
+    // Confirming the dead-lettered batch drops it; the count stays.
+    apply_at(
+        &mut sm_b,
+        13,
+        vec![ClusterRequest::ConfirmUpload { first: 2 }],
+    )
+    .await;
+    assert!(sm_b.reader().unconfirmed_batches().is_empty());
+    assert_eq!(sm_b.reader().upload_stats().dead_lettered_batches, 1);
+}
+
 #[tokio::test]
 async fn a_corrupt_snapshot_is_refused_and_the_state_kept() {
     let dir_a = tempfile::tempdir().unwrap();

@@ -60,16 +60,21 @@ impl OutputError {
         match self {
             OutputError::Unrecoverable(_) => true,
             OutputError::Retryable(_) => false,
-            OutputError::Io { source, .. } => {
-                /// Linux errno values (ENAMETOOLONG, EINVAL, EILSEQ).
-                const REFUSED: [i32; 3] = [36, 22, 84];
-                matches!(
-                    source.kind(),
-                    std::io::ErrorKind::InvalidFilename | std::io::ErrorKind::InvalidInput
-                ) || source.raw_os_error().is_some_and(|e| REFUSED.contains(&e))
-            }
+            OutputError::Io { source, .. } => io_error_is_permanent(source),
         }
     }
+}
+
+/// Whether the OS refused the name or the request itself (ENAMETOOLONG, EINVAL, EILSEQ): the
+/// same item gets the same name and the same refusal every time, so retrying cannot help.
+/// Shared by [`OutputError::is_permanent`] and the cluster uploader.
+pub fn io_error_is_permanent(error: &std::io::Error) -> bool {
+    /// Linux errno values (ENAMETOOLONG, EINVAL, EILSEQ).
+    const REFUSED: [i32; 3] = [36, 22, 84];
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::InvalidFilename | std::io::ErrorKind::InvalidInput
+    ) || error.raw_os_error().is_some_and(|e| REFUSED.contains(&e))
 }
 
 /// An output plugin, built once from its typed config.

@@ -234,6 +234,7 @@ pub(crate) async fn status(shared: &NodeShared) -> StatusReply {
         sealed_bytes: stats.sealed_bytes,
         unconfirmed_batches: stats.unconfirmed_batches,
         remembered_ids: stats.remembered_ids,
+        dead_lettered_batches: stats.dead_lettered_batches,
     }
 }
 

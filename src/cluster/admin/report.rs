@@ -31,13 +31,14 @@ pub fn format_status(status: &StatusReply) -> String {
     );
     let _ = writeln!(
         out,
-        "upload: {} pending chunks ({} bytes), {} sealed chunks ({} bytes) in {} batches, {} remembered ids",
+        "upload: {} pending chunks ({} bytes), {} sealed chunks ({} bytes) in {} batches, {} remembered ids, {} batches dead-lettered",
         status.pending_chunks,
         status.pending_bytes,
         status.sealed_chunks,
         status.sealed_bytes,
         status.unconfirmed_batches,
-        status.remembered_ids
+        status.remembered_ids,
+        status.dead_lettered_batches
     );
     let _ = writeln!(
         out,
@@ -102,5 +103,6 @@ pub fn status_json(status: &StatusReply) -> serde_json::Value {
         "sealed_bytes": status.sealed_bytes,
         "unconfirmed_batches": status.unconfirmed_batches,
         "remembered_ids": status.remembered_ids,
+        "dead_lettered_batches": status.dead_lettered_batches,
     })
 }

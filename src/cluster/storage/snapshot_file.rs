@@ -34,6 +34,10 @@ pub(crate) struct SnapshotHeader {
     pub(crate) meta: SnapshotMeta<NodeId, BasicNode>,
     /// The dedup window's next sequence number.
     pub(crate) next_dedup_seq: u64,
+    /// The count of dead-lettered batches (`AppliedRecord::dead_lettered_batches`).
+    /// Absent in snapshots written before dead-lettering existed.
+    #[serde(default)]
+    pub(crate) dead_lettered_batches: u64,
 }
 
 /// One dumped row: which column family (1-based position in the dump order), key and value.
@@ -225,6 +229,7 @@ mod tests {
                 snapshot_id: "3-1-42-7".into(),
             },
             next_dedup_seq: 9,
+            dead_lettered_batches: 2,
         }
     }
 

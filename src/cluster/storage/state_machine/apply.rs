@@ -3,12 +3,16 @@
 //! the column families match it.
 //!
 //! Owns the meaning of `AppendChunk` (size limit of chunk ids, dedup within the window),
-//! `SealBatch` (only pending chunks of the batch's tag, strictly ascending, a non-empty key) and
-//! `ConfirmUpload` (drops a sealed batch's chunks; unknown ids are a no-op). It must not touch
+//! `SealBatch` (only pending chunks of the batch's tag, strictly ascending, a non-empty key),
+//! `ConfirmUpload` (drops a sealed batch's chunks; unknown ids are a no-op) and
+//! `DeadLetterBatch` (only a sealed, unconfirmed batch not yet dead-lettered; the dead-letter key
+//! is derived from the batch's chunk range, never taken from the request). It must not touch
 //! RocksDB, files, clocks or the network: [`super::persist`] writes the mutations, and the
 //! answers depend only on the log and the dedup window size, so every node agrees.
 
-use super::records::{BatchRecord, ChunkRecord, DedupRecord, SmState};
+use super::records::{
+    BatchRecord, ChunkRecord, DeadLetter, DedupRecord, SmState, MAX_DEAD_LETTER_REASON,
+};
 use crate::cluster::{ClusterRequest, ClusterResponse, TypeConfig, MAX_ORIGIN_LEN};
 use bytes::Bytes;
 use openraft::{Entry, EntryPayload, StoredMembership};
@@ -128,6 +132,7 @@ pub(crate) fn apply_request(
                 chunks,
                 object_key,
                 sealed_at: index,
+                dead_letter: None,
             };
             mutations.push(Mutation::PutBatch {
                 first,
@@ -152,7 +157,50 @@ pub(crate) fn apply_request(
             }
             ClusterResponse::Confirmed { first }
         }
+        ClusterRequest::DeadLetterBatch { first, reason } => {
+            let Some(record) = state.batches.get_mut(&first) else {
+                return ClusterResponse::Rejected(format!(
+                    "batch {first} is not sealed or already confirmed"
+                ));
+            };
+            if record.dead_letter.is_some() {
+                return ClusterResponse::Rejected(format!(
+                    "batch {first} is already dead-lettered"
+                ));
+            }
+            let last = record.chunks.last().copied().unwrap_or(first);
+            let object_key = dead_letter_key(first, last);
+            record.dead_letter = Some(DeadLetter {
+                reason: truncate_reason(reason),
+                object_key: object_key.clone(),
+            });
+            mutations.push(Mutation::PutBatch {
+                first,
+                record: record.clone(),
+            });
+            state.applied.dead_lettered_batches += 1;
+            debug!(index, first, %object_key, "batch dead-lettered");
+            ClusterResponse::DeadLettered { first, object_key }
+        }
     }
+}
+
+/// The dead-letter key of the batch `first..=last`, relative to the upload target's prefix:
+/// short and safe whatever the tag (no tag in it), unique because batch ids are log indexes.
+pub(crate) fn dead_letter_key(first: u64, last: u64) -> String {
+    format!("dead-letter/{first:020}-{last:020}.log.gz")
+}
+
+/// At most [`MAX_DEAD_LETTER_REASON`] bytes, cut at a character boundary.
+fn truncate_reason(mut reason: String) -> String {
+    if reason.len() > MAX_DEAD_LETTER_REASON {
+        let mut end = MAX_DEAD_LETTER_REASON;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+    }
+    reason
 }
 
 /// Why a seal must be refused, or `None` if it is valid. Depends only on the state.

@@ -1,8 +1,10 @@
 //! Property tests of the state machine's rules against a simple in-memory model: dedup of chunk
 //! ids within the window, seals of pending chunks of one tag only, confirms of sealed batches
-//! only, object keys derived from the batch. They drive [`apply_entry`], the function the
-//! RocksDB store applies with, and check that the [`Mutation`]s it returns rebuild exactly the
-//! state it keeps in memory; a smaller run does the same through a real store and a reopen.
+//! only, dead-letters of sealed, unconfirmed batches only (with the dead-letter key derived by
+//! the state machine, never proposed), object keys derived from the batch. They drive
+//! [`apply_entry`], the function the RocksDB store applies with, and check that the
+//! [`Mutation`]s it returns rebuild exactly the state it keeps in memory; a smaller run does
+//! the same through a real store and a reopen.
 
 use super::apply::{apply_entry, Mutation};
 use super::records::{BatchRecord, ChunkRecord, DedupRecord, SmState};
@@ -45,6 +47,13 @@ enum Step {
     },
     /// Confirm the `pick`-th unconfirmed batch, or an arbitrary id.
     Confirm { pick: usize, arbitrary: Option<u64> },
+    /// Dead-letter the `pick`-th unconfirmed batch, or an arbitrary id; `long` gives a reason
+    /// longer than the state machine keeps (with multi-byte characters).
+    DeadLetter {
+        pick: usize,
+        arbitrary: Option<u64>,
+        long: bool,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -77,6 +86,16 @@ fn step() -> impl Strategy<Value = Step> {
             }),
         2 => (0usize..4, proptest::option::weighted(0.2, 0u64..40))
             .prop_map(|(pick, arbitrary)| Step::Confirm { pick, arbitrary }),
+        1 => (
+            0usize..4,
+            proptest::option::weighted(0.2, 0u64..40),
+            proptest::bool::weighted(0.3)
+        )
+            .prop_map(|(pick, arbitrary, long)| Step::DeadLetter {
+                pick,
+                arbitrary,
+                long
+            }),
     ]
 }
 
@@ -95,6 +114,8 @@ struct ModelBatch {
     chunks: Vec<u64>,
     object_key: String,
     sealed_at: u64,
+    /// (reason, dead-letter key) once dead-lettered.
+    dead_letter: Option<(String, String)>,
 }
 
 /// The rules, written as plainly as possible.
@@ -105,6 +126,8 @@ struct Model {
     batches: BTreeMap<u64, ModelBatch>,
     /// Remembered chunk ids, oldest first, at most `window`.
     remembered: VecDeque<(Bytes, u64)>,
+    /// Batches dead-lettered so far.
+    dead_lettered: u64,
 }
 
 impl Model {
@@ -173,6 +196,7 @@ impl Model {
                         chunks: chunks.clone(),
                         object_key: object_key.clone(),
                         sealed_at: index,
+                        dead_letter: None,
                     },
                 );
                 ClusterResponse::Sealed { first }
@@ -184,6 +208,30 @@ impl Model {
                     }
                 }
                 ClusterResponse::Confirmed { first: *first }
+            }
+            ClusterRequest::DeadLetterBatch { first, reason } => {
+                let Some(batch) = self.batches.get_mut(first) else {
+                    return ClusterResponse::Rejected(String::new());
+                };
+                if batch.dead_letter.is_some() {
+                    return ClusterResponse::Rejected(String::new());
+                }
+                let last = *batch.chunks.last().expect("batches are not empty");
+                let key = format!("dead-letter/{first:020}-{last:020}.log.gz");
+                // Keep whole characters up to 512 bytes.
+                let mut kept = String::new();
+                for c in reason.chars() {
+                    if kept.len() + c.len_utf8() > 512 {
+                        break;
+                    }
+                    kept.push(c);
+                }
+                batch.dead_letter = Some((kept, key.clone()));
+                self.dead_lettered += 1;
+                ClusterResponse::DeadLettered {
+                    first: *first,
+                    object_key: key,
+                }
             }
         }
     }
@@ -255,6 +303,29 @@ fn request(step: &Step, model: &Model, target: &UploadTarget) -> ClusterRequest 
                 }
             };
             ClusterRequest::ConfirmUpload { first }
+        }
+        Step::DeadLetter {
+            pick,
+            arbitrary,
+            long,
+        } => {
+            let first = match arbitrary {
+                Some(id) => *id,
+                None => {
+                    let ids: Vec<u64> = model.batches.keys().copied().collect();
+                    if ids.is_empty() {
+                        0
+                    } else {
+                        ids[pick % ids.len()]
+                    }
+                }
+            };
+            let reason = if *long {
+                format!("x{}", "\u{e9}".repeat(300))
+            } else {
+                "object store: 400 KeyTooLong".to_string()
+            };
+            ClusterRequest::DeadLetterBatch { first, reason }
         }
     }
 }
@@ -366,8 +437,20 @@ fn check_views(state: &SmState, model: &Model) -> Result<(), TestCaseError> {
         prop_assert_eq!(&batch.chunks, &m.chunks);
         prop_assert_eq!(&batch.object_key, &m.object_key);
         prop_assert_eq!(batch.sealed_at, m.sealed_at);
+        let dead = batch
+            .dead_letter
+            .as_ref()
+            .map(|d| (d.reason.clone(), d.object_key.clone()));
+        prop_assert_eq!(&dead, &m.dead_letter);
+        if let Some((_, key)) = &dead {
+            // Derived: short, safe, without the tag, unique per batch.
+            prop_assert!(key.starts_with("dead-letter/") && !key.contains(&batch.tag));
+            prop_assert!(key.len() < 100 && !key.contains(".."));
+        }
         let bytes: u64 = m.chunks.iter().map(|c| model.chunks[c].bytes).sum();
         prop_assert_eq!(batch.bytes, bytes);
+        // Every chunk of these tests holds one event.
+        prop_assert_eq!(batch.count, m.chunks.len() as u64);
         // A sealed batch holds only stored chunks of its own tag, all marked with its id.
         for c in &batch.chunks {
             let chunk = &state.chunks[c];
@@ -379,6 +462,7 @@ fn check_views(state: &SmState, model: &Model) -> Result<(), TestCaseError> {
     let stats = state.upload_stats();
     prop_assert_eq!(stats.remembered_ids, model.remembered.len() as u64);
     prop_assert_eq!(stats.unconfirmed_batches, model.batches.len() as u64);
+    prop_assert_eq!(stats.dead_lettered_batches, model.dead_lettered);
     for o in 0u8..12 {
         let origin = vec![o; 16];
         let model_index = model

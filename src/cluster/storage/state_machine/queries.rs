@@ -6,7 +6,7 @@
 //! to RocksDB. It must not change the state: only the log does, through `apply`.
 
 use super::handle::SmShared;
-use super::records::SmState;
+use super::records::{DeadLetter, SmState};
 use crate::cluster::storage::db::{blocking, cf, index_key, CF_CHUNK_DATA};
 use crate::cluster::{ClusterError, NodeId};
 use bytes::Bytes;
@@ -39,6 +39,10 @@ pub struct SealedBatch {
     pub bytes: u64,
     /// Log index of the `SealBatch` entry.
     pub sealed_at: u64,
+    /// Sum of its chunks' event counts.
+    pub count: u64,
+    /// Set once the batch is dead-lettered: upload it under this key instead of `object_key`.
+    pub dead_letter: Option<DeadLetter>,
 }
 
 /// Totals of what waits for upload.
@@ -53,6 +57,9 @@ pub struct UploadStats {
     pub unconfirmed_batches: u64,
     /// Chunk ids in the dedup window.
     pub remembered_ids: u64,
+    /// Batches dead-lettered since the cluster began (uploaded to the dead-letter area or
+    /// waiting for it).
+    pub dead_lettered_batches: u64,
 }
 
 /// Pending (unsealed) chunks of one tag.
@@ -106,6 +113,13 @@ impl SmState {
                     .map(|r| r.bytes)
                     .sum(),
                 sealed_at: b.sealed_at,
+                count: b
+                    .chunks
+                    .iter()
+                    .filter_map(|c| self.chunks.get(c))
+                    .map(|r| u64::from(r.count))
+                    .sum(),
+                dead_letter: b.dead_letter.clone(),
             })
             .collect()
     }
@@ -115,6 +129,7 @@ impl SmState {
         let mut stats = UploadStats {
             unconfirmed_batches: self.batches.len() as u64,
             remembered_ids: self.dedup_order.len() as u64,
+            dead_lettered_batches: self.applied.dead_lettered_batches,
             ..UploadStats::default()
         };
         for record in self.chunks.values() {

@@ -57,6 +57,7 @@ pub(crate) fn build_snapshot(shared: &SmShared) -> Result<Snapshot<TypeConfig>, 
                 snapshot_id,
             },
             next_dedup_seq: applied.next_dedup_seq,
+            dead_lettered_batches: applied.dead_lettered_batches,
         };
         (db_snapshot, header)
     };
@@ -248,6 +249,7 @@ pub(crate) fn load_snapshot_into_db(db: &DB, path: &Path) -> Result<(), ClusterE
         last_applied: header.meta.last_log_id,
         membership: header.meta.last_membership,
         next_dedup_seq: header.next_dedup_seq,
+        dead_lettered_batches: header.dead_lettered_batches,
     };
     let meta_cf = cf(db, CF_SM_META)?;
     batch.put_cf(meta_cf, KEY_APPLIED, encode(&applied)?);
