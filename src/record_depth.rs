@@ -20,7 +20,7 @@ const STACK: usize = MAX_RECORD_DEPTH / 2 + 1;
 /// as too deep where it is noticed. Headers are read once, bodies skipped.
 pub fn record_too_deep(record: &[u8]) -> bool {
     // A value at level k starts at byte k or later: short records cannot be too deep.
-    if 2 * record.len() + 1 <= MAX_RECORD_DEPTH {
+    if 2 * record.len() < MAX_RECORD_DEPTH {
         return false;
     }
     too_deep(record, MAX_RECORD_DEPTH)

@@ -154,7 +154,7 @@ mod tests {
         for s in &spans {
             assert!(s.range.len() <= budget && !s.oversized);
             let n = EntryIter::new(&e[s.range.clone()])
-                .map(|x| x.unwrap())
+                .inspect(|x| assert!(x.is_ok()))
                 .count();
             assert_eq!(n as u32, s.records);
             total += n;
