@@ -1,8 +1,8 @@
 //! `<match> @type null` (out_null): discards every chunk. This is its registry entry (it has
 //! no parameters of its own); its runtime is the `Output::Null` arm whose write always succeeds.
 
-use crate::output::stdout::config::STDOUT_BUFFER_DEFAULTS;
 use crate::config::registry::{OutputConfig, OutputPlugin};
+use crate::output::stdout::config::STDOUT_BUFFER_DEFAULTS;
 
 /// The registry's entry for `@type null`.
 pub(crate) const PLUGIN: OutputPlugin = OutputPlugin {
