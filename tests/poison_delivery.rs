@@ -187,4 +187,69 @@ fn a_300_character_tag_does_not_hold_back_other_tags_and_is_written_under_a_safe
     assert!(!dir.path().join("etc").exists());
     let log = node.log_text();
     assert!(!log.contains("will retry"), "{log}");
+    // A log line says which tag was written under which name.
+    assert!(
+        log.contains("written under a safe name")
+            && (log.contains(cut.as_str()) || log.contains(".._.._etc")),
+        "{log}"
+    );
+}
+
+/// Issue case 6: the wait between retries is capped by `retry_max_interval` and by what remains
+/// of `retry_timeout`, and the `retry_in_secs` a warning prints is that real wait (it printed
+/// 31536000.0, a year, before). The next hop is a port nobody listens on.
+#[test]
+fn retry_waits_are_capped_and_logged_as_they_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let dead = free_port();
+    let config = ConfigText::new()
+        .forward_source(port)
+        .raw(&format!(
+            r#"
+<match capped.**>
+  @type forward
+  connect_timeout 0.2s
+  heartbeat_type none
+  <server>
+    host 127.0.0.1
+    port {dead}
+  </server>
+  <buffer tag>
+    @type file
+    path {buf}
+    flush_interval 0.1s
+    retry_wait 0.5s
+    retry_exponential_backoff_base 100
+    retry_max_interval 1.5s
+    retry_forever true
+  </buffer>
+</match>
+"#,
+            buf = dir.path().join("buffer").display()
+        ))
+        .build();
+    let node = Node::start(&dir.path().join("node"), &config, &[port]);
+    ForwardClient::connect(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+        .unwrap()
+        .send_acked("capped.a", 0..10, 10)
+        .unwrap();
+    let waits = |log: &str| -> Vec<f64> {
+        log.lines()
+            .filter_map(|l| l.split("retry_in_secs=").nth(1))
+            .filter_map(|v| v.split_whitespace().next()?.parse().ok())
+            .collect()
+    };
+    assert!(
+        wait_until(Duration::from_secs(25), || waits(&node.log_text()).len()
+            >= 2),
+        "no retry warnings: {}",
+        node.log_text()
+    );
+    // Warnings are rate-limited; every logged wait is within the cap.
+    let logged = waits(&node.log_text());
+    assert!(
+        logged.iter().all(|w| *w > 0.0 && *w <= 1.5),
+        "waits beyond retry_max_interval 1.5s: {logged:?}"
+    );
 }

@@ -551,6 +551,7 @@ impl Uploader {
                 let (batch, remaining) = rest.split_at(take);
                 rest = remaining;
                 let indexes: Vec<u64> = batch.iter().map(|c| c.index).collect();
+                crate::output::safe_name::safe_segment_noted(&tag, "object key");
                 let key = self
                     .target
                     .object_key(&tag, oldest.received_unix_ms, &indexes);

@@ -17,14 +17,34 @@
 //!
 //! It must not know where the name is used (no paths, no prefixes): callers add those.
 
+use crate::log_limit::WarnLimiter;
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
+use std::sync::LazyLock;
+use std::time::Duration;
 
 /// The longest segment [`safe_segment`] returns, in bytes.
 pub const MAX_SEGMENT_BYTES: usize = 200;
 
 /// Hex digits of the tag's hash kept in a shortened segment.
 const HASH_HEX: usize = 16;
+
+/// [`safe_segment`], with an info line (at most one a minute, counting the others) when the tag
+/// had to be changed: which tag, the name written instead, and where (`used_in`).
+pub fn safe_segment_noted<'t>(text: &'t str, used_in: &str) -> Cow<'t, str> {
+    static NOTED: LazyLock<WarnLimiter> =
+        LazyLock::new(|| WarnLimiter::new(Duration::from_secs(60)));
+    let segment = safe_segment(text);
+    if matches!(segment, Cow::Owned(_)) {
+        if let Some(others) = NOTED.check() {
+            let shown: String = text.chars().take(300).collect();
+            tracing::info!(tag = %shown.escape_debug(), written_as = %segment, used_in,
+                other_tags_renamed_since_last_line = others,
+                "tag is not safe as a file or object name; written under a safe name");
+        }
+    }
+    segment
+}
 
 /// The tag text made safe as one path or key segment (see the module doc). Borrowed when the
 /// text is already safe.

@@ -14,7 +14,7 @@
 //!   when time is not a chunk key, the chunk's first event time), in local time unless
 //!   [`FileOutput::with_time_slicing`] says UTC, and `${tag}`, `${tag[N]}` or `${tag_parts[N]}`
 //!   (N may be negative: counted from the end). Substituted tag text goes through
-//!   [`safe_segment`]: anything outside `A-Za-z0-9.-_` becomes `_`, an empty text, `.` or `..` get a
+//!   [`safe_segment`](crate::output::safe_name::safe_segment): anything outside `A-Za-z0-9.-_` becomes `_`, an empty text, `.` or `..` get a
 //!   `_` prefix, and text longer than 200 bytes is cut and ends with a hash of the whole tag,
 //!   so a tag can neither move a file out of its directory nor make a name the OS refuses.
 //! - When the chunk has a timekey and `path` has no time placeholder, `.<timeslice>` is appended;
@@ -50,7 +50,7 @@ use crate::buffer::Chunk;
 use crate::config::Compression;
 use crate::event::{EntryIter, EventTime};
 use crate::output::format::{FormatError, LineFormatter, TimeFormatter, Zone};
-use crate::output::safe_name::safe_segment;
+use crate::output::safe_name::safe_segment_noted;
 use crate::output::OutputError;
 use chrono::format::{Item, StrftimeItems};
 use config::{FileFormat, FileOutputConfig};
@@ -311,7 +311,7 @@ fn substitute_tag(s: &str, tag: &str) -> String {
         };
         let name = &after[..end];
         match placeholder_value(name, tag, &parts) {
-            Some(value) => out.push_str(&safe_segment(value)),
+            Some(value) => out.push_str(&safe_segment_noted(value, "out_file path")),
             None => out.push_str(&rest[start..start + 2 + end + 1]),
         }
         rest = &after[end + 1..];
