@@ -357,11 +357,12 @@ fn connections_over_max_connections_are_closed_with_a_warning() {
         matches!(extra.read(&mut b), Ok(0) | Err(_)),
         "the sixth connection was kept"
     );
-    let log = node.log_text();
-    assert!(
-        log.contains("connection limit reached") && log.contains("max_connections 5"),
-        "log:\n{log}"
-    );
+    // The warning is written as the connection is closed: wait for it to reach the log.
+    let warned = wait_until(Duration::from_secs(5), || {
+        let log = node.log_text();
+        log.contains("connection limit reached") && log.contains("max_connections 5")
+    });
+    assert!(warned, "log:\n{}", node.log_text());
     // The five keep working.
     for c in &mut kept {
         c.send_acked("test.kept", 100..101, 10).unwrap();
