@@ -58,7 +58,7 @@ use tracing::{debug, error, info, warn};
 pub const MAX_BATCH_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Uploads of one `<match>` in flight at once (each holds its rendered batch in memory).
-pub const MAX_CONCURRENT_UPLOADS: usize = 4;
+pub const MAX_CONCURRENT_UPLOADS: usize = 2;
 
 /// Test hook, only in builds with the `fault-injection` feature: `LOGRAFT_FAULT_POINT=after-seal`
 /// (or `after-upload`) makes the leader exit at once after committing a seal (or after the
