@@ -58,7 +58,7 @@ fn seed_forwarder_config() {
     assert_eq!(f.servers[1].location.line, 26);
     assert!(f.require_ack_response, "lograft defaults to at-least-once");
     assert_eq!(f.ack_response_timeout, Duration::from_secs(190));
-    assert_eq!(f.heartbeat_type, HeartbeatType::Transport);
+    assert_eq!(f.health.heartbeat_type, HeartbeatType::Transport);
     assert!(f.tls.verify_hostname);
     let b = &m.buffer;
     assert_eq!(b.kind, BufferKind::File { path: None });
@@ -245,8 +245,8 @@ fn typed_values_reach_the_structs() {
     }
     let m = &cfg.matches[0];
     let f = forward_out(m);
-    assert_eq!(f.phi_threshold, 24.5);
-    assert_eq!(f.heartbeat_type, HeartbeatType::None);
+    assert_eq!(f.health.phi_threshold, 24.5);
+    assert_eq!(f.health.heartbeat_type, HeartbeatType::None);
     assert_eq!(f.transport, Transport::Tls);
     assert_eq!(
         f.tls.cert_path,
