@@ -215,7 +215,7 @@ pub fn summary(cfg: &Config) -> String {
 mod tests {
     use super::*;
     use crate::config::build::load;
-    use crate::config::test_support::{ok, seed};
+    use crate::config::test_support::{ok, seed, TWO_OF_TWO_MEMBERS};
 
     #[test]
     fn seed_forwarder_summary() {
@@ -237,21 +237,7 @@ mod tests {
 
     #[test]
     fn cluster_summary() {
-        let three = r#"
-<cluster>
-  node_id 2
-  address 127.0.0.1:7002
-  snapshot_every 500
-  <member>
-    id 1
-    address 127.0.0.1:7001
-  </member>
-  <member>
-    id 2
-    address 127.0.0.1:7002
-  </member>
-</cluster>
-"#;
+        let three = TWO_OF_TWO_MEMBERS;
         assert!(summary(&ok(three).config).contains("cluster: node 2 at 127.0.0.1:7002"));
     }
 

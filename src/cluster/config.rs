@@ -164,25 +164,11 @@ fn is_host_port(s: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::test_support::{errors, ok};
+    use crate::config::test_support::{errors, ok, TWO_OF_TWO_MEMBERS};
 
     #[test]
     fn cluster_section() {
-        let three = r#"
-<cluster>
-  node_id 2
-  address 127.0.0.1:7002
-  snapshot_every 500
-  <member>
-    id 1
-    address 127.0.0.1:7001
-  </member>
-  <member>
-    id 2
-    address 127.0.0.1:7002
-  </member>
-</cluster>
-"#;
+        let three = TWO_OF_TWO_MEMBERS;
         let c = ok(three).config.cluster.unwrap();
         assert_eq!(
             (c.node_id, c.address.as_str(), c.snapshot_every),
