@@ -48,6 +48,9 @@
 //! - [`log_limit`]: rate-limited warnings for conditions that repeat per chunk.
 //! - [`fd_limit`]: raising the open-file limit at startup; recognizing fd exhaustion.
 //! - [`tls`]: loading certificates and keys for rustls.
+//! - `durable_fs`: creating directories durably (parents fsynced) and fsyncing a directory.
+//! - `fault_injection`: the `fault-injection` feature's switch to skip a named fsync
+//!   (`LOGRAFT_SKIP_FSYNC`), used by the fault harness's power-loss nemesis; inert otherwise.
 //! - [`loadgen`]: the benchmark client behind `lograft bench-load`.
 //! - [`cli`]: the commands of the `lograft` binary that are library code (`check-config` and
 //!   its summary).
@@ -56,7 +59,9 @@ pub mod buffer;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+mod durable_fs;
 pub mod event;
+mod fault_injection;
 pub mod fd_limit;
 pub mod forward;
 pub mod input;

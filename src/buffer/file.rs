@@ -239,6 +239,9 @@ fn write_group(group: &[AppendJob], counters: &WriterCounters) -> io::Result<Fil
             return Err(io::Error::other("injected sync failure"));
         }
         counters.file_syncs.fetch_add(1, Ordering::Relaxed);
+        if crate::fault_injection::skip_fsync("buffer") {
+            return Ok(());
+        }
         file.sync_data()
     })();
     match result {
@@ -270,9 +273,7 @@ fn write_all_vectored(file: &mut File, mut slices: &mut [IoSlice<'_>]) -> io::Re
     Ok(())
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
+use crate::durable_fs::sync_dir;
 
 fn io_err(path: &Path, source: io::Error) -> BufferError {
     BufferError::Io {
@@ -293,7 +294,7 @@ pub struct ResumedChunk {
 /// Scan `dir` (creating it if missing): repair torn tails, quarantine damaged files, delete
 /// empty chunks. Returns the usable chunks, oldest first.
 pub fn resume(dir: &Path, name: &str) -> Result<(Vec<ResumedChunk>, ResumeReport), BufferError> {
-    fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+    crate::durable_fs::create_dir_all_durably(dir).map_err(|e| io_err(dir, e))?;
     let mut paths = Vec::new();
     for entry in fs::read_dir(dir).map_err(|e| io_err(dir, e))? {
         let entry = entry.map_err(|e| io_err(dir, e))?;
@@ -458,7 +459,7 @@ pub fn remove_chunk(path: &Path) -> Result<(), BufferError> {
 /// that name is taken). Returns the new path.
 pub fn move_to_quarantine(dir: &Path, path: &Path) -> Result<PathBuf, BufferError> {
     let qdir = dir.join(QUARANTINE_DIR);
-    fs::create_dir_all(&qdir).map_err(|e| io_err(&qdir, e))?;
+    crate::durable_fs::create_dir_all_durably(&qdir).map_err(|e| io_err(&qdir, e))?;
     let base = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -121,7 +121,7 @@ pub fn write_identity(data_dir: &Path, id: NodeId) -> Result<(), BootstrapError>
         path: path.clone(),
         source,
     };
-    std::fs::create_dir_all(data_dir).map_err(io)?;
+    crate::durable_fs::create_dir_all_durably(data_dir).map_err(io)?;
     let tmp = data_dir.join(format!("{IDENTITY_FILE}.tmp"));
     let mut file = std::fs::File::create(&tmp).map_err(io)?;
     writeln!(file, "node_id {id}").map_err(io)?;
