@@ -403,6 +403,15 @@ def setup_firewall(preferred, gids, ips):
 # the cluster
 
 
+# Every host's Forward input (nodes and forwarders).
+FORWARD_SOURCE = """<source>
+  @type forward
+  bind %(ip)s
+  port %(fwd)d
+</source>
+"""
+
+
 class Disk:
     """A host's disk as a lazyfs mount (jepsen/lazyfs): what the node wrote but did not fsync
     (data not fsynced, names in directories not fsynced) is lost when the power is cut. The
@@ -502,12 +511,7 @@ class Slot:
     def config(self, membership):
         a = self.cluster.args
         return """# lograft-jepsen slot %(slot)d, node %(id)d
-<source>
-  @type forward
-  bind %(ip)s
-  port %(fwd)d
-</source>
-<match test.**>
+%(source)s<match test.**>
   @type file
   path %(bucket)s
   <buffer tag>
@@ -526,6 +530,7 @@ class Slot:
 %(extra)s%(membership)s
 </cluster>
 """ % dict(slot=self.slot, id=self.node_id, ip=self.ip, fwd=self.fwd_port, raft=self.raft_port,
+           source=FORWARD_SOURCE % dict(ip=self.ip, fwd=self.fwd_port),
            bucket=self.cluster.bucket, flush=a.flush_interval, raft_dir=self.raft_dir,
            hb=a.heartbeat_interval, et=a.election_timeout,
            extra="".join("  %s\n" % l for l in a.cluster_extra), membership=membership)
@@ -626,12 +631,7 @@ class Forwarder(Slot):
             "  <server>\n    host %s\n    port %d\n  </server>\n" % (s.ip, s.fwd_port)
             for s in self.cluster.slots.values())
         return """# lograft-jepsen forwarder %(name)s
-<source>
-  @type forward
-  bind %(ip)s
-  port %(fwd)d
-</source>
-<match test.**>
+%(source)s<match test.**>
   @type forward
   require_ack_response true
   ack_response_timeout 8s
@@ -646,7 +646,8 @@ class Forwarder(Slot):
     retry_forever true
   </buffer>
 </match>
-""" % dict(name=self.node_id, ip=self.ip, fwd=self.fwd_port, servers=servers,
+""" % dict(name=self.node_id, source=FORWARD_SOURCE % dict(ip=self.ip, fwd=self.fwd_port),
+           servers=servers,
            flush=a.forwarder_flush_interval)
 
     def write_config(self, membership=None):
@@ -1022,24 +1023,10 @@ class Nemesis:
     def start_fault(self, kind):
         c = self.c
         leader = c.leader()
-        if kind == "kill":
+        if kind in ("kill", "pause", "power-loss"):
             slot, why = self.pick_host(kind, leader)
             s = c.host(slot)
-            s.kill9()
-            self.current = (kind, dict(slot=slot))
-            self.record(kind, "start", slot=slot, node_id=s.node_id, target=why,
-                        leader_slot=leader)
-        elif kind == "pause":
-            slot, why = self.pick_host(kind, leader)
-            s = c.host(slot)
-            s.pause()
-            self.current = (kind, dict(slot=slot))
-            self.record(kind, "start", slot=slot, node_id=s.node_id, target=why,
-                        leader_slot=leader)
-        elif kind == "power-loss":
-            slot, why = self.pick_host(kind, leader)
-            s = c.host(slot)
-            s.power_cut()
+            {"kill": s.kill9, "pause": s.pause, "power-loss": s.power_cut}[kind]()
             self.current = (kind, dict(slot=slot))
             self.record(kind, "start", slot=slot, node_id=s.node_id, target=why,
                         leader_slot=leader)

@@ -22,6 +22,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const TTL: Duration = Duration::from_secs(1);
 
+/// The value of an `Ok`, or answer the request with the errno and return.
+macro_rules! or_reply {
+    ($result:expr, $reply:ident) => {
+        match $result {
+            Ok(v) => v,
+            Err(e) => return $reply.error(e),
+        }
+    };
+}
+
 struct Node {
     /// Path relative to the live root (one of its names, for a hard-linked file).
     rel: PathBuf,
@@ -339,10 +349,7 @@ impl Filesystem for LazyFs {
         _flags: Option<u32>,
         reply: ReplyAttr,
     ) {
-        let rel = match self.rel_of(ino) {
-            Ok(r) => r,
-            Err(e) => return reply.error(e),
-        };
+        let rel = or_reply!(self.rel_of(ino), reply);
         let abs = self.abs(&rel);
         if let Some(mode) = mode {
             if let Err(e) = fs::set_permissions(&abs, fs::Permissions::from_mode(mode & 0o7777)) {
@@ -378,10 +385,7 @@ impl Filesystem for LazyFs {
         if mode & libc::S_IFMT != libc::S_IFREG {
             return reply.error(libc::EOPNOTSUPP);
         }
-        let rel = match self.child(parent, name) {
-            Ok(r) => r,
-            Err(e) => return reply.error(e),
-        };
+        let rel = or_reply!(self.child(parent, name), reply);
         let r = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -402,10 +406,7 @@ impl Filesystem for LazyFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let rel = match self.child(parent, name) {
-            Ok(r) => r,
-            Err(e) => return reply.error(e),
-        };
+        let rel = or_reply!(self.child(parent, name), reply);
         let abs = self.abs(&rel);
         let r = fs::create_dir(&abs).and_then(|_| {
             fs::set_permissions(&abs, fs::Permissions::from_mode(mode & !umask & 0o7777))
@@ -497,10 +498,7 @@ impl Filesystem for LazyFs {
     }
 
     fn open(&mut self, _req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
-        let rel = match self.rel_of(ino) {
-            Ok(r) => r,
-            Err(e) => return reply.error(e),
-        };
+        let rel = or_reply!(self.rel_of(ino), reply);
         match open_options(flags).open(self.abs(&rel)) {
             Ok(file) => {
                 if flags & libc::O_TRUNC != 0 {
@@ -620,10 +618,7 @@ impl Filesystem for LazyFs {
         offset: i64,
         mut reply: ReplyDirectory,
     ) {
-        let rel = match self.rel_of(ino) {
-            Ok(r) => r,
-            Err(e) => return reply.error(e),
-        };
+        let rel = or_reply!(self.rel_of(ino), reply);
         let mut list = vec![
             (ino, FileType::Directory, ".".into()),
             (ino, FileType::Directory, "..".into()),
@@ -704,10 +699,7 @@ impl Filesystem for LazyFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let rel = match self.child(parent, name) {
-            Ok(r) => r,
-            Err(e) => return reply.error(e),
-        };
+        let rel = or_reply!(self.child(parent, name), reply);
         let abs = self.abs(&rel);
         let existed = fs::symlink_metadata(&abs).is_ok();
         let mut o = open_options(flags);
@@ -726,10 +718,7 @@ impl Filesystem for LazyFs {
             Ok(m) => m,
             Err(e) => return reply.error(errno(e)),
         };
-        let ino = match self.register(rel, &m, !existed) {
-            Ok(i) => i,
-            Err(e) => return reply.error(e),
-        };
+        let ino = or_reply!(self.register(rel, &m, !existed), reply);
         if existed && flags & libc::O_TRUNC != 0 {
             if let Err(e) = self.truncate(ino, None, 0) {
                 return reply.error(e);
