@@ -44,6 +44,12 @@ fn run(skip: Option<&str>, ip_base: u32, extra: &[&str]) -> (Option<i32>, String
         "2",
         "--time",
         "30",
+        // Raft timings that a loaded 2-core machine keeps (FUSE mounts and debug binaries):
+        // at 0.1 s / 0.5 s the leader's appends time out and the cluster may not converge.
+        "--heartbeat-interval",
+        "0.3s",
+        "--election-timeout",
+        "1.5s",
     ])
     .args(["--ip-base", &ip_base.to_string()])
     .args(["--gid-base", &(47000 + ip_base * 10).to_string()])
