@@ -39,7 +39,7 @@
 //! # Life of a chunk
 //!
 //! `AppendChunk` (proposed by `emit`, acked once applied) → pending → `SealBatch` (the leader
-//! agrees a batch's exact chunk set and object key) → upload → `ConfirmUpload` (the chunks are
+//! agrees a batch's exact chunk set; the state machine derives its object key) → upload → `ConfirmUpload` (the chunks are
 //! dropped). A batch that cannot be uploaded for a reason retrying cannot fix is set aside by
 //! `DeadLetterBatch` (the state machine derives its key under `dead-letter/`) and then uploaded
 //! and confirmed like any batch. A new leader finds sealed-but-unconfirmed batches with
@@ -103,14 +103,23 @@ pub enum ClusterRequest {
         /// When the proposing node received the chunk (in the log, so deterministic).
         received_unix_ms: u64,
     },
-    /// Agree on an upload batch: its exact chunks and the object key it is uploaded under.
+    /// Agree on an upload batch: its exact chunks. The state machine derives the object key
+    /// from the batch (tag, first chunk's arrival day, chunk range); no proposer chooses it.
     SealBatch {
         tag: String,
-        /// Log indexes of `AppendChunk` entries, strictly ascending. The batch id is the first.
+        /// Log indexes of pending `AppendChunk` entries of `tag`, strictly ascending. The batch
+        /// id is the first.
         chunks: Vec<u64>,
-        object_key: String,
+        /// Ignored. Entries written before the state machine derived object keys carried the
+        /// proposer's key here; new proposers leave it empty. Kept so those entries decode.
+        #[serde(default)]
+        ignored_key: String,
+        /// The match's timekey in ms, if `time` is a chunk key: every chunk must have arrived
+        /// in the first chunk's period (`received_unix_ms / period_ms`). `None`: no check.
+        #[serde(default)]
+        period_ms: Option<u64>,
     },
-    /// The batch was uploaded: drop its chunks. Unknown batch ids are a no-op.
+    /// The batch was uploaded: drop its chunks. Refused for anything but a sealed batch.
     ConfirmUpload {
         /// Batch id (the first chunk's index).
         first: u64,
@@ -149,12 +158,13 @@ impl fmt::Debug for ClusterRequest {
             ClusterRequest::SealBatch {
                 tag,
                 chunks,
-                object_key,
+                period_ms,
+                ..
             } => f
                 .debug_struct("SealBatch")
                 .field("tag", tag)
                 .field("chunks", chunks)
-                .field("object_key", object_key)
+                .field("period_ms", period_ms)
                 .finish(),
             ClusterRequest::ConfirmUpload { first } => f
                 .debug_struct("ConfirmUpload")

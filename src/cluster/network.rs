@@ -1,6 +1,7 @@
 //! Raft traffic over tonic gRPC: the client side ([`NetworkFactory`] / [`PeerConnection`],
 //! openraft's `RaftNetworkFactory` / `RaftNetwork`), the server side ([`RaftGrpc`], handing
-//! requests to the local [`ClusterRaft`]), and the follower-to-leader `ClientWrite` forward.
+//! requests to the local [`ClusterRaft`]), and the follower-to-leader `ForwardChunk` (the one
+//! application request a node accepts from another: a chunk to append).
 //!
 //! Owns the wire encoding of `proto/raft.proto` (openraft's types as rmp-serde bytes, snapshot
 //! chunks raw) and the mapping of transport failures to openraft's `Unreachable` /
@@ -9,7 +10,8 @@
 
 use super::proto::raft_pb::{
     raft_reply, raft_service_client::RaftServiceClient, raft_service_server::RaftService,
-    RaftMessage, RaftReply, SnapshotChunk, StartElectionReply, StartElectionRequest,
+    ForwardedChunk, RaftMessage, RaftReply, SnapshotChunk, StartElectionReply,
+    StartElectionRequest,
 };
 use super::{ClusterRaft, ClusterRequest, ClusterResponse, NodeId, TypeConfig};
 use bytes::Bytes;
@@ -129,26 +131,21 @@ impl PeerChannels {
             .remove(&target);
     }
 
-    /// Forward an application request to the leader `target` at `addr` and return the state
-    /// machine's answer, or the leader's Raft error (e.g. `ForwardToLeader` when it is no
-    /// longer the leader).
-    pub async fn forward_client_write(
+    /// Forward a chunk to the leader `target` at `addr` and return the state machine's
+    /// answer, or the leader's Raft error (e.g. `ForwardToLeader` when it is no longer the
+    /// leader).
+    pub async fn forward_chunk(
         &self,
         target: NodeId,
         addr: &str,
-        request: &ClusterRequest,
+        chunk: ForwardedChunk,
         timeout: Duration,
     ) -> Result<Result<ClusterResponse, ClientWriteRaftError>, CallError> {
-        let data = encode(request).map_err(|e| CallError::Failed {
-            target,
-            addr: addr.to_string(),
-            reason: format!("encoding the request: {e}"),
-        })?;
         let mut client = self.raft_client(target, addr)?;
         let call = async move {
-            let mut req = Request::new(RaftMessage { data });
+            let mut req = Request::new(chunk);
             req.set_timeout(timeout);
-            client.client_write(req).await
+            client.forward_chunk(req).await
         };
         let reply = call_with_timeout(target, addr, timeout, call).await?;
         decode_reply(target, addr, reply)
@@ -526,13 +523,19 @@ impl RaftService for RaftGrpc {
         reply(self.raft.install_snapshot(rpc).await)
     }
 
-    async fn client_write(
+    async fn forward_chunk(
         &self,
-        request: Request<RaftMessage>,
+        request: Request<ForwardedChunk>,
     ) -> Result<Response<RaftReply>, Status> {
-        let app: ClusterRequest =
-            decode(&request.into_inner().data).map_err(|e| bad_request("ClientWrite", e))?;
-        debug!(request = ?app, "forwarded write");
+        let chunk = request.into_inner();
+        let app = ClusterRequest::AppendChunk {
+            origin: chunk.origin,
+            tag: chunk.tag,
+            entries: chunk.entries,
+            count: chunk.count,
+            received_unix_ms: chunk.received_unix_ms,
+        };
+        debug!(request = ?app, "forwarded chunk");
         reply(self.raft.client_write(app).await.map(|r| r.data))
     }
 

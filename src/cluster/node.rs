@@ -1,13 +1,14 @@
 //! What every part of a running node shares: [`NodeShared`] (id, address, Raft handle, state
 //! machine reader, peer channels, timings), [`known_leader`], and [`propose`], which commits a
-//! request through the log from any node (the leader writes, a follower forwards to the
-//! leader).
+//! request through the log (the leader writes; a follower forwards a chunk to the leader, and
+//! refuses any other request: only the leader's own uploader seals, confirms and dead-letters).
 //!
 //! A leaf of the running node: ingest, upload, the admin operations and the server use it, it
 //! uses none of them. It must not start or stop anything (that is [`super::server`]) nor
 //! implement admin operations (that is [`super::admin`]).
 
 use super::network::{CallError, ClientWriteRaftError, PeerChannels};
+use super::proto::raft_pb::ForwardedChunk;
 use super::storage::ChunkReader;
 use super::{ClusterRaft, ClusterRequest, ClusterResponse, NodeId};
 use openraft::error::{ClientWriteError, RaftError};
@@ -37,6 +38,9 @@ pub enum ProposeError {
     /// Raft refused the request for another reason.
     #[error("raft refused the write: {0}")]
     Refused(String),
+    /// Only chunks are forwarded: this request is proposed by the leader itself.
+    #[error("node {node} is not the leader (node {leader} is); only the leader proposes this")]
+    NotLeader { node: NodeId, leader: NodeId },
 }
 
 /// What the gRPC services and admin operations share about the running node.
@@ -85,9 +89,10 @@ const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 /// Commit `request` through the cluster's log and return the state machine's answer.
 ///
-/// On the leader this is `client_write`; on another node the request is forwarded to the
-/// leader (following `ForwardToLeader` hints as leadership moves). Waits for a leader, but
-/// never longer than `propose_timeout` in total.
+/// On the leader this is `client_write`; on another node an `AppendChunk` is forwarded to the
+/// leader (following `ForwardToLeader` hints as leadership moves) and any other request is
+/// refused ([`ProposeError::NotLeader`]). Waits for a leader, but never longer than
+/// `propose_timeout` in total.
 pub(crate) async fn propose(
     shared: &NodeShared,
     request: ClusterRequest,
@@ -133,9 +138,15 @@ pub(crate) async fn propose(
                 }
             }
         } else {
+            let Some(chunk) = forwarded_chunk(&request) else {
+                return Err(ProposeError::NotLeader {
+                    node: shared.id,
+                    leader,
+                });
+            };
             match shared
                 .channels
-                .forward_client_write(leader, &leader_addr, &request, remaining)
+                .forward_chunk(leader, &leader_addr, chunk, remaining)
                 .await
             {
                 Ok(answer) => answer,
@@ -178,5 +189,25 @@ pub(crate) async fn propose(
                 tokio::time::sleep(RETRY_PAUSE.min(remaining)).await;
             }
         }
+    }
+}
+
+/// The wire form of an `AppendChunk`, the one request a follower forwards; `None` for others.
+fn forwarded_chunk(request: &ClusterRequest) -> Option<ForwardedChunk> {
+    match request {
+        ClusterRequest::AppendChunk {
+            origin,
+            tag,
+            entries,
+            count,
+            received_unix_ms,
+        } => Some(ForwardedChunk {
+            origin: origin.clone(),
+            tag: tag.clone(),
+            entries: entries.clone(),
+            count: *count,
+            received_unix_ms: *received_unix_ms,
+        }),
+        _ => None,
     }
 }
