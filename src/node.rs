@@ -384,7 +384,24 @@ async fn run_cluster(
         "lograft aggregator node started"
     );
 
-    shutdown.cancelled().await;
+    #[cfg(feature = "fault-injection")]
+    if std::env::var(crate::cluster::upload::FAULT_POINT_ENV).is_ok_and(|v| v == "stop-raft-core") {
+        // Test hook: the Raft core stops a second after start, as after a storage failure.
+        let raft = node.raft().clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            let _ = raft.shutdown().await;
+        });
+    }
+    // A node whose Raft core stopped (a storage failure, a bug) cannot commit anything: exit
+    // non-zero so the supervisor restarts it, rather than serve stale status.
+    let core_stopped = tokio::select! {
+        _ = shutdown.cancelled() => None,
+        reason = node.shared().core_stopped_wait() => Some(reason),
+    };
+    if let Some(reason) = &core_stopped {
+        tracing::error!(node_id = c.node_id, %reason, "the raft core stopped; shutting down");
+    }
     tracing::info!("shutting down: closing inputs");
     stop_inputs.cancel();
     while inputs.join_next().await.is_some() {}
@@ -392,7 +409,10 @@ async fn run_cluster(
     while uploaders.join_next().await.is_some() {}
     node.shutdown().await;
     tracing::info!("lograft aggregator node stopped");
-    Ok(())
+    match core_stopped {
+        Some(reason) => Err(cluster_err(format!("the raft core stopped: {reason}"))),
+        None => Ok(()),
+    }
 }
 
 async fn drain_all(mut set: JoinSet<()>) {

@@ -16,7 +16,8 @@
 //!   ([`storage::LogStore`]) and the chunk state machine ([`storage::StateMachineStore`], whose
 //!   rules are a pure function, and the read-only [`storage::ChunkReader`]), plus the snapshot
 //!   file format. Knows nothing of the network.
-//! - [`network`] and [`proto`]: the Raft RPCs over tonic gRPC.
+//! - [`network`] and [`proto`]: the Raft RPCs over tonic gRPC; [`raft_guard`]: what Raft input
+//!   is refused before openraft sees it (unreachable terms, malformed appends, non-members).
 //! - [`node`]: what a running node's parts share ([`node::NodeShared`]) and
 //!   [`node::propose`], which commits a request from any node.
 //! - [`admin`]: the admin operations, their gRPC service, the client (the `lograft cluster`
@@ -54,6 +55,7 @@ mod net_tests;
 pub(crate) mod network;
 pub(crate) mod node;
 pub mod proto;
+pub(crate) mod raft_guard;
 pub(crate) mod server;
 pub(crate) mod storage;
 #[cfg(test)]

@@ -13,7 +13,9 @@ use super::proto::raft_pb::{
     ForwardedChunk, RaftMessage, RaftReply, SnapshotChunk, StartElectionReply,
     StartElectionRequest,
 };
+use super::raft_guard::{self, Refusal};
 use super::{ClusterRaft, ClusterRequest, ClusterResponse, NodeId, TypeConfig};
+use crate::log_limit::WarnLimiter;
 use bytes::Bytes;
 use openraft::error::{
     ClientWriteError, InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError,
@@ -24,15 +26,15 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::BasicNode;
+use openraft::{BasicNode, Membership};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Response, Status};
-use tracing::debug;
+use tracing::{debug, warn};
 
 /// Largest gRPC message a node sends or accepts (snapshot chunks, forwarded chunks, appends).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
@@ -323,6 +325,16 @@ impl PeerConnection {
         })
     }
 
+    /// A peer's answer that [`raft_guard`] refuses: a network error for openraft (retried),
+    /// never handed on.
+    fn refused_answer<E: std::error::Error>(
+        &self,
+        refusal: Refusal,
+    ) -> RPCError<NodeId, BasicNode, E> {
+        warn_refused(&format!("answer of node {}", self.target), &refusal);
+        RPCError::Network(NetworkError::new(&refusal))
+    }
+
     fn encoding_error<E: std::error::Error>(
         &self,
         error: rmp_serde::encode::Error,
@@ -364,6 +376,9 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
             .map_err(|e| self.rpc_error(RPCTypes::AppendEntries, e))?;
         let answer = decode_reply(self.target, &self.node.addr, reply)
             .map_err(|e| self.rpc_error(RPCTypes::AppendEntries, e))?;
+        if let Ok(resp) = &answer {
+            raft_guard::append_entries_response(resp).map_err(|r| self.refused_answer(r))?;
+        }
         self.remote(answer)
     }
 
@@ -396,6 +411,9 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
             .map_err(|e| self.rpc_error(RPCTypes::InstallSnapshot, e))?;
         let answer = decode_reply(self.target, &self.node.addr, reply)
             .map_err(|e| self.rpc_error(RPCTypes::InstallSnapshot, e))?;
+        if let Ok(resp) = &answer {
+            raft_guard::install_snapshot_response(resp).map_err(|r| self.refused_answer(r))?;
+        }
         self.remote(answer)
     }
 
@@ -422,6 +440,9 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
             .map_err(|e| self.rpc_error(RPCTypes::Vote, e))?;
         let answer = decode_reply(self.target, &self.node.addr, reply)
             .map_err(|e| self.rpc_error(RPCTypes::Vote, e))?;
+        if let Ok(resp) = &answer {
+            raft_guard::vote_response(resp).map_err(|r| self.refused_answer(r))?;
+        }
         self.remote(answer)
     }
 }
@@ -439,8 +460,8 @@ fn address_to<T>(req: &mut Request<T>, target: NodeId) {
 }
 
 /// The gRPC server side of the Raft traffic: decodes requests and hands them to the local
-/// Raft. Refuses only requests addressed to another node id; openraft judges terms, votes
-/// and logs.
+/// Raft. Refuses requests addressed to another node id and what [`raft_guard`] refuses
+/// (unreachable terms, malformed appends, non-members); openraft judges terms, votes and logs.
 pub struct RaftGrpc {
     node_id: NodeId,
     raft: ClusterRaft,
@@ -453,6 +474,16 @@ impl RaftGrpc {
 }
 
 impl RaftGrpc {
+    /// This node's effective membership (the latest config in its log).
+    fn membership(&self) -> Membership<NodeId, BasicNode> {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .clone()
+    }
+
     fn check_addressed<T>(&self, request: &Request<T>) -> Result<(), Status> {
         let target = request
             .metadata()
@@ -465,6 +496,28 @@ impl RaftGrpc {
                 self.node_id
             ))),
             _ => Ok(()),
+        }
+    }
+}
+
+/// Log refused Raft input (at most one line a minute, counting the others).
+fn warn_refused(from: &str, refusal: &Refusal) {
+    static REFUSED: LazyLock<WarnLimiter> =
+        LazyLock::new(|| WarnLimiter::new(Duration::from_secs(60)));
+    if let Some(others) = REFUSED.check() {
+        warn!(%from, %refusal, refused_since_last_line = others, "raft message refused");
+    }
+}
+
+/// The gRPC status of refused Raft input.
+fn refused(refusal: Refusal) -> Status {
+    warn_refused("a raft request", &refusal);
+    match refusal {
+        Refusal::NotMember { .. } | Refusal::NotVoter { .. } => {
+            Status::permission_denied(refusal.to_string())
+        }
+        Refusal::Term { .. } | Refusal::Malformed { .. } => {
+            Status::invalid_argument(refusal.to_string())
         }
     }
 }
@@ -497,6 +550,7 @@ impl RaftService for RaftGrpc {
         self.check_addressed(&request)?;
         let rpc: AppendEntriesRequest<TypeConfig> =
             decode(&request.into_inner().data).map_err(|e| bad_request("AppendEntries", e))?;
+        raft_guard::append_entries(&rpc, &self.membership()).map_err(refused)?;
         reply(self.raft.append_entries(rpc).await)
     }
 
@@ -504,6 +558,7 @@ impl RaftService for RaftGrpc {
         self.check_addressed(&request)?;
         let rpc: VoteRequest<NodeId> =
             decode(&request.into_inner().data).map_err(|e| bad_request("Vote", e))?;
+        raft_guard::vote(&rpc, &self.membership()).map_err(refused)?;
         reply(self.raft.vote(rpc).await)
     }
 
@@ -520,6 +575,7 @@ impl RaftService for RaftGrpc {
             data: chunk.data.to_vec(),
             done: chunk.done,
         };
+        raft_guard::install_snapshot(&rpc, &self.membership()).map_err(refused)?;
         reply(self.raft.install_snapshot(rpc).await)
     }
 

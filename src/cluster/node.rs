@@ -69,6 +69,35 @@ impl NodeShared {
     }
 }
 
+impl NodeShared {
+    /// Why this node's Raft core stopped, or `None` while it runs. The core sets
+    /// `running_state` when it quits and drops its metrics sender when its task ends, also on
+    /// a panic.
+    pub(crate) fn core_stopped(&self) -> Option<String> {
+        let metrics = self.raft.metrics();
+        if let Err(fatal) = &metrics.borrow().running_state {
+            return Some(fatal.to_string());
+        }
+        metrics
+            .has_changed()
+            .is_err()
+            .then(|| "the raft core task ended".to_string())
+    }
+
+    /// Wait until this node's Raft core stops; why it stopped.
+    pub(crate) async fn core_stopped_wait(&self) -> String {
+        let mut metrics = self.raft.metrics();
+        loop {
+            if let Err(fatal) = &metrics.borrow_and_update().running_state {
+                return fatal.to_string();
+            }
+            if metrics.changed().await.is_err() {
+                return "the raft core task ended".to_string();
+            }
+        }
+    }
+}
+
 /// The leader these metrics name, with its address from the membership (empty if unknown).
 pub(crate) fn known_leader(
     metrics: &openraft::RaftMetrics<NodeId, BasicNode>,

@@ -61,7 +61,8 @@ pub const MAX_CONCURRENT_UPLOADS: usize = 2;
 
 /// Test hook, only in builds with the `fault-injection` feature: `LOGRAFT_FAULT_POINT=after-seal`
 /// (or `after-upload`) makes the leader exit at once after committing a seal (or after the
-/// upload, before the confirm), as if killed.
+/// upload, before the confirm), as if killed; `stop-raft-core` stops the node's Raft core a
+/// second after start (the process must then exit non-zero).
 #[cfg(feature = "fault-injection")]
 pub const FAULT_POINT_ENV: &str = "LOGRAFT_FAULT_POINT";
 
