@@ -316,6 +316,14 @@ async fn run_cluster(
         .ok()
         .and_then(|mut addrs| addrs.next())
         .ok_or_else(|| cluster_err(format!("cannot resolve address {}", c.address)))?;
+    match c.exposure(&listen).map_err(&cluster_err)? {
+        crate::cluster::config::Exposure::Insecure => tracing::warn!(
+            %listen,
+            "<cluster> insecure true: the cluster port is served WITHOUT TLS on a non-loopback address; \
+             anyone who reaches it can administer the cluster, speak Raft and inject events"
+        ),
+        crate::cluster::config::Exposure::Tls | crate::cluster::config::Exposure::Loopback => {}
+    }
     let mut node_cfg = ClusterNodeConfig::new(c.node_id, listen, &data_dir);
     node_cfg.advertise = Some(
         c.advertise_address

@@ -7,6 +7,8 @@
 mod common;
 use common::cluster::*;
 use common::*;
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 /// Acceptance 1 and 5: 300,000 events through a forwarder into three nodes; the leader is

@@ -191,3 +191,33 @@ fn a_node_whose_raft_core_stopped_exits_non_zero() {
     let counts = cluster.wait_uploaded(50);
     assert_exactly_once(&counts, &(0..50).collect::<Vec<_>>());
 }
+
+/// Safe by default: without `<transport tls>`, a node asked to serve the cluster port on a
+/// non-loopback address refuses to start (before binding it) and names the config line.
+#[test]
+fn plaintext_on_a_non_loopback_address_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = tmp.path().join("lograft.conf");
+    let text = ConfigText::new()
+        .forward_source(free_port())
+        .out_file("test.**", &tmp.path().join("bucket"), BufferText::default_type())
+        .raw(&format!(
+            "<cluster>\n  node_id 1\n  address 0.0.0.0:{}\n  advertise_address 127.0.0.1:7001\n  data_dir {}\n</cluster>\n",
+            free_port(),
+            tmp.path().join("raft").display()
+        ))
+        .build();
+    std::fs::write(&conf, text).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["run", "-c"])
+        .arg(&conf)
+        .arg("--data-dir")
+        .arg(tmp.path().join("data"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("not a loopback address"), "{stderr}");
+    assert!(stderr.contains("lograft.conf:"), "{stderr}");
+    assert!(stderr.contains("insecure true"), "{stderr}");
+}
