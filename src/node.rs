@@ -316,6 +316,22 @@ async fn run_cluster(
         .ok()
         .and_then(|mut addrs| addrs.next())
         .ok_or_else(|| cluster_err(format!("cannot resolve address {}", c.address)))?;
+    let tls = match &c.tls {
+        Some(t) => {
+            let files = crate::cluster::tls::TlsFiles {
+                ca_path: t.ca_path.clone(),
+                cert_path: t.cert_path.clone(),
+                private_key_path: t.private_key_path.clone(),
+            };
+            let loaded =
+                tokio::task::spawn_blocking(move || crate::cluster::tls::ClusterTls::load(files))
+                    .await
+                    .map_err(|e| cluster_err(format!("loading <transport tls>: {e}")))?
+                    .map_err(|e| cluster_err(format!("<transport tls>: {e}")))?;
+            Some(Arc::new(loaded))
+        }
+        None => None,
+    };
     match c.exposure(&listen).map_err(&cluster_err)? {
         crate::cluster::config::Exposure::Insecure => tracing::warn!(
             %listen,
@@ -335,10 +351,11 @@ async fn run_cluster(
     node_cfg.election_timeout_min = c.election_timeout;
     node_cfg.election_timeout_max = c.election_timeout * 2;
     node_cfg.snapshot_policy = openraft::SnapshotPolicy::LogsSinceLast(c.snapshot_every);
+    node_cfg.tls = tls.clone();
 
     let bootstrap_err = |e: bootstrap::BootstrapError| cluster_err(e.to_string());
     if !bootstrap::has_identity(&data_dir, c.node_id).map_err(bootstrap_err)? {
-        bootstrap::check_identity(&c, &data_dir)
+        bootstrap::check_identity(&c, &data_dir, tls.as_ref())
             .await
             .map_err(bootstrap_err)?;
         bootstrap::write_identity(&data_dir, c.node_id).map_err(bootstrap_err)?;

@@ -22,6 +22,8 @@
 //!   [`node::propose`], which commits a request from any node.
 //! - [`admin`]: the admin operations, their gRPC service, the client (the `lograft cluster`
 //!   CLI) and the CLI's output.
+//! - [`tls`]: mutual TLS on the cluster port: certificate roles (node, operator), the per-call
+//!   checks, reloading the files, the TLS streams, and `lograft cluster certs`.
 //! - [`server`]: a running node ([`server::ClusterNode`]: storage + Raft + gRPC).
 //! - [`bootstrap`]: forming or joining a cluster, and refusing to rejoin after a disk loss.
 //! - [`ingest`]: the inputs' [`crate::pipeline::Emit`] on an aggregator: a batch is acked once its
@@ -60,6 +62,7 @@ pub(crate) mod server;
 pub(crate) mod storage;
 #[cfg(test)]
 mod tests;
+pub mod tls;
 pub mod upload;
 #[cfg(test)]
 mod upload_tests;

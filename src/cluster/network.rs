@@ -14,6 +14,8 @@ use super::proto::raft_pb::{
     StartElectionRequest,
 };
 use super::raft_guard::{self, Refusal};
+use super::tls::transport::{self, Dial};
+use super::tls::{ClusterTls, Gate};
 use super::{ClusterRaft, ClusterRequest, ClusterResponse, NodeId, TypeConfig};
 use crate::log_limit::WarnLimiter;
 use bytes::Bytes;
@@ -79,11 +81,16 @@ pub enum CallError {
 #[derive(Clone, Default)]
 pub struct PeerChannels {
     channels: Arc<Mutex<HashMap<NodeId, (String, Channel)>>>,
+    /// Mutual TLS to the peers (each must present its own node certificate).
+    tls: Option<Arc<ClusterTls>>,
 }
 
 impl PeerChannels {
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(tls: Option<Arc<ClusterTls>>) -> Self {
+        PeerChannels {
+            channels: Arc::default(),
+            tls,
+        }
     }
 
     /// The channel to `target` at `addr` (`host:port` or a `http://` URI), created lazily.
@@ -99,7 +106,7 @@ impl PeerChannels {
         } else {
             format!("http://{addr}")
         };
-        let channel = Endpoint::from_shared(uri)
+        let endpoint = Endpoint::from_shared(uri)
             .map_err(|e| CallError::Unreachable {
                 target,
                 addr: addr.to_string(),
@@ -108,8 +115,12 @@ impl PeerChannels {
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .connect_lazy();
+            .keep_alive_timeout(Duration::from_secs(5));
+        let channel = match &self.tls {
+            Some(tls) => endpoint
+                .connect_with_connector_lazy(transport::connector(tls.clone(), Dial::Peer(target))),
+            None => endpoint.connect_lazy(),
+        };
         channels.insert(target, (addr.to_string(), channel.clone()));
         Ok(channel)
     }
@@ -465,11 +476,16 @@ fn address_to<T>(req: &mut Request<T>, target: NodeId) {
 pub struct RaftGrpc {
     node_id: NodeId,
     raft: ClusterRaft,
+    gate: Gate,
 }
 
 impl RaftGrpc {
-    pub fn new(node_id: NodeId, raft: ClusterRaft) -> Self {
-        RaftGrpc { node_id, raft }
+    pub(crate) fn new(node_id: NodeId, raft: ClusterRaft, gate: Gate) -> Self {
+        RaftGrpc {
+            node_id,
+            raft,
+            gate,
+        }
     }
 }
 
@@ -548,17 +564,20 @@ impl RaftService for RaftGrpc {
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftReply>, Status> {
         self.check_addressed(&request)?;
+        let (_, ext, message) = request.into_parts();
         let rpc: AppendEntriesRequest<TypeConfig> =
-            decode(&request.into_inner().data).map_err(|e| bad_request("AppendEntries", e))?;
-        raft_guard::append_entries(&rpc, &self.membership()).map_err(refused)?;
+            decode(&message.data).map_err(|e| bad_request("AppendEntries", e))?;
+        let sender = raft_guard::append_entries(&rpc, &self.membership()).map_err(refused)?;
+        self.gate.node(&ext, sender)?;
         reply(self.raft.append_entries(rpc).await)
     }
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftReply>, Status> {
         self.check_addressed(&request)?;
-        let rpc: VoteRequest<NodeId> =
-            decode(&request.into_inner().data).map_err(|e| bad_request("Vote", e))?;
-        raft_guard::vote(&rpc, &self.membership()).map_err(refused)?;
+        let (_, ext, message) = request.into_parts();
+        let rpc: VoteRequest<NodeId> = decode(&message.data).map_err(|e| bad_request("Vote", e))?;
+        let candidate = raft_guard::vote(&rpc, &self.membership()).map_err(refused)?;
+        self.gate.node(&ext, candidate)?;
         reply(self.raft.vote(rpc).await)
     }
 
@@ -567,7 +586,7 @@ impl RaftService for RaftGrpc {
         request: Request<SnapshotChunk>,
     ) -> Result<Response<RaftReply>, Status> {
         self.check_addressed(&request)?;
-        let chunk = request.into_inner();
+        let (_, ext, chunk) = request.into_parts();
         let rpc = InstallSnapshotRequest::<TypeConfig> {
             vote: decode(&chunk.vote).map_err(|e| bad_request("snapshot vote", e))?,
             meta: decode(&chunk.meta).map_err(|e| bad_request("snapshot meta", e))?,
@@ -575,7 +594,8 @@ impl RaftService for RaftGrpc {
             data: chunk.data.to_vec(),
             done: chunk.done,
         };
-        raft_guard::install_snapshot(&rpc, &self.membership()).map_err(refused)?;
+        let sender = raft_guard::install_snapshot(&rpc, &self.membership()).map_err(refused)?;
+        self.gate.node(&ext, sender)?;
         reply(self.raft.install_snapshot(rpc).await)
     }
 
@@ -583,7 +603,9 @@ impl RaftService for RaftGrpc {
         &self,
         request: Request<ForwardedChunk>,
     ) -> Result<Response<RaftReply>, Status> {
-        let chunk = request.into_inner();
+        let (_, ext, chunk) = request.into_parts();
+        self.gate
+            .member(&ext, self.membership().nodes().map(|(id, _)| *id))?;
         let app = ClusterRequest::AppendChunk {
             origin: chunk.origin,
             tag: chunk.tag,
@@ -599,7 +621,9 @@ impl RaftService for RaftGrpc {
         &self,
         request: Request<StartElectionRequest>,
     ) -> Result<Response<StartElectionReply>, Status> {
-        let target = request.into_inner().target_id;
+        let (_, ext, request) = request.into_parts();
+        self.gate.member(&ext, self.membership().voter_ids())?;
+        let target = request.target_id;
         if target != self.node_id {
             return Err(Status::invalid_argument(format!(
                 "election requested for node {target}, but this is node {}",

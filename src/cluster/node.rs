@@ -10,9 +10,11 @@
 use super::network::{CallError, ClientWriteRaftError, PeerChannels};
 use super::proto::raft_pb::ForwardedChunk;
 use super::storage::ChunkReader;
+use super::tls::{ClusterTls, Gate};
 use super::{ClusterRaft, ClusterRequest, ClusterResponse, NodeId};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::BasicNode;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use tracing::warn;
@@ -50,6 +52,10 @@ pub(crate) struct NodeShared {
     pub(crate) raft: ClusterRaft,
     pub(crate) reader: ChunkReader,
     pub(crate) channels: PeerChannels,
+    /// This node's TLS identity (for its own admin calls, e.g. `join`); `None`: plaintext.
+    pub(crate) tls: Option<Arc<ClusterTls>>,
+    /// The per-call checks of the services on the cluster port.
+    pub(crate) gate: Gate,
     /// How long [`propose`] may take, waiting for a leader included.
     pub(crate) propose_timeout: Duration,
     /// The leader lease (openraft's `election_timeout_max`), for leader transfers.
