@@ -135,7 +135,13 @@ fn wiped_follower_comes_back_as_a_new_node_then_the_leader_dies() {
     let join = format!("join {}", cluster.raft_addr(leader));
     let text = node_config(&cluster.dir, &cluster.bucket, 4, ports, &join, "");
     cluster.launch(4, &text, &[], true);
+    let tls_env = if harness_tls() {
+        operator_env()
+    } else {
+        Vec::new()
+    };
     let out = Command::new(BIN)
+        .envs(tls_env)
         .args([
             "cluster",
             "replace",

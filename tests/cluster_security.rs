@@ -85,7 +85,7 @@ fn forged_vote(term: u64, candidate: u64) -> Vec<u8> {
 #[test]
 fn forged_terms_and_non_members_are_refused_and_the_cluster_keeps_serving() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut cluster = Cluster::start(tmp.path(), "", &[]);
+    let mut cluster = Cluster::start_plaintext(tmp.path(), "", &[]);
     let leader = cluster.wait_leader(Duration::from_secs(30));
     send_events(&cluster, leader, 0, 100, "before-the-attack");
     let term_before = cluster.status(leader).unwrap()["term"].as_u64().unwrap();

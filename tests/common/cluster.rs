@@ -23,8 +23,59 @@ pub struct Cluster {
     pub ports: BTreeMap<u64, Ports>,
     pub nodes: BTreeMap<u64, Node>,
     pub extra: String,
+    /// Whether the nodes use mutual TLS (the admin CLI then the operator certificate).
+    pub tls: bool,
 }
 
+/// Whether clusters of the harness use mutual TLS: yes, unless `LOGRAFT_TEST_CLUSTER_TLS=0`.
+pub fn harness_tls() -> bool {
+    std::env::var("LOGRAFT_TEST_CLUSTER_TLS").map_or(true, |v| v != "0")
+}
+
+/// The PKI of this test process, made once by `lograft cluster certs` (nodes 1..=9 and an
+/// operator) in a directory of its own.
+pub fn test_pki() -> &'static Path {
+    static PKI: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PKI.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("lograft-test-pki-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let out = Command::new(BIN)
+            .args(["cluster", "certs"])
+            .arg(&dir)
+            .args(["--nodes", "1,2,3,4,5,6,7,8,9"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "lograft cluster certs: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dir
+    })
+}
+
+/// The environment that makes `lograft cluster ...` use the operator certificate.
+pub fn operator_env() -> Vec<(&'static str, PathBuf)> {
+    let pki = test_pki();
+    vec![
+        ("LOGRAFT_CLUSTER_CA", pki.join("ca.pem")),
+        ("LOGRAFT_CLUSTER_CERT", pki.join("operator.pem")),
+        ("LOGRAFT_CLUSTER_KEY", pki.join("operator.key")),
+    ]
+}
+
+/// `<transport tls>` for node `id` with the test PKI.
+pub fn transport_tls(id: u64) -> String {
+    let pki = test_pki();
+    format!(
+        "<transport tls>\n    ca_path {}\n    cert_path {}\n    private_key_path {}\n  </transport>",
+        pki.join("ca.pem").display(),
+        pki.join(format!("node-{id}.pem")).display(),
+        pki.join(format!("node-{id}.key")).display()
+    )
+}
+
+/// A node's config, with TLS as [`harness_tls`] says.
 pub fn node_config(
     dir: &Path,
     bucket: &Path,
@@ -33,6 +84,24 @@ pub fn node_config(
     membership: &str,
     extra: &str,
 ) -> String {
+    node_config_tls(dir, bucket, id, ports, membership, extra, harness_tls())
+}
+
+/// A node's config, with or without `<transport tls>`.
+pub fn node_config_tls(
+    dir: &Path,
+    bucket: &Path,
+    id: u64,
+    ports: Ports,
+    membership: &str,
+    extra: &str,
+    tls: bool,
+) -> String {
+    let transport = if tls {
+        transport_tls(id)
+    } else {
+        String::new()
+    };
     let cluster = format!(
         r#"<cluster>
   node_id {id}
@@ -40,6 +109,7 @@ pub fn node_config(
   data_dir {data}
   heartbeat_interval 0.1s
   election_timeout 0.5s
+  {transport}
   {extra}
   {membership}
 </cluster>"#,
@@ -74,6 +144,21 @@ impl Cluster {
         extra: &str,
         env: &[(u64, &str, &str)],
     ) -> Cluster {
+        Cluster::start_opts(dir, bucket, extra, env, harness_tls())
+    }
+
+    /// [`Cluster::start`] without TLS, whatever [`harness_tls`] says (loopback plaintext).
+    pub fn start_plaintext(dir: &Path, extra: &str, env: &[(u64, &str, &str)]) -> Cluster {
+        Cluster::start_opts(dir, &dir.join("bucket"), extra, env, false)
+    }
+
+    pub fn start_opts(
+        dir: &Path,
+        bucket: &Path,
+        extra: &str,
+        env: &[(u64, &str, &str)],
+        tls: bool,
+    ) -> Cluster {
         let ports: BTreeMap<u64, Ports> = (1..=3)
             .map(|id| {
                 (
@@ -91,6 +176,7 @@ impl Cluster {
             ports,
             nodes: BTreeMap::new(),
             extra: extra.to_string(),
+            tls,
         };
         for id in 1..=3 {
             let envs: Vec<(&str, &str)> = env
@@ -120,13 +206,14 @@ impl Cluster {
     }
 
     pub fn config_with_members(&self, id: u64) -> String {
-        node_config(
+        node_config_tls(
             &self.dir,
             &self.bucket,
             id,
             self.ports[&id],
             &self.members_text(),
             &self.extra,
+            self.tls,
         )
     }
 
@@ -170,10 +257,12 @@ impl Cluster {
 
     /// `lograft cluster status --json` of node `id` (None: it did not answer).
     pub fn status(&self, id: u64) -> Option<serde_json::Value> {
-        let out = Command::new(BIN)
-            .args(["cluster", "status", "--json", "--node", &self.raft_addr(id)])
-            .output()
-            .unwrap();
+        let mut command = Command::new(BIN);
+        command.args(["cluster", "status", "--json", "--node", &self.raft_addr(id)]);
+        if self.tls {
+            command.envs(operator_env());
+        }
+        let out = command.output().unwrap();
         if !out.status.success() {
             return None;
         }
@@ -234,9 +323,15 @@ impl Cluster {
     }
 }
 
-/// Run `lograft ARGS...` and return its stdout; panics with its stderr if it fails.
+/// Run `lograft ARGS...` (as the operator when [`harness_tls`]) and return its stdout; panics
+/// with its stderr if it fails.
 pub fn cli(args: &[&str]) -> String {
-    let out = Command::new(BIN).args(args).output().unwrap();
+    let mut command = Command::new(BIN);
+    command.args(args);
+    if harness_tls() {
+        command.envs(operator_env());
+    }
+    let out = command.output().unwrap();
     assert!(
         out.status.success(),
         "lograft {args:?} failed: {}",
