@@ -242,7 +242,11 @@ fn a_retransmitted_chunk_is_stored_once() {
 fn a_64mb_chunk_sent_whole_is_stored_once() {
     const EVENTS: u64 = 64_000;
     let tmp = tempfile::tempdir().unwrap();
-    let mut cluster = Cluster::start(tmp.path(), "", &[]);
+    let mut cluster = Cluster::start(
+        tmp.path(),
+        "heartbeat_interval 0.5s\n  election_timeout 2s",
+        &[],
+    );
     let (entries_bytes, count) = entries(0..EVENTS, 1000);
     assert!(entries_bytes.len() > 64_000_000, "{}", entries_bytes.len());
     let frame = packed_forward(TAG, &entries_bytes, count, Some("one-big-chunk"));

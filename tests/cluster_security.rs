@@ -221,3 +221,244 @@ fn plaintext_on_a_non_loopback_address_is_refused() {
     assert!(stderr.contains("lograft.conf:"), "{stderr}");
     assert!(stderr.contains("insecure true"), "{stderr}");
 }
+
+/// Who a raw call from this test presents itself as.
+#[derive(Clone, Copy, Debug)]
+enum As {
+    /// No TLS at all.
+    Plaintext,
+    /// A certificate of another CA.
+    Stranger,
+    /// Node `id`'s certificate of the cluster's own CA.
+    Node(u64),
+    /// The cluster's operator certificate.
+    Operator,
+}
+
+/// A gRPC channel to `addr` as `who` (TLS done here with rustls, as a real attacker would).
+async fn channel_as(
+    addr: &str,
+    who: As,
+    stranger_pki: &std::path::Path,
+) -> Result<tonic::transport::Channel, String> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(3));
+    let pki = test_pki();
+    let (ca, cert, key) = match who {
+        As::Plaintext => return endpoint.connect().await.map_err(|e| format!("{e:?}")),
+        As::Stranger => (
+            stranger_pki.join("ca.pem"),
+            stranger_pki.join("operator.pem"),
+            stranger_pki.join("operator.key"),
+        ),
+        As::Node(id) => (
+            pki.join("ca.pem"),
+            pki.join(format!("node-{id}.pem")),
+            pki.join(format!("node-{id}.key")),
+        ),
+        As::Operator => (
+            pki.join("ca.pem"),
+            pki.join("operator.pem"),
+            pki.join("operator.key"),
+        ),
+    };
+    // A stranger trusts the cluster's CA (it wants to talk), but presents its own certificate.
+    let trust = if matches!(who, As::Stranger) {
+        pki.join("ca.pem")
+    } else {
+        ca
+    };
+    let config = lograft::tls::mutual_client_config(&trust, &cert, &key, true).unwrap();
+    let connector = tower::service_fn(move |uri: tonic::transport::Uri| {
+        let config = config.clone();
+        async move {
+            let tcp =
+                tokio::net::TcpStream::connect((uri.host().unwrap(), uri.port_u16().unwrap()))
+                    .await?;
+            let name = rustls_pki_types::ServerName::try_from("node.lograft").unwrap();
+            let tls = tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+        }
+    });
+    endpoint
+        .connect_with_connector(connector)
+        .await
+        .map_err(|e| format!("{e:?}"))
+}
+
+/// Calls `who` may legitimately make (not replayed: they would succeed and change the
+/// cluster): the operator administers; a member's node certificate forwards chunks and asks
+/// for elections.
+fn legitimate(who: As, call: &str) -> bool {
+    matches!(
+        (who, call),
+        (
+            As::Operator,
+            "remove 3" | "add learner 99" | "promote 99" | "transfer to 99" | "snapshot --purge"
+        ) | (As::Node(2), "forward chunk" | "start election")
+    )
+}
+
+/// The outcome of one raw call: `Ok(())` if the node accepted it, else why not.
+type Outcome = Result<(), String>;
+
+async fn forged_calls(
+    addr: &str,
+    who: As,
+    stranger: &std::path::Path,
+    term: u64,
+) -> Vec<(&'static str, Outcome)> {
+    use lograft::cluster::proto::admin_pb::cluster_admin_client::ClusterAdminClient;
+    use lograft::cluster::proto::admin_pb::{
+        AddLearnerRequest, PromoteRequest, RemoveRequest, TransferLeaderRequest,
+        TriggerSnapshotRequest,
+    };
+    use lograft::cluster::proto::raft_pb::{ForwardedChunk, StartElectionRequest};
+    let channel = match channel_as(addr, who, stranger).await {
+        Ok(channel) => channel,
+        Err(e) => return vec![("connect", Err(e))],
+    };
+    let status =
+        |r: Result<(), tonic::Status>| r.map_err(|s| format!("{:?}: {}", s.code(), s.message()));
+    let mut raft = RaftServiceClient::new(channel.clone());
+    let mut admin = ClusterAdminClient::new(channel);
+    let mut out = Vec::new();
+    let skip = |call: &str| legitimate(who, call);
+    // Attack 1: take the cluster over with the admin API.
+    if !skip("remove 3") {
+        let r = admin.remove(RemoveRequest { id: 3 }).await;
+        out.push(("remove 3", status(r.map(|_| ()))));
+    }
+    if !skip("add learner 99") {
+        let r = admin
+            .add_learner(AddLearnerRequest {
+                id: 99,
+                address: "127.0.0.1:1".into(),
+            })
+            .await;
+        out.push(("add learner 99", status(r.map(|_| ()))));
+    }
+    if !skip("promote 99") {
+        let r = admin.promote(PromoteRequest { id: 99, wait_ms: 1 }).await;
+        out.push(("promote 99", status(r.map(|_| ()))));
+    }
+    if !skip("transfer to 99") {
+        let r = admin
+            .transfer_leader(TransferLeaderRequest {
+                target_id: 99,
+                timeout_ms: 1,
+            })
+            .await;
+        out.push(("transfer to 99", status(r.map(|_| ()))));
+    }
+    if !skip("snapshot --purge") {
+        let r = admin
+            .trigger_snapshot(TriggerSnapshotRequest { purge: true })
+            .await;
+        out.push(("snapshot --purge", status(r.map(|_| ()))));
+    }
+    // Attack 2: inject records through the forward RPC.
+    if !skip("forward chunk") {
+        let r = raft
+            .forward_chunk(ForwardedChunk {
+                origin: None,
+                tag: TAG.into(),
+                entries: entries(1_000_000..1_000_010, 10).0.into(),
+                count: 10,
+                received_unix_ms: 1,
+            })
+            .await;
+        out.push(("forward chunk", status(r.map(|_| ()))));
+    }
+    if !skip("start election") {
+        let r = raft
+            .start_election(StartElectionRequest { target_id: 1 })
+            .await;
+        out.push(("start election", status(r.map(|_| ()))));
+    }
+    // Attack 3: forged terms, and Raft traffic claiming to come from node 1.
+    for (name, data, append) in [
+        ("append u64::MAX", forged_append(u64::MAX, 1), true),
+        ("append term+5 as node 1", forged_append(term + 5, 1), true),
+        ("vote u64::MAX-1", forged_vote(u64::MAX - 1, 1), false),
+        ("vote term+5 as node 1", forged_vote(term + 5, 1), false),
+    ] {
+        let message = RaftMessage { data: data.into() };
+        let r = if append {
+            raft.append_entries(message).await
+        } else {
+            raft.vote(message).await
+        };
+        out.push((name, status(r.map(|_| ()))));
+    }
+    out
+}
+
+/// Acceptance 1 of issue 10: attacks 1–3 replayed without a valid certificate (plaintext, or a
+/// certificate of another CA), with a node certificate used for admin calls (node 2's, a
+/// member, and node 9's, not one) and with the operator certificate used for Raft: every call
+/// is refused; the cluster keeps its three members and its leader, keeps serving, and the
+/// bucket ends with every acked event exactly once. The operator certificate still
+/// administers (a snapshot is allowed) and node certificates still work among the members.
+#[test]
+fn attacks_without_the_right_certificate_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let stranger = tmp.path().join("stranger-pki");
+    cli(&[
+        "cluster",
+        "certs",
+        stranger.to_str().unwrap(),
+        "--nodes",
+        "1",
+    ]);
+    let mut cluster = Cluster::start_opts(tmp.path(), &tmp.path().join("bucket"), "", &[], true);
+    let leader = cluster.wait_leader(Duration::from_secs(30));
+    send_events(&cluster, leader, 0, 100, "before-the-attacks");
+    let term = cluster.status(leader).unwrap()["term"].as_u64().unwrap();
+
+    let rt = runtime();
+    for who in [
+        As::Plaintext,
+        As::Stranger,
+        As::Node(2),
+        As::Node(9),
+        As::Operator,
+    ] {
+        for id in 1..=3u64 {
+            let outcomes = rt.block_on(forged_calls(&cluster.raft_addr(id), who, &stranger, term));
+            for (call, outcome) in outcomes {
+                assert!(
+                    outcome.is_err(),
+                    "{who:?} -> node {id}: {call} was accepted"
+                );
+            }
+        }
+    }
+
+    // Nothing changed: three voters, a leader, every node up.
+    let leader = cluster.wait_leader(Duration::from_secs(30));
+    let st = cluster.status(leader).unwrap();
+    let members: Vec<u64> = st["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(members, vec![1, 2, 3], "{st}");
+    for id in 1..=3u64 {
+        assert!(
+            cluster.nodes.get_mut(&id).unwrap().is_running(),
+            "{}",
+            cluster.logs()
+        );
+    }
+    assert!(!cluster.logs().contains("panicked"), "{}", cluster.logs());
+    send_events(&cluster, leader, 100, 100, "after-the-attacks");
+    let counts = cluster.wait_uploaded(200);
+    assert_exactly_once(&counts, &(0..200).collect::<Vec<_>>());
+    // Only the acked events: nothing injected.
+    assert_eq!(counts.len(), 200, "injected events in the bucket");
+}
