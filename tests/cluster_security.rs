@@ -434,6 +434,16 @@ fn attacks_without_the_right_certificate_are_refused() {
                     outcome.is_err(),
                     "{who:?} -> node {id}: {call} was accepted"
                 );
+                if matches!(who, As::Node(_) | As::Operator) {
+                    // A valid certificate connects: the refusal is the node's decision.
+                    let why = outcome.unwrap_err();
+                    assert!(
+                        call != "connect"
+                            && (why.starts_with("PermissionDenied")
+                                || why.starts_with("InvalidArgument")),
+                        "{who:?} -> node {id}: {call}: {why}"
+                    );
+                }
             }
         }
     }

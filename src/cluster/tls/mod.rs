@@ -275,3 +275,68 @@ fn denied(message: String) -> Status {
     }
     Status::permission_denied(message)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::certs::{make_certs, CertsRequest, NodeCertSpec};
+    use super::*;
+
+    fn request(dir: &std::path::Path) -> CertsRequest {
+        CertsRequest {
+            dir: dir.to_path_buf(),
+            nodes: vec![NodeCertSpec {
+                id: 1,
+                hosts: vec!["agg1.example".into()],
+            }],
+            operator: Some("alice".into()),
+            valid_for: Duration::from_secs(86_400),
+        }
+    }
+
+    /// Certificates carry their role: node 1's names node 1 only, the operator's only the
+    /// operator; a rewrite of the files is picked up by the next connection.
+    #[tokio::test]
+    async fn roles_and_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        make_certs(&request(dir.path())).unwrap();
+        let node = crate::tls::load_certs(&dir.path().join("node-1.pem")).unwrap();
+        let node = Caller::new(node[0].clone());
+        assert!(node.is_node(1) && !node.is_node(2) && !node.is_operator());
+        let operator = crate::tls::load_certs(&dir.path().join("operator.pem")).unwrap();
+        let operator = Caller::new(operator[0].clone());
+        assert!(operator.is_operator() && !operator.is_node(1));
+
+        let tls = ClusterTls::load(TlsFiles {
+            ca_path: dir.path().join("ca.pem"),
+            cert_path: dir.path().join("node-1.pem"),
+            private_key_path: dir.path().join("node-1.key"),
+        })
+        .unwrap();
+        let first = tls.current().await;
+        assert!(Arc::ptr_eq(&first, &tls.current().await), "unchanged files");
+        // Renewed under the same CA (ca.key is reused): the next connection uses the new files.
+        std::thread::sleep(Duration::from_millis(20));
+        make_certs(&request(dir.path())).unwrap();
+        let second = tls.current().await;
+        assert!(!Arc::ptr_eq(&first, &second), "not reloaded");
+
+        // The gate: without TLS everything passes; with it, the roles decide.
+        let mut ext = Extensions::new();
+        assert!(Gate::new(true).anyone(&ext).is_err());
+        assert!(Gate::new(false).operator(&ext).is_ok());
+        ext.insert(node.clone());
+        let gate = Gate::new(true);
+        assert!(gate.node(&ext, 1).is_ok());
+        assert!(gate.node(&ext, 2).is_err());
+        assert!(gate.operator(&ext).is_err());
+        assert!(gate.operator_or_node(&ext, 1).is_ok());
+        assert!(gate.operator_or_node(&ext, 5).is_err());
+        assert!(gate.member(&ext, [2, 3]).is_err());
+        assert!(gate.member(&ext, [1, 2]).is_ok());
+        let mut ext = Extensions::new();
+        ext.insert(operator);
+        assert!(gate.operator(&ext).is_ok());
+        assert!(gate.node(&ext, 1).is_err());
+        assert!(gate.member(&ext, [1, 2, 3]).is_err());
+    }
+}
