@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod cluster;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_lograft");
 
 /// Ports handed out by [`free_port`]: below the kernel's ephemeral range (32768 and up on

@@ -24,6 +24,7 @@ pub(crate) mod state_machine;
 
 pub(crate) use self::db::StoreOptions;
 pub(crate) use self::log_store::LogStore;
+pub(crate) use self::state_machine::apply::batch_key;
 pub(crate) use self::state_machine::queries::{ChunkReader, PendingChunk, SealedBatch};
 pub(crate) use self::state_machine::StateMachineStore;
 
