@@ -1,0 +1,186 @@
+//! `<parse>`: turning one line of text into an event (time + record), as Fluentd's parser
+//! plugins do.
+//!
+//! Owns the typed `<parse>` config ([`ParseConfig`], built by [`build`]) and the runtime
+//! [`LineParser`]. One file per format: [`none`], [`json`], [`regexp`] (also the built-in
+//! `apache2` and `nginx` expressions), [`cri`] (Kubernetes CRI log lines, partial lines
+//! joined); the parameters every format shares live in [`common`] (`time_key`, `time_format`,
+//! `keep_time_key`, `types`, ...) and [`time`] (time formats). It must not read files or know
+//! where lines come from; a parser that joins lines (CRI partial lines) only reports that a line
+//! is pending, so the caller can keep the position of the first pending line uncommitted.
+
+pub mod common;
+pub mod cri;
+pub mod json;
+pub mod none;
+pub mod regexp;
+pub mod time;
+
+use crate::config::diag::Diag;
+use crate::config::element::Element;
+use crate::config::section::Section;
+use crate::event::EventTime;
+use bytes::BytesMut;
+use common::{CommonParams, Fields};
+
+/// The typed `<parse>` section.
+#[derive(Debug, Clone)]
+pub struct ParseConfig {
+    pub format: Format,
+    pub common: CommonParams,
+}
+
+impl Default for ParseConfig {
+    /// `@type none`.
+    fn default() -> Self {
+        ParseConfig {
+            format: Format::None(none::NoneParams::default()),
+            common: CommonParams::default(),
+        }
+    }
+}
+
+/// A `<parse>` `@type` and its own parameters.
+#[derive(Debug, Clone)]
+pub enum Format {
+    None(none::NoneParams),
+    Json,
+    Regexp(regexp::RegexpParams),
+    Cri(cri::CriParams),
+}
+
+/// The formats `@type` may name, for messages.
+pub const FORMATS: &[&str] = &["none", "json", "regexp", "apache2", "nginx", "cri"];
+
+/// Parameters of `<parse>` Fluentd documents that lograft accepts and ignores.
+const UNIMPLEMENTED: &[&str] = &["timeout", "time_format_fallbacks", "utc", "localtime"];
+
+/// Build the typed config of one `<parse>` element (`title` names its parent in messages).
+pub(crate) fn build(el: &Element, parent: &str, d: &mut Diag) -> Option<ParseConfig> {
+    let mut sec = Section::new(el, format!("<parse> of {parent}"));
+    let ty = sec.string("@type").or_else(|| sec.string("type"));
+    let Some(ty) = ty else {
+        sec.missing(d, "@type");
+        return None;
+    };
+    let common = common::build(&mut sec, d, &ty);
+    let format = match ty.as_str() {
+        "none" => Some(Format::None(none::build(&mut sec))),
+        "json" => Some(Format::Json),
+        "regexp" => regexp::build(&mut sec, d).map(Format::Regexp),
+        "apache2" => Some(Format::Regexp(regexp::apache2())),
+        "nginx" => Some(Format::Regexp(regexp::nginx())),
+        "cri" => Some(Format::Cri(cri::build(&mut sec, d))),
+        other => {
+            d.error(
+                &el.location,
+                format!(
+                    "unknown <parse> type '{other}' in {parent}; lograft supports: {}",
+                    FORMATS.join(", ")
+                ),
+            );
+            None
+        }
+    };
+    sec.finish(d, UNIMPLEMENTED, &[]);
+    Some(ParseConfig {
+        format: format?,
+        common,
+    })
+}
+
+/// What one line became.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// One entry was appended to the output.
+    Event,
+    /// The line is held to be joined with later lines (a CRI partial line): nothing was
+    /// appended; the caller must not commit its position yet.
+    Pending,
+    /// The line did not match the format (nothing appended).
+    Unmatched,
+}
+
+/// A parser for one source of lines (it may hold a pending partial line between calls).
+#[derive(Debug, Clone)]
+pub struct LineParser {
+    config: ParseConfig,
+    time: time::TimeParser,
+    /// CRI: the joined text of pending partial lines.
+    partial: Vec<u8>,
+}
+
+impl LineParser {
+    pub fn new(config: &ParseConfig) -> Self {
+        LineParser {
+            time: time::TimeParser::new(
+                config.common.time_format.as_deref(),
+                config.common.time_type,
+            ),
+            config: config.clone(),
+            partial: Vec::new(),
+        }
+    }
+
+    /// Whether this parser keeps partial lines between calls.
+    pub fn has_pending(&self) -> bool {
+        !self.partial.is_empty()
+    }
+
+    /// Forget a pending partial line (the file it came from was truncated or replaced).
+    pub fn reset(&mut self) {
+        self.partial.clear();
+    }
+
+    /// Parse `line` (without its newline) and append `[time, record]` to `out`, with
+    /// `extra` (e.g. the `path_key` field) added to the record.
+    pub fn parse(
+        &mut self,
+        line: &[u8],
+        now: EventTime,
+        extra: Option<(&str, &str)>,
+        out: &mut BytesMut,
+    ) -> Outcome {
+        match &self.config.format {
+            Format::None(p) => {
+                none::write(p, line, now, extra, out);
+                Outcome::Event
+            }
+            Format::Json => match json::fields(line) {
+                Some(fields) => self.finish(fields, now, extra, out),
+                None => Outcome::Unmatched,
+            },
+            Format::Regexp(p) => match p.fields(line) {
+                Some(fields) => self.finish(fields, now, extra, out),
+                None => Outcome::Unmatched,
+            },
+            Format::Cri(p) => match cri::parse(p, line, &mut self.partial) {
+                cri::CriLine::Pending => Outcome::Pending,
+                cri::CriLine::Unmatched => Outcome::Unmatched,
+                cri::CriLine::Complete(fields, time) => {
+                    let time = self.time.parse_rfc3339(&time).unwrap_or(now);
+                    common::write_event(&self.config.common, fields, time, extra, out);
+                    Outcome::Event
+                }
+            },
+        }
+    }
+
+    /// Take the time out of the fields (per `time_key`), convert `types`, write the event.
+    fn finish(
+        &self,
+        mut fields: Fields,
+        now: EventTime,
+        extra: Option<(&str, &str)>,
+        out: &mut BytesMut,
+    ) -> Outcome {
+        let c = &self.config.common;
+        let time = common::take_time(c, &self.time, &mut fields).unwrap_or(now);
+        common::apply_types(c, &mut fields);
+        common::write_event(c, fields, time, extra, out);
+        Outcome::Event
+    }
+}
+
+#[cfg(test)]
+mod tests;
