@@ -8,7 +8,10 @@
 //! passes the first line of a pending CRI partial group or of an oversized line still being
 //! skipped, so that a restart from it reads those lines again whole. A truncated file starts a
 //! new *generation*, packed into the position ([`pack`]) so that a position committed after
-//! the truncation is larger than any before it.
+//! the truncation is larger than any before it. A truncation is noticed when the file is
+//! shorter than the position, or when the byte before the position (the end of the last line
+//! read) is no longer a newline, or its first bytes changed (it was truncated and grew again
+//! between two looks).
 //!
 //! Owns reading and line splitting; it must not emit (that is the tailer) nor find files.
 
@@ -80,7 +83,12 @@ pub struct TailedFile {
     pub lines_limit: usize,
     throttle: (Instant, u64),
     unmatched: WarnLimiter,
+    /// Length and crc32c of the file's first bytes (up to [`FINGERPRINT_LEN`]) as last seen.
+    fingerprint: Option<(usize, u32)>,
 }
+
+/// How many leading bytes of a file are checksummed to notice it was rewritten.
+const FINGERPRINT_LEN: usize = 64;
 
 impl TailedFile {
     /// Open `path` to read from `offset` of `generation`.
@@ -110,6 +118,7 @@ impl TailedFile {
             lines_limit,
             throttle: (Instant::now(), 0),
             unmatched: WarnLimiter::default(),
+            fingerprint: None,
         })
     }
 
@@ -163,6 +172,36 @@ impl TailedFile {
         self.parser.reset();
     }
 
+    /// Whether the byte before `read_at`, the end of the last line read, is no longer a
+    /// newline: the file was truncated and has grown past the position again since the last
+    /// look (copytruncate followed by quick writes).
+    ///
+    /// Also whether the file's first bytes changed (a [`FINGERPRINT_LEN`]-byte checksum is
+    /// kept): a truncated file that grew back to exactly the old length is noticed too.
+    fn line_end_overwritten(&mut self) -> io::Result<bool> {
+        let Some(file) = &self.file else {
+            return Ok(false);
+        };
+        if self.read_at == 0 {
+            return Ok(false);
+        }
+        let mut head = [0u8; FINGERPRINT_LEN];
+        let want = (self.read_at as usize).min(FINGERPRINT_LEN);
+        let n = read_at_most(file, &mut head[..want], 0)?;
+        if let Some((len, crc)) = self.fingerprint {
+            if n < len || crc32c::crc32c(&head[..len]) != crc {
+                return Ok(true);
+            }
+        }
+        self.fingerprint = Some((n, crc32c::crc32c(&head[..n])));
+        if self.skip_start.is_some() {
+            return Ok(false);
+        }
+        let mut b = [0u8; 1];
+        let n = read_at_most(file, &mut b, self.read_at - 1)?;
+        Ok(n == 1 && b[0] != b'\n')
+    }
+
     /// Read the next batch: up to `lines_limit` entries and about [`BATCH_BYTES`]. None when
     /// there is nothing new (or only a line still being written).
     pub fn read_batch(
@@ -172,10 +211,11 @@ impl TailedFile {
         now: EventTime,
     ) -> io::Result<Option<Batch>> {
         let size = self.size()?;
-        if size < self.read_at {
+        if size < self.read_at || self.line_end_overwritten()? {
             tracing::warn!(path = %self.path.display(), size, position = self.read_at, "file was truncated; reading it again from the start");
             self.generation += 1;
             self.commit = 0;
+            self.fingerprint = None;
             self.rewind();
         }
         if size == self.read_at {
