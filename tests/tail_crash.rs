@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const FILES: usize = 3;
-const LINES_PER_ROTATION: u64 = 1000;
+const LINES_PER_ROTATION: u64 = 300;
 
 /// The pos file's entries: inode → position.
 fn pos_entries(pos: &Path) -> HashMap<u64, u64> {

@@ -123,7 +123,10 @@ impl Tailer {
             exclude,
             warned: HashSet::new(),
             pos_dirty: false,
-            last_pos_write: Instant::now(),
+            // The first positions are written at once.
+            last_pos_write: Instant::now()
+                .checked_sub(POS_WRITE_INTERVAL)
+                .unwrap_or_else(Instant::now),
             emit_failures: WarnLimiter::default(),
         }
     }
