@@ -348,3 +348,55 @@ fn counts_by_tag(recs: &[(String, serde_json::Value)]) -> HashMap<String, usize>
     }
     m
 }
+
+/// CRI partial lines are joined, also when the pieces arrive in different reads and the
+/// forwarder is killed between them: the position stays at the first piece until the group is
+/// complete, so the restarted node reads the whole group again, once.
+#[test]
+fn cri_partial_lines_join_across_reads_and_a_kill() {
+    let s = setup();
+    let a = s.logs.join("pod.log");
+    let write = |text: &str| {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&a)
+            .unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    };
+    write("");
+    let mut node = s.start(
+        &a.display().to_string(),
+        "kube.*",
+        "  <parse>\n    @type cri\n  </parse>",
+    );
+    wait_following(&node, 1);
+    write("2023-11-14T22:13:20.1Z stdout F {\"seq\": 1}\n");
+    write("2023-11-14T22:13:20.2Z stdout P part-one \n");
+    std::thread::sleep(Duration::from_millis(800));
+    write("2023-11-14T22:13:20.3Z stdout P part-two \n");
+    std::thread::sleep(Duration::from_millis(800));
+    node.kill9();
+    node.spawn();
+    wait_started(&node, 2);
+    write("2023-11-14T22:13:20.4Z stdout F end\n");
+    write("2023-11-14T22:13:21Z stderr F last\n");
+    assert!(
+        wait_until(Duration::from_secs(20), || s.records().len() >= 3),
+        "{}",
+        node.log_text()
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    let mut messages: Vec<String> = s
+        .records()
+        .iter()
+        .map(|(_, r)| r["message"].as_str().unwrap().to_string())
+        .collect();
+    messages.sort();
+    assert_eq!(
+        messages,
+        vec!["last", "part-one part-two end", "{\"seq\": 1}"],
+        "{}",
+        node.log_text()
+    );
+}

@@ -4,13 +4,14 @@
 //! Owns the typed `<parse>` config ([`ParseConfig`], built by [`build`]) and the runtime
 //! [`LineParser`]. One file per format: [`none`], [`json`], [`regexp`] (also the built-in
 //! `apache2` and `nginx` expressions), [`cri`] (Kubernetes CRI log lines, partial lines
-//! joined); the parameters every format shares live in [`common`] (`time_key`, `time_format`,
+//! joined), [`docker`] (Docker json-file lines, split lines joined); the parameters every format shares live in [`common`] (`time_key`, `time_format`,
 //! `keep_time_key`, `types`, ...) and [`time`] (time formats). It must not read files or know
 //! where lines come from; a parser that joins lines (CRI partial lines) only reports that a line
 //! is pending, so the caller can keep the position of the first pending line uncommitted.
 
 pub mod common;
 pub mod cri;
+pub mod docker;
 pub mod json;
 pub mod none;
 pub mod regexp;
@@ -47,10 +48,13 @@ pub enum Format {
     Json,
     Regexp(regexp::RegexpParams),
     Cri(cri::CriParams),
+    Docker,
 }
 
 /// The formats `@type` may name, for messages.
-pub const FORMATS: &[&str] = &["none", "json", "regexp", "apache2", "nginx", "cri"];
+pub const FORMATS: &[&str] = &[
+    "none", "json", "regexp", "apache2", "nginx", "cri", "docker",
+];
 
 /// Parameters of `<parse>` Fluentd documents that lograft accepts and ignores.
 const UNIMPLEMENTED: &[&str] = &["timeout", "time_format_fallbacks", "utc", "localtime"];
@@ -71,6 +75,7 @@ pub(crate) fn build(el: &Element, parent: &str, d: &mut Diag) -> Option<ParseCon
         "apache2" => Some(Format::Regexp(regexp::apache2())),
         "nginx" => Some(Format::Regexp(regexp::nginx())),
         "cri" => Some(Format::Cri(cri::build(&mut sec, d))),
+        "docker" => Some(Format::Docker),
         other => {
             d.error(
                 &el.location,
@@ -159,6 +164,17 @@ impl LineParser {
                 cri::CriLine::Unmatched => Outcome::Unmatched,
                 cri::CriLine::Complete(fields, time) => {
                     let time = self.time.parse_rfc3339(&time).unwrap_or(now);
+                    common::write_event(&self.config.common, fields, time, extra, out);
+                    Outcome::Event
+                }
+            },
+            Format::Docker => match docker::parse(line, &mut self.partial) {
+                docker::DockerLine::Pending => Outcome::Pending,
+                docker::DockerLine::Unmatched => Outcome::Unmatched,
+                docker::DockerLine::Complete(fields, time) => {
+                    let time = time
+                        .and_then(|t| self.time.parse_rfc3339(&t))
+                        .unwrap_or(now);
                     common::write_event(&self.config.common, fields, time, extra, out);
                     Outcome::Event
                 }

@@ -147,6 +147,33 @@ fn cri_joins_partial_lines() {
 }
 
 #[test]
+fn docker_json_file_joins_split_lines() {
+    let mut p = parser(&[("@type", "docker")]);
+    let (o, ev) = run(
+        &mut p,
+        &[
+            r#"{"log":"first half ","stream":"stdout","time":"2023-11-14T22:13:20.5Z"}"#,
+            r#"{"log":"second half\n","stream":"stdout","time":"2023-11-14T22:13:20.6Z"}"#,
+            r#"{"log":"other\n","stream":"stderr","time":"2023-11-14T22:13:21Z"}"#,
+            "{}",
+        ],
+    );
+    assert_eq!(
+        o,
+        vec![
+            Outcome::Pending,
+            Outcome::Event,
+            Outcome::Event,
+            Outcome::Unmatched
+        ]
+    );
+    assert_eq!(ev[0].1["log"], "first half second half");
+    assert_eq!(ev[0].1["stream"], "stdout");
+    assert_eq!(ev[0].0, 1_700_000_000);
+    assert_eq!(ev[1].1["log"], "other");
+}
+
+#[test]
 fn bad_parse_config_is_an_error() {
     let loc = crate::config::Location {
         file: "t.conf".into(),
