@@ -24,7 +24,7 @@
 //!
 //! On start, a file's position is the buffer's (maximum over live chunks and the ledger) if it
 //! has one, else the pos file's. The pos file is rewritten (atomically, fsynced) only with
-//! positions whose batches were already committed, at most once per second: it can lag the
+//! positions whose batches were already committed, at most every 200 ms: it can lag the
 //! buffer, never lead it. Hence after a kill -9 at any moment, reading resumes exactly after
 //! the last durable line: nothing is lost (the position never passed an undurable line) and
 //! nothing is repeated (every durable line is behind the recovered position). A batch the

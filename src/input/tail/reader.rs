@@ -43,7 +43,7 @@ pub fn unpack(position: u64) -> (u32, u64) {
 /// Bytes read per `pread` at first (grown for longer lines).
 const READ_BLOCK: usize = 256 << 10;
 /// A batch stops growing at this many entry bytes.
-pub const BATCH_BYTES: usize = 4 << 20;
+pub const BATCH_BYTES: usize = 1 << 20;
 
 /// How a file is read (from the source's config).
 pub struct ReadSettings<'a> {

@@ -21,7 +21,10 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 /// The pos file is rewritten at most this often (and at shutdown).
-pub const POS_WRITE_INTERVAL: Duration = Duration::from_secs(1);
+pub const POS_WRITE_INTERVAL: Duration = Duration::from_millis(200);
+/// A round stops reading further files once its batches hold this many bytes (bounds the
+/// memory of a round over many files; the next round starts with the files left out).
+pub const ROUND_BYTES: usize = 8 << 20;
 /// Wait after an emit failed for another reason than size (buffer full, storage error).
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -47,6 +50,8 @@ struct State {
     pos_dirty: bool,
     last_pos_write: Instant,
     emit_failures: WarnLimiter,
+    /// Round robin: where the next round starts among the files (by inode order).
+    next_first: usize,
 }
 
 impl Tailer {
@@ -128,6 +133,7 @@ impl Tailer {
                 .checked_sub(POS_WRITE_INTERVAL)
                 .unwrap_or_else(Instant::now),
             emit_failures: WarnLimiter::default(),
+            next_first: 0,
         }
     }
 
@@ -293,7 +299,21 @@ impl Tailer {
             emit_unmatched: self.cfg.emit_unmatched_lines,
         };
         let mut jobs = Vec::new();
-        for (inode, t) in st.files.iter_mut() {
+        let mut round_bytes = 0usize;
+        let mut order: Vec<u64> = st.files.keys().copied().collect();
+        order.sort_unstable();
+        if !order.is_empty() {
+            let start = st.next_first % order.len();
+            order.rotate_left(start);
+        }
+        for inode in order {
+            if round_bytes >= ROUND_BYTES {
+                break;
+            }
+            st.next_first = st.next_first.wrapping_add(1);
+            let Some(t) = st.files.get_mut(&inode) else {
+                continue;
+            };
             if !t.reopen() {
                 t.rotated_at.get_or_insert_with(Instant::now);
                 continue;
@@ -303,7 +323,10 @@ impl Tailer {
                     t.commit = b.commit_to;
                     st.pos_dirty = true;
                 }
-                Ok(Some(b)) => jobs.push((*inode, b)),
+                Ok(Some(b)) => {
+                    round_bytes += b.entries.len();
+                    jobs.push((inode, b));
+                }
                 Ok(None) => {
                     if self.cfg.open_on_every_update {
                         t.close();
