@@ -90,7 +90,7 @@ pub fn record(dir: &Path, marks: &Positions) -> io::Result<()> {
         f.sync_all()?;
     }
     fs::rename(&tmp, ledger_path(dir))?;
-    File::open(dir)?.sync_all()
+    crate::durable_fs::sync_dir(dir)
 }
 
 #[cfg(test)]

@@ -73,7 +73,7 @@ pub fn write(path: &Path, entries: &[PosEntry]) -> io::Result<()> {
     }
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
     if let Some(dir) = dir {
-        fs::create_dir_all(dir)?;
+        crate::durable_fs::create_dir_all_durably(dir)?;
     }
     let tmp = path.with_extension("lograft-tmp");
     {
@@ -82,7 +82,7 @@ pub fn write(path: &Path, entries: &[PosEntry]) -> io::Result<()> {
         f.sync_all()?;
     }
     fs::rename(&tmp, path)?;
-    File::open(dir.unwrap_or(Path::new(".")))?.sync_all()
+    crate::durable_fs::sync_dir(dir.unwrap_or(Path::new(".")))
 }
 
 #[cfg(test)]
