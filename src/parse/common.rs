@@ -59,7 +59,7 @@ impl Default for CommonParams {
 
 pub(crate) fn build(sec: &mut Section<'_>, d: &mut Diag, format: &str) -> CommonParams {
     let default_time_key = match format {
-        "none" | "cri" | "docker" => None,
+        "none" | "cri" | "docker" | "syslog" => None,
         _ => Some("time".to_string()),
     };
     let time_type = match sec.enumerated(d, "time_type", &["float", "unixtime", "string", "mixed"])

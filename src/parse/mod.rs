@@ -3,7 +3,8 @@
 //!
 //! Owns the typed `<parse>` config ([`ParseConfig`], built by [`build`]) and the runtime
 //! [`LineParser`]. One file per format: [`none`], [`json`], [`regexp`] (also the built-in
-//! `apache2` and `nginx` expressions), [`cri`] (Kubernetes CRI log lines, partial lines
+//! `apache2` and `nginx` expressions), [`syslog`] (RFC 3164 and 5424),
+//! [`delimited`] (`csv`, `tsv`, `ltsv`), [`cri`] (Kubernetes CRI log lines, partial lines
 //! joined), [`docker`] (Docker json-file lines, split lines joined); the parameters every format shares live in [`common`] (`time_key`, `time_format`,
 //! `keep_time_key`, `types`, ...) and [`time`] (time formats). It must not read files or know
 //! where lines come from; a parser that joins lines (CRI partial lines) only reports that a line
@@ -11,10 +12,12 @@
 
 pub mod common;
 pub mod cri;
+pub mod delimited;
 pub mod docker;
 pub mod json;
 pub mod none;
 pub mod regexp;
+pub mod syslog;
 pub mod time;
 
 use crate::config::diag::Diag;
@@ -49,11 +52,13 @@ pub enum Format {
     Regexp(regexp::RegexpParams),
     Cri(cri::CriParams),
     Docker,
+    Delimited(delimited::Delimited),
+    Syslog(syslog::SyslogParams),
 }
 
 /// The formats `@type` may name, for messages.
 pub const FORMATS: &[&str] = &[
-    "none", "json", "regexp", "apache2", "nginx", "cri", "docker",
+    "none", "json", "regexp", "apache2", "nginx", "syslog", "csv", "tsv", "ltsv", "cri", "docker",
 ];
 
 /// Parameters of `<parse>` Fluentd documents that lograft accepts and ignores.
@@ -76,6 +81,8 @@ pub(crate) fn build(el: &Element, parent: &str, d: &mut Diag) -> Option<ParseCon
         "nginx" => Some(Format::Regexp(regexp::nginx())),
         "cri" => Some(Format::Cri(cri::build(&mut sec, d))),
         "docker" => Some(Format::Docker),
+        "csv" | "tsv" | "ltsv" => Some(Format::Delimited(delimited::build(&mut sec, d, &ty))),
+        "syslog" => Some(Format::Syslog(syslog::build(&mut sec, d))),
         other => {
             d.error(
                 &el.location,
@@ -167,6 +174,19 @@ impl LineParser {
                     common::write_event(&self.config.common, fields, time, extra, out);
                     Outcome::Event
                 }
+            },
+            Format::Delimited(p) => match p.fields(line) {
+                Some(fields) => self.finish(fields, now, extra, out),
+                None => Outcome::Unmatched,
+            },
+            Format::Syslog(p) => match p.parse(line) {
+                Some((mut fields, time)) => {
+                    common::apply_types(&self.config.common, &mut fields);
+                    let time = time.unwrap_or(now);
+                    common::write_event(&self.config.common, fields, time, extra, out);
+                    Outcome::Event
+                }
+                None => Outcome::Unmatched,
             },
             Format::Docker => match docker::parse(line, &mut self.partial) {
                 docker::DockerLine::Pending => Outcome::Pending,

@@ -200,3 +200,55 @@ fn bad_parse_config_is_an_error() {
         d.errors
     );
 }
+
+#[test]
+fn csv_tsv_ltsv() {
+    let mut p = parser(&[("@type", "csv"), ("keys", "a,b,c"), ("types", "c:integer")]);
+    let (_, ev) = run(&mut p, &[r#"x,"y, ""quoted""",3"#]);
+    assert_eq!(
+        ev[0].1,
+        serde_json::json!({"a": "x", "b": "y, \"quoted\"", "c": 3, "path": "/x.log"})
+    );
+    let mut p = parser(&[("@type", "tsv"), ("keys", "a,b")]);
+    let (_, ev) = run(&mut p, &["1\t2"]);
+    assert_eq!(ev[0].1["b"], "2");
+    let mut p = parser(&[("@type", "ltsv")]);
+    let (_, ev) = run(&mut p, &["host:h1\tcode:200\ttime:1700000000"]);
+    assert_eq!(ev[0].0, 1_700_000_000);
+    assert_eq!(
+        ev[0].1,
+        serde_json::json!({"host": "h1", "code": "200", "path": "/x.log"})
+    );
+}
+
+#[test]
+fn syslog_3164_and_5424() {
+    let mut p = parser(&[("@type", "syslog")]);
+    let (o, ev) = run(
+        &mut p,
+        &[
+            "Feb 28 12:00:00 192.168.0.1 fluentd[11111]: [error] Syslog test",
+            "nope",
+        ],
+    );
+    assert_eq!(o, vec![Outcome::Event, Outcome::Unmatched]);
+    assert_eq!(ev[0].1["host"], "192.168.0.1");
+    assert_eq!(ev[0].1["ident"], "fluentd");
+    assert_eq!(ev[0].1["pid"], "11111");
+    assert_eq!(ev[0].1["message"], "[error] Syslog test");
+    let mut p = parser(&[("@type", "syslog"), ("message_format", "auto")]);
+    let (_, ev) = run(
+        &mut p,
+        &[
+            r#"<16>1 2013-02-28T12:00:00.003Z 192.168.0.1 fluentd 11111 ID24224 [exampleSDID@20224 iut="3" eventSource="Application"] Hi, from Fluentd!"#,
+        ],
+    );
+    assert_eq!(ev[0].0, 1_362_052_800);
+    assert_eq!(ev[0].1["pri"], 16);
+    assert_eq!(ev[0].1["msgid"], "ID24224");
+    assert_eq!(ev[0].1["message"], "Hi, from Fluentd!");
+    assert!(ev[0].1["extradata"]
+        .as_str()
+        .unwrap()
+        .starts_with("[exampleSDID"));
+}
