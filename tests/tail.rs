@@ -1,7 +1,7 @@
 //! The tail input against the real binary: files on disk in, out_file lines out (through a
 //! file buffer). Covers reading, tags, Fluentd pos files, rotation (rename + create,
 //! copytruncate, truncation, deletion, a reappearing file), glob refresh, 1,000 files,
-//! oversized lines and permission errors.
+//! oversized lines, permission errors, CRI partial lines and multiline groups.
 
 mod common;
 
@@ -399,4 +399,35 @@ fn cri_partial_lines_join_across_reads_and_a_kill() {
         "{}",
         node.log_text()
     );
+}
+
+/// `<parse> @type multiline`: a stack trace is one event; the last group is emitted after
+/// `multiline_flush_interval` without new lines.
+#[test]
+fn multiline_groups_and_flushes_the_last_group() {
+    let s = setup();
+    let a = s.logs.join("app.log");
+    append(&a, 0..0);
+    let node = s.start(
+        &a.display().to_string(),
+        "app",
+        "  multiline_flush_interval 1s\n  <parse>\n    @type multiline\n    format_firstline /^\\d{4}-/\n    format1 /^(?<time>\\S+ \\S+) (?<level>\\w+) (?<message>.*)/\n    time_format %Y-%m-%d %H:%M:%S\n  </parse>",
+    );
+    wait_following(&node, 1);
+    let mut f = std::fs::OpenOptions::new().append(true).open(&a).unwrap();
+    f.write_all(
+        b"2023-11-14 22:13:20 ERROR boom\n  at a\n  at b\n2023-11-14 22:13:21 INFO done\n",
+    )
+    .unwrap();
+    drop(f);
+    assert!(
+        wait_until(Duration::from_secs(20), || s.records().len() >= 2),
+        "{}",
+        node.log_text()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let recs = s.records();
+    assert_eq!(recs.len(), 2, "{recs:?}");
+    assert_eq!(recs[0].1["message"], "boom\n  at a\n  at b");
+    assert_eq!(recs[1].1["message"], "done");
 }

@@ -15,6 +15,7 @@ pub mod cri;
 pub mod delimited;
 pub mod docker;
 pub mod json;
+pub mod multiline;
 pub mod none;
 pub mod regexp;
 pub mod syslog;
@@ -54,11 +55,23 @@ pub enum Format {
     Docker,
     Delimited(delimited::Delimited),
     Syslog(syslog::SyslogParams),
+    Multiline(multiline::MultilineParams),
 }
 
 /// The formats `@type` may name, for messages.
 pub const FORMATS: &[&str] = &[
-    "none", "json", "regexp", "apache2", "nginx", "syslog", "csv", "tsv", "ltsv", "cri", "docker",
+    "none",
+    "json",
+    "regexp",
+    "apache2",
+    "nginx",
+    "syslog",
+    "csv",
+    "tsv",
+    "ltsv",
+    "cri",
+    "docker",
+    "multiline",
 ];
 
 /// Parameters of `<parse>` Fluentd documents that lograft accepts and ignores.
@@ -83,6 +96,7 @@ pub(crate) fn build(el: &Element, parent: &str, d: &mut Diag) -> Option<ParseCon
         "docker" => Some(Format::Docker),
         "csv" | "tsv" | "ltsv" => Some(Format::Delimited(delimited::build(&mut sec, d, &ty))),
         "syslog" => Some(Format::Syslog(syslog::build(&mut sec, d))),
+        "multiline" => multiline::build(&mut sec, d).map(Format::Multiline),
         other => {
             d.error(
                 &el.location,
@@ -118,8 +132,11 @@ pub enum Outcome {
 pub struct LineParser {
     config: ParseConfig,
     time: time::TimeParser,
-    /// CRI: the joined text of pending partial lines.
+    /// CRI and docker: the joined text of pending partial lines; multiline: the lines of the
+    /// current group.
     partial: Vec<u8>,
+    /// The last `parse` started a new pending group (its line is the group's first).
+    began_group: bool,
 }
 
 impl LineParser {
@@ -131,12 +148,41 @@ impl LineParser {
             ),
             config: config.clone(),
             partial: Vec::new(),
+            began_group: false,
         }
     }
 
-    /// Whether this parser keeps partial lines between calls.
+    /// Whether this parser holds lines of an event not emitted yet.
     pub fn has_pending(&self) -> bool {
         !self.partial.is_empty()
+    }
+
+    /// Whether the last [`LineParser::parse`] started a new pending group with its line.
+    pub fn began_group(&self) -> bool {
+        self.began_group
+    }
+
+    /// Whether a pending group may be emitted as it is after a quiet period (`multiline`).
+    pub fn flushes_on_idle(&self) -> bool {
+        matches!(self.config.format, Format::Multiline(_))
+    }
+
+    /// Emit the pending multiline group (the source was quiet for
+    /// `multiline_flush_interval`).
+    pub fn flush(
+        &mut self,
+        now: EventTime,
+        extra: Option<(&str, &str)>,
+        out: &mut BytesMut,
+    ) -> Outcome {
+        let Format::Multiline(p) = &self.config.format else {
+            return Outcome::Unmatched;
+        };
+        let group = std::mem::take(&mut self.partial);
+        match p.body.fields(&group) {
+            Some(fields) => self.finish(fields, now, extra, out),
+            None => Outcome::Unmatched,
+        }
     }
 
     /// Forget a pending partial line (the file it came from was truncated or replaced).
@@ -147,6 +193,22 @@ impl LineParser {
     /// Parse `line` (without its newline) and append `[time, record]` to `out`, with
     /// `extra` (e.g. the `path_key` field) added to the record.
     pub fn parse(
+        &mut self,
+        line: &[u8],
+        now: EventTime,
+        extra: Option<(&str, &str)>,
+        out: &mut BytesMut,
+    ) -> Outcome {
+        let had_pending = self.has_pending();
+        let outcome = self.parse_line(line, now, extra, out);
+        self.began_group = self.has_pending()
+            && (!had_pending
+                || matches!(self.config.format, Format::Multiline(_))
+                    && self.partial.len() == line.len());
+        outcome
+    }
+
+    fn parse_line(
         &mut self,
         line: &[u8],
         now: EventTime,
@@ -188,6 +250,24 @@ impl LineParser {
                 }
                 None => Outcome::Unmatched,
             },
+            Format::Multiline(p) => {
+                if p.firstline.is_match(line) {
+                    let group = std::mem::replace(&mut self.partial, line.to_vec());
+                    if group.is_empty() {
+                        return Outcome::Pending;
+                    }
+                    return match p.body.fields(&group) {
+                        Some(fields) => self.finish(fields, now, extra, out),
+                        None => Outcome::Unmatched,
+                    };
+                }
+                if self.partial.is_empty() {
+                    return Outcome::Unmatched;
+                }
+                self.partial.push(b'\n');
+                self.partial.extend_from_slice(line);
+                Outcome::Pending
+            }
             Format::Docker => match docker::parse(line, &mut self.partial) {
                 docker::DockerLine::Pending => Outcome::Pending,
                 docker::DockerLine::Unmatched => Outcome::Unmatched,

@@ -32,7 +32,7 @@ pub(crate) fn build(sec: &mut Section<'_>, d: &mut Diag) -> Option<RegexpParams>
 
 /// Compile an expression written as Fluentd takes it: bare, or `/.../` with Ruby flags
 /// (`i` case-insensitive, `m` dot matches newline, `x` extended).
-fn compile(text: &str) -> Result<Regex, crate::config::value::ValueError> {
+pub(crate) fn compile(text: &str) -> Result<Regex, crate::config::value::ValueError> {
     let mut body = text.trim();
     let mut flags = String::new();
     if let Some(rest) = body.strip_prefix('/') {

@@ -252,3 +252,51 @@ fn syslog_3164_and_5424() {
         .unwrap()
         .starts_with("[exampleSDID"));
 }
+
+#[test]
+fn multiline_groups_lines_from_firstline_to_firstline() {
+    let mut p = parser(&[
+        ("@type", "multiline"),
+        ("format_firstline", r"/^\d{4}-\d{2}-\d{2}/"),
+        (
+            "format1",
+            r"/^(?<time>\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}) (?<level>\w+) /",
+        ),
+        ("format2", r"/(?<message>.*)/"),
+        ("time_format", "%Y-%m-%d %H:%M:%S"),
+    ]);
+    let mut out = BytesMut::new();
+    let lines = [
+        "stray line before any group",
+        "2023-11-14 22:13:20 ERROR boom",
+        "  at frame 1",
+        "  at frame 2",
+        "2023-11-14 22:13:21 INFO next",
+    ];
+    let outcomes: Vec<Outcome> = lines
+        .iter()
+        .map(|l| p.parse(l.as_bytes(), NOW, None, &mut out))
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            Outcome::Unmatched,
+            Outcome::Pending,
+            Outcome::Pending,
+            Outcome::Pending,
+            Outcome::Event
+        ]
+    );
+    assert!(p.began_group(), "the last line started the next group");
+    assert_eq!(p.flush(NOW, None, &mut out), Outcome::Event);
+    let events: Vec<(u32, serde_json::Value)> = EntryIter::new(&out)
+        .map(|e| {
+            let e = e.unwrap();
+            (e.time.secs, rmp_serde::from_slice(e.record).unwrap())
+        })
+        .collect();
+    assert_eq!(events[0].0, 1_700_000_000);
+    assert_eq!(events[0].1["message"], "boom\n  at frame 1\n  at frame 2");
+    assert_eq!(events[0].1["level"], "ERROR");
+    assert_eq!(events[1].1["message"], "next");
+}

@@ -23,7 +23,6 @@ pub(crate) const PLUGIN: SourcePlugin = SourcePlugin {
 const UNIMPLEMENTED: &[&str] = &[
     "encoding",
     "from_encoding",
-    "multiline_flush_interval",
     "path_timezone",
     "pos_file_compaction_interval",
 ];
@@ -67,6 +66,9 @@ pub struct TailInputConfig {
     pub ignore_repeated_permission_error: bool,
     /// Close each file after reading it and open it again on the next change.
     pub open_on_every_update: bool,
+    /// `<parse> @type multiline`: emit a pending group after this long without new lines
+    /// (None: only when the next group starts).
+    pub multiline_flush_interval: Option<Duration>,
     pub parse: ParseConfig,
 }
 
@@ -159,6 +161,7 @@ pub(crate) fn build(sec: &mut Section<'_>, d: &mut Diag) -> TailInputConfig {
         },
         ignore_repeated_permission_error: sec.bool(d, "ignore_repeated_permission_error", false),
         open_on_every_update: sec.bool(d, "open_on_every_update", false),
+        multiline_flush_interval: sec.duration(d, "multiline_flush_interval"),
         paths,
         tag,
         parse,

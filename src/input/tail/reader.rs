@@ -85,6 +85,8 @@ pub struct TailedFile {
     unmatched: WarnLimiter,
     /// Length and crc32c of the file's first bytes (up to [`FINGERPRINT_LEN`]) as last seen.
     fingerprint: Option<(usize, u32)>,
+    /// When lines were last consumed (for `multiline_flush_interval`).
+    last_read: Instant,
 }
 
 /// How many leading bytes of a file are checksummed to notice it was rewritten.
@@ -119,6 +121,7 @@ impl TailedFile {
             throttle: (Instant::now(), 0),
             unmatched: WarnLimiter::default(),
             fingerprint: None,
+            last_read: Instant::now(),
         })
     }
 
@@ -170,6 +173,34 @@ impl TailedFile {
         self.pending_start = None;
         self.skip_start = None;
         self.parser.reset();
+    }
+
+    /// Emit a pending multiline group once nothing was read for `idle`: the batch commits the
+    /// position after the group.
+    pub fn flush_idle(
+        &mut self,
+        idle: std::time::Duration,
+        path_key: Option<&str>,
+        now: EventTime,
+    ) -> Option<Batch> {
+        if !self.parser.flushes_on_idle()
+            || !self.parser.has_pending()
+            || self.last_read.elapsed() < idle
+        {
+            return None;
+        }
+        let mut out = BytesMut::new();
+        let extra = path_key.map(|k| (k, self.path_text.as_str()));
+        let count = match self.parser.flush(now, extra, &mut out) {
+            Outcome::Event => 1,
+            _ => 0,
+        };
+        self.pending_start = None;
+        Some(Batch {
+            entries: out.freeze(),
+            count,
+            commit_to: self.read_at,
+        })
     }
 
     /// Whether the byte before `read_at`, the end of the last line read, is no longer a
@@ -259,14 +290,17 @@ impl TailedFile {
                     tracing::warn!(path = %self.path.display(), offset = line_start, bytes = line.len(), max_line_size = s.max_line, "line longer than max_line_size skipped");
                     continue;
                 }
-                match self.parser.parse(line, now, extra, &mut out) {
-                    Outcome::Event => {
-                        count += 1;
-                        self.pending_start = None;
-                    }
-                    Outcome::Pending => {
-                        self.pending_start.get_or_insert(line_start);
-                    }
+                let outcome = self.parser.parse(line, now, extra, &mut out);
+                if !self.parser.has_pending() {
+                    self.pending_start = None;
+                } else if self.parser.began_group() {
+                    self.pending_start = Some(line_start);
+                } else {
+                    self.pending_start.get_or_insert(line_start);
+                }
+                match outcome {
+                    Outcome::Event => count += 1,
+                    Outcome::Pending => {}
                     Outcome::Unmatched if s.emit_unmatched => {
                         crate::parse::none::write(
                             &crate::parse::none::NoneParams {
@@ -308,6 +342,7 @@ impl TailedFile {
                 continue;
             }
             self.read_at += consumed as u64;
+            self.last_read = Instant::now();
         }
         let commit_to = [self.pending_start, self.skip_start]
             .into_iter()

@@ -328,8 +328,24 @@ impl Tailer {
                     jobs.push((inode, b));
                 }
                 Ok(None) => {
-                    if self.cfg.open_on_every_update {
-                        t.close();
+                    let flushed = self
+                        .cfg
+                        .multiline_flush_interval
+                        .and_then(|idle| t.flush_idle(idle, self.cfg.path_key.as_deref(), now));
+                    match flushed {
+                        Some(b) if b.count == 0 => {
+                            t.commit = b.commit_to;
+                            st.pos_dirty = true;
+                        }
+                        Some(b) => {
+                            round_bytes += b.entries.len();
+                            jobs.push((inode, b));
+                        }
+                        None => {
+                            if self.cfg.open_on_every_update {
+                                t.close();
+                            }
+                        }
                     }
                 }
                 Err(e) => {
