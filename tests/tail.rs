@@ -415,10 +415,8 @@ fn multiline_groups_and_flushes_the_last_group() {
     );
     wait_following(&node, 1);
     let mut f = std::fs::OpenOptions::new().append(true).open(&a).unwrap();
-    f.write_all(
-        b"2023-11-14 22:13:20 ERROR boom\n  at a\n  at b\n2023-11-14 22:13:21 INFO done\n",
-    )
-    .unwrap();
+    f.write_all(b"2023-11-14 22:13:20 ERROR boom\n  at a\n  at b\n2023-11-14 22:13:21 INFO done\n")
+        .unwrap();
     drop(f);
     assert!(
         wait_until(Duration::from_secs(20), || s.records().len() >= 2),

@@ -3,9 +3,11 @@
 //! forwarder is SIGKILLed at random moments (at least 20 times) and restarted on the same
 //! disk. Every line must reach the output exactly once.
 //!
-//! The output is out_file, which names its files by chunk id, so a chunk delivered again
-//! after a kill replaces its earlier copy: a duplicate in the output can only come from the
-//! tail reading a line twice, and a gap only from a line it never stored.
+//! Two outputs: out_file on the forwarder (it names its files by chunk id, so a chunk
+//! delivered again after a kill replaces its earlier copy), and out_forward to a one-node
+//! aggregator cluster (which stores a chunk id once, so a chunk sent again after a kill is not
+//! stored twice). A duplicate in the output can therefore only come from the tail reading a
+//! line twice, and a gap only from a line it never stored.
 //!
 //! Two things no tailer can do are kept out of the writer's way: it rotates a file only once
 //! the forwarder has recorded that file in its pos file (a file created and rotated away
@@ -107,37 +109,22 @@ fn writer(logs: PathBuf, pos: PathBuf, next: Arc<AtomicU64>, running: Arc<Atomic
     rotations
 }
 
-#[test]
-fn every_line_exactly_once_across_sigkills_and_rotation() {
+/// Run the writer and the kills against `node` (the forwarder, tailing `logs` with `pos`),
+/// then check that `out` (out_file lines) ends with every line exactly once.
+fn crash_run(node: &mut Node, logs: &Path, pos: &Path, out: &Path) {
     let kills: u32 = std::env::var("LOGRAFT_TAIL_CRASH_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
-    let dir = tempfile::tempdir().unwrap();
-    let logs = dir.path().join("logs");
-    std::fs::create_dir_all(&logs).unwrap();
-    let pos = dir.path().join("tail.pos");
-    let out = dir.path().join("out");
-    let conf = ConfigText::new()
-        .tail_source(
-            &format!("{}/*.log", logs.display()),
-            "tail.*",
-            &pos,
-            "  read_from_head true",
-        )
-        .out_file(
-            "tail.**",
-            out.join("lines"),
-            BufferText::file(dir.path().join("buffer"))
-                .param("flush_interval", "0.3s")
-                .param("chunk_limit_size", "256k"),
-        )
-        .build();
-    let mut node = Node::start(dir.path(), &conf, &[]);
     let next = Arc::new(AtomicU64::new(0));
     let running = Arc::new(AtomicBool::new(true));
     let w = {
-        let (logs, pos, next, running) = (logs.clone(), pos.clone(), next.clone(), running.clone());
+        let (logs, pos, next, running) = (
+            logs.to_path_buf(),
+            pos.to_path_buf(),
+            next.clone(),
+            running.clone(),
+        );
         std::thread::spawn(move || writer(logs, pos, next, running))
     };
     let mut rng = rand::thread_rng();
@@ -161,10 +148,10 @@ fn every_line_exactly_once_across_sigkills_and_rotation() {
     );
 
     let complete = wait_until(Duration::from_secs(60), || {
-        seq_counts(&read_out_file_records(&out)).len() as u64 >= total
+        seq_counts(&read_out_file_records(out)).len() as u64 >= total
     });
     std::thread::sleep(Duration::from_secs(1));
-    let counts = seq_counts(&read_out_file_records(&out));
+    let counts = seq_counts(&read_out_file_records(out));
     let missing: Vec<u64> = (0..total).filter(|s| !counts.contains_key(s)).collect();
     let dups: Vec<(u64, u32)> = counts
         .iter()
@@ -186,4 +173,70 @@ fn every_line_exactly_once_across_sigkills_and_rotation() {
             .join("\n")
     );
     assert_eq!(counts.len() as u64, total);
+}
+
+/// tail → file buffer → out_file on the forwarder itself.
+#[test]
+fn every_line_exactly_once_across_sigkills_and_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let pos = dir.path().join("tail.pos");
+    let out = dir.path().join("out");
+    let conf = ConfigText::new()
+        .tail_source(
+            &format!("{}/*.log", logs.display()),
+            "tail.*",
+            &pos,
+            "  read_from_head true",
+        )
+        .out_file(
+            "tail.**",
+            out.join("lines"),
+            BufferText::file(dir.path().join("buffer"))
+                .param("flush_interval", "0.3s")
+                .param("chunk_limit_size", "256k"),
+        )
+        .build();
+    let mut node = Node::start(dir.path(), &conf, &[]);
+    crash_run(&mut node, &logs, &pos, &out);
+}
+
+/// tail → file buffer → out_forward (acks) → a one-node aggregator cluster (which drops
+/// chunks it already stored, by chunk id) → its bucket directory.
+#[test]
+fn every_line_exactly_once_through_out_forward_to_an_aggregator() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let pos = dir.path().join("tail.pos");
+    let bucket = dir.path().join("bucket");
+    let (agg_port, raft_port) = (free_port(), free_port());
+    let agg_dir = dir.path().join("aggregator");
+    let agg_conf = ConfigText::new()
+        .forward_source(agg_port)
+        .out_file(
+            "test.**",
+            &bucket,
+            BufferText::default_type()
+                .param("flush_interval", "0.3s")
+                .param("chunk_limit_size", "2m"),
+        )
+        .raw(&format!(
+            "<cluster>\n  node_id 1\n  address 127.0.0.1:{raft_port}\n  data_dir {}\n  heartbeat_interval 0.1s\n  election_timeout 0.5s\n  <member>\n    id 1\n    address 127.0.0.1:{raft_port}\n  </member>\n</cluster>",
+            agg_dir.join("raft").display()
+        ))
+        .build();
+    let _aggregator = Node::start(&agg_dir, &agg_conf, &[agg_port]);
+    let fwd_dir = dir.path().join("forwarder");
+    let servers = format!("<server>\n host 127.0.0.1\n port {agg_port}\n</server>\n");
+    let sources = ConfigText::new().tail_source(
+        &format!("{}/*.log", logs.display()),
+        "test.*",
+        &pos,
+        "  read_from_head true",
+    );
+    let conf = forwarder_config(sources, &fwd_dir, &servers, "5s", "");
+    let mut node = Node::start(&fwd_dir, &conf, &[]);
+    crash_run(&mut node, &logs, &pos, &bucket);
 }

@@ -13,6 +13,8 @@
 //! Ledger entries not raised for [`LEDGER_KEEP`] are dropped at the next rewrite: by then the
 //! source has long written the position to its own position file.
 //!
+//! Rewrites are serialized within the process (one lock for all ledgers).
+//!
 //! This module does blocking I/O; callers run it in `spawn_blocking` or at resume. It must not
 //! interpret keys (they belong to the input that made them).
 
@@ -20,6 +22,7 @@ use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The ledger's file name inside a buffer directory.
@@ -64,11 +67,16 @@ pub fn load_ledger(dir: &Path) -> io::Result<Positions> {
         .collect())
 }
 
+/// Serializes ledger rewrites: several output workers purge chunks at the same time, and
+/// each rewrite reads, merges and replaces the whole file (through one temporary name).
+static LEDGER_LOCK: Mutex<()> = Mutex::new(());
+
 /// Merge `marks` into the ledger of `dir`, durably (temp file, fsync, rename, directory fsync).
 pub fn record(dir: &Path, marks: &Positions) -> io::Result<()> {
     if marks.is_empty() {
         return Ok(());
     }
+    let _serial = LEDGER_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -96,6 +104,30 @@ pub fn record(dir: &Path, marks: &Positions) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn concurrent_records_keep_the_ledger_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let threads: Vec<_> = (0..8u64)
+            .map(|t| {
+                let dir = dir.path().to_path_buf();
+                std::thread::spawn(move || {
+                    for i in 0..20u64 {
+                        let m: Positions =
+                            [(format!("k{t}"), i), ("shared".to_string(), t * 100 + i)].into();
+                        record(&dir, &m).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let got = load_ledger(dir.path()).unwrap();
+        assert_eq!(got.len(), 9);
+        assert_eq!(got["shared"], 719);
+        assert_eq!(got["k3"], 19);
+    }
 
     #[test]
     fn ledger_keeps_the_maximum_per_key() {

@@ -311,14 +311,15 @@ impl Buffer {
                     let ledger_dir = dir.clone();
                     tokio::task::spawn_blocking(move || marks::load_ledger(&ledger_dir))
                         .await
-                        .map_err(|e| BufferError::Io {
-                            path: PathBuf::new(),
-                            source: std::io::Error::other(format!("ledger task failed: {e}")),
-                        })?
-                        .map_err(|source| BufferError::Io {
-                            path: dir.join(marks::LEDGER_FILE),
-                            source,
-                        })?
+                        .map_err(|e| std::io::Error::other(format!("ledger task failed: {e}")))
+                        .and_then(|r| r)
+                        .unwrap_or_else(|e| {
+                            // Losing the ledger can only make an input read lines again
+                            // (at least once); refusing to start would lose more.
+                            tracing::error!(buffer = %name, file = %dir.join(marks::LEDGER_FILE).display(), error = %e,
+                                "cannot read the source-position ledger; inputs resume from their own position files");
+                            marks::Positions::new()
+                        })
                 };
                 marks::merge(&mut recovered_marks, &ledger);
                 for c in resumed {
