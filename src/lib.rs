@@ -27,8 +27,11 @@
 //! - [`pipeline`]: the contract between inputs and the rest of the node ([`pipeline::Emit`]):
 //!   "store this batch and tell me when it is committed".
 //! - [`input`]: servers that accept events (`forward`, `http`) and acknowledge them only once
-//!   the rest of the node says they are committed (through [`pipeline::Emit`]). `input::http`
+//!   the rest of the node says they are committed (through [`pipeline::Emit`]); `tail`, which
+//!   reads log files and commits each file's position together with its lines. `input::http`
 //!   is split by concept: server, request, body decoding, compression, forms, CORS, responses.
+//! - [`parse`]: `<parse>` formats (none, json, regexp, apache2, nginx, cri): one line of text
+//!   to one event, used by the tail input.
 //! - [`router`]: `<match>` patterns; sends each batch to the first matching pipeline's buffer.
 //! - [`buffer`]: chunks on disk (or in memory): checksummed appends, group-committed fsyncs,
 //!   resume after crashes, quarantine of corrupt chunks, flush scheduling.
@@ -70,6 +73,7 @@ pub mod log_limit;
 pub mod msgpack;
 pub mod node;
 pub mod output;
+pub mod parse;
 pub mod pipeline;
 pub mod record_depth;
 pub mod router;

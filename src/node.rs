@@ -12,6 +12,7 @@ use crate::config::{Config, MatchConfig, SourceKind};
 use crate::input::budget::{InFlightBudget, DEFAULT_MAX_IN_FLIGHT_BYTES};
 use crate::input::forward::ForwardInput;
 use crate::input::http::HttpInput;
+use crate::input::tail::TailInput;
 use crate::output::driver::OutputDriver;
 use crate::output::{Output, OutputError};
 use crate::pipeline::Emit;
@@ -264,6 +265,15 @@ async fn start_inputs(
                 let addr = input.local_addr().map_err(listen_err)?;
                 tracing::info!(%addr, "http input listening");
                 inputs.spawn(input.run(stop.clone()));
+            }
+            SourceKind::Tail(c) => {
+                let source_id = match (&c.pos_file, &source.common.id) {
+                    (Some(p), _) => p.display().to_string(),
+                    (None, Some(id)) => id.clone(),
+                    (None, None) => location.clone(),
+                };
+                tracing::info!(paths = %c.paths.join(","), %source_id, "tail input starting");
+                inputs.spawn(TailInput::new(c, emit.clone(), source_id).run(stop.clone()));
             }
         }
     }

@@ -65,6 +65,8 @@ pub struct AppendJob {
     pub file: Arc<ChunkFile>,
     pub head: [u8; chunk::APPEND_HEADER_LEN],
     pub entries: Bytes,
+    /// A marked append's trailer (source position), written right after the entries.
+    pub trailer: Option<Vec<u8>>,
     pub done: Completion,
 }
 
@@ -221,13 +223,16 @@ fn write_group(group: &[AppendJob], counters: &WriterCounters) -> io::Result<Fil
         file.set_len(0)?;
     }
     let result = (|| {
-        let mut slices = Vec::with_capacity(group.len() * 2 + 1);
+        let mut slices = Vec::with_capacity(group.len() * 3 + 1);
         if created {
             slices.push(IoSlice::new(&file_info.header));
         }
         for job in group {
             slices.push(IoSlice::new(&job.head));
             slices.push(IoSlice::new(&job.entries));
+            if let Some(t) = &job.trailer {
+                slices.push(IoSlice::new(t));
+            }
         }
         write_all_vectored(&mut file, &mut slices)?;
         #[cfg(test)]
@@ -289,6 +294,8 @@ pub struct ResumedChunk {
     pub path: PathBuf,
     pub records: u64,
     pub bytes: u64,
+    /// Source positions its marked appends carry.
+    pub marks: super::marks::Positions,
 }
 
 /// Scan `dir` (creating it if missing): repair torn tails, quarantine damaged files, delete
@@ -405,6 +412,11 @@ fn resume_one(path: &Path, name: &str) -> Result<ResumeOutcome, String> {
         ResumedChunk {
             records: scanned.records(),
             bytes: scanned.entries_bytes(),
+            marks: {
+                let mut m = super::marks::Positions::new();
+                super::marks::merge(&mut m, scanned.marks.iter().map(|(k, p)| (k, p)));
+                m
+            },
             header: scanned.header,
             path: path.to_path_buf(),
         },

@@ -178,6 +178,16 @@ pub fn summary(cfg: &Config) -> String {
                 h.port,
                 id(&source.common)
             )),
+            SourceKind::Tail(t) => out.push_str(&format!(
+                "  tail {} tag {}{}{}\n",
+                t.paths.join(","),
+                t.tag,
+                t.pos_file
+                    .as_ref()
+                    .map(|p| format!(" pos_file {}", p.display()))
+                    .unwrap_or_default(),
+                id(&source.common)
+            )),
         }
     }
     out.push_str(&format!("matches: {}\n", cfg.matches.len()));

@@ -18,6 +18,7 @@ use super::section::Section;
 use crate::buffer::config::PluginBufferDefaults;
 use crate::input::forward::config::ForwardInputConfig;
 use crate::input::http::config::HttpInputConfig;
+use crate::input::tail::config::TailInputConfig;
 use crate::output::file::config::FileOutputConfig;
 use crate::output::forward::config::ForwardOutputConfig;
 use crate::output::s3::config::S3OutputConfig;
@@ -27,6 +28,7 @@ use crate::output::stdout::config::StdoutOutputConfig;
 pub(crate) const SOURCES: &[SourcePlugin] = &[
     crate::input::forward::config::PLUGIN,
     crate::input::http::config::PLUGIN,
+    crate::input::tail::config::PLUGIN,
 ];
 
 /// `<match>` (and `<secondary>`) output types, in the order "lograft supports: ..." lists them.
@@ -99,6 +101,7 @@ pub(crate) fn output_names() -> String {
 pub enum SourceKind {
     Forward(ForwardInputConfig),
     Http(HttpInputConfig),
+    Tail(TailInputConfig),
 }
 
 /// The typed config of an output (`<match>` or `<secondary>`): one variant per output type.

@@ -335,7 +335,7 @@ fn typo_gives_location_key_and_suggestion() {
 #[test]
 fn unknown_types_directives_and_unsupported_ones() {
     let err = errors(concat!(
-        "<source>\n  @type tail\n</source>\n",
+        "<source>\n  @type syslog\n</source>\n",
         "<match a>\n  @type kafka\n</match>\n",
         "<filter a>\n  @type grep\n</filter>\n",
         "<label @x>\n</label>\n",
@@ -343,7 +343,7 @@ fn unknown_types_directives_and_unsupported_ones() {
         "stray_key 1\n",
     ));
     assert!(
-        err.contains(":2: unknown source type 'tail'; lograft supports: forward, http"),
+        err.contains(":2: unknown source type 'syslog'; lograft supports: forward, http, tail"),
         "{err}"
     );
     assert!(err.contains(":5: unknown output type 'kafka' in <match a>; lograft supports: stdout, null, file, forward, s3"), "{err}");

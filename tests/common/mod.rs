@@ -576,6 +576,21 @@ impl ConfigText {
         self
     }
 
+    /// `<source> @type tail` reading `path` (globs allowed) with tag `tag`, pos file
+    /// `pos_file`, JSON lines unless `extra` has another `<parse>`, checked every 0.1 s.
+    pub fn tail_source(mut self, path: &str, tag: &str, pos_file: &Path, extra: &str) -> Self {
+        let parse = if extra.contains("<parse>") {
+            ""
+        } else {
+            "  <parse>\n    @type json\n  </parse>\n"
+        };
+        self.text.push_str(&format!(
+            "<source>\n  @type tail\n  path {path}\n  tag {tag}\n  pos_file {}\n  refresh_interval 0.2s\n  rotate_wait 0.5s\n{extra}\n{parse}</source>\n",
+            pos_file.display()
+        ));
+        self
+    }
+
     /// `<match pattern> @type file path …` with the given buffer.
     pub fn out_file(mut self, pattern: &str, path: impl AsRef<Path>, buffer: BufferText) -> Self {
         self.text.push_str(&format!(
