@@ -18,6 +18,7 @@ use super::section::Section;
 use crate::buffer::config::PluginBufferDefaults;
 use crate::input::forward::config::ForwardInputConfig;
 use crate::input::http::config::HttpInputConfig;
+use crate::observe::config::{MonitorAgentConfig, PrometheusConfig};
 use crate::output::file::config::FileOutputConfig;
 use crate::output::forward::config::ForwardOutputConfig;
 use crate::output::s3::config::S3OutputConfig;
@@ -27,6 +28,8 @@ use crate::output::stdout::config::StdoutOutputConfig;
 pub(crate) const SOURCES: &[SourcePlugin] = &[
     crate::input::forward::config::PLUGIN,
     crate::input::http::config::PLUGIN,
+    crate::observe::config::PROMETHEUS,
+    crate::observe::config::MONITOR_AGENT,
 ];
 
 /// `<match>` (and `<secondary>`) output types, in the order "lograft supports: ..." lists them.
@@ -99,6 +102,10 @@ pub(crate) fn output_names() -> String {
 pub enum SourceKind {
     Forward(ForwardInputConfig),
     Http(HttpInputConfig),
+    /// Not an input of events: the metrics server (`observe`).
+    Prometheus(PrometheusConfig),
+    /// Not an input of events: Fluentd's monitoring API (`observe`).
+    MonitorAgent(MonitorAgentConfig),
 }
 
 /// The typed config of an output (`<match>` or `<secondary>`): one variant per output type.
