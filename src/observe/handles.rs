@@ -499,3 +499,61 @@ impl ClusterMetrics {
         ClusterMetrics::new(&Families::register(&mut r))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    struct Answer(fn() -> Result<(), EmitError>);
+
+    impl Emit for Answer {
+        fn emit(&self, _batch: EventBatch) -> BoxFuture<'_, Result<(), EmitError>> {
+            let answer = (self.0)();
+            Box::pin(async move { answer })
+        }
+    }
+
+    fn batch(count: u32, bytes: usize) -> EventBatch {
+        EventBatch {
+            tag: "t".into(),
+            entries: Bytes::from(vec![0u8; bytes]),
+            count,
+            origin_chunk: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn metered_emit_counts_batches_acks_and_rejections_by_reason() {
+        let mut registry = Registry::default();
+        let families = Families::register(&mut registry);
+        let m = InputMetrics::new(&families, "in1", "forward");
+        let ok = MeteredEmit::wrap(Arc::new(Answer(|| Ok(()))), m.clone());
+        let full = MeteredEmit::wrap(
+            Arc::new(Answer(|| Err(EmitError::Overflow("full".into())))),
+            m.clone(),
+        );
+        ok.emit(batch(10, 100)).await.unwrap();
+        ok.emit(batch(5, 50)).await.unwrap();
+        full.emit(batch(7, 70)).await.unwrap_err();
+        m.rejected(Rejection::ConnectionLimit);
+        assert_eq!(
+            (m.events.get(), m.bytes.get(), m.chunks.get(), m.acks.get()),
+            (22, 220, 3, 2)
+        );
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            "input_rejections_total{plugin_id=\"in1\",type=\"forward\",reason=\"overflow\"} 1",
+            "input_rejections_total{plugin_id=\"in1\",type=\"forward\",reason=\"connection_limit\"} 1",
+            "input_rejections_total{plugin_id=\"in1\",type=\"forward\",reason=\"bad_input\"} 0",
+            "input_events_total{plugin_id=\"in1\",type=\"forward\"} 22",
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
+        let open = m.connection();
+        assert_eq!(m.connections.get(), 1);
+        drop(open);
+        assert_eq!(m.connections.get(), 0);
+    }
+}

@@ -122,7 +122,7 @@ fn answer(req: &Request<Incoming>, routes: &Routes, metrics: &Metrics) -> Respon
                 format!("not ready: {why}\n"),
             ),
         },
-        (p, Routes::Metrics { path }) if p == path => {
+        (p, Routes::Metrics { path }) if p == path.as_str() => {
             let openmetrics = req
                 .headers()
                 .get_all(header::ACCEPT)
