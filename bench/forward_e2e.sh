@@ -21,7 +21,11 @@ WORK=$(mktemp -d /tmp/lograft-e2e.XXXXXX)
 PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill $p 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-FPORT=$(port); RPORT=$(port)
+FPORT=$(port); RPORT=$(port); FMPORT=$(port); RMPORT=$(port)
+# METRICS=1 adds `<source> @type prometheus` to each node and scrapes it once a second during
+# the run (compare with METRICS=0 and with a build before the metrics: issue 11's 3 % bound).
+metrics_source() { if [ "${METRICS:-0}" = 1 ]; then printf '<source>\n  @type prometheus\n  bind 127.0.0.1\n  port %s\n</source>\n' "$1"; fi; }
+scrape() { if [ "${METRICS:-0}" = 1 ]; then while sleep 1; do for p in "$@"; do curl -fsS -o /dev/null "http://127.0.0.1:$p/metrics" || true; done; done; fi; }
 
 cat > "$WORK/receiver.conf" <<CONF
 <source>
@@ -29,6 +33,7 @@ cat > "$WORK/receiver.conf" <<CONF
   bind 127.0.0.1
   port $RPORT
 </source>
+$(metrics_source $RMPORT)
 <match bench.**>
   @type file
   path $WORK/out/events
@@ -47,6 +52,7 @@ cat > "$WORK/forwarder.conf" <<CONF
   bind 127.0.0.1
   port $FPORT
 </source>
+$(metrics_source $FMPORT)
 <match bench.**>
   @type forward
   keepalive true
@@ -70,6 +76,7 @@ RPID=$!; PIDS+=($RPID); wait_port $RPORT
 "$BIN" run -c "$WORK/forwarder.conf" --data-dir "$WORK/fdata" --log-level warn 2>"$WORK/forwarder.log" &
 FPID=$!; PIDS+=($FPID); wait_port $FPORT
 
+scrape $FMPORT $RMPORT & PIDS+=($!)
 cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
 TICK=$(getconf CLK_TCK)
 f0=$(cpu $FPID); r0=$(cpu $RPID)

@@ -16,8 +16,14 @@ RECORD_SIZE=${RECORD_SIZE:-200}
 if [ -z "${LOGRAFT_BIN:-}" ]; then cargo build --release --quiet; fi
 BIN=${LOGRAFT_BIN:-target/release/lograft}
 WORK=$(mktemp -d /tmp/lograft-bench.XXXXXX)
-trap 'kill $PID 2>/dev/null || true; wait $PID 2>/dev/null || true; rm -rf "$WORK"' EXIT
+SCRAPER=
+trap 'kill $PID $SCRAPER 2>/dev/null || true; wait $PID 2>/dev/null || true; rm -rf "$WORK"' EXIT
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+MPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+# METRICS=1 adds `<source> @type prometheus` to each node and scrapes it once a second during
+# the run (compare with METRICS=0 and with a build before the metrics: issue 11's 3 % bound).
+metrics_source() { if [ "${METRICS:-0}" = 1 ]; then printf '<source>\n  @type prometheus\n  bind 127.0.0.1\n  port %s\n</source>\n' "$1"; fi; }
+scrape() { if [ "${METRICS:-0}" = 1 ]; then while sleep 1; do for p in "$@"; do curl -fsS -o /dev/null "http://127.0.0.1:$p/metrics" || true; done; done; fi; }
 
 cat > "$WORK/bench.conf" <<CONF
 <source>
@@ -25,6 +31,7 @@ cat > "$WORK/bench.conf" <<CONF
   bind 127.0.0.1
   port $PORT
 </source>
+$(metrics_source $MPORT)
 <match bench.**>
   @type null
   <buffer tag>
@@ -45,6 +52,7 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 
+scrape $MPORT & SCRAPER=$!
 cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
 TICK=$(getconf CLK_TCK)
 before=$(cpu $PID)

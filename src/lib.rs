@@ -47,6 +47,13 @@
 //!   through Raft).
 //! - [`node`]: builds the pipeline from a [`config::Config`] (a forwarder/single aggregator, or
 //!   a cluster node when the config has `<cluster>`), runs it, and shuts it down on SIGTERM.
+//! - [`observe`]: the node's metrics and health, beside the data flow rather than in it: one
+//!   registry (prometheus-client) owned by the node, handles handed to inputs, the output
+//!   driver, the file writer and the cluster (atomic counters per batch or chunk); values that
+//!   exist as state elsewhere are read at scrape time. `<source> @type prometheus` (`/metrics`)
+//!   and `@type monitor_agent` (`/api/plugins.json`) are its servers, with `/health` and
+//!   `/ready`; their typed configs live in `observe::config`, not under `input` (they accept no
+//!   events).
 //! - [`record_depth`]: the record nesting-depth limit every input enforces before the ack.
 //! - [`log_limit`]: rate-limited warnings for conditions that repeat per chunk.
 //! - [`fd_limit`]: raising the open-file limit at startup; recognizing fd exhaustion.
@@ -72,6 +79,7 @@ pub mod loadgen;
 pub mod log_limit;
 pub mod msgpack;
 pub mod node;
+pub mod observe;
 pub mod output;
 pub mod parse;
 pub mod pipeline;

@@ -13,6 +13,8 @@ use crate::input::budget::{InFlightBudget, DEFAULT_MAX_IN_FLIGHT_BYTES};
 use crate::input::forward::ForwardInput;
 use crate::input::http::HttpInput;
 use crate::input::tail::TailInput;
+use crate::observe::server::{ObserveServer, Routes};
+use crate::observe::{MeteredEmit, Metrics};
 use crate::output::driver::OutputDriver;
 use crate::output::{Output, OutputError};
 use crate::pipeline::Emit;
@@ -130,9 +132,26 @@ pub async fn run(
     opts: NodeOptions,
     shutdown: CancellationToken,
 ) -> Result<(), NodeError> {
-    if config.cluster.is_some() {
-        return run_cluster(config, opts, shutdown).await;
-    }
+    let metrics = Metrics::new();
+    let stop_observers = CancellationToken::new();
+    let mut observers = start_observers(&config, &metrics, &stop_observers).await?;
+    let result = if config.cluster.is_some() {
+        run_cluster(config, opts, shutdown, metrics).await
+    } else {
+        run_forwarder(config, opts, shutdown, metrics).await
+    };
+    stop_observers.cancel();
+    while observers.join_next().await.is_some() {}
+    result
+}
+
+/// A forwarder (or single aggregator): `<match>` buffers and outputs behind the router.
+async fn run_forwarder(
+    config: Config,
+    opts: NodeOptions,
+    shutdown: CancellationToken,
+    metrics: Arc<Metrics>,
+) -> Result<(), NodeError> {
     let abort_flush = CancellationToken::new();
     let mut drivers = JoinSet::new();
     let mut pipelines = Vec::new();
@@ -177,6 +196,17 @@ pub async fn run(
             resumed_chunks = report.chunks, resumed_records = report.records,
             repaired = report.repaired, quarantined = report.quarantined.len(), "pipeline ready");
         let name = m.common.id.clone().unwrap_or_else(|| patterns.clone());
+        let forward = match &output {
+            Output::Forward(f) => Some(f.status()),
+            _ => None,
+        };
+        let output_metrics = metrics.output(
+            &plugin_id(&m.common, "out", m.output.type_name(), index),
+            m.output.type_name(),
+            Some(buffer.clone()),
+            forward,
+        );
+        output_metrics.quarantined_at_start(report.quarantined.len() as u64);
         drivers.spawn(drain_all(OutputDriver::spawn(
             name,
             buffer.clone(),
@@ -185,6 +215,7 @@ pub async fn run(
             m.buffer.retry.clone(),
             m.buffer.flush_thread_count,
             abort_flush.clone(),
+            output_metrics,
         )));
         pipelines.push(Pipeline {
             buffer: buffer.clone(),
@@ -199,7 +230,7 @@ pub async fn run(
 
     let router: Arc<dyn Emit> = Arc::new(Router::new(routes));
     let stop_inputs = CancellationToken::new();
-    let mut inputs = start_inputs(&config, router, &stop_inputs).await?;
+    let mut inputs = start_inputs(&config, router, &stop_inputs, &metrics).await?;
     tracing::info!(
         sources = config.sources.len(),
         matches = config.matches.len(),
@@ -210,6 +241,7 @@ pub async fn run(
     shutdown.cancelled().await;
 
     tracing::info!("shutting down: closing inputs");
+    metrics.ready.set_inputs_listening(false);
     stop_inputs.cancel();
     while inputs.join_next().await.is_some() {}
     for p in &pipelines {
@@ -232,11 +264,61 @@ pub async fn run(
     Ok(())
 }
 
-/// Bind every `<source>` and start serving into `emit`, until `stop` is cancelled.
+/// `@id`, else `<in|out>_<type>_<index>` (stable across restarts of the same config).
+fn plugin_id(
+    common: &crate::config::PluginCommon,
+    category: &str,
+    type_name: &str,
+    index: usize,
+) -> String {
+    common
+        .id
+        .clone()
+        .unwrap_or_else(|| format!("{category}_{type_name}_{index}"))
+}
+
+/// Bind the `prometheus` and `monitor_agent` sources first, so `/health` answers (and
+/// `/ready` says why not) while buffers resume or the cluster forms.
+async fn start_observers(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    stop: &CancellationToken,
+) -> Result<JoinSet<()>, NodeError> {
+    let mut servers = JoinSet::new();
+    for source in &config.sources {
+        let location = source.common.location.to_string();
+        let listen_err = |source| NodeError::Listen {
+            location: location.clone(),
+            source,
+        };
+        let (bind, port, routes) = match &source.kind {
+            SourceKind::Prometheus(c) => (
+                &c.bind,
+                c.port,
+                Routes::Metrics {
+                    path: c.metrics_path.clone(),
+                },
+            ),
+            SourceKind::MonitorAgent(c) => (&c.bind, c.port, Routes::MonitorAgent),
+            SourceKind::Forward(_) | SourceKind::Http(_) => continue,
+        };
+        let server = ObserveServer::bind(bind, port, routes.clone(), metrics.clone())
+            .await
+            .map_err(listen_err)?;
+        let addr = server.local_addr().map_err(listen_err)?;
+        tracing::info!(%addr, ?routes, "observability server listening");
+        servers.spawn(server.run(stop.clone()));
+    }
+    Ok(servers)
+}
+
+/// Bind every `<source>` and start serving into `emit`, until `stop` is cancelled. Once all
+/// listen, `/ready` may answer 200.
 async fn start_inputs(
     config: &Config,
     emit: Arc<dyn Emit>,
     stop: &CancellationToken,
+    metrics: &Arc<Metrics>,
 ) -> Result<JoinSet<()>, NodeError> {
     let mut inputs = JoinSet::new();
     // One budget for every in_forward of the node.
@@ -246,22 +328,28 @@ async fn start_inputs(
             .max_in_flight_bytes
             .unwrap_or(DEFAULT_MAX_IN_FLIGHT_BYTES),
     );
-    for source in &config.sources {
+    for (index, source) in config.sources.iter().enumerate() {
         let location = source.common.location.to_string();
         let listen_err = |source| NodeError::Listen {
             location: location.clone(),
             source,
         };
+        let id = |type_name| plugin_id(&source.common, "in", type_name, index);
         match &source.kind {
             SourceKind::Forward(c) => {
-                let input = ForwardInput::bind(c, emit.clone())
+                let m = metrics.input(&id("forward"), "forward");
+                let input = ForwardInput::bind(c, MeteredEmit::wrap(emit.clone(), m.clone()))
                     .map_err(listen_err)?
-                    .with_in_flight_budget(budget.clone());
+                    .with_in_flight_budget(budget.clone())
+                    .with_metrics(m);
                 tracing::info!(addr = %input.local_addr(), "forward input listening");
                 inputs.spawn(input.run(stop.clone()));
             }
             SourceKind::Http(c) => {
-                let input = HttpInput::bind(c, emit.clone()).await.map_err(listen_err)?;
+                let m = metrics.input(&id("http"), "http");
+                let input = HttpInput::bind(c, MeteredEmit::wrap(emit.clone(), m))
+                    .await
+                    .map_err(listen_err)?;
                 let addr = input.local_addr().map_err(listen_err)?;
                 tracing::info!(%addr, "http input listening");
                 inputs.spawn(input.run(stop.clone()));
@@ -275,8 +363,11 @@ async fn start_inputs(
                 tracing::info!(paths = %c.paths.join(","), %source_id, "tail input starting");
                 inputs.spawn(TailInput::new(c, emit.clone(), source_id).run(stop.clone()));
             }
+            // Started before the pipeline by `start_observers`.
+            SourceKind::Prometheus(_) | SourceKind::MonitorAgent(_) => {}
         }
     }
+    metrics.ready.set_inputs_listening(true);
     Ok(inputs)
 }
 
@@ -287,6 +378,7 @@ async fn run_cluster(
     config: Config,
     opts: NodeOptions,
     shutdown: CancellationToken,
+    metrics: Arc<Metrics>,
 ) -> Result<(), NodeError> {
     use crate::cluster::bootstrap;
     use crate::cluster::ingest::ClusterIngest;
@@ -386,6 +478,7 @@ async fn run_cluster(
         }
     }
 
+    let cluster_metrics = metrics.cluster(node.shared().clone());
     let stop_uploaders = CancellationToken::new();
     let mut uploaders = JoinSet::new();
     for (match_index, (target, policy, name)) in uploads.into_iter().enumerate() {
@@ -398,13 +491,15 @@ async fn run_cluster(
             target,
             policy,
             name,
+            metrics: cluster_metrics.clone(),
         };
         uploaders.spawn(uploader.run(stop_uploaders.clone()));
     }
 
-    let ingest: Arc<dyn Emit> = Arc::new(ClusterIngest::new(node.shared().clone(), routes));
+    let ingest: Arc<dyn Emit> =
+        Arc::new(ClusterIngest::new(node.shared().clone(), routes).with_metrics(cluster_metrics));
     let stop_inputs = CancellationToken::new();
-    let mut inputs = match start_inputs(&config, ingest, &stop_inputs).await {
+    let mut inputs = match start_inputs(&config, ingest, &stop_inputs, &metrics).await {
         Ok(inputs) => inputs,
         Err(e) => {
             stop_uploaders.cancel();
@@ -438,6 +533,7 @@ async fn run_cluster(
         tracing::error!(node_id = c.node_id, %reason, "the raft core stopped; shutting down");
     }
     tracing::info!("shutting down: closing inputs");
+    metrics.ready.set_inputs_listening(false);
     stop_inputs.cancel();
     while inputs.join_next().await.is_some() {}
     stop_uploaders.cancel();

@@ -22,6 +22,7 @@
 
 use super::chunk::{self, ChunkHeader, ScanError};
 use super::{BufferError, ChunkId, ResumeReport};
+use crate::observe::histogram::AtomicHistogram;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -77,8 +78,8 @@ pub enum WriterJob {
     Remove(PathBuf),
 }
 
-/// Counters kept by the writer thread.
-#[derive(Debug, Default)]
+/// Counters kept by the writer thread (read by `Buffer::stats` and the metrics scrape).
+#[derive(Debug)]
 pub struct WriterCounters {
     /// Appends written and synced successfully.
     pub appends: AtomicU64,
@@ -86,9 +87,27 @@ pub struct WriterCounters {
     pub file_syncs: AtomicU64,
     /// Rounds (group commits).
     pub rounds: AtomicU64,
+    /// Duration of each chunk file's write + `fdatasync` (one observation per file per round).
+    pub fsync_seconds: AtomicHistogram,
+    /// Appends made durable by each `fdatasync` (the group-commit size).
+    pub appends_per_fsync: AtomicHistogram,
     /// Test hook: the next N file syncs fail as if the disk reported an error.
     #[cfg(test)]
     pub inject_sync_failures: AtomicU64,
+}
+
+impl Default for WriterCounters {
+    fn default() -> Self {
+        WriterCounters {
+            appends: AtomicU64::new(0),
+            file_syncs: AtomicU64::new(0),
+            rounds: AtomicU64::new(0),
+            fsync_seconds: AtomicHistogram::durations(),
+            appends_per_fsync: AtomicHistogram::counts(),
+            #[cfg(test)]
+            inject_sync_failures: AtomicU64::new(0),
+        }
+    }
 }
 
 /// Start the writer thread for `dir`. It exits once every sender is dropped and the channel is
@@ -160,7 +179,12 @@ fn commit_round(dir: &Path, name: &str, jobs: &mut Vec<AppendJob>, counters: &Wr
     let mut outcomes: Vec<(Vec<AppendJob>, Result<FileWritten, io::Error>)> =
         Vec::with_capacity(groups.len());
     for group in groups {
+        let started = std::time::Instant::now();
         let result = write_group(&group, counters);
+        if result.is_ok() {
+            counters.fsync_seconds.observe_duration(started.elapsed());
+            counters.appends_per_fsync.observe_count(group.len() as u64);
+        }
         outcomes.push((group, result));
     }
     // New files are only acknowledged once their directory entry is durable.

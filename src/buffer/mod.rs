@@ -146,6 +146,8 @@ pub struct BufferStats {
     pub durable_appends: u64,
     /// File buffer: `fdatasync` calls on chunk files so far (one per file per group commit).
     pub file_syncs: u64,
+    /// When the oldest chunk still held (any stage) was created.
+    pub oldest_chunk_created: Option<SystemTime>,
 }
 
 /// A buffer: file-backed (durable, group-committed) or memory-backed (not durable), chosen by
@@ -437,8 +439,18 @@ impl Buffer {
             };
             *count += 1;
             *bytes += c.meta.bytes;
+            let created = c.meta.created;
+            if stats.oldest_chunk_created.is_none_or(|o| created < o) {
+                stats.oldest_chunk_created = Some(created);
+            }
         }
         stats
+    }
+
+    /// The file writer's commit histograms (fsync duration, appends per fsync); they stay
+    /// empty for a memory buffer.
+    pub(crate) fn writer_counters(&self) -> &Arc<file::WriterCounters> {
+        &self.shared.counters
     }
 
     #[cfg(test)]

@@ -188,6 +188,19 @@ pub fn summary(cfg: &Config) -> String {
                     .unwrap_or_default(),
                 id(&source.common)
             )),
+            SourceKind::Prometheus(p) => out.push_str(&format!(
+                "  prometheus {}:{} {}{}\n",
+                p.bind,
+                p.port,
+                p.metrics_path,
+                id(&source.common)
+            )),
+            SourceKind::MonitorAgent(m) => out.push_str(&format!(
+                "  monitor_agent {}:{}{}\n",
+                m.bind,
+                m.port,
+                id(&source.common)
+            )),
         }
     }
     out.push_str(&format!("matches: {}\n", cfg.matches.len()));

@@ -13,6 +13,7 @@ use super::node::{self, NodeShared, ProposeError};
 use super::{ClusterRequest, ClusterResponse};
 use crate::event::{entry_runs, EventBatch};
 use crate::log_limit::WarnLimiter;
+use crate::observe::ClusterMetrics;
 use crate::pipeline::{BoxFuture, Emit, EmitError};
 use crate::router::TagRoutes;
 use bytes::Bytes;
@@ -31,6 +32,8 @@ pub struct ClusterIngest {
     shared: Arc<NodeShared>,
     routes: Arc<TagRoutes>,
     unavailable: WarnLimiter,
+    /// Propose latency, dedup hits, failures.
+    metrics: ClusterMetrics,
 }
 
 impl ClusterIngest {
@@ -41,7 +44,14 @@ impl ClusterIngest {
             shared,
             routes,
             unavailable: WarnLimiter::default(),
+            metrics: ClusterMetrics::detached(),
         }
+    }
+
+    /// Count into the node's metrics.
+    pub(crate) fn with_metrics(mut self, metrics: ClusterMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     async fn store(&self, batch: EventBatch) -> Result<(), EmitError> {
@@ -93,7 +103,17 @@ impl ClusterIngest {
             count,
             received_unix_ms,
         };
-        match node::propose(&self.shared, request).await {
+        let started = std::time::Instant::now();
+        let answer = node::propose(&self.shared, request).await;
+        match &answer {
+            Ok(ClusterResponse::Duplicate { .. }) => self.metrics.dedup_hits.inc(),
+            Err(_) => self.metrics.propose_failures.inc(),
+            Ok(_) => {}
+        }
+        if answer.is_ok() {
+            self.metrics.propose.observe_duration(started.elapsed());
+        }
+        match answer {
             Ok(ClusterResponse::Appended { .. } | ClusterResponse::Duplicate { .. }) => Ok(()),
             Ok(ClusterResponse::Rejected(reason)) => Err(EmitError::TooLarge(reason)),
             Ok(other) => Err(EmitError::Storage(format!(

@@ -385,6 +385,8 @@ pub struct Uploader {
     pub(crate) policy: BatchPolicy,
     /// For logs: the match's patterns.
     pub(crate) name: String,
+    /// Uploaded objects/bytes, failed attempts, batches in backoff.
+    pub(crate) metrics: crate::observe::ClusterMetrics,
 }
 
 /// Retry state of one batch whose last upload failed.
@@ -404,6 +406,17 @@ struct Schedule {
     running: JoinSet<Result<(), UploadError>>,
     in_flight: HashMap<tokio::task::Id, (u64, String)>,
     retries: HashMap<u64, BatchRetry>,
+    /// `retries.len()` as last added to the shared "failing batches" gauge.
+    reported_failing: i64,
+}
+
+impl Schedule {
+    /// Bring the shared gauge of batches in backoff up to date with this uploader's share.
+    fn report_failing(&mut self, gauge: &prometheus_client::metrics::gauge::Gauge) {
+        let now = self.retries.len() as i64;
+        gauge.inc_by(now - self.reported_failing);
+        self.reported_failing = now;
+    }
 }
 
 impl Uploader {
@@ -443,6 +456,8 @@ impl Uploader {
         }
         // An interrupted upload is repeated under the same key by whoever leads next.
         schedule.running.shutdown().await;
+        schedule.retries.clear();
+        schedule.report_failing(&this.metrics.upload_failing);
     }
 
     fn is_mine(&self, tag: &str) -> bool {
@@ -462,6 +477,7 @@ impl Uploader {
         // Forget the backoffs of batches confirmed meanwhile (by this or another leader).
         let known: HashSet<u64> = batches.iter().map(|b| b.first).collect();
         schedule.retries.retain(|first, _| known.contains(first));
+        schedule.report_failing(&self.metrics.upload_failing);
         let now = Instant::now();
         for batch in batches {
             if schedule.in_flight.len() >= MAX_CONCURRENT_UPLOADS || !self.still_leading() {
@@ -496,10 +512,12 @@ impl Uploader {
         let error = match result {
             Ok(()) => {
                 schedule.retries.remove(&first);
+                schedule.report_failing(&self.metrics.upload_failing);
                 return;
             }
             Err(error) => error,
         };
+        self.metrics.upload_retries.inc();
         let now = Instant::now();
         let retry = schedule.retries.entry(first).or_insert_with(|| BatchRetry {
             backoff: Backoff::new(self.policy.retry.clone()),
@@ -515,8 +533,10 @@ impl Uploader {
                 .unwrap_or(Duration::from_secs(60)),
         };
         retry.not_before = now + wait;
+        let failures = retry.backoff.failures();
+        schedule.report_failing(&self.metrics.upload_failing);
         warn!(r#match = %self.name, target = %self.target, batch = first, %tag, %error,
-            failures = retry.backoff.failures(), retry_in_ms = wait.as_millis() as u64,
+            failures, retry_in_ms = wait.as_millis() as u64,
             "batch upload failed; its chunks stay replicated, will retry (other batches go on)");
     }
 
@@ -683,6 +703,9 @@ impl Uploader {
         .await
         {
             Ok(_) => {
+                self.metrics.uploaded_objects.inc();
+                self.metrics.uploaded_bytes.inc_by(size as u64);
+                self.metrics.uploaded_events.inc_by(batch.count);
                 info!(r#match = %self.name, key = %key, batch = batch.first, chunks = batch.chunks.len(),
                     bytes = size, dead_letter = key != self.target.batch_object_key(batch),
                     "batch uploaded");

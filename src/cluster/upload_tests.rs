@@ -126,6 +126,7 @@ async fn a_failing_batch_waits_alone_and_a_permanent_failure_is_dead_lettered() 
     let good = append(&node, "good", ms).await;
 
     let uploader = Uploader {
+        metrics: crate::observe::ClusterMetrics::detached(),
         shared: node.shared().clone(),
         match_index: 0,
         routes: Arc::new(TagRoutes::new(vec![vec![

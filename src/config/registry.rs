@@ -19,6 +19,7 @@ use crate::buffer::config::PluginBufferDefaults;
 use crate::input::forward::config::ForwardInputConfig;
 use crate::input::http::config::HttpInputConfig;
 use crate::input::tail::config::TailInputConfig;
+use crate::observe::config::{MonitorAgentConfig, PrometheusConfig};
 use crate::output::file::config::FileOutputConfig;
 use crate::output::forward::config::ForwardOutputConfig;
 use crate::output::s3::config::S3OutputConfig;
@@ -29,6 +30,8 @@ pub(crate) const SOURCES: &[SourcePlugin] = &[
     crate::input::forward::config::PLUGIN,
     crate::input::http::config::PLUGIN,
     crate::input::tail::config::PLUGIN,
+    crate::observe::config::PROMETHEUS,
+    crate::observe::config::MONITOR_AGENT,
 ];
 
 /// `<match>` (and `<secondary>`) output types, in the order "lograft supports: ..." lists them.
@@ -102,6 +105,10 @@ pub enum SourceKind {
     Forward(ForwardInputConfig),
     Http(HttpInputConfig),
     Tail(TailInputConfig),
+    /// Not an input of events: the metrics server (`observe`).
+    Prometheus(PrometheusConfig),
+    /// Not an input of events: Fluentd's monitoring API (`observe`).
+    MonitorAgent(MonitorAgentConfig),
 }
 
 /// The typed config of an output (`<match>` or `<secondary>`): one variant per output type.

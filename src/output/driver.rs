@@ -19,6 +19,7 @@ use super::retry::{Backoff, RetryDecision};
 use super::{Output, OutputError};
 use crate::buffer::{Buffer, Chunk, ChunkId};
 use crate::log_limit::WarnLimiter;
+use crate::observe::OutputMetrics;
 use crate::output::retry::RetryConfig;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -59,6 +60,8 @@ pub struct OutputDriver {
     retries: Mutex<HashMap<ChunkId, Backoff>>,
     /// "will retry" lines: one per interval during an outage, not one per chunk.
     retry_warning: WarnLimiter,
+    /// Counted per chunk: written, failed, retried, set aside.
+    metrics: OutputMetrics,
 }
 
 impl OutputDriver {
@@ -73,6 +76,7 @@ impl OutputDriver {
         retry: RetryConfig,
         workers: usize,
         abort: CancellationToken,
+        metrics: OutputMetrics,
     ) -> JoinSet<()> {
         let driver = Arc::new(OutputDriver {
             name,
@@ -82,6 +86,7 @@ impl OutputDriver {
             retry,
             retries: Mutex::new(HashMap::new()),
             retry_warning: WarnLimiter::default(),
+            metrics,
         });
         let mut set = JoinSet::new();
         for _ in 0..workers.max(1) {
@@ -119,9 +124,17 @@ impl OutputDriver {
             let Some(chunk) = chunk else {
                 return;
             };
+            let started = Instant::now();
             match self.output.write(&chunk).await {
-                Ok(()) => self.delivered(&chunk, false).await,
-                Err(e) => self.failed(chunk, e).await,
+                Ok(()) => {
+                    self.metrics
+                        .written(chunk.meta.records, chunk.meta.bytes, started.elapsed());
+                    self.delivered(&chunk, false).await
+                }
+                Err(e) => {
+                    self.metrics.failed(&e, started.elapsed());
+                    self.failed(chunk, e).await
+                }
             }
         }
     }
@@ -172,6 +185,7 @@ impl OutputDriver {
                         similar_failures_not_logged = held_back,
                         "failed to flush chunk; will retry (other chunks go on meanwhile)");
                 }
+                self.metrics.retry_in(wait);
                 self.buffer
                     .release_after(id, tokio::time::Instant::now() + wait);
             }
@@ -194,6 +208,7 @@ impl OutputDriver {
                         records = chunk.meta.records, error = %error, why,
                         secondary = secondary.type_name(),
                         "chunk cannot be delivered; written to <secondary>");
+                    self.metrics.set_aside(true, chunk.meta.records);
                     self.delivered(&chunk, true).await;
                     return;
                 }
@@ -202,9 +217,12 @@ impl OutputDriver {
             }
         }
         match self.buffer.quarantine(id, &error.to_string()).await {
-            Ok(path) => tracing::error!(output = %self.name, chunk_id = %id,
+            Ok(path) => {
+                self.metrics.set_aside(false, chunk.meta.records);
+                tracing::error!(output = %self.name, chunk_id = %id,
                 tag = %chunk.meta.tag, records = chunk.meta.records, error = %error, why,
-                quarantine = ?path, "chunk cannot be delivered; moved to quarantine"),
+                quarantine = ?path, "chunk cannot be delivered; moved to quarantine")
+            }
             Err(e) => {
                 tracing::error!(output = %self.name, chunk_id = %id, error = %e,
                     "could not quarantine chunk; it stays queued");
@@ -307,6 +325,7 @@ mod tests {
             retry,
             1,
             abort.clone(),
+            OutputMetrics::detached(),
         );
         buf.append(&batch("blocked", 3)).await.unwrap();
         // Let the blocked chunk fail first and go into its 30 s backoff.
@@ -351,6 +370,7 @@ mod tests {
             RetryConfig::default(),
             1,
             abort.clone(),
+            OutputMetrics::detached(),
         );
         let long = "l".repeat(300);
         buf.append(&batch(&long, 4)).await.unwrap();

@@ -2,6 +2,8 @@
 //! an independent client (plain `rmp`, not lograft's codec), and read what it wrote.
 #![allow(dead_code)]
 
+pub mod prometheus;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -27,6 +27,7 @@ pub(super) async fn handle_connection(
     budget: ConnectionBudget,
     shutdown: CancellationToken,
 ) {
+    let _open = shared.metrics.connection();
     let _ = stream.set_nodelay(true);
     match &shared.tls {
         Some(acceptor) => {
@@ -37,7 +38,7 @@ pub(super) async fn handle_connection(
             match accepted {
                 Ok(Ok(tls)) => serve_connection(shared, tls, peer, budget, shutdown).await,
                 Ok(Err(e)) => {
-                    if let Some(held_back) = shared.bad_input.check() {
+                    if let Some(held_back) = shared.note_bad_input() {
                         tracing::warn!(%peer, error = %e,
                             occurrences_since_last_warning = held_back + 1,
                             "in_forward: TLS handshake failed");
@@ -81,7 +82,7 @@ async fn serve_connection<S>(
             Err(_) => Some("timed out".to_string()),
         };
         if let Some(reason) = failure {
-            if let Some(held_back) = shared.handshake_refused.check() {
+            if let Some(held_back) = shared.note_handshake_refused() {
                 tracing::warn!(%peer, %reason, occurrences_since_last_warning = held_back + 1,
                     "in_forward: handshake failed, closing connection");
             }

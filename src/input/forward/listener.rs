@@ -86,7 +86,7 @@ fn refuse_over_limit(shared: &Shared, stream: TcpStream, peer: SocketAddr) {
     // Close at once: the sender sees EOF (or a reset) and retries elsewhere or later.
     let _ = stream.set_zero_linger();
     drop(stream);
-    if let Some(held_back) = shared.over_connection_limit.check() {
+    if let Some(held_back) = shared.note_over_limit() {
         let refused = held_back + 1;
         tracing::warn!(%peer, max_connections = shared.max_connections, refused,
             "in_forward: connection limit reached: closed {refused} new connection(s) since the last warning (max_connections {})",

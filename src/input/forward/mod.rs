@@ -34,6 +34,8 @@ mod tests;
 use crate::forward::{DecoderConfig, ServerSecurity, HARD_MAX_FRAME_SIZE};
 use crate::input::budget::InFlightBudget;
 use crate::log_limit::WarnLimiter;
+use crate::observe::handles::Rejection;
+use crate::observe::InputMetrics;
 use crate::pipeline::Emit;
 use config::ForwardInputConfig;
 use std::collections::HashMap;
@@ -103,9 +105,29 @@ struct Shared {
     over_connection_limit: WarnLimiter,
     accept_failed: WarnLimiter,
     budget_spent: WarnLimiter,
+    /// Open connections and refusals (batches are counted by the node's `MeteredEmit`).
+    metrics: InputMetrics,
 }
 
 impl Shared {
+    /// Count an undecodable frame or failed TLS handshake; `Some` when its warning is due.
+    fn note_bad_input(&self) -> Option<u64> {
+        self.metrics.rejected(Rejection::BadInput);
+        self.bad_input.check()
+    }
+
+    /// Count a refused `<security>` handshake; `Some` when its warning is due.
+    fn note_handshake_refused(&self) -> Option<u64> {
+        self.metrics.rejected(Rejection::Handshake);
+        self.handshake_refused.check()
+    }
+
+    /// Count a connection closed over `max_connections`; `Some` when its warning is due.
+    fn note_over_limit(&self) -> Option<u64> {
+        self.metrics.rejected(Rejection::ConnectionLimit);
+        self.over_connection_limit.check()
+    }
+
     /// Set the node budget; frames can be at most as large as it.
     fn set_budget(&mut self, budget: InFlightBudget) {
         self.decoder.max_frame_size = self.configured_frame_limit.min(budget.total_bytes());
@@ -239,6 +261,7 @@ impl ForwardInput {
                         over_connection_limit: WarnLimiter::default(),
                         accept_failed: WarnLimiter::default(),
                         budget_spent: WarnLimiter::default(),
+                        metrics: InputMetrics::detached(),
                     };
                     shared.set_budget(budget);
                     return Ok(ForwardInput {
@@ -268,6 +291,14 @@ impl ForwardInput {
         Arc::get_mut(&mut self.shared)
             .expect("the input is not serving yet")
             .set_budget(budget);
+        self
+    }
+
+    /// Count open connections and refusals in `metrics` (the node's handles for this input).
+    pub(crate) fn with_metrics(mut self, metrics: InputMetrics) -> Self {
+        Arc::get_mut(&mut self.shared)
+            .expect("the input is not serving yet")
+            .metrics = metrics;
         self
     }
 }

@@ -288,7 +288,7 @@ pub(super) async fn read_frames<R>(
         };
         if room == 0 {
             // Cannot happen while the share holds a whole frame; do not spin if it does.
-            if shared.bad_input.check().is_some() {
+            if shared.note_bad_input().is_some() {
                 tracing::warn!(%peer, pending_bytes = buf.len(),
                     "in_forward: frame exceeds this connection's share of max_in_flight_bytes, closing connection");
             }
@@ -314,7 +314,7 @@ pub(super) async fn read_frames<R>(
         match read {
             Ok(0) => {
                 if !buf.is_empty() {
-                    if let Some(held_back) = shared.bad_input.check() {
+                    if let Some(held_back) = shared.note_bad_input() {
                         tracing::warn!(%peer, pending_bytes = buf.len(),
                             occurrences_since_last_warning = held_back + 1,
                             "in_forward: connection closed in the middle of a frame");
@@ -353,7 +353,7 @@ fn note_budget_spent(shared: &Shared, peer: SocketAddr) {
 }
 
 fn warn_bad_input(shared: &Shared, peer: SocketAddr, error: &ForwardError) {
-    match shared.bad_input.check() {
+    match shared.note_bad_input() {
         Some(held_back) => tracing::warn!(%peer, %error,
             occurrences_since_last_warning = held_back + 1,
             "in_forward: invalid input, closing connection"),

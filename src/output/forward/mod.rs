@@ -31,6 +31,7 @@ pub mod connection;
 pub mod frames;
 pub mod node;
 pub mod phi;
+mod status;
 
 use super::OutputError;
 use crate::buffer::{Chunk, ChunkId};
@@ -41,6 +42,7 @@ use config::{ForwardOutputConfig, HeartbeatType, Transport};
 use connection::{ConnectTarget, Connection, Connector, Frame, SendError};
 use frames::{entries_budget, frame_id, plan_frames, FrameSpan};
 use node::ServerNode;
+pub use status::{ForwardStatus, ServerStatus};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -192,6 +194,11 @@ impl ForwardOutput {
     /// out a long backoff).
     pub fn recovered(&self) -> &Notify {
         &self.shared.recovered
+    }
+
+    /// A handle that reads the servers' health (for metrics and monitor_agent).
+    pub fn status(&self) -> ForwardStatus {
+        ForwardStatus::new(self.shared.clone())
     }
 
     /// Whether each server is available now, in configuration order (for tests and status).

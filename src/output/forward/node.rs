@@ -69,6 +69,11 @@ impl NodeHealth {
         self.state == Availability::Up
     }
 
+    /// The phi accrual detector's suspicion now (0 right after a heartbeat).
+    pub fn phi(&self, now: Instant) -> f64 {
+        self.detector.phi(now)
+    }
+
     /// Why the server is down (None when up).
     pub fn down_reason(&self) -> Option<&str> {
         match &self.state {
@@ -231,6 +236,11 @@ impl ServerNode {
 
     pub fn down_reason(&self) -> Option<String> {
         self.health().down_reason().map(str::to_string)
+    }
+
+    /// The phi accrual detector's suspicion now.
+    pub fn phi(&self) -> f64 {
+        self.health().phi(Instant::now())
     }
 
     /// Apply a health event and log the change, if there was one. `recovered` is notified
