@@ -203,8 +203,8 @@ impl LineParser {
         let outcome = self.parse_line(line, now, extra, out);
         self.began_group = self.has_pending()
             && (!had_pending
-                || matches!(self.config.format, Format::Multiline(_))
-                    && self.partial.len() == line.len());
+                || (matches!(self.config.format, Format::Multiline(_))
+                    && self.partial.len() == line.len()));
         outcome
     }
 

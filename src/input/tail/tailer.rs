@@ -181,12 +181,11 @@ impl Tailer {
         if e.kind() == std::io::ErrorKind::NotFound {
             return;
         }
+        // Warned at every refresh, or only the first time with
+        // ignore_repeated_permission_error (the flag clears once the file could be opened).
         let first = st.warned.insert(path.to_path_buf());
-        let repeated_permission = e.kind() == std::io::ErrorKind::PermissionDenied && !first;
-        if first || !(repeated_permission && self.cfg.ignore_repeated_permission_error) {
-            if first || !self.cfg.ignore_repeated_permission_error {
-                tracing::warn!(path = %path.display(), error = %e, "cannot read file; skipped");
-            }
+        if first || !self.cfg.ignore_repeated_permission_error {
+            tracing::warn!(path = %path.display(), error = %e, "cannot read file; skipped");
         }
     }
 
@@ -228,7 +227,7 @@ impl Tailer {
                 .filter(|i| !found.contains_key(i))
                 .collect();
             let dirs = watch::search_dirs(&self.cfg.paths, found.values());
-            for (_, f) in watch::find_inodes(&dirs, &missing) {
+            for f in watch::find_inodes(&dirs, &missing).into_values() {
                 let (_, offset) = self.start_of(st, &f, true);
                 if f.size > offset {
                     self.watch(st, &f, true, true);
