@@ -68,7 +68,7 @@ impl OutputDriver {
     /// Start `workers` flush workers. They stop when the buffer's `dequeue` returns None (after
     /// `Buffer::shutdown`) or, abandoning writes in progress, when `abort` is cancelled; chunks
     /// not purged stay in the buffer for the next start.
-    pub fn spawn(
+    pub(crate) fn spawn(
         name: String,
         buffer: Arc<Buffer>,
         output: Output,
