@@ -27,8 +27,11 @@
 //! - [`pipeline`]: the contract between inputs and the rest of the node ([`pipeline::Emit`]):
 //!   "store this batch and tell me when it is committed".
 //! - [`input`]: servers that accept events (`forward`, `http`) and acknowledge them only once
-//!   the rest of the node says they are committed (through [`pipeline::Emit`]). `input::http`
+//!   the rest of the node says they are committed (through [`pipeline::Emit`]); `tail`, which
+//!   reads log files and commits each file's position together with its lines. `input::http`
 //!   is split by concept: server, request, body decoding, compression, forms, CORS, responses.
+//! - [`parse`]: `<parse>` formats (none, json, regexp, apache2, nginx, cri): one line of text
+//!   to one event, used by the tail input.
 //! - [`router`]: `<match>` patterns; sends each batch to the first matching pipeline's buffer.
 //! - [`buffer`]: chunks on disk (or in memory): checksummed appends, group-committed fsyncs,
 //!   resume after crashes, quarantine of corrupt chunks, flush scheduling.
@@ -55,6 +58,9 @@
 //! - [`log_limit`]: rate-limited warnings for conditions that repeat per chunk.
 //! - [`fd_limit`]: raising the open-file limit at startup; recognizing fd exhaustion.
 //! - [`tls`]: loading certificates and keys for rustls.
+//! - `durable_fs`: creating directories durably (parents fsynced) and fsyncing a directory.
+//! - `fault_injection`: the `fault-injection` feature's switch to skip a named fsync
+//!   (`LOGRAFT_SKIP_FSYNC`), used by the fault harness's power-loss nemesis; inert otherwise.
 //! - [`loadgen`]: the benchmark client behind `lograft bench-load`.
 //! - [`cli`]: the commands of the `lograft` binary that are library code (`check-config` and
 //!   its summary).
@@ -63,7 +69,9 @@ pub mod buffer;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+mod durable_fs;
 pub mod event;
+mod fault_injection;
 pub mod fd_limit;
 pub mod forward;
 pub mod input;
@@ -73,6 +81,7 @@ pub mod msgpack;
 pub mod node;
 pub mod observe;
 pub mod output;
+pub mod parse;
 pub mod pipeline;
 pub mod record_depth;
 pub mod router;

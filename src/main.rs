@@ -10,6 +10,7 @@ use lograft::config::{Config, LogLevel};
 use lograft::node::{self, NodeOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -82,6 +83,24 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ClusterCommand {
+    /// Make a cluster CA, node certificates and an operator certificate in DIR (an existing
+    /// ca.pem + ca.key there is reused). README: "Securing the cluster".
+    Certs {
+        /// Output directory.
+        dir: PathBuf,
+        /// Node ids to make certificates for, as ID or ID=HOST (HOST added to the names).
+        #[arg(long, value_delimiter = ',', num_args = 1..)]
+        nodes: Vec<lograft::cluster::tls::certs::NodeCertSpec>,
+        /// Common name of the operator certificate (operator.pem).
+        #[arg(long, default_value = "operator")]
+        operator: String,
+        /// Make no operator certificate.
+        #[arg(long)]
+        no_operator: bool,
+        /// Validity of the node and operator certificates, in days.
+        #[arg(long, default_value_t = 825)]
+        days: u64,
+    },
     /// Show a node's view of the cluster (replication lag is known only on the leader).
     Status {
         #[command(flatten)]
@@ -165,6 +184,37 @@ struct ClusterNodeArg {
     /// Admin address of the node to ask (host:port).
     #[arg(long = "node", default_value = "127.0.0.1:7101")]
     addr: String,
+    /// Cluster CA (PEM) for mutual TLS; with --cert and --key (an operator certificate).
+    #[arg(long = "ca", env = "LOGRAFT_CLUSTER_CA")]
+    ca: Option<PathBuf>,
+    /// Operator certificate (PEM).
+    #[arg(long = "cert", env = "LOGRAFT_CLUSTER_CERT")]
+    cert: Option<PathBuf>,
+    /// Operator private key (PEM).
+    #[arg(long = "key", env = "LOGRAFT_CLUSTER_KEY")]
+    key: Option<PathBuf>,
+}
+
+impl ClusterNodeArg {
+    /// The TLS identity --ca/--cert/--key name (all three or none).
+    fn tls(&self) -> anyhow::Result<Option<Arc<lograft::cluster::tls::ClusterTls>>> {
+        match (&self.ca, &self.cert, &self.key) {
+            (None, None, None) => Ok(None),
+            (Some(ca), Some(cert), Some(key)) => {
+                let files = lograft::cluster::tls::TlsFiles {
+                    ca_path: ca.clone(),
+                    cert_path: cert.clone(),
+                    private_key_path: key.clone(),
+                };
+                Ok(Some(Arc::new(lograft::cluster::tls::ClusterTls::load(
+                    files,
+                )?)))
+            }
+            _ => anyhow::bail!(
+                "give --ca, --cert and --key together (or LOGRAFT_CLUSTER_CA, _CERT, _KEY)"
+            ),
+        }
+    }
 }
 
 fn parse_member(s: &str) -> Result<(u64, String), String> {
@@ -267,7 +317,10 @@ fn cluster_admin(command: ClusterCommand) -> ExitCode {
 
 async fn cluster_admin_call(command: ClusterCommand) -> anyhow::Result<()> {
     use lograft::cluster::admin::{format_status, status_json, AdminClient};
-    let connect = |node: ClusterNodeArg| async move { AdminClient::connect(&node.addr).await };
+    let connect = |node: ClusterNodeArg| async move {
+        let tls = node.tls()?;
+        anyhow::Ok(AdminClient::connect_with(&node.addr, tls.as_ref()).await?)
+    };
     let print_members = |reply: &lograft::cluster::proto::admin_pb::MembershipReply| {
         for m in &reply.members {
             let role = lograft::cluster::proto::admin_pb::Role::try_from(m.role)
@@ -277,6 +330,23 @@ async fn cluster_admin_call(command: ClusterCommand) -> anyhow::Result<()> {
         }
     };
     match command {
+        ClusterCommand::Certs {
+            dir,
+            nodes,
+            operator,
+            no_operator,
+            days,
+        } => {
+            let request = lograft::cluster::tls::certs::CertsRequest {
+                dir,
+                nodes,
+                operator: (!no_operator).then_some(operator),
+                valid_for: Duration::from_secs(days.max(1) * 86_400),
+            };
+            for path in lograft::cluster::tls::certs::make_certs(&request)? {
+                println!("{}", path.display());
+            }
+        }
         ClusterCommand::Status { node, json } => {
             let status = connect(node).await?.status().await?;
             if json {
@@ -345,7 +415,7 @@ async fn cluster_admin_call(command: ClusterCommand) -> anyhow::Result<()> {
                     "node {old} is the leader; move leadership first (`lograft cluster transfer-leader`)"
                 );
             }
-            let mut client = AdminClient::connect(&leader.1).await?;
+            let mut client = AdminClient::connect_with(&leader.1, node.tls()?.as_ref()).await?;
             let reply = client.promote(new, Duration::from_secs(wait)).await?;
             println!(
                 "node {new} promoted to voter at log index {}",

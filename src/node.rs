@@ -12,6 +12,7 @@ use crate::config::{Config, MatchConfig, SourceKind};
 use crate::input::budget::{InFlightBudget, DEFAULT_MAX_IN_FLIGHT_BYTES};
 use crate::input::forward::ForwardInput;
 use crate::input::http::HttpInput;
+use crate::input::tail::TailInput;
 use crate::observe::server::{ObserveServer, Routes};
 use crate::observe::{MeteredEmit, Metrics};
 use crate::output::driver::OutputDriver;
@@ -299,7 +300,7 @@ async fn start_observers(
                 },
             ),
             SourceKind::MonitorAgent(c) => (&c.bind, c.port, Routes::MonitorAgent),
-            SourceKind::Forward(_) | SourceKind::Http(_) => continue,
+            SourceKind::Forward(_) | SourceKind::Http(_) | SourceKind::Tail(_) => continue,
         };
         let server = ObserveServer::bind(bind, port, routes.clone(), metrics.clone())
             .await
@@ -352,6 +353,17 @@ async fn start_inputs(
                 let addr = input.local_addr().map_err(listen_err)?;
                 tracing::info!(%addr, "http input listening");
                 inputs.spawn(input.run(stop.clone()));
+            }
+            SourceKind::Tail(c) => {
+                let source_id = match (&c.pos_file, &source.common.id) {
+                    (Some(p), _) => p.display().to_string(),
+                    (None, Some(id)) => id.clone(),
+                    (None, None) => location.clone(),
+                };
+                tracing::info!(paths = %c.paths.join(","), %source_id, "tail input starting");
+                let m = metrics.input(&id("tail"), "tail");
+                let emit = MeteredEmit::wrap(emit.clone(), m);
+                inputs.spawn(TailInput::new(c, emit, source_id).run(stop.clone()));
             }
             // Started before the pipeline by `start_observers`.
             SourceKind::Prometheus(_) | SourceKind::MonitorAgent(_) => {}
@@ -408,6 +420,30 @@ async fn run_cluster(
         .ok()
         .and_then(|mut addrs| addrs.next())
         .ok_or_else(|| cluster_err(format!("cannot resolve address {}", c.address)))?;
+    let tls = match &c.tls {
+        Some(t) => {
+            let files = crate::cluster::tls::TlsFiles {
+                ca_path: t.ca_path.clone(),
+                cert_path: t.cert_path.clone(),
+                private_key_path: t.private_key_path.clone(),
+            };
+            let loaded =
+                tokio::task::spawn_blocking(move || crate::cluster::tls::ClusterTls::load(files))
+                    .await
+                    .map_err(|e| cluster_err(format!("loading <transport tls>: {e}")))?
+                    .map_err(|e| cluster_err(format!("<transport tls>: {e}")))?;
+            Some(Arc::new(loaded))
+        }
+        None => None,
+    };
+    match c.exposure(&listen).map_err(&cluster_err)? {
+        crate::cluster::config::Exposure::Insecure => tracing::warn!(
+            %listen,
+            "<cluster> insecure true: the cluster port is served WITHOUT TLS on a non-loopback address; \
+             anyone who reaches it can administer the cluster, speak Raft and inject events"
+        ),
+        crate::cluster::config::Exposure::Tls | crate::cluster::config::Exposure::Loopback => {}
+    }
     let mut node_cfg = ClusterNodeConfig::new(c.node_id, listen, &data_dir);
     node_cfg.advertise = Some(
         c.advertise_address
@@ -419,10 +455,11 @@ async fn run_cluster(
     node_cfg.election_timeout_min = c.election_timeout;
     node_cfg.election_timeout_max = c.election_timeout * 2;
     node_cfg.snapshot_policy = openraft::SnapshotPolicy::LogsSinceLast(c.snapshot_every);
+    node_cfg.tls = tls.clone();
 
     let bootstrap_err = |e: bootstrap::BootstrapError| cluster_err(e.to_string());
     if !bootstrap::has_identity(&data_dir, c.node_id).map_err(bootstrap_err)? {
-        bootstrap::check_identity(&c, &data_dir)
+        bootstrap::check_identity(&c, &data_dir, tls.as_ref())
             .await
             .map_err(bootstrap_err)?;
         bootstrap::write_identity(&data_dir, c.node_id).map_err(bootstrap_err)?;
@@ -479,7 +516,24 @@ async fn run_cluster(
         "lograft aggregator node started"
     );
 
-    shutdown.cancelled().await;
+    #[cfg(feature = "fault-injection")]
+    if std::env::var(crate::cluster::upload::FAULT_POINT_ENV).is_ok_and(|v| v == "stop-raft-core") {
+        // Test hook: the Raft core stops a second after start, as after a storage failure.
+        let raft = node.raft().clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            let _ = raft.shutdown().await;
+        });
+    }
+    // A node whose Raft core stopped (a storage failure, a bug) cannot commit anything: exit
+    // non-zero so the supervisor restarts it, rather than serve stale status.
+    let core_stopped = tokio::select! {
+        _ = shutdown.cancelled() => None,
+        reason = node.shared().core_stopped_wait() => Some(reason),
+    };
+    if let Some(reason) = &core_stopped {
+        tracing::error!(node_id = c.node_id, %reason, "the raft core stopped; shutting down");
+    }
     tracing::info!("shutting down: closing inputs");
     metrics.ready.set_inputs_listening(false);
     stop_inputs.cancel();
@@ -488,7 +542,10 @@ async fn run_cluster(
     while uploaders.join_next().await.is_some() {}
     node.shutdown().await;
     tracing::info!("lograft aggregator node stopped");
-    Ok(())
+    match core_stopped {
+        Some(reason) => Err(cluster_err(format!("the raft core stopped: {reason}"))),
+        None => Ok(()),
+    }
 }
 
 async fn drain_all(mut set: JoinSet<()>) {

@@ -11,6 +11,7 @@
 //! inputs, router, buffer and cluster: it must not import any of them.
 
 use crate::event::EventBatch;
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -37,7 +38,41 @@ pub enum EmitError {
     ShuttingDown,
 }
 
+/// A position in an input's source (e.g. a file's inode and byte offset) to be committed
+/// *together with* a batch: after a crash, a position that is durable means its batch is
+/// durable, and the other way round. Positions only grow: recovering takes the maximum per key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceMark {
+    /// Names the position (its input and, e.g., the file); opaque to the rest of the node.
+    pub key: String,
+    pub position: u64,
+}
+
 /// The one question inputs ask: store this batch, resolve when it is committed.
 pub trait Emit: Send + Sync + 'static {
     fn emit(&self, batch: EventBatch) -> BoxFuture<'_, Result<(), EmitError>>;
+
+    /// Like [`Emit::emit`], and commit `mark` atomically with the batch where the destination
+    /// can (a file buffer: one checksummed, fsynced append holds both). A batch too big to be
+    /// committed as one unit is refused with [`EmitError::TooLarge`]: send smaller parts.
+    /// Destinations that cannot keep marks (the default) just emit the batch; they report
+    /// `false` from [`Emit::keeps_marks`].
+    fn emit_marked(
+        &self,
+        batch: EventBatch,
+        mark: SourceMark,
+    ) -> BoxFuture<'_, Result<(), EmitError>> {
+        let _ = mark;
+        self.emit(batch)
+    }
+
+    /// Whether [`Emit::emit_marked`] commits marks with the data.
+    fn keeps_marks(&self) -> bool {
+        false
+    }
+
+    /// The marks committed before this start (maximum per key), for inputs to resume from.
+    fn recovered_marks(&self) -> HashMap<String, u64> {
+        HashMap::new()
+    }
 }

@@ -9,7 +9,7 @@
 use crate::buffer::Buffer;
 use crate::event::EventBatch;
 use crate::log_limit::WarnLimiter;
-use crate::pipeline::{BoxFuture, Emit, EmitError};
+use crate::pipeline::{BoxFuture, Emit, EmitError, SourceMark};
 use regex::Regex;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -200,6 +200,35 @@ impl Emit for Router {
                 }
             }
         })
+    }
+
+    fn emit_marked(
+        &self,
+        batch: EventBatch,
+        mark: SourceMark,
+    ) -> BoxFuture<'_, Result<(), EmitError>> {
+        Box::pin(async move {
+            match self.route_for(&batch.tag) {
+                Some(i) => Ok(self.routes[i].buffer.append_marked(&batch, &mark).await?),
+                None => {
+                    // Dropped as unmatched: nothing to keep, and the input may move on.
+                    self.table.warn_unmatched(&batch.tag, batch.count);
+                    Ok(())
+                }
+            }
+        })
+    }
+
+    fn keeps_marks(&self) -> bool {
+        self.routes.iter().all(|r| r.buffer.keeps_marks())
+    }
+
+    fn recovered_marks(&self) -> HashMap<String, u64> {
+        let mut all = HashMap::new();
+        for r in &self.routes {
+            crate::buffer::marks::merge(&mut all, r.buffer.recovered_marks());
+        }
+        all
     }
 }
 

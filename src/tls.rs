@@ -1,8 +1,8 @@
 //! TLS configuration for rustls: loading PEM certificates and keys into server and client
 //! configs (ring crypto provider).
 //!
-//! Owns turning `<transport tls>` (in_forward) and out_forward's `tls_*` parameters into
-//! `rustls` configs. Reads files synchronously: call at startup, not on a hot path. Must not
+//! Owns turning `<transport tls>` (in_forward, and `<cluster>`'s mutual TLS) and out_forward's
+//! `tls_*` parameters into `rustls` configs. Reads files synchronously: call at startup, not on a hot path. Must not
 //! open connections.
 
 use crate::input::forward::config::ServerTlsConfig;
@@ -182,6 +182,53 @@ pub fn client_config(cfg: &ClientTlsConfig) -> Result<Arc<rustls::ClientConfig>,
             ))
         }
     };
+    Ok(Arc::new(config))
+}
+
+/// Server config for mutual TLS (the cluster port): this certificate, and every client must
+/// present a certificate that chains to the CA in `ca`.
+pub fn mutual_server_config(
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let provider = provider();
+    let roots = Arc::new(root_store(&[ca])?);
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
+        .build()
+        .map_err(|e| TlsError::Verifier(e.to_string()))?;
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(load_certs(cert)?, load_private_key(key)?)?;
+    Ok(Arc::new(config))
+}
+
+/// Client config for mutual TLS: present this certificate, trust only servers whose
+/// certificate chains to the CA in `ca`. With `any_name`, a valid certificate for another name
+/// than the one dialed is accepted (an admin client that does not know which node it reaches).
+pub fn mutual_client_config(
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+    any_name: bool,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let provider = provider();
+    let inner =
+        WebPkiServerVerifier::builder_with_provider(Arc::new(root_store(&[ca])?), provider.clone())
+            .build()
+            .map_err(|e| TlsError::Verifier(e.to_string()))?;
+    let verifier = Arc::new(RelaxedVerifier {
+        inner: Some(inner),
+        provider: provider.clone(),
+        accept_wrong_name: any_name,
+        accept_unknown_issuer: false,
+    });
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_auth_cert(load_certs(cert)?, load_private_key(key)?)?;
     Ok(Arc::new(config))
 }
 

@@ -5,279 +5,11 @@
 //! it must be there exactly once. Cluster state is read through `lograft cluster status --json`.
 
 mod common;
+use common::cluster::*;
 use common::*;
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
-
-const TAG: &str = "test.cluster";
-
-/// Ports and paths of one aggregator node.
-#[derive(Clone, Copy)]
-struct Ports {
-    forward: u16,
-    raft: u16,
-}
-
-struct Cluster {
-    dir: PathBuf,
-    bucket: PathBuf,
-    ports: BTreeMap<u64, Ports>,
-    nodes: BTreeMap<u64, Node>,
-    extra: String,
-}
-
-fn node_config(
-    dir: &Path,
-    bucket: &Path,
-    id: u64,
-    ports: Ports,
-    membership: &str,
-    extra: &str,
-) -> String {
-    let cluster = format!(
-        r#"<cluster>
-  node_id {id}
-  address 127.0.0.1:{raft}
-  data_dir {data}
-  heartbeat_interval 0.1s
-  election_timeout 0.5s
-  {extra}
-  {membership}
-</cluster>"#,
-        raft = ports.raft,
-        data = dir.join(format!("node{id}-raft")).display(),
-    );
-    ConfigText::new()
-        .forward_source(ports.forward)
-        .out_file(
-            "test.**",
-            bucket,
-            BufferText::default_type()
-                .param("flush_interval", "0.3s")
-                .param("chunk_limit_size", "2m")
-                .param("retry_wait", "0.2s")
-                .param("retry_max_interval", "1s"),
-        )
-        .raw(&cluster)
-        .build()
-}
-
-impl Cluster {
-    /// Three voters 1..=3, started together; returns once a leader is known.
-    fn start(dir: &Path, extra: &str, env: &[(u64, &str, &str)]) -> Cluster {
-        Cluster::start_with_bucket(dir, &dir.join("bucket"), extra, env)
-    }
-
-    /// [`Cluster::start`] with the bucket directory at `bucket`.
-    fn start_with_bucket(
-        dir: &Path,
-        bucket: &Path,
-        extra: &str,
-        env: &[(u64, &str, &str)],
-    ) -> Cluster {
-        let ports: BTreeMap<u64, Ports> = (1..=3)
-            .map(|id| {
-                (
-                    id,
-                    Ports {
-                        forward: free_port(),
-                        raft: free_port(),
-                    },
-                )
-            })
-            .collect();
-        let mut c = Cluster {
-            dir: dir.to_path_buf(),
-            bucket: bucket.to_path_buf(),
-            ports,
-            nodes: BTreeMap::new(),
-            extra: extra.to_string(),
-        };
-        for id in 1..=3 {
-            let envs: Vec<(&str, &str)> = env
-                .iter()
-                .filter(|(n, _, _)| *n == id)
-                .map(|&(_, k, v)| (k, v))
-                .collect();
-            let text = c.config_with_members(id);
-            c.launch(id, &text, &envs, false);
-        }
-        c.wait_leader(Duration::from_secs(30));
-        c
-    }
-
-    fn members_text(&self) -> String {
-        self.ports
-            .iter()
-            .filter(|(id, _)| **id <= 3)
-            .map(|(id, p)| {
-                format!(
-                    "<member>\n id {id}\n address 127.0.0.1:{}\n</member>",
-                    p.raft
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
-    fn config_with_members(&self, id: u64) -> String {
-        node_config(
-            &self.dir,
-            &self.bucket,
-            id,
-            self.ports[&id],
-            &self.members_text(),
-            &self.extra,
-        )
-    }
-
-    /// Start node `id` with `config_text`; with `wait_forward` wait for its Forward port.
-    fn launch(&mut self, id: u64, config_text: &str, env: &[(&str, &str)], wait_forward: bool) {
-        // The Forward port opens only once the node is in a cluster; else wait for gRPC.
-        let port = if wait_forward {
-            self.ports[&id].forward
-        } else {
-            self.ports[&id].raft
-        };
-        let dir = self.dir.join(format!("node{id}"));
-        let node = Node::start_with_env(&dir, config_text, &[port], env);
-        self.nodes.insert(id, node);
-    }
-
-    /// The last lines of every node's log, for failure messages.
-    fn logs(&self) -> String {
-        self.nodes
-            .iter()
-            .map(|(id, n)| {
-                let text = n.log_text();
-                let lines: Vec<&str> = text
-                    .lines()
-                    .filter(|l| l.contains("panicked at") || !l.contains("openraft"))
-                    .collect();
-                let tail = lines[lines.len().saturating_sub(20)..].join("\n");
-                let panics: Vec<&str> = text
-                    .lines()
-                    .filter(|l| l.contains("panicked"))
-                    .take(3)
-                    .collect();
-                format!("--- node {id} ---\n{}\n{tail}\n", panics.join("\n"))
-            })
-            .collect()
-    }
-
-    fn raft_addr(&self, id: u64) -> String {
-        format!("127.0.0.1:{}", self.ports[&id].raft)
-    }
-
-    /// `lograft cluster status --json` of node `id` (None: it did not answer).
-    fn status(&self, id: u64) -> Option<serde_json::Value> {
-        let out = Command::new(BIN)
-            .args(["cluster", "status", "--json", "--node", &self.raft_addr(id)])
-            .output()
-            .unwrap();
-        if !out.status.success() {
-            return None;
-        }
-        serde_json::from_slice(&out.stdout).ok()
-    }
-
-    fn live_ids(&mut self) -> Vec<u64> {
-        self.nodes
-            .iter_mut()
-            .filter_map(|(id, n)| n.is_running().then_some(*id))
-            .collect()
-    }
-
-    /// The leader every live node agrees on, once the one it names says it leads.
-    fn wait_leader(&mut self, timeout: Duration) -> u64 {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let live = self.live_ids();
-            let views: Vec<Option<u64>> = live
-                .iter()
-                .map(|id| self.status(*id).and_then(|s| s["leader_id"].as_u64()))
-                .collect();
-            if let Some(Some(leader)) = views.first() {
-                if views.iter().all(|v| *v == Some(*leader)) && live.contains(leader) {
-                    let st = self.status(*leader);
-                    if st.is_some_and(|s| s["state"] == "Leader") {
-                        return *leader;
-                    }
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no agreed leader among {live:?} within {timeout:?}: {views:?}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Wait until the leader has nothing pending or unconfirmed and the bucket holds
-    /// `expected` events; returns the count of each sequence number found.
-    fn wait_uploaded(&mut self, expected: usize) -> std::collections::HashMap<u64, u32> {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let counts = seq_counts(&read_out_file_records(&self.bucket));
-            let total: u32 = counts.values().sum();
-            let leader = self.wait_leader(Duration::from_secs(30));
-            let st = self.status(leader).unwrap_or_default();
-            let idle = st["pending_chunks"] == 0 && st["unconfirmed_batches"] == 0;
-            if idle && total as usize >= expected {
-                return counts;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "bucket holds {total} of {expected} events; leader status {st}"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-/// Run `lograft ARGS...` and return its stdout; panics with its stderr if it fails.
-fn cli(args: &[&str]) -> String {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "lograft {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Every acked sequence number is in the bucket exactly once, and nothing else is.
-fn assert_exactly_once(counts: &std::collections::HashMap<u64, u32>, acked: &[u64]) {
-    let dups: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).take(10).collect();
-    assert!(dups.is_empty(), "duplicated events in the bucket: {dups:?}");
-    let missing: Vec<_> = acked
-        .iter()
-        .filter(|s| !counts.contains_key(s))
-        .take(10)
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "acked events missing from the bucket (first 10): {missing:?}"
-    );
-}
-
-fn forwarder_config(fwd: u16, dir: &Path, cluster: &Cluster) -> String {
-    let servers: String = cluster
-        .ports
-        .iter()
-        .map(|(id, p)| {
-            format!(
-                "<server>\n name node{id}\n host 127.0.0.1\n port {}\n {}\n</server>\n",
-                p.forward,
-                if *id == 1 { "" } else { "standby" }
-            )
-        })
-        .collect();
-    let sources = ConfigText::new().forward_source(fwd);
-    common::forwarder_config(sources, dir, &servers, "5s", "")
-}
+use std::time::Duration;
 
 /// Acceptance 1 and 5: 300,000 events through a forwarder into three nodes; the leader is
 /// SIGKILLed mid-stream; a new leader takes over; the bucket ends with every acked event once.
@@ -290,7 +22,7 @@ fn leader_killed_mid_stream_loses_and_duplicates_nothing() {
     let fwd_dir = tmp.path().join("forwarder");
     let _forwarder = Node::start(
         &fwd_dir,
-        &forwarder_config(fwd_port, &fwd_dir, &cluster),
+        &cluster_forwarder_config(fwd_port, &fwd_dir, &cluster),
         &[fwd_port],
     );
 
@@ -403,7 +135,13 @@ fn wiped_follower_comes_back_as_a_new_node_then_the_leader_dies() {
     let join = format!("join {}", cluster.raft_addr(leader));
     let text = node_config(&cluster.dir, &cluster.bucket, 4, ports, &join, "");
     cluster.launch(4, &text, &[], true);
+    let tls_env = if harness_tls() {
+        operator_env()
+    } else {
+        Vec::new()
+    };
     let out = Command::new(BIN)
+        .envs(tls_env)
         .args([
             "cluster",
             "replace",
@@ -504,7 +242,11 @@ fn a_retransmitted_chunk_is_stored_once() {
 fn a_64mb_chunk_sent_whole_is_stored_once() {
     const EVENTS: u64 = 64_000;
     let tmp = tempfile::tempdir().unwrap();
-    let mut cluster = Cluster::start(tmp.path(), "", &[]);
+    let mut cluster = Cluster::start(
+        tmp.path(),
+        "heartbeat_interval 0.5s\n  election_timeout 2s",
+        &[],
+    );
     let (entries_bytes, count) = entries(0..EVENTS, 1000);
     assert!(entries_bytes.len() > 64_000_000, "{}", entries_bytes.len());
     let frame = packed_forward(TAG, &entries_bytes, count, Some("one-big-chunk"));

@@ -37,6 +37,16 @@ fn local(args: &[&str]) -> String {
     text
 }
 
+/// What makes `lograft cluster` act as the demo's operator (cluster/local makes the
+/// certificates under ROOT/certs and uses mutual TLS).
+fn operator_env() -> [(&'static str, String); 3] {
+    [
+        ("LOGRAFT_CLUSTER_CA", format!("{ROOT}/certs/ca.pem")),
+        ("LOGRAFT_CLUSTER_CERT", format!("{ROOT}/certs/operator.pem")),
+        ("LOGRAFT_CLUSTER_KEY", format!("{ROOT}/certs/operator.key")),
+    ]
+}
+
 /// Stops the demo however the test ends.
 struct Demo;
 
@@ -53,6 +63,7 @@ impl Drop for Demo {
 fn leader(nodes: &[u64]) -> Option<u64> {
     nodes.iter().find_map(|id| {
         let out = Command::new(BIN)
+            .envs(operator_env())
             .args(["cluster", "status", "--json", "--node"])
             .arg(format!("127.0.0.1:710{id}"))
             .output()
@@ -68,6 +79,7 @@ fn idle(nodes: &[u64]) -> bool {
         return false;
     };
     let Ok(out) = Command::new(BIN)
+        .envs(operator_env())
         .args(["cluster", "status", "--json", "--node"])
         .arg(format!("127.0.0.1:710{id}"))
         .output()

@@ -497,3 +497,57 @@ fn out_of_file_descriptors_existing_connections_work_and_http_answers_503() {
     existing.send_acked("test.a", 20..30, 10).unwrap();
     assert_eq!(node.terminate(), Some(0), "log:\n{}", node.log_text());
 }
+
+/// Fluentd's file buffer makes chunks of up to `chunk_limit_size 256m`, and its out_forward
+/// sends each as one message: a little over 256 MiB on the wire. With every limit at its default,
+/// such a frame is taken and acknowledged, never refused forever (which would stall the sender).
+#[test]
+fn a_fluentd_default_size_chunk_is_taken_with_default_limits() {
+    const FLUENTD_CHUNK_LIMIT: usize = 256 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut node = Node::start(
+        dir.path(),
+        &forwarder_config(dir.path(), port, "", ""),
+        &[port],
+    );
+    // Sequence numbers of one width, so every entry has the same size; the last one is padded
+    // so that the chunk is exactly 256 MiB.
+    let (pad, first) = (4000, 1_000_000);
+    let one = entries([first], pad).0.len();
+    let count = (FLUENTD_CHUNK_LIMIT / one) as u64;
+    let seqs = first..first + count;
+    let (mut events, mut n) = entries(first..first + count - 1, pad);
+    let last_pad = FLUENTD_CHUNK_LIMIT - events.len() - (one - pad);
+    let (last, one_more) = entries([first + count - 1], last_pad);
+    events.extend_from_slice(&last);
+    n += one_more;
+    assert_eq!(events.len(), FLUENTD_CHUNK_LIMIT);
+    let frame = packed_forward("test.big", &events, n, Some("fluentd-sized"));
+    assert!(frame.len() > FLUENTD_CHUNK_LIMIT);
+    drop(events);
+    let mut client = ForwardClient::connect(addr(port)).unwrap();
+    client
+        .stream()
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    client.send_raw(&frame).unwrap();
+    drop(frame);
+    let ack = read_msgpack(client.stream())
+        .unwrap_or_else(|e| panic!("no ack ({e}); log:\n{}", node.log_text()));
+    assert_eq!(ack["ack"].as_str(), Some("fluentd-sized"), "{ack:?}");
+    let out = dir.path().join("out");
+    let all = wait_until(Duration::from_secs(120), || {
+        read_out_file_records(&out).len() as u64 >= count
+    });
+    let records = read_out_file_records(&out);
+    assert!(
+        all,
+        "{} of {count} events written; log:\n{}",
+        records.len(),
+        node.log_text()
+    );
+    let counts = seq_counts(&records);
+    assert!(seqs.into_iter().all(|s| counts.get(&s) == Some(&1)));
+    assert_eq!(node.terminate(), Some(0));
+}

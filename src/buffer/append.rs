@@ -12,6 +12,7 @@ use super::{
     ChunkStorage, Shared, Stage, State,
 };
 use crate::event::{EntryIter, EventBatch};
+use crate::pipeline::SourceMark;
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -31,6 +32,8 @@ struct PlannedWrite {
     file: Arc<file::ChunkFile>,
     entries: Bytes,
     records: u32,
+    /// A marked append's source position (key, position).
+    mark: Option<(String, u64)>,
 }
 
 impl Buffer {
@@ -39,11 +42,42 @@ impl Buffer {
     /// several chunks; all of it is durable before Ok. On `Err(Io)` some pieces of a split
     /// batch may still have been stored (the sender retries: at-least-once).
     pub async fn append(&self, batch: &EventBatch) -> Result<(), BufferError> {
+        self.append_inner(batch, None).await
+    }
+
+    /// Store a batch together with a source position, in ONE append of ONE chunk (so both
+    /// are durable at the same instant, see [`super::marks`]); Ok when both are durable. A
+    /// batch that would have to be split (larger than a chunk, or spanning timekey buckets) is
+    /// refused with [`BufferError::MarkSpansChunks`] before anything is written: the caller
+    /// sends it in smaller parts. A memory buffer stores the batch and ignores the position.
+    pub async fn append_marked(
+        &self,
+        batch: &EventBatch,
+        mark: &SourceMark,
+    ) -> Result<(), BufferError> {
+        self.append_inner(batch, Some(mark)).await
+    }
+
+    async fn append_inner(
+        &self,
+        batch: &EventBatch,
+        mark: Option<&SourceMark>,
+    ) -> Result<(), BufferError> {
         if batch.entries.is_empty() {
             return Ok(());
         }
         let shared = &self.shared;
         let pieces = shared.split_batch(batch)?;
+        if mark.is_some() {
+            let limit = shared.settings.chunk_limit_size.min(chunk::MAX_APPEND_LEN);
+            if pieces.len() != 1 || batch.entries.len() as u64 > limit {
+                return Err(BufferError::MarkSpansChunks {
+                    size: batch.entries.len() as u64,
+                    limit,
+                });
+            }
+        }
+        let mark = mark.map(|m| (m.key.clone(), m.position));
         let size = batch.entries.len() as u64;
         let (writes, dropped) = loop {
             let notified = shared.space_freed.notified();
@@ -55,7 +89,7 @@ impl Buffer {
                     return Err(BufferError::Closed);
                 }
                 if let Some(dropped) = shared.admit(&mut st, size)? {
-                    let writes = shared.assign(&mut st, pieces, &batch.tag);
+                    let writes = shared.assign(&mut st, pieces, &batch.tag, mark.clone());
                     break (writes, dropped);
                 }
             }
@@ -176,7 +210,16 @@ impl Shared {
 
     /// Place the pieces into staged chunks (opening and sealing chunks as they fill). Memory
     /// chunks take the entries at once; file chunks get writes to submit.
-    fn assign(&self, st: &mut State, pieces: Vec<Piece>, batch_tag: &str) -> Vec<PlannedWrite> {
+    ///
+    /// With a `mark` (one piece, checked by the caller) the piece is kept whole: if the open
+    /// chunk has no room for it, that chunk is sealed and a fresh one takes it.
+    fn assign(
+        &self,
+        st: &mut State,
+        pieces: Vec<Piece>,
+        batch_tag: &str,
+        mark: Option<(String, u64)>,
+    ) -> Vec<PlannedWrite> {
         let s = &self.settings;
         let limit = s.chunk_limit_size.min(chunk::MAX_APPEND_LEN);
         let mut writes = Vec::new();
@@ -191,26 +234,32 @@ impl Shared {
                 };
                 let room_bytes = limit.saturating_sub(c.meta.bytes);
                 let room_records = s.chunk_limit_records.saturating_sub(c.meta.records);
-                let (take_bytes, take_records) =
-                    if rest.len() as u64 <= room_bytes && rest_records as u64 <= room_records {
-                        (rest.len(), rest_records)
+                let fits = rest.len() as u64 <= room_bytes && rest_records as u64 <= room_records;
+                if mark.is_some() && !fits && c.meta.records > 0 {
+                    self.seal(st, id);
+                    continue;
+                }
+                let (take_bytes, take_records) = if mark.is_some() {
+                    (rest.len(), rest_records)
+                } else if rest.len() as u64 <= room_bytes && rest_records as u64 <= room_records {
+                    (rest.len(), rest_records)
+                } else {
+                    let (b, r) = prefix_fitting(&rest, room_bytes, room_records);
+                    if r > 0 {
+                        (b, r)
+                    } else if c.meta.records > 0 {
+                        // Nothing more fits here: this chunk is full, start the next one.
+                        self.seal(st, id);
+                        continue;
                     } else {
-                        let (b, r) = prefix_fitting(&rest, room_bytes, room_records);
-                        if r > 0 {
-                            (b, r)
-                        } else if c.meta.records > 0 {
-                            // Nothing more fits here: this chunk is full, start the next one.
-                            self.seal(st, id);
-                            continue;
-                        } else {
-                            // A fresh chunk that cannot take the next entry: entries were
-                            // size-checked, so only a malformed tail gets here. Keep it whole.
-                            match prefix_fitting(&rest, u64::MAX, 1) {
-                                (b, 1) => (b, 1),
-                                _ => (rest.len(), rest_records.max(1)),
-                            }
+                        // A fresh chunk that cannot take the next entry: entries were
+                        // size-checked, so only a malformed tail gets here. Keep it whole.
+                        match prefix_fitting(&rest, u64::MAX, 1) {
+                            (b, 1) => (b, 1),
+                            _ => (rest.len(), rest_records.max(1)),
                         }
-                    };
+                    }
+                };
                 let part = rest.split_to(take_bytes);
                 rest_records = rest_records.saturating_sub(take_records);
                 if !rest.is_empty() && rest_records == 0 {
@@ -233,6 +282,7 @@ impl Shared {
                             file: f.clone(),
                             entries: part,
                             records,
+                            mark: mark.clone(),
                         });
                     }
                     ChunkStorage::Memory(m) => m.push(part),
@@ -301,6 +351,7 @@ impl Shared {
                 flush_at,
                 not_before: None,
                 storage,
+                marks: Default::default(),
             },
         );
         st.open.insert(key.clone(), id);
@@ -313,14 +364,25 @@ impl Shared {
     /// Hand a planned write to the writer thread; the receiver resolves when it is durable.
     fn submit(self: &Arc<Self>, w: PlannedWrite) -> oneshot::Receiver<std::io::Result<()>> {
         let (tx, rx) = oneshot::channel();
-        let head = chunk::append_header(&w.entries, w.records);
+        let trailer = w.mark.as_ref().map(|(k, p)| chunk::mark_trailer(k, *p));
+        let head = match &trailer {
+            Some(t) => chunk::marked_append_header(&w.entries, t, w.records),
+            None => chunk::append_header(&w.entries, w.records),
+        };
         let shared = self.clone();
         let (id, bytes, records) = (w.chunk, w.entries.len() as u64, w.records as u64);
+        let mark = w.mark;
         let job = file::AppendJob {
             file: w.file,
             head,
             entries: w.entries,
+            trailer,
             done: Box::new(move |result| {
+                if result.is_ok() {
+                    if let Some((k, p)) = &mark {
+                        shared.keep_mark(id, k, *p);
+                    }
+                }
                 shared.complete_write(id, bytes, records, result.as_ref().err());
                 let _ = tx.send(result);
             }),
@@ -333,6 +395,17 @@ impl Shared {
             (job.done)(Err(std::io::Error::other("buffer writer thread is gone")));
         }
         rx
+    }
+
+    /// A marked append is durable: remember its position with its chunk (for the ledger).
+    fn keep_mark(&self, id: ChunkId, key: &str, position: u64) {
+        let mut st = self.lock();
+        if let Some(c) = st.chunks.get_mut(&id) {
+            let slot = c.marks.entry(key.to_string()).or_insert(position);
+            if *slot < position {
+                *slot = position;
+            }
+        }
     }
 
     /// Called by the writer thread when one append is durable or was rolled back.

@@ -37,6 +37,20 @@
 //!     12  len  entries: concatenated msgpack `[time, record]` arrays
 //! ```
 //!
+//! A *marked* append (bit 31 of the record count set; the count is the low 31 bits) carries,
+//! after its entries and inside the same length and checksum, a source position that commits
+//! together with the entries (see [`crate::pipeline::SourceMark`]):
+//!
+//! ```text
+//!      0  len-k-12  entries
+//!      .         8  position (u64)
+//!      .         k  key, UTF-8
+//!  len-4         4  k + 8 (u32)
+//! ```
+//!
+//! Because the position is inside the append's checksum, it is durable exactly when the
+//! entries are: a torn append loses both, a whole one keeps both.
+//!
 //! The entries of the chunk are the concatenation of its appends' entries: a PackedForward
 //! entry stream. A file is only ever extended by whole appends and, after a failed write, cut
 //! back to the end of the last acknowledged append.
@@ -66,6 +80,8 @@ pub const APPEND_HEADER_LEN: usize = 12;
 pub const MAX_APPEND_LEN: u64 = u32::MAX as u64;
 
 const FLAG_TIMEKEY: u16 = 1;
+/// Bit 31 of an append's record count: the append carries a source position after its entries.
+pub const MARKED_APPEND: u32 = 1 << 31;
 
 /// What a chunk file says about its chunk, besides the entries.
 #[derive(Debug, Clone, PartialEq)]
@@ -156,6 +172,49 @@ pub fn append_header(entries: &[u8], records: u32) -> [u8; APPEND_HEADER_LEN] {
     head
 }
 
+/// The trailer of a marked append (position, key, their length), placed after the entries.
+pub fn mark_trailer(key: &str, position: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(key.len() + 12);
+    out.extend_from_slice(&position.to_le_bytes());
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(&((key.len() + 8) as u32).to_le_bytes());
+    out
+}
+
+/// The 12-byte header of a marked append: `entries` (with `records` entries) then `trailer`
+/// (from [`mark_trailer`]), one length and one checksum over both.
+pub fn marked_append_header(
+    entries: &[u8],
+    trailer: &[u8],
+    records: u32,
+) -> [u8; APPEND_HEADER_LEN] {
+    let mut head = [0u8; APPEND_HEADER_LEN];
+    head[0..4].copy_from_slice(&((entries.len() + trailer.len()) as u32).to_le_bytes());
+    head[4..8].copy_from_slice(&(records | MARKED_APPEND).to_le_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&head[0..8]), entries);
+    let crc = crc32c::crc32c_append(crc, trailer);
+    head[8..12].copy_from_slice(&crc.to_le_bytes());
+    head
+}
+
+/// Split a marked append's payload into (entries length, key, position).
+fn split_marked(payload: &[u8]) -> Result<(usize, String, u64), String> {
+    let n = payload.len();
+    if n < 12 {
+        return Err(format!("marked append of {n} bytes is too short"));
+    }
+    let k = u32::from_le_bytes(payload[n - 4..].try_into().expect("4 bytes")) as usize;
+    if k < 8 || k + 4 > n {
+        return Err(format!("impossible mark length {k} in a {n}-byte append"));
+    }
+    let start = n - 4 - k;
+    let position = u64::from_le_bytes(payload[start..start + 8].try_into().expect("8 bytes"));
+    let key = std::str::from_utf8(&payload[start + 8..n - 4])
+        .map_err(|_| "mark key is not UTF-8".to_string())?
+        .to_string();
+    Ok((start, key, position))
+}
+
 /// The file name of a chunk: `buffer.<hex id>.log`.
 pub fn file_name(id: ChunkId) -> String {
     format!("buffer.{}.log", id.to_hex())
@@ -188,6 +247,8 @@ pub struct ScannedChunk {
     pub header: ChunkHeader,
     pub header_len: usize,
     pub appends: Vec<AppendSpan>,
+    /// Source positions carried by marked appends, in file order: (key, position).
+    pub marks: Vec<(String, u64)>,
     pub torn_tail: Option<TornTail>,
 }
 
@@ -214,6 +275,7 @@ pub enum ScanError {
 pub fn scan(buf: &[u8]) -> Result<ScannedChunk, ScanError> {
     let (header, header_len) = ChunkHeader::decode(buf).map_err(ScanError::BadHeader)?;
     let mut appends = Vec::new();
+    let mut marks = Vec::new();
     let mut pos = header_len;
     let mut torn_tail = None;
     while pos < buf.len() {
@@ -230,7 +292,8 @@ pub fn scan(buf: &[u8]) -> Result<ScannedChunk, ScanError> {
         }
         let head = &buf[pos..pos + APPEND_HEADER_LEN];
         let len = u32::from_le_bytes(head[0..4].try_into().expect("4 bytes")) as usize;
-        let records = u32::from_le_bytes(head[4..8].try_into().expect("4 bytes"));
+        let raw_records = u32::from_le_bytes(head[4..8].try_into().expect("4 bytes"));
+        let records = raw_records & !MARKED_APPEND;
         let stored_crc = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
         let entries_offset = pos + APPEND_HEADER_LEN;
         let end = entries_offset + len;
@@ -242,13 +305,27 @@ pub fn scan(buf: &[u8]) -> Result<ScannedChunk, ScanError> {
             break;
         }
         let crc = crc32c::crc32c_append(crc32c::crc32c(&head[0..8]), &buf[entries_offset..end]);
-        let problem = if crc != stored_crc {
+        let mut entries_len = len;
+        let mut mark = None;
+        let mut problem = if crc != stored_crc {
             Some("checksum mismatch".to_string())
-        } else if records == 0 || records as usize > len {
-            Some(format!("impossible record count {records} for {len} bytes"))
+        } else if raw_records & MARKED_APPEND != 0 {
+            match split_marked(&buf[entries_offset..end]) {
+                Ok((n, key, position)) => {
+                    entries_len = n;
+                    mark = Some((key, position));
+                    None
+                }
+                Err(e) => Some(e),
+            }
         } else {
             None
         };
+        if problem.is_none() && (records == 0 || records as usize > entries_len) {
+            problem = Some(format!(
+                "impossible record count {records} for {entries_len} bytes"
+            ));
+        }
         if let Some(reason) = problem {
             if end == buf.len() || buf[pos..].iter().all(|b| *b == 0) {
                 torn_tail = Some(torn(format!("last append: {reason}")));
@@ -261,15 +338,17 @@ pub fn scan(buf: &[u8]) -> Result<ScannedChunk, ScanError> {
         }
         appends.push(AppendSpan {
             entries_offset,
-            len,
+            len: entries_len,
             records,
         });
+        marks.extend(mark);
         pos = end;
     }
     Ok(ScannedChunk {
         header,
         header_len,
         appends,
+        marks,
         torn_tail,
     })
 }
@@ -386,6 +465,24 @@ mod tests {
         let mut middle_bad = three.clone();
         middle_bad[good.len() + APPEND_HEADER_LEN + 1] ^= 0x10;
         assert!(matches!(scan(&middle_bad), Err(ScanError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn marked_appends_keep_entries_and_position_under_one_checksum() {
+        let mut f = file_with(&[b"abc"]);
+        let trailer = mark_trailer("tail\tsrc\t1", 4242);
+        f.extend_from_slice(&marked_append_header(b"defgh", &trailer, 1));
+        f.extend_from_slice(b"defgh");
+        f.extend_from_slice(&trailer);
+        let s = scan(&f).unwrap();
+        assert_eq!(s.marks, vec![("tail\tsrc\t1".to_string(), 4242)]);
+        assert_eq!(s.records(), 2);
+        assert_eq!(&into_entries(f.clone(), &s)[..], b"abcdefgh");
+        // A torn marked append loses its position along with its entries.
+        let s = scan(&f[..f.len() - 3]).unwrap();
+        assert!(s.marks.is_empty());
+        assert!(s.torn_tail.is_some());
+        assert_eq!(s.records(), 1);
     }
 
     #[test]

@@ -19,6 +19,10 @@ pub enum BufferError {
         #[source]
         source: std::io::Error,
     },
+    /// A batch with a source position must go into one append of one chunk, and this one
+    /// cannot (larger than a chunk, or spanning timekey buckets): send it in smaller parts.
+    #[error("batch of {size} bytes with a source position cannot be stored as one append (chunk limit {limit} bytes, or it spans timekey buckets); send it in smaller parts")]
+    MarkSpansChunks { size: u64, limit: u64 },
     #[error("buffer is closed")]
     Closed,
     /// The batch's entry stream could not be walked (inputs validate entries, so this means a
@@ -31,7 +35,9 @@ impl From<BufferError> for EmitError {
     fn from(e: BufferError) -> Self {
         match e {
             BufferError::Overflow { .. } => EmitError::Overflow(e.to_string()),
-            BufferError::TooLarge { .. } => EmitError::TooLarge(e.to_string()),
+            BufferError::TooLarge { .. } | BufferError::MarkSpansChunks { .. } => {
+                EmitError::TooLarge(e.to_string())
+            }
             BufferError::Io { .. } => EmitError::Storage(e.to_string()),
             BufferError::Closed => EmitError::ShuttingDown,
             BufferError::InvalidEntries(_) => EmitError::Storage(e.to_string()),

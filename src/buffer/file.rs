@@ -66,6 +66,8 @@ pub struct AppendJob {
     pub file: Arc<ChunkFile>,
     pub head: [u8; chunk::APPEND_HEADER_LEN],
     pub entries: Bytes,
+    /// A marked append's trailer (source position), written right after the entries.
+    pub trailer: Option<Vec<u8>>,
     pub done: Completion,
 }
 
@@ -245,13 +247,16 @@ fn write_group(group: &[AppendJob], counters: &WriterCounters) -> io::Result<Fil
         file.set_len(0)?;
     }
     let result = (|| {
-        let mut slices = Vec::with_capacity(group.len() * 2 + 1);
+        let mut slices = Vec::with_capacity(group.len() * 3 + 1);
         if created {
             slices.push(IoSlice::new(&file_info.header));
         }
         for job in group {
             slices.push(IoSlice::new(&job.head));
             slices.push(IoSlice::new(&job.entries));
+            if let Some(t) = &job.trailer {
+                slices.push(IoSlice::new(t));
+            }
         }
         write_all_vectored(&mut file, &mut slices)?;
         #[cfg(test)]
@@ -263,6 +268,9 @@ fn write_group(group: &[AppendJob], counters: &WriterCounters) -> io::Result<Fil
             return Err(io::Error::other("injected sync failure"));
         }
         counters.file_syncs.fetch_add(1, Ordering::Relaxed);
+        if crate::fault_injection::skip_fsync("buffer") {
+            return Ok(());
+        }
         file.sync_data()
     })();
     match result {
@@ -294,9 +302,7 @@ fn write_all_vectored(file: &mut File, mut slices: &mut [IoSlice<'_>]) -> io::Re
     Ok(())
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
+use crate::durable_fs::sync_dir;
 
 fn io_err(path: &Path, source: io::Error) -> BufferError {
     BufferError::Io {
@@ -312,12 +318,14 @@ pub struct ResumedChunk {
     pub path: PathBuf,
     pub records: u64,
     pub bytes: u64,
+    /// Source positions its marked appends carry.
+    pub marks: super::marks::Positions,
 }
 
 /// Scan `dir` (creating it if missing): repair torn tails, quarantine damaged files, delete
 /// empty chunks. Returns the usable chunks, oldest first.
 pub fn resume(dir: &Path, name: &str) -> Result<(Vec<ResumedChunk>, ResumeReport), BufferError> {
-    fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+    crate::durable_fs::create_dir_all_durably(dir).map_err(|e| io_err(dir, e))?;
     let mut paths = Vec::new();
     for entry in fs::read_dir(dir).map_err(|e| io_err(dir, e))? {
         let entry = entry.map_err(|e| io_err(dir, e))?;
@@ -428,6 +436,11 @@ fn resume_one(path: &Path, name: &str) -> Result<ResumeOutcome, String> {
         ResumedChunk {
             records: scanned.records(),
             bytes: scanned.entries_bytes(),
+            marks: {
+                let mut m = super::marks::Positions::new();
+                super::marks::merge(&mut m, scanned.marks.iter().map(|(k, p)| (k, p)));
+                m
+            },
             header: scanned.header,
             path: path.to_path_buf(),
         },
@@ -482,7 +495,7 @@ pub fn remove_chunk(path: &Path) -> Result<(), BufferError> {
 /// that name is taken). Returns the new path.
 pub fn move_to_quarantine(dir: &Path, path: &Path) -> Result<PathBuf, BufferError> {
     let qdir = dir.join(QUARANTINE_DIR);
-    fs::create_dir_all(&qdir).map_err(|e| io_err(&qdir, e))?;
+    crate::durable_fs::create_dir_all_durably(&qdir).map_err(|e| io_err(&qdir, e))?;
     let base = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -34,10 +34,13 @@
 pub mod chunk;
 pub mod config;
 pub mod file;
+pub mod marks;
 pub mod memory;
 
 mod append;
 mod error;
+#[cfg(test)]
+mod marks_tests;
 mod overflow;
 mod queue;
 mod schedule;
@@ -232,6 +235,9 @@ struct ChunkState {
     /// Queued but not to be handed out before this time (a failed chunk in backoff).
     not_before: Option<tokio::time::Instant>,
     storage: ChunkStorage,
+    /// Source positions committed in this chunk (file buffer only), moved to the ledger
+    /// before the chunk file is deleted.
+    marks: marks::Positions,
 }
 
 #[derive(Default)]
@@ -261,6 +267,8 @@ struct Shared {
     schedule_changed: Notify,
     writer: Option<mpsc::Sender<file::WriterJob>>,
     counters: Arc<file::WriterCounters>,
+    /// Source positions found at open (in resumed chunks and in the ledger).
+    recovered_marks: marks::Positions,
 }
 
 impl Buffer {
@@ -278,6 +286,7 @@ impl Buffer {
         let counters = Arc::new(file::WriterCounters::default());
         let mut state = State::default();
         let mut report = ResumeReport::default();
+        let mut recovered_marks = marks::Positions::new();
         let (dir, writer) = match &cfg.kind {
             BufferKind::File { path } => {
                 let dir = dir
@@ -300,7 +309,23 @@ impl Buffer {
                         })??
                 };
                 report = found;
+                let ledger = {
+                    let ledger_dir = dir.clone();
+                    tokio::task::spawn_blocking(move || marks::load_ledger(&ledger_dir))
+                        .await
+                        .map_err(|e| std::io::Error::other(format!("ledger task failed: {e}")))
+                        .and_then(|r| r)
+                        .unwrap_or_else(|e| {
+                            // Losing the ledger can only make an input read lines again
+                            // (at least once); refusing to start would lose more.
+                            tracing::error!(buffer = %name, file = %dir.join(marks::LEDGER_FILE).display(), error = %e,
+                                "cannot read the source-position ledger; inputs resume from their own position files");
+                            marks::Positions::new()
+                        })
+                };
+                marks::merge(&mut recovered_marks, &ledger);
                 for c in resumed {
+                    marks::merge(&mut recovered_marks, &c.marks);
                     let seq = state.next_seq;
                     state.next_seq += 1;
                     let meta = ChunkMeta {
@@ -329,6 +354,7 @@ impl Buffer {
                                 path: c.path,
                                 header: c.header.encode(),
                             })),
+                            marks: c.marks,
                         },
                     );
                 }
@@ -353,6 +379,7 @@ impl Buffer {
             schedule_changed: Notify::new(),
             writer,
             counters,
+            recovered_marks,
         });
         let stop_flush = CancellationToken::new();
         tokio::spawn(schedule::flush_loop(shared.clone(), stop_flush.clone()));
@@ -382,6 +409,17 @@ impl Buffer {
         self.shared.queue_changed.notify_waiters();
         self.shared.space_freed.notify_waiters();
         self.shared.schedule_changed.notify_one();
+    }
+
+    /// Whether marked appends keep their positions durably (a file buffer).
+    pub fn keeps_marks(&self) -> bool {
+        self.shared.settings.file
+    }
+
+    /// The source positions this buffer held when it was opened: those carried by the chunks
+    /// it resumed and those in its ledger (see [`marks`]), the maximum per key.
+    pub fn recovered_marks(&self) -> &marks::Positions {
+        &self.shared.recovered_marks
     }
 
     /// Chunk counts and bytes by stage, and the file buffer's commit counters.

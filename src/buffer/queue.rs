@@ -78,12 +78,17 @@ impl Buffer {
         match removed.storage {
             ChunkStorage::File(f) => {
                 let path = f.path.clone();
-                tokio::task::spawn_blocking(move || file::remove_chunk(&path))
-                    .await
-                    .map_err(|e| BufferError::Io {
-                        path: f.path.clone(),
-                        source: std::io::Error::other(format!("delete task failed: {e}")),
-                    })?
+                let (dir, marks) = (self.shared.dir.clone(), removed.marks);
+                // The positions it carried go to the ledger before the file goes away.
+                tokio::task::spawn_blocking(move || {
+                    keep_marks(dir.as_deref(), &marks, &path)?;
+                    file::remove_chunk(&path)
+                })
+                .await
+                .map_err(|e| BufferError::Io {
+                    path: f.path.clone(),
+                    source: std::io::Error::other(format!("delete task failed: {e}")),
+                })?
             }
             ChunkStorage::Memory(_) => Ok(()),
         }
@@ -132,17 +137,20 @@ impl Buffer {
             return Ok(None);
         };
         let meta = removed.meta;
+        let marks = removed.marks;
         match removed.storage {
             ChunkStorage::File(f) => {
                 let dir = self.shared.dir.clone().unwrap_or_default();
                 let path = f.path.clone();
-                let moved =
-                    tokio::task::spawn_blocking(move || file::move_to_quarantine(&dir, &path))
-                        .await
-                        .map_err(|e| BufferError::Io {
-                            path: f.path.clone(),
-                            source: std::io::Error::other(format!("quarantine task failed: {e}")),
-                        })??;
+                let moved = tokio::task::spawn_blocking(move || {
+                    keep_marks(Some(&dir), &marks, &path)?;
+                    file::move_to_quarantine(&dir, &path)
+                })
+                .await
+                .map_err(|e| BufferError::Io {
+                    path: f.path.clone(),
+                    source: std::io::Error::other(format!("quarantine task failed: {e}")),
+                })??;
                 error!(
                     buffer = %self.shared.name,
                     chunk = %id,
@@ -340,6 +348,26 @@ impl Shared {
         insert_by_age(&mut st.queue, entry);
         drop(st);
         self.queue_changed.notify_waiters();
+    }
+}
+
+/// Merge a leaving chunk's source positions into the buffer's ledger (see `marks`).
+fn keep_marks(
+    dir: Option<&std::path::Path>,
+    marks: &super::marks::Positions,
+    chunk_path: &std::path::Path,
+) -> Result<(), BufferError> {
+    match dir {
+        Some(dir) if !marks.is_empty() => {
+            super::marks::record(dir, marks).map_err(|source| BufferError::Io {
+                path: chunk_path.to_path_buf(),
+                source: std::io::Error::new(
+                    source.kind(),
+                    format!("writing the source-position ledger: {source}"),
+                ),
+            })
+        }
+        _ => Ok(()),
     }
 }
 

@@ -178,6 +178,16 @@ pub fn summary(cfg: &Config) -> String {
                 h.port,
                 id(&source.common)
             )),
+            SourceKind::Tail(t) => out.push_str(&format!(
+                "  tail {} tag {}{}{}\n",
+                t.paths.join(","),
+                t.tag,
+                t.pos_file
+                    .as_ref()
+                    .map(|p| format!(" pos_file {}", p.display()))
+                    .unwrap_or_default(),
+                id(&source.common)
+            )),
             SourceKind::Prometheus(p) => out.push_str(&format!(
                 "  prometheus {}:{} {}{}\n",
                 p.bind,
@@ -228,7 +238,7 @@ pub fn summary(cfg: &Config) -> String {
 mod tests {
     use super::*;
     use crate::config::build::load;
-    use crate::config::test_support::{ok, seed};
+    use crate::config::test_support::{ok, seed, TWO_OF_TWO_MEMBERS};
 
     #[test]
     fn seed_forwarder_summary() {
@@ -250,21 +260,7 @@ mod tests {
 
     #[test]
     fn cluster_summary() {
-        let three = r#"
-<cluster>
-  node_id 2
-  address 127.0.0.1:7002
-  snapshot_every 500
-  <member>
-    id 1
-    address 127.0.0.1:7001
-  </member>
-  <member>
-    id 2
-    address 127.0.0.1:7002
-  </member>
-</cluster>
-"#;
+        let three = TWO_OF_TWO_MEMBERS;
         assert!(summary(&ok(three).config).contains("cluster: node 2 at 127.0.0.1:7002"));
     }
 

@@ -16,11 +16,13 @@
 
 use super::admin::{AdminClient, AdminClientError};
 use super::server::ClusterNode;
+use super::tls::ClusterTls;
 use super::NodeId;
 use crate::cluster::config::ClusterConfig;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -94,9 +96,13 @@ pub fn has_identity(data_dir: &Path, id: NodeId) -> Result<bool, BootstrapError>
 /// Before a node without identity serves Raft: refuse if a listed peer already counts this
 /// node's id as a member (the disk was lost). Unreachable peers are skipped — they cannot
 /// contact this node either until it serves.
-pub async fn check_identity(cfg: &ClusterConfig, data_dir: &Path) -> Result<(), BootstrapError> {
+pub async fn check_identity(
+    cfg: &ClusterConfig,
+    data_dir: &Path,
+    tls: Option<&Arc<ClusterTls>>,
+) -> Result<(), BootstrapError> {
     for peer in cfg.members.iter().filter(|m| m.id != cfg.node_id) {
-        let Ok(mut client) = AdminClient::connect(&peer.address).await else {
+        let Ok(mut client) = AdminClient::connect_with(&peer.address, tls).await else {
             continue;
         };
         let Ok(status) = client.status().await else {
@@ -121,7 +127,7 @@ pub fn write_identity(data_dir: &Path, id: NodeId) -> Result<(), BootstrapError>
         path: path.clone(),
         source,
     };
-    std::fs::create_dir_all(data_dir).map_err(io)?;
+    crate::durable_fs::create_dir_all_durably(data_dir).map_err(io)?;
     let tmp = data_dir.join(format!("{IDENTITY_FILE}.tmp"));
     let mut file = std::fs::File::create(&tmp).map_err(io)?;
     writeln!(file, "node_id {id}").map_err(io)?;
@@ -202,7 +208,7 @@ fn in_membership(node: &ClusterNode) -> bool {
 async fn ask_to_join(node: &ClusterNode, target: &str) -> Result<String, String> {
     let mut addr = target.to_string();
     for _ in 0..3 {
-        let result = match AdminClient::connect(&addr).await {
+        let result = match AdminClient::connect_with(&addr, node.shared().tls.as_ref()).await {
             Ok(mut client) => client.add_learner(node.id(), node.addr().to_string()).await,
             Err(e) => Err(e),
         };
@@ -236,8 +242,9 @@ async fn initialize_if_lowest(node: &ClusterNode, cfg: &ClusterConfig) -> String
     if lowest != cfg.node_id {
         return format!("node {lowest} to initialize the cluster");
     }
+    let tls = node.shared().tls.as_ref();
     for peer in cfg.members.iter().filter(|m| m.id != cfg.node_id) {
-        let status = match AdminClient::connect(&peer.address).await {
+        let status = match AdminClient::connect_with(&peer.address, tls).await {
             Ok(mut client) => client.status().await,
             Err(e) => Err(e),
         };

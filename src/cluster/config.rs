@@ -1,9 +1,10 @@
 //! `<cluster>`: the typed [`ClusterConfig`] of an aggregator's place in its Raft group, and its
 //! builder.
 //!
-//! Owns the `<cluster>` and `<member>` parameter names, defaults and consistency checks (the
-//! node is among the members, `join` xor members, timeouts); it must not start anything (that
-//! is `cluster::bootstrap`).
+//! Owns the `<cluster>`, `<member>` and `<transport tls>` parameter names, defaults and
+//! consistency checks (the node is among the members, `join` xor members, timeouts); it must
+//! not start anything (that is `cluster::bootstrap`) nor load certificates (that is
+//! `cluster::tls`).
 
 use crate::config::diag::Diag;
 use crate::config::element::Element;
@@ -35,7 +36,53 @@ pub struct ClusterConfig {
     pub heartbeat_interval: Duration,
     /// Election timeout (the lower bound; the upper is twice it). Default 500 ms.
     pub election_timeout: Duration,
+    /// `<transport tls>`: mutual TLS on the cluster port (and to the peers).
+    pub tls: Option<ClusterTlsConfig>,
+    /// `insecure true`: serve the cluster port without TLS on an address other than loopback
+    /// (warned at every start). Default false: without TLS, only a loopback address is served.
+    pub insecure: bool,
     pub location: Location,
+}
+
+/// How the cluster port may be served (see [`ClusterConfig::exposure`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exposure {
+    /// Mutual TLS.
+    Tls,
+    /// Plaintext on loopback: only processes of this machine reach it.
+    Loopback,
+    /// Plaintext elsewhere, because `insecure true` says so: warn at every start.
+    Insecure,
+}
+
+impl ClusterConfig {
+    /// Whether the cluster port may listen on `listen`: always with TLS; without it only on a
+    /// loopback address, unless `insecure true`. The error names the file and line.
+    pub fn exposure(&self, listen: &std::net::SocketAddr) -> Result<Exposure, String> {
+        match (&self.tls, listen.ip().is_loopback(), self.insecure) {
+            (Some(_), _, _) => Ok(Exposure::Tls),
+            (None, true, _) => Ok(Exposure::Loopback),
+            (None, false, true) => Ok(Exposure::Insecure),
+            (None, false, false) => Err(format!(
+                "<cluster> address {} ({listen}) is not a loopback address and no <transport tls> is configured: \
+                 anyone who reaches it could administer the cluster and speak Raft. \
+                 Configure <transport tls> (see README \"Securing the cluster\"), or set 'insecure true' to accept the risk",
+                self.address
+            )),
+        }
+    }
+}
+
+/// `<transport tls>` inside `<cluster>`: the cluster CA and this node's certificate (see
+/// `cluster::tls` for the roles a certificate must carry).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterTlsConfig {
+    /// PEM file of the cluster CA (every peer and operator certificate must chain to it).
+    pub ca_path: PathBuf,
+    /// PEM file of this node's certificate (chain), with the `lograft-node://<id>` URI SAN.
+    pub cert_path: PathBuf,
+    /// PEM file of its private key.
+    pub private_key_path: PathBuf,
 }
 
 /// `<member>` inside `<cluster>`.
@@ -77,6 +124,9 @@ pub(crate) fn build_cluster(el: &Element, d: &mut Diag) -> Option<ClusterConfig>
             }
         }
     }
+    let tls = sec
+        .single_section(d, "transport")
+        .and_then(|el| cluster_transport(el, d));
     let mut members = Vec::new();
     for m in sec.sections("member") {
         let mut ms = Section::new(m, "<member> of <cluster>");
@@ -145,6 +195,8 @@ pub(crate) fn build_cluster(el: &Element, d: &mut Diag) -> Option<ClusterConfig>
         election_timeout: sec
             .duration(d, "election_timeout")
             .unwrap_or(Duration::from_millis(500)),
+        tls,
+        insecure: sec.bool(d, "insecure", false),
         location: el.location.clone(),
     };
     if cfg.election_timeout <= cfg.heartbeat_interval * 2 {
@@ -157,6 +209,30 @@ pub(crate) fn build_cluster(el: &Element, d: &mut Diag) -> Option<ClusterConfig>
     (node_id.is_some() && address.is_some()).then_some(cfg)
 }
 
+/// `<transport tls>` of `<cluster>` (the only transport: `tcp` is what `insecure` is for).
+fn cluster_transport(el: &Element, d: &mut Diag) -> Option<ClusterTlsConfig> {
+    let mut sec = Section::new(el, format!("<transport {}> of <cluster>", el.arg));
+    if el.arg != "tls" {
+        d.error(
+            &el.location,
+            format!(
+                "<transport {}> is not supported in <cluster>; use <transport tls> (or, on loopback only, no <transport>)",
+                el.arg
+            ),
+        );
+        return None;
+    }
+    let ca_path = sec.required_string(d, "ca_path");
+    let cert_path = sec.required_string(d, "cert_path");
+    let private_key_path = sec.required_string(d, "private_key_path");
+    sec.finish(d, &[], &[]);
+    Some(ClusterTlsConfig {
+        ca_path: ca_path?.into(),
+        cert_path: cert_path?.into(),
+        private_key_path: private_key_path?.into(),
+    })
+}
+
 /// `host:port` with a numeric port.
 fn is_host_port(s: &str) -> bool {
     matches!(s.rsplit_once(':'), Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok())
@@ -164,25 +240,12 @@ fn is_host_port(s: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::test_support::{errors, ok};
+    use super::{ClusterConfig, Exposure};
+    use crate::config::test_support::{errors, ok, TWO_OF_TWO_MEMBERS};
 
     #[test]
     fn cluster_section() {
-        let three = r#"
-<cluster>
-  node_id 2
-  address 127.0.0.1:7002
-  snapshot_every 500
-  <member>
-    id 1
-    address 127.0.0.1:7001
-  </member>
-  <member>
-    id 2
-    address 127.0.0.1:7002
-  </member>
-</cluster>
-"#;
+        let three = TWO_OF_TWO_MEMBERS;
         let c = ok(three).config.cluster.unwrap();
         assert_eq!(
             (c.node_id, c.address.as_str(), c.snapshot_every),
@@ -209,5 +272,63 @@ mod tests {
             "<cluster>\n  node_id 1\n  address 127.0.0.1:7001\n</cluster>\n<cluster>\n</cluster>\n",
         );
         assert!(e.contains("more than once"), "{e}");
+    }
+
+    #[test]
+    fn cluster_tls_and_insecure() {
+        let c = ok(r#"
+<cluster>
+  node_id 1
+  address 0.0.0.0:7001
+  <transport tls>
+    ca_path /c/ca.pem
+    cert_path /c/node.pem
+    private_key_path /c/node.key
+  </transport>
+</cluster>
+"#)
+        .config
+        .cluster
+        .unwrap();
+        let tls = c.tls.clone().expect("tls");
+        assert_eq!(tls.ca_path, std::path::PathBuf::from("/c/ca.pem"));
+        assert_eq!(tls.cert_path, std::path::PathBuf::from("/c/node.pem"));
+        assert_eq!(
+            tls.private_key_path,
+            std::path::PathBuf::from("/c/node.key")
+        );
+        assert!(!c.insecure);
+        let insecure =
+            ok("<cluster>\n  node_id 1\n  address 0.0.0.0:7001\n  insecure true\n</cluster>\n")
+                .config
+                .cluster
+                .unwrap();
+        assert!(insecure.insecure && insecure.tls.is_none());
+
+        // Plaintext elsewhere than loopback only with `insecure true`; TLS anywhere.
+        let listen = |a: &str| a.parse::<std::net::SocketAddr>().unwrap();
+        assert_eq!(
+            insecure.exposure(&listen("0.0.0.0:7001")),
+            Ok(Exposure::Insecure)
+        );
+        let plain = ClusterConfig {
+            insecure: false,
+            ..insecure
+        };
+        let refused = plain.exposure(&listen("0.0.0.0:7001")).unwrap_err();
+        assert!(refused.contains("not a loopback address"), "{refused}");
+        assert!(plain.exposure(&listen("10.1.2.3:7001")).is_err());
+        for local in ["127.0.0.1:7001", "127.0.0.2:7001", "[::1]:7001"] {
+            assert_eq!(plain.exposure(&listen(local)), Ok(Exposure::Loopback));
+        }
+        assert_eq!(c.exposure(&listen("0.0.0.0:7001")), Ok(Exposure::Tls));
+
+        let e = errors("<cluster>\n  node_id 1\n  address 127.0.0.1:7001\n  <transport tls>\n    ca_path /c/ca.pem\n  </transport>\n</cluster>\n");
+        assert!(
+            e.contains("cert_path") && e.contains("private_key_path") && e.contains(":4"),
+            "{e}"
+        );
+        let e = errors("<cluster>\n  node_id 1\n  address 127.0.0.1:7001\n  <transport tcp>\n  </transport>\n</cluster>\n");
+        assert!(e.contains("use <transport tls>"), "{e}");
     }
 }

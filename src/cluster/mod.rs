@@ -16,11 +16,14 @@
 //!   ([`storage::LogStore`]) and the chunk state machine ([`storage::StateMachineStore`], whose
 //!   rules are a pure function, and the read-only [`storage::ChunkReader`]), plus the snapshot
 //!   file format. Knows nothing of the network.
-//! - [`network`] and [`proto`]: the Raft RPCs over tonic gRPC.
+//! - [`network`] and [`proto`]: the Raft RPCs over tonic gRPC; [`raft_guard`]: what Raft input
+//!   is refused before openraft sees it (unreachable terms, malformed appends, non-members).
 //! - [`node`]: what a running node's parts share ([`node::NodeShared`]) and
 //!   [`node::propose`], which commits a request from any node.
 //! - [`admin`]: the admin operations, their gRPC service, the client (the `lograft cluster`
 //!   CLI) and the CLI's output.
+//! - [`tls`]: mutual TLS on the cluster port: certificate roles (node, operator), the per-call
+//!   checks, reloading the files, the TLS streams, and `lograft cluster certs`.
 //! - [`server`]: a running node ([`server::ClusterNode`]: storage + Raft + gRPC).
 //! - [`bootstrap`]: forming or joining a cluster, and refusing to rejoin after a disk loss.
 //! - [`ingest`]: the inputs' [`crate::pipeline::Emit`] on an aggregator: a batch is acked once its
@@ -39,7 +42,7 @@
 //! # Life of a chunk
 //!
 //! `AppendChunk` (proposed by `emit`, acked once applied) → pending → `SealBatch` (the leader
-//! agrees a batch's exact chunk set and object key) → upload → `ConfirmUpload` (the chunks are
+//! agrees a batch's exact chunk set; the state machine derives its object key) → upload → `ConfirmUpload` (the chunks are
 //! dropped). A batch that cannot be uploaded for a reason retrying cannot fix is set aside by
 //! `DeadLetterBatch` (the state machine derives its key under `dead-letter/`) and then uploaded
 //! and confirmed like any batch. A new leader finds sealed-but-unconfirmed batches with
@@ -54,10 +57,12 @@ mod net_tests;
 pub(crate) mod network;
 pub(crate) mod node;
 pub mod proto;
+pub(crate) mod raft_guard;
 pub(crate) mod server;
 pub(crate) mod storage;
 #[cfg(test)]
 mod tests;
+pub mod tls;
 pub mod upload;
 #[cfg(test)]
 mod upload_tests;
@@ -103,14 +108,23 @@ pub enum ClusterRequest {
         /// When the proposing node received the chunk (in the log, so deterministic).
         received_unix_ms: u64,
     },
-    /// Agree on an upload batch: its exact chunks and the object key it is uploaded under.
+    /// Agree on an upload batch: its exact chunks. The state machine derives the object key
+    /// from the batch (tag, first chunk's arrival day, chunk range); no proposer chooses it.
     SealBatch {
         tag: String,
-        /// Log indexes of `AppendChunk` entries, strictly ascending. The batch id is the first.
+        /// Log indexes of pending `AppendChunk` entries of `tag`, strictly ascending. The batch
+        /// id is the first.
         chunks: Vec<u64>,
-        object_key: String,
+        /// Ignored. Entries written before the state machine derived object keys carried the
+        /// proposer's key here; new proposers leave it empty. Kept so those entries decode.
+        #[serde(default)]
+        ignored_key: String,
+        /// The match's timekey in ms, if `time` is a chunk key: every chunk must have arrived
+        /// in the first chunk's period (`received_unix_ms / period_ms`). `None`: no check.
+        #[serde(default)]
+        period_ms: Option<u64>,
     },
-    /// The batch was uploaded: drop its chunks. Unknown batch ids are a no-op.
+    /// The batch was uploaded: drop its chunks. Refused for anything but a sealed batch.
     ConfirmUpload {
         /// Batch id (the first chunk's index).
         first: u64,
@@ -149,12 +163,13 @@ impl fmt::Debug for ClusterRequest {
             ClusterRequest::SealBatch {
                 tag,
                 chunks,
-                object_key,
+                period_ms,
+                ..
             } => f
                 .debug_struct("SealBatch")
                 .field("tag", tag)
                 .field("chunks", chunks)
-                .field("object_key", object_key)
+                .field("period_ms", period_ms)
                 .finish(),
             ClusterRequest::ConfirmUpload { first } => f
                 .debug_struct("ConfirmUpload")

@@ -395,3 +395,25 @@ async fn a_leader_without_quorum_times_out_instead_of_hanging() {
     );
     leader_node.shutdown().await;
 }
+
+/// A node whose Raft core stopped says so in its status instead of showing its last metrics
+/// as current, and `core_stopped_wait` (what the process exits on) returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_raft_core_is_reported() {
+    let dir = TempDir::new().expect("tempdir");
+    let node = start(1, &dir).await;
+    node.init(BTreeMap::new()).await.expect("init");
+    assert!(node.shared().core_stopped().is_none());
+    let mut admin = AdminClient::connect(node.addr()).await.expect("connect");
+    let status = admin.status().await.expect("status");
+    assert!(!status.state.starts_with("RaftStopped"), "{status:?}");
+
+    node.raft().shutdown().await.expect("core stops");
+    let why = tokio::time::timeout(Duration::from_secs(5), node.shared().core_stopped_wait())
+        .await
+        .expect("the stop is seen");
+    assert!(!why.is_empty());
+    let status = admin.status().await.expect("status");
+    assert!(status.state.starts_with("RaftStopped"), "{status:?}");
+    node.shutdown().await;
+}

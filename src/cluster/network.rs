@@ -1,6 +1,7 @@
 //! Raft traffic over tonic gRPC: the client side ([`NetworkFactory`] / [`PeerConnection`],
 //! openraft's `RaftNetworkFactory` / `RaftNetwork`), the server side ([`RaftGrpc`], handing
-//! requests to the local [`ClusterRaft`]), and the follower-to-leader `ClientWrite` forward.
+//! requests to the local [`ClusterRaft`]), and the follower-to-leader `ForwardChunk` (the one
+//! application request a node accepts from another: a chunk to append).
 //!
 //! Owns the wire encoding of `proto/raft.proto` (openraft's types as rmp-serde bytes, snapshot
 //! chunks raw) and the mapping of transport failures to openraft's `Unreachable` /
@@ -9,9 +10,14 @@
 
 use super::proto::raft_pb::{
     raft_reply, raft_service_client::RaftServiceClient, raft_service_server::RaftService,
-    RaftMessage, RaftReply, SnapshotChunk, StartElectionReply, StartElectionRequest,
+    ForwardedChunk, RaftMessage, RaftReply, SnapshotChunk, StartElectionReply,
+    StartElectionRequest,
 };
+use super::raft_guard::{self, Refusal};
+use super::tls::transport::{self, Dial};
+use super::tls::{ClusterTls, Gate};
 use super::{ClusterRaft, ClusterRequest, ClusterResponse, NodeId, TypeConfig};
+use crate::log_limit::WarnLimiter;
 use bytes::Bytes;
 use openraft::error::{
     ClientWriteError, InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError,
@@ -22,15 +28,15 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::BasicNode;
+use openraft::{BasicNode, Membership};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Response, Status};
-use tracing::debug;
+use tracing::{debug, warn};
 
 /// Largest gRPC message a node sends or accepts (snapshot chunks, forwarded chunks, appends).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
@@ -75,11 +81,16 @@ pub enum CallError {
 #[derive(Clone, Default)]
 pub struct PeerChannels {
     channels: Arc<Mutex<HashMap<NodeId, (String, Channel)>>>,
+    /// Mutual TLS to the peers (each must present its own node certificate).
+    tls: Option<Arc<ClusterTls>>,
 }
 
 impl PeerChannels {
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(tls: Option<Arc<ClusterTls>>) -> Self {
+        PeerChannels {
+            channels: Arc::default(),
+            tls,
+        }
     }
 
     /// The channel to `target` at `addr` (`host:port` or a `http://` URI), created lazily.
@@ -95,7 +106,7 @@ impl PeerChannels {
         } else {
             format!("http://{addr}")
         };
-        let channel = Endpoint::from_shared(uri)
+        let endpoint = Endpoint::from_shared(uri)
             .map_err(|e| CallError::Unreachable {
                 target,
                 addr: addr.to_string(),
@@ -104,8 +115,12 @@ impl PeerChannels {
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .connect_lazy();
+            .keep_alive_timeout(Duration::from_secs(5));
+        let channel = match &self.tls {
+            Some(tls) => endpoint
+                .connect_with_connector_lazy(transport::connector(tls.clone(), Dial::Peer(target))),
+            None => endpoint.connect_lazy(),
+        };
         channels.insert(target, (addr.to_string(), channel.clone()));
         Ok(channel)
     }
@@ -129,26 +144,21 @@ impl PeerChannels {
             .remove(&target);
     }
 
-    /// Forward an application request to the leader `target` at `addr` and return the state
-    /// machine's answer, or the leader's Raft error (e.g. `ForwardToLeader` when it is no
-    /// longer the leader).
-    pub async fn forward_client_write(
+    /// Forward a chunk to the leader `target` at `addr` and return the state machine's
+    /// answer, or the leader's Raft error (e.g. `ForwardToLeader` when it is no longer the
+    /// leader).
+    pub async fn forward_chunk(
         &self,
         target: NodeId,
         addr: &str,
-        request: &ClusterRequest,
+        chunk: ForwardedChunk,
         timeout: Duration,
     ) -> Result<Result<ClusterResponse, ClientWriteRaftError>, CallError> {
-        let data = encode(request).map_err(|e| CallError::Failed {
-            target,
-            addr: addr.to_string(),
-            reason: format!("encoding the request: {e}"),
-        })?;
         let mut client = self.raft_client(target, addr)?;
         let call = async move {
-            let mut req = Request::new(RaftMessage { data });
+            let mut req = Request::new(chunk);
             req.set_timeout(timeout);
-            client.client_write(req).await
+            client.forward_chunk(req).await
         };
         let reply = call_with_timeout(target, addr, timeout, call).await?;
         decode_reply(target, addr, reply)
@@ -326,6 +336,16 @@ impl PeerConnection {
         })
     }
 
+    /// A peer's answer that [`raft_guard`] refuses: a network error for openraft (retried),
+    /// never handed on.
+    fn refused_answer<E: std::error::Error>(
+        &self,
+        refusal: Refusal,
+    ) -> RPCError<NodeId, BasicNode, E> {
+        warn_refused(&format!("answer of node {}", self.target), &refusal);
+        RPCError::Network(NetworkError::new(&refusal))
+    }
+
     fn encoding_error<E: std::error::Error>(
         &self,
         error: rmp_serde::encode::Error,
@@ -367,6 +387,9 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
             .map_err(|e| self.rpc_error(RPCTypes::AppendEntries, e))?;
         let answer = decode_reply(self.target, &self.node.addr, reply)
             .map_err(|e| self.rpc_error(RPCTypes::AppendEntries, e))?;
+        if let Ok(resp) = &answer {
+            raft_guard::append_entries_response(resp).map_err(|r| self.refused_answer(r))?;
+        }
         self.remote(answer)
     }
 
@@ -399,6 +422,9 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
             .map_err(|e| self.rpc_error(RPCTypes::InstallSnapshot, e))?;
         let answer = decode_reply(self.target, &self.node.addr, reply)
             .map_err(|e| self.rpc_error(RPCTypes::InstallSnapshot, e))?;
+        if let Ok(resp) = &answer {
+            raft_guard::install_snapshot_response(resp).map_err(|r| self.refused_answer(r))?;
+        }
         self.remote(answer)
     }
 
@@ -425,6 +451,9 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
             .map_err(|e| self.rpc_error(RPCTypes::Vote, e))?;
         let answer = decode_reply(self.target, &self.node.addr, reply)
             .map_err(|e| self.rpc_error(RPCTypes::Vote, e))?;
+        if let Ok(resp) = &answer {
+            raft_guard::vote_response(resp).map_err(|r| self.refused_answer(r))?;
+        }
         self.remote(answer)
     }
 }
@@ -442,20 +471,35 @@ fn address_to<T>(req: &mut Request<T>, target: NodeId) {
 }
 
 /// The gRPC server side of the Raft traffic: decodes requests and hands them to the local
-/// Raft. Refuses only requests addressed to another node id; openraft judges terms, votes
-/// and logs.
+/// Raft. Refuses requests addressed to another node id and what [`raft_guard`] refuses
+/// (unreachable terms, malformed appends, non-members); openraft judges terms, votes and logs.
 pub struct RaftGrpc {
     node_id: NodeId,
     raft: ClusterRaft,
+    gate: Gate,
 }
 
 impl RaftGrpc {
-    pub fn new(node_id: NodeId, raft: ClusterRaft) -> Self {
-        RaftGrpc { node_id, raft }
+    pub(crate) fn new(node_id: NodeId, raft: ClusterRaft, gate: Gate) -> Self {
+        RaftGrpc {
+            node_id,
+            raft,
+            gate,
+        }
     }
 }
 
 impl RaftGrpc {
+    /// This node's effective membership (the latest config in its log).
+    fn membership(&self) -> Membership<NodeId, BasicNode> {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .clone()
+    }
+
     fn check_addressed<T>(&self, request: &Request<T>) -> Result<(), Status> {
         let target = request
             .metadata()
@@ -468,6 +512,28 @@ impl RaftGrpc {
                 self.node_id
             ))),
             _ => Ok(()),
+        }
+    }
+}
+
+/// Log refused Raft input (at most one line a minute, counting the others).
+fn warn_refused(from: &str, refusal: &Refusal) {
+    static REFUSED: LazyLock<WarnLimiter> =
+        LazyLock::new(|| WarnLimiter::new(Duration::from_secs(60)));
+    if let Some(others) = REFUSED.check() {
+        warn!(%from, %refusal, refused_since_last_line = others, "raft message refused");
+    }
+}
+
+/// The gRPC status of refused Raft input.
+fn refused(refusal: Refusal) -> Status {
+    warn_refused("a raft request", &refusal);
+    match refusal {
+        Refusal::NotMember { .. } | Refusal::NotVoter { .. } => {
+            Status::permission_denied(refusal.to_string())
+        }
+        Refusal::Term { .. } | Refusal::Malformed { .. } => {
+            Status::invalid_argument(refusal.to_string())
         }
     }
 }
@@ -498,15 +564,20 @@ impl RaftService for RaftGrpc {
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftReply>, Status> {
         self.check_addressed(&request)?;
+        let (_, ext, message) = request.into_parts();
         let rpc: AppendEntriesRequest<TypeConfig> =
-            decode(&request.into_inner().data).map_err(|e| bad_request("AppendEntries", e))?;
+            decode(&message.data).map_err(|e| bad_request("AppendEntries", e))?;
+        let sender = raft_guard::append_entries(&rpc, &self.membership()).map_err(refused)?;
+        self.gate.node(&ext, sender)?;
         reply(self.raft.append_entries(rpc).await)
     }
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftReply>, Status> {
         self.check_addressed(&request)?;
-        let rpc: VoteRequest<NodeId> =
-            decode(&request.into_inner().data).map_err(|e| bad_request("Vote", e))?;
+        let (_, ext, message) = request.into_parts();
+        let rpc: VoteRequest<NodeId> = decode(&message.data).map_err(|e| bad_request("Vote", e))?;
+        let candidate = raft_guard::vote(&rpc, &self.membership()).map_err(refused)?;
+        self.gate.node(&ext, candidate)?;
         reply(self.raft.vote(rpc).await)
     }
 
@@ -515,7 +586,7 @@ impl RaftService for RaftGrpc {
         request: Request<SnapshotChunk>,
     ) -> Result<Response<RaftReply>, Status> {
         self.check_addressed(&request)?;
-        let chunk = request.into_inner();
+        let (_, ext, chunk) = request.into_parts();
         let rpc = InstallSnapshotRequest::<TypeConfig> {
             vote: decode(&chunk.vote).map_err(|e| bad_request("snapshot vote", e))?,
             meta: decode(&chunk.meta).map_err(|e| bad_request("snapshot meta", e))?,
@@ -523,16 +594,26 @@ impl RaftService for RaftGrpc {
             data: chunk.data.to_vec(),
             done: chunk.done,
         };
+        let sender = raft_guard::install_snapshot(&rpc, &self.membership()).map_err(refused)?;
+        self.gate.node(&ext, sender)?;
         reply(self.raft.install_snapshot(rpc).await)
     }
 
-    async fn client_write(
+    async fn forward_chunk(
         &self,
-        request: Request<RaftMessage>,
+        request: Request<ForwardedChunk>,
     ) -> Result<Response<RaftReply>, Status> {
-        let app: ClusterRequest =
-            decode(&request.into_inner().data).map_err(|e| bad_request("ClientWrite", e))?;
-        debug!(request = ?app, "forwarded write");
+        let (_, ext, chunk) = request.into_parts();
+        self.gate
+            .member(&ext, self.membership().nodes().map(|(id, _)| *id))?;
+        let app = ClusterRequest::AppendChunk {
+            origin: chunk.origin,
+            tag: chunk.tag,
+            entries: chunk.entries,
+            count: chunk.count,
+            received_unix_ms: chunk.received_unix_ms,
+        };
+        debug!(request = ?app, "forwarded chunk");
         reply(self.raft.client_write(app).await.map(|r| r.data))
     }
 
@@ -540,7 +621,9 @@ impl RaftService for RaftGrpc {
         &self,
         request: Request<StartElectionRequest>,
     ) -> Result<Response<StartElectionReply>, Status> {
-        let target = request.into_inner().target_id;
+        let (_, ext, request) = request.into_parts();
+        self.gate.member(&ext, self.membership().voter_ids())?;
+        let target = request.target_id;
         if target != self.node_id {
             return Err(Status::invalid_argument(format!(
                 "election requested for node {target}, but this is node {}",

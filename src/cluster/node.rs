@@ -1,17 +1,20 @@
 //! What every part of a running node shares: [`NodeShared`] (id, address, Raft handle, state
 //! machine reader, peer channels, timings), [`known_leader`], and [`propose`], which commits a
-//! request through the log from any node (the leader writes, a follower forwards to the
-//! leader).
+//! request through the log (the leader writes; a follower forwards a chunk to the leader, and
+//! refuses any other request: only the leader's own uploader seals, confirms and dead-letters).
 //!
 //! A leaf of the running node: ingest, upload, the admin operations and the server use it, it
 //! uses none of them. It must not start or stop anything (that is [`super::server`]) nor
 //! implement admin operations (that is [`super::admin`]).
 
 use super::network::{CallError, ClientWriteRaftError, PeerChannels};
+use super::proto::raft_pb::ForwardedChunk;
 use super::storage::ChunkReader;
+use super::tls::{ClusterTls, Gate};
 use super::{ClusterRaft, ClusterRequest, ClusterResponse, NodeId};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::BasicNode;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use tracing::warn;
@@ -37,6 +40,9 @@ pub enum ProposeError {
     /// Raft refused the request for another reason.
     #[error("raft refused the write: {0}")]
     Refused(String),
+    /// Only chunks are forwarded: this request is proposed by the leader itself.
+    #[error("node {node} is not the leader (node {leader} is); only the leader proposes this")]
+    NotLeader { node: NodeId, leader: NodeId },
 }
 
 /// What the gRPC services and admin operations share about the running node.
@@ -46,6 +52,10 @@ pub(crate) struct NodeShared {
     pub(crate) raft: ClusterRaft,
     pub(crate) reader: ChunkReader,
     pub(crate) channels: PeerChannels,
+    /// This node's TLS identity (for its own admin calls, e.g. `join`); `None`: plaintext.
+    pub(crate) tls: Option<Arc<ClusterTls>>,
+    /// The per-call checks of the services on the cluster port.
+    pub(crate) gate: Gate,
     /// How long [`propose`] may take, waiting for a leader included.
     pub(crate) propose_timeout: Duration,
     /// The leader lease (openraft's `election_timeout_max`), for leader transfers.
@@ -62,6 +72,35 @@ impl NodeShared {
             .membership()
             .get_node(&id)
             .map(|n| n.addr.clone())
+    }
+}
+
+impl NodeShared {
+    /// Why this node's Raft core stopped, or `None` while it runs. The core sets
+    /// `running_state` when it quits and drops its metrics sender when its task ends, also on
+    /// a panic.
+    pub(crate) fn core_stopped(&self) -> Option<String> {
+        let metrics = self.raft.metrics();
+        if let Err(fatal) = &metrics.borrow().running_state {
+            return Some(fatal.to_string());
+        }
+        metrics
+            .has_changed()
+            .is_err()
+            .then(|| "the raft core task ended".to_string())
+    }
+
+    /// Wait until this node's Raft core stops; why it stopped.
+    pub(crate) async fn core_stopped_wait(&self) -> String {
+        let mut metrics = self.raft.metrics();
+        loop {
+            if let Err(fatal) = &metrics.borrow_and_update().running_state {
+                return fatal.to_string();
+            }
+            if metrics.changed().await.is_err() {
+                return "the raft core task ended".to_string();
+            }
+        }
     }
 }
 
@@ -85,9 +124,10 @@ const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 /// Commit `request` through the cluster's log and return the state machine's answer.
 ///
-/// On the leader this is `client_write`; on another node the request is forwarded to the
-/// leader (following `ForwardToLeader` hints as leadership moves). Waits for a leader, but
-/// never longer than `propose_timeout` in total.
+/// On the leader this is `client_write`; on another node an `AppendChunk` is forwarded to the
+/// leader (following `ForwardToLeader` hints as leadership moves) and any other request is
+/// refused ([`ProposeError::NotLeader`]). Waits for a leader, but never longer than
+/// `propose_timeout` in total.
 pub(crate) async fn propose(
     shared: &NodeShared,
     request: ClusterRequest,
@@ -133,9 +173,15 @@ pub(crate) async fn propose(
                 }
             }
         } else {
+            let Some(chunk) = forwarded_chunk(&request) else {
+                return Err(ProposeError::NotLeader {
+                    node: shared.id,
+                    leader,
+                });
+            };
             match shared
                 .channels
-                .forward_client_write(leader, &leader_addr, &request, remaining)
+                .forward_chunk(leader, &leader_addr, chunk, remaining)
                 .await
             {
                 Ok(answer) => answer,
@@ -178,5 +224,25 @@ pub(crate) async fn propose(
                 tokio::time::sleep(RETRY_PAUSE.min(remaining)).await;
             }
         }
+    }
+}
+
+/// The wire form of an `AppendChunk`, the one request a follower forwards; `None` for others.
+fn forwarded_chunk(request: &ClusterRequest) -> Option<ForwardedChunk> {
+    match request {
+        ClusterRequest::AppendChunk {
+            origin,
+            tag,
+            entries,
+            count,
+            received_unix_ms,
+        } => Some(ForwardedChunk {
+            origin: origin.clone(),
+            tag: tag.clone(),
+            entries: entries.clone(),
+            count: *count,
+            received_unix_ms: *received_unix_ms,
+        }),
+        _ => None,
     }
 }

@@ -15,6 +15,7 @@ use super::proto::admin_pb::cluster_admin_server::ClusterAdminServer;
 use super::proto::admin_pb::MembershipReply;
 use super::proto::raft_pb::raft_service_server::RaftServiceServer;
 use super::storage::{open_storage, StoreOptions};
+use super::tls::{transport, ClusterTls, Gate};
 use super::{ClusterError, ClusterRaft, NodeId};
 use openraft::{Config, SnapshotPolicy};
 use std::collections::BTreeMap;
@@ -51,6 +52,8 @@ pub(crate) struct ClusterNodeConfig {
     pub(crate) max_payload_entries: u64,
     /// How long [`ClusterNode::propose`] may take, waiting for a leader included.
     pub(crate) propose_timeout: Duration,
+    /// Mutual TLS on the cluster port and to the peers; `None`: plaintext.
+    pub(crate) tls: Option<Arc<ClusterTls>>,
 }
 
 impl ClusterNodeConfig {
@@ -69,6 +72,7 @@ impl ClusterNodeConfig {
             max_in_snapshot_log_to_keep: 100,
             max_payload_entries: 64,
             propose_timeout: Duration::from_secs(5),
+            tls: None,
         }
     }
 
@@ -137,7 +141,7 @@ impl ClusterNode {
         let (log_store, state_machine) =
             open_storage(&config.data_dir, config.store.clone()).await?;
         let reader = state_machine.reader();
-        let channels = PeerChannels::new();
+        let channels = PeerChannels::new(config.tls.clone());
         let network = NetworkFactory::new(config.id, channels.clone());
         let raft = ClusterRaft::new(config.id, raft_config, network, log_store, state_machine)
             .await
@@ -149,29 +153,43 @@ impl ClusterNode {
             raft: raft.clone(),
             reader,
             channels,
+            tls: config.tls.clone(),
+            gate: Gate::new(config.tls.is_some()),
             propose_timeout: config.propose_timeout,
             election_timeout_max: config.election_timeout_max,
         });
 
-        let raft_service = RaftServiceServer::new(RaftGrpc::new(shared.id, raft))
+        let raft_service = RaftServiceServer::new(RaftGrpc::new(shared.id, raft, shared.gate))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let admin_service = ClusterAdminServer::new(AdminGrpc::new(shared.clone()));
         let stop_serving = CancellationToken::new();
         let stop = stop_serving.clone();
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let node_id = shared.id;
+        let tls = config.tls.clone();
         let server = tokio::spawn(async move {
-            let served = tonic::transport::Server::builder()
+            let router = tonic::transport::Server::builder()
                 .add_service(raft_service)
-                .add_service(admin_service)
-                .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
-                .await;
+                .add_service(admin_service);
+            let served = match tls {
+                Some(tls) => {
+                    let incoming = transport::incoming(listener, tls, stop.clone());
+                    router
+                        .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                        .await
+                }
+                None => {
+                    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+                    router
+                        .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                        .await
+                }
+            };
             if let Err(error) = served {
                 warn!(node_id, %error, "cluster gRPC server failed");
             }
         });
-        info!(node_id = shared.id, %addr, "cluster node started");
+        info!(node_id = shared.id, %addr, tls = config.tls.is_some(), "cluster node started");
         Ok(ClusterNode {
             shared,
             stop_serving,

@@ -53,12 +53,19 @@ fn append_chunk(origin: Option<&str>, tag: &str, payload: &[u8]) -> ClusterReque
     }
 }
 
+/// A seal that also sends `key`, which the state machine must ignore (it derives the key).
 fn seal(tag: &str, chunks: &[u64], key: &str) -> ClusterRequest {
     ClusterRequest::SealBatch {
         tag: tag.to_owned(),
         chunks: chunks.to_vec(),
-        object_key: key.to_owned(),
+        ignored_key: key.to_owned(),
+        period_ms: None,
     }
+}
+
+/// The key the state machine derives for a batch of [`append_chunk`]s (received 2023-11-14).
+fn derived_key(tag: &str, first: u64, last: u64) -> String {
+    format!("{tag}/2023/11/14/{first:020}-{last:020}.log.gz")
 }
 
 fn membership_entry(index: u64, voters: &[NodeId]) -> Entry<TypeConfig> {
@@ -279,20 +286,19 @@ async fn seal_and_confirm_follow_the_rules() {
             seal("t", &[3, 4], "t/3-4"),   // 4 has another tag
             seal("t", &[3, 3], "t/3-3"),   // not strictly ascending
             seal("t", &[], "t/empty"),     // empty
-            seal("t", &[3], ""),           // no object key
-            ClusterRequest::ConfirmUpload { first: 42 }, // unknown batch: no-op
+            ClusterRequest::ConfirmUpload { first: 3 }, // a pending chunk, not a batch
+            ClusterRequest::ConfirmUpload { first: 42 }, // unknown batch
         ],
     )
     .await;
     assert_eq!(responses[0], ClusterResponse::Sealed { first: 1 });
-    for (i, response) in responses[1..7].iter().enumerate() {
+    for (i, response) in responses[1..8].iter().enumerate() {
         assert!(
             matches!(response, ClusterResponse::Rejected(_)),
             "request {} answered {response:?}",
             i + 1
         );
     }
-    assert_eq!(responses[7], ClusterResponse::Confirmed { first: 42 });
 
     let pending: Vec<u64> = reader.pending(None).iter().map(|c| c.index).collect();
     assert_eq!(pending, vec![3, 4]);
@@ -302,11 +308,12 @@ async fn seal_and_confirm_follow_the_rules() {
     assert_eq!(
         (
             batches[0].first,
-            batches[0].object_key.as_str(),
+            batches[0].object_key.clone(),
             batches[0].bytes
         ),
-        (1, "t/1-2", 5)
+        (1, derived_key("t", 1, 2), 5)
     );
+    assert!(batches[0].key_relative);
     assert_eq!(batches[0].sealed_at, 5);
     let stats = reader.upload_stats();
     assert_eq!(
@@ -331,7 +338,8 @@ async fn seal_and_confirm_follow_the_rules() {
     )
     .await;
     assert_eq!(responses[0], ClusterResponse::Confirmed { first: 1 });
-    assert_eq!(responses[1], ClusterResponse::Confirmed { first: 1 });
+    // A second confirm is refused (and changes nothing).
+    assert!(matches!(responses[1], ClusterResponse::Rejected(_)));
     assert!(matches!(responses[2], ClusterResponse::Rejected(_)));
     assert!(reader.unconfirmed_batches().is_empty());
     assert_eq!(reader.chunk_entries(1).await.unwrap(), None);
@@ -530,7 +538,7 @@ async fn dead_letters_survive_reopen_and_travel_with_snapshots() {
         "{answers:?}"
     );
     let batch = sm_a.reader().unconfirmed_batches()[0].clone();
-    assert_eq!(batch.object_key, "web/2-3");
+    assert_eq!(batch.object_key, derived_key("web", 2, 3));
     assert_eq!(
         batch.dead_letter.expect("dead-lettered").reason,
         "object store: 400 KeyTooLong"
@@ -637,4 +645,37 @@ async fn an_interrupted_install_is_finished_at_open() {
     let (_log_c, mut sm_c) = open(dir_c.path()).await;
     assert!(sm_c.get_current_snapshot().await.unwrap().is_none());
     assert!(sm_c.reader().pending(None).is_empty());
+}
+
+/// A `SealBatch` written by an older version (with the proposer's key as third field) still
+/// decodes; the key it carries is ignored when applied.
+#[tokio::test]
+async fn an_old_seal_entry_decodes_and_its_key_is_ignored() {
+    #[derive(serde::Serialize)]
+    enum OldRequest {
+        #[allow(dead_code)]
+        AppendChunk,
+        SealBatch {
+            tag: String,
+            chunks: Vec<u64>,
+            object_key: String,
+        },
+    }
+    let old = rmp_serde::to_vec(&OldRequest::SealBatch {
+        tag: "t".into(),
+        chunks: vec![1],
+        object_key: "somebody-else/important.log.gz".into(),
+    })
+    .unwrap();
+    let request: ClusterRequest = rmp_serde::from_slice(&old).unwrap();
+    assert_eq!(request, seal("t", &[1], "somebody-else/important.log.gz"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, mut sm) = open(dir.path()).await;
+    let answers = apply_at(&mut sm, 1, vec![append_chunk(None, "t", b"1"), request]).await;
+    assert_eq!(answers[1], ClusterResponse::Sealed { first: 1 });
+    assert_eq!(
+        sm.reader().unconfirmed_batches()[0].object_key,
+        derived_key("t", 1, 1)
+    );
 }

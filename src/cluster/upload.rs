@@ -4,9 +4,9 @@
 //! 1. group pending chunks of one tag (and timekey period of arrival, when `time` is a chunk
 //!    key; oldest first, up to the match's `chunk_limit_size`), when the oldest waited
 //!    `flush_interval` or the group is full;
-//! 2. **seal** the batch: commit `SealBatch` with its exact chunk list and object key
-//!    (`<path>/<tag>/<YYYY>/<MM>/<DD>/<first>-<last>.log.gz`, date of the first chunk's arrival,
-//!    UTC), so every node agrees what the object holds;
+//! 2. **seal** the batch: commit `SealBatch` with its exact chunk list; the state machine
+//!    derives the object key (`<path>/<tag>/<YYYY>/<MM>/<DD>/<first>-<last>.log.gz`, date of the
+//!    first chunk's arrival, UTC), so every node agrees what the object holds and where;
 //! 3. upload the object (gzip out_file lines, times in UTC: the same bytes whoever renders it);
 //! 4. **confirm**: commit `ConfirmUpload`, which drops the chunks.
 //!
@@ -40,7 +40,6 @@ use crate::output::retry::{Backoff, RetryDecision};
 use crate::output::s3::config::S3OutputConfig;
 use crate::router::TagRoutes;
 use bytes::Bytes;
-use chrono::{DateTime, Datelike, Utc};
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use object_store::path::Path as ObjectPath;
@@ -62,7 +61,8 @@ pub const MAX_CONCURRENT_UPLOADS: usize = 2;
 
 /// Test hook, only in builds with the `fault-injection` feature: `LOGRAFT_FAULT_POINT=after-seal`
 /// (or `after-upload`) makes the leader exit at once after committing a seal (or after the
-/// upload, before the confirm), as if killed.
+/// upload, before the confirm), as if killed; `stop-raft-core` stops the node's Raft core a
+/// second after start (the process must then exit non-zero).
 #[cfg(feature = "fault-injection")]
 pub const FAULT_POINT_ENV: &str = "LOGRAFT_FAULT_POINT";
 
@@ -242,34 +242,36 @@ impl UploadTarget {
         })
     }
 
-    /// The object key of a batch: `<prefix>/<tag>/<YYYY>/<MM>/<DD>/<first>-<last>.log.gz`, the
-    /// tag made one safe segment of at most 200 bytes by
-    /// [`safe_segment`](crate::output::safe_name::safe_segment).
+    /// The full object key of a batch: `<prefix>/` + the state machine's key
+    /// ([`batch_key`](super::storage::batch_key): `<tag>/<YYYY>/<MM>/<DD>/<first>-<last>.log.gz`).
     pub fn object_key(&self, tag: &str, first_received_unix_ms: u64, chunks: &[u64]) -> String {
-        let day = DateTime::<Utc>::from(UNIX_EPOCH + Duration::from_millis(first_received_unix_ms));
         let first = chunks.first().copied().unwrap_or(0);
         let last = chunks.last().copied().unwrap_or(0);
-        let name = format!(
-            "{}/{:04}/{:02}/{:02}/{first:020}-{last:020}.log.gz",
-            crate::output::safe_name::safe_segment(tag),
-            day.year(),
-            day.month(),
-            day.day()
-        );
-        if self.prefix.is_empty() {
-            name
-        } else {
-            format!("{}/{name}", self.prefix)
-        }
+        self.full_key(&super::storage::batch_key(
+            tag,
+            first_received_unix_ms,
+            first,
+            last,
+        ))
     }
 
-    /// The full key of a dead-lettered batch: the state machine's key (relative, e.g.
+    /// A key the state machine derived (relative, e.g. `<tag>/...` or
     /// `dead-letter/<first>-<last>.log.gz`) under this target's prefix.
-    pub fn dead_letter_key(&self, relative: &str) -> String {
+    pub fn full_key(&self, relative: &str) -> String {
         if self.prefix.is_empty() {
             relative.to_string()
         } else {
             format!("{}/{relative}", self.prefix)
+        }
+    }
+
+    /// Where `batch` is uploaded unless it is dead-lettered: its recorded key under the prefix
+    /// (a batch sealed by an older version recorded the full key).
+    pub(crate) fn batch_object_key(&self, batch: &SealedBatch) -> String {
+        if batch.key_relative {
+            self.full_key(&batch.object_key)
+        } else {
+            batch.object_key.clone()
         }
     }
 
@@ -575,7 +577,7 @@ impl Uploader {
                 let key = self
                     .target
                     .object_key(&tag, oldest.received_unix_ms, &indexes);
-                if self.seal(&tag, indexes, key.clone()).await? {
+                if self.seal(&tag, indexes, period_ms).await? {
                     fault_point("after-seal", self.shared.id, &key);
                 }
             }
@@ -587,18 +589,20 @@ impl Uploader {
         self.shared.raft.metrics().borrow().current_leader == Some(self.shared.id)
     }
 
-    /// Commit the seal; `false` when the state machine refused it (e.g. another leader sealed
-    /// these chunks first) — the next round sees the new state.
+    /// Commit the seal (the state machine derives the batch's key); `false` when the state
+    /// machine refused it (e.g. another leader sealed these chunks first) — the next round sees
+    /// the new state.
     async fn seal(
         &self,
         tag: &str,
         chunks: Vec<u64>,
-        object_key: String,
+        period_ms: Option<u64>,
     ) -> Result<bool, UploadError> {
         let request = ClusterRequest::SealBatch {
             tag: tag.to_string(),
             chunks,
-            object_key,
+            ignored_key: String::new(),
+            period_ms,
         };
         match node::propose(&self.shared, request).await {
             Ok(ClusterResponse::Sealed { .. }) => Ok(true),
@@ -626,7 +630,7 @@ impl Uploader {
             Err(e) if e.is_permanent() => {
                 // Content that cannot be rendered goes to the dead-letter area as stored.
                 let key = match &batch.dead_letter {
-                    Some(dead) => self.target.dead_letter_key(&dead.object_key),
+                    Some(dead) => self.target.full_key(&dead.object_key),
                     None => self.dead_letter(batch, &e).await?,
                 };
                 return self.put_and_confirm(batch, &key, None).await;
@@ -634,8 +638,8 @@ impl Uploader {
             Err(e) => return Err(e),
         };
         let key = match &batch.dead_letter {
-            Some(dead) => self.target.dead_letter_key(&dead.object_key),
-            None => batch.object_key.clone(),
+            Some(dead) => self.target.full_key(&dead.object_key),
+            None => self.target.batch_object_key(batch),
         };
         match self.put_and_confirm(batch, &key, body.clone()).await {
             Err(e) if e.is_permanent() && batch.dead_letter.is_none() => {
@@ -659,10 +663,10 @@ impl Uploader {
         };
         match node::propose(&self.shared, request).await {
             Ok(ClusterResponse::DeadLettered { object_key, .. }) => {
-                let key = self.target.dead_letter_key(&object_key);
+                let key = self.target.full_key(&object_key);
                 error!(r#match = %self.name, target = %self.target, batch = batch.first,
                     tag = %batch.tag, events = batch.count, chunks = batch.chunks.len(),
-                    %reason, object_key = %batch.object_key, dead_letter_key = %key,
+                    %reason, object_key = %self.target.batch_object_key(batch), dead_letter_key = %key,
                     "batch cannot be uploaded (permanent error, not retried): moved to the dead-letter area");
                 Ok(key)
             }
@@ -703,7 +707,7 @@ impl Uploader {
                 self.metrics.uploaded_bytes.inc_by(size as u64);
                 self.metrics.uploaded_events.inc_by(batch.count);
                 info!(r#match = %self.name, key = %key, batch = batch.first, chunks = batch.chunks.len(),
-                    bytes = size, dead_letter = key != batch.object_key,
+                    bytes = size, dead_letter = key != self.target.batch_object_key(batch),
                     "batch uploaded");
                 Ok(())
             }
@@ -914,7 +918,7 @@ mod tests {
         assert!(!e.is_permanent(), "{e}");
         // Dead-letter keys sit under the target's prefix.
         assert_eq!(
-            target.dead_letter_key("dead-letter/a.log.gz"),
+            target.full_key("dead-letter/a.log.gz"),
             "dead-letter/a.log.gz"
         );
         target.put("dead-letter/a.log.gz", body()).await.unwrap();

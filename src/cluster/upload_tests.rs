@@ -50,10 +50,22 @@ async fn single_node(dir: &Path) -> ClusterNode {
 }
 
 async fn append(node: &ClusterNode, tag: &str, received_unix_ms: u64) -> u64 {
+    append_entries(node, tag, received_unix_ms, ENTRY).await
+}
+
+/// Stored chunk content no renderer accepts.
+const BAD_ENTRY: &[u8] = b"\xc1\xc1 not msgpack";
+
+async fn append_entries(
+    node: &ClusterNode,
+    tag: &str,
+    received_unix_ms: u64,
+    entries: &'static [u8],
+) -> u64 {
     let request = ClusterRequest::AppendChunk {
         origin: None,
         tag: tag.to_string(),
-        entries: Bytes::from_static(ENTRY),
+        entries: Bytes::from_static(entries),
         count: 1,
         received_unix_ms,
     };
@@ -68,6 +80,15 @@ fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .expect("clock")
         .as_millis() as u64
+}
+
+fn gunzip_bytes(path: &Path) -> Vec<u8> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(&bytes[..])
+        .read_to_end(&mut out)
+        .expect("gzip");
+    out
 }
 
 fn gunzip(path: &Path) -> String {
@@ -100,18 +121,8 @@ async fn a_failing_batch_waits_alone_and_a_permanent_failure_is_dead_lettered() 
     let stuck = append(&node, "stuck", ms).await;
     let stuck_key = target.object_key("stuck", ms, &[stuck]);
     std::fs::create_dir_all(bucket.join(&stuck_key)).expect("blocking directory");
-    // "bad": sealed (as an older version did) under a key the file system refuses: permanent.
-    let bad = append(&node, "bad", ms).await;
-    let bad_key = format!("{}/2026/11/26/{bad}.log.gz", "b".repeat(300));
-    let sealed = node
-        .propose(ClusterRequest::SealBatch {
-            tag: "bad".into(),
-            chunks: vec![bad],
-            object_key: bad_key,
-        })
-        .await
-        .expect("seal");
-    assert_eq!(sealed, ClusterResponse::Sealed { first: bad });
+    // "bad": content that cannot be rendered (0xc1 is never valid msgpack): permanent.
+    let bad = append_entries(&node, "bad", ms, BAD_ENTRY).await;
     let good = append(&node, "good", ms).await;
 
     let uploader = Uploader {
@@ -151,7 +162,8 @@ async fn a_failing_batch_waits_alone_and_a_permanent_failure_is_dead_lettered() 
         },
     )
     .await;
-    assert!(gunzip(&bucket.join(&dead_key)).contains("\tbad\t{\"k\":\"v\"}"));
+    // Set aside as stored, byte for byte.
+    assert_eq!(gunzip_bytes(&bucket.join(&dead_key)), BAD_ENTRY);
     assert_eq!(node.reader().upload_stats().dead_lettered_batches, 1);
     let stuck_batch = &node.reader().unconfirmed_batches()[0];
     assert_eq!(stuck_batch.first, stuck);
@@ -249,7 +261,7 @@ async fn put_to_fake_s3(status: &'static str, body: &'static str) -> UploadError
     })
     .expect("s3 target");
     assert_eq!(
-        target.dead_letter_key("dead-letter/1-1.log.gz"),
+        target.full_key("dead-letter/1-1.log.gz"),
         "p/dead-letter/1-1.log.gz"
     );
     tokio::time::timeout(

@@ -18,6 +18,7 @@ use super::section::Section;
 use crate::buffer::config::PluginBufferDefaults;
 use crate::input::forward::config::ForwardInputConfig;
 use crate::input::http::config::HttpInputConfig;
+use crate::input::tail::config::TailInputConfig;
 use crate::observe::config::{MonitorAgentConfig, PrometheusConfig};
 use crate::output::file::config::FileOutputConfig;
 use crate::output::forward::config::ForwardOutputConfig;
@@ -28,6 +29,7 @@ use crate::output::stdout::config::StdoutOutputConfig;
 pub(crate) const SOURCES: &[SourcePlugin] = &[
     crate::input::forward::config::PLUGIN,
     crate::input::http::config::PLUGIN,
+    crate::input::tail::config::PLUGIN,
     crate::observe::config::PROMETHEUS,
     crate::observe::config::MONITOR_AGENT,
 ];
@@ -102,6 +104,7 @@ pub(crate) fn output_names() -> String {
 pub enum SourceKind {
     Forward(ForwardInputConfig),
     Http(HttpInputConfig),
+    Tail(TailInputConfig),
     /// Not an input of events: the metrics server (`observe`).
     Prometheus(PrometheusConfig),
     /// Not an input of events: Fluentd's monitoring API (`observe`).

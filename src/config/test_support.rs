@@ -37,3 +37,20 @@ pub(crate) fn warning_text(loaded: &Loaded) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// A `<cluster>` for node 2 of two members (snapshots every 500 entries).
+pub(crate) const TWO_OF_TWO_MEMBERS: &str = r#"
+<cluster>
+  node_id 2
+  address 127.0.0.1:7002
+  snapshot_every 500
+  <member>
+    id 1
+    address 127.0.0.1:7001
+  </member>
+  <member>
+    id 2
+    address 127.0.0.1:7002
+  </member>
+</cluster>
+"#;

@@ -58,7 +58,7 @@ fn seed_forwarder_config() {
     assert_eq!(f.servers[1].location.line, 26);
     assert!(f.require_ack_response, "lograft defaults to at-least-once");
     assert_eq!(f.ack_response_timeout, Duration::from_secs(190));
-    assert_eq!(f.heartbeat_type, HeartbeatType::Transport);
+    assert_eq!(f.health.heartbeat_type, HeartbeatType::Transport);
     assert!(f.tls.verify_hostname);
     let b = &m.buffer;
     assert_eq!(b.kind, BufferKind::File { path: None });
@@ -245,8 +245,8 @@ fn typed_values_reach_the_structs() {
     }
     let m = &cfg.matches[0];
     let f = forward_out(m);
-    assert_eq!(f.phi_threshold, 24.5);
-    assert_eq!(f.heartbeat_type, HeartbeatType::None);
+    assert_eq!(f.health.phi_threshold, 24.5);
+    assert_eq!(f.health.heartbeat_type, HeartbeatType::None);
     assert_eq!(f.transport, Transport::Tls);
     assert_eq!(
         f.tls.cert_path,
@@ -335,7 +335,7 @@ fn typo_gives_location_key_and_suggestion() {
 #[test]
 fn unknown_types_directives_and_unsupported_ones() {
     let err = errors(concat!(
-        "<source>\n  @type tail\n</source>\n",
+        "<source>\n  @type syslog\n</source>\n",
         "<match a>\n  @type kafka\n</match>\n",
         "<filter a>\n  @type grep\n</filter>\n",
         "<label @x>\n</label>\n",
@@ -343,7 +343,7 @@ fn unknown_types_directives_and_unsupported_ones() {
         "stray_key 1\n",
     ));
     assert!(
-        err.contains(":2: unknown source type 'tail'; lograft supports: forward, http"),
+        err.contains(":2: unknown source type 'syslog'; lograft supports: forward, http, tail"),
         "{err}"
     );
     assert!(err.contains(":5: unknown output type 'kafka' in <match a>; lograft supports: stdout, null, file, forward, s3"), "{err}");

@@ -26,6 +26,9 @@ pub enum ValueError {
     Hash { got: String, reason: String },
     #[error("expected one of {allowed}, got '{got}'")]
     Enum { got: String, allowed: String },
+    /// A value a plugin checks itself (a regular expression, a `types` list).
+    #[error("{0}")]
+    Invalid(String),
     #[error("{what} must be {bound}, got '{got}'")]
     OutOfRange {
         what: &'static str,

@@ -9,8 +9,11 @@
 use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Default of `<system> max_in_flight_bytes`.
-pub const DEFAULT_MAX_IN_FLIGHT_BYTES: u64 = 256 << 20;
+/// Default of `<system> max_in_flight_bytes`: room for a frame of Fluentd's largest default
+/// chunk (`chunk_limit_size 256m` of its file buffer, sent whole by its out_forward: a little
+/// over 256 MiB on the wire) and as much again for other connections. A smaller default would
+/// refuse such a frame on every retry and stall that sender for good.
+pub const DEFAULT_MAX_IN_FLIGHT_BYTES: u64 = 512 << 20;
 /// Smallest budget accepted (one read of a connection must fit).
 pub const MIN_IN_FLIGHT_BYTES: u64 = 1 << 20;
 

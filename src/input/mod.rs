@@ -1,4 +1,5 @@
-//! Inputs: the servers that accept events from applications and other lograft nodes.
+//! Inputs: the servers that accept events from applications and other lograft nodes, and the
+//! tail input that reads log files.
 //!
 //! Every input hands what it accepted to the rest of the node through the pipeline contract
 //! ([`crate::pipeline::Emit`]) and acknowledges (Forward `ack`, HTTP 200) only after the batch
@@ -11,3 +12,4 @@ pub mod budget;
 pub mod fd_reserve;
 pub mod forward;
 pub mod http;
+pub mod tail;

@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod cluster;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_lograft");
 
 /// Ports handed out by [`free_port`]: below the kernel's ephemeral range (32768 and up on
@@ -572,6 +574,21 @@ impl ConfigText {
     pub fn http_source(mut self, port: u16) -> Self {
         self.text.push_str(&format!(
             "<source>\n  @type http\n  bind 127.0.0.1\n  port {port}\n</source>\n"
+        ));
+        self
+    }
+
+    /// `<source> @type tail` reading `path` (globs allowed) with tag `tag`, pos file
+    /// `pos_file`, JSON lines unless `extra` has another `<parse>`, checked every 0.1 s.
+    pub fn tail_source(mut self, path: &str, tag: &str, pos_file: &Path, extra: &str) -> Self {
+        let parse = if extra.contains("<parse>") {
+            ""
+        } else {
+            "  <parse>\n    @type json\n  </parse>\n"
+        };
+        self.text.push_str(&format!(
+            "<source>\n  @type tail\n  path {path}\n  tag {tag}\n  pos_file {}\n  refresh_interval 0.2s\n  rotate_wait 0.5s\n{extra}\n{parse}</source>\n",
+            pos_file.display()
         ));
         self
     }

@@ -11,8 +11,11 @@ use crate::cluster::proto::admin_pb::{
     NodeAddress, PromoteRequest, RemoveRequest, StatusReply, StatusRequest, TransferLeaderReply,
     TransferLeaderRequest, TriggerSnapshotReply, TriggerSnapshotRequest,
 };
+use crate::cluster::tls::transport::{self, Dial};
+use crate::cluster::tls::ClusterTls;
 use crate::cluster::NodeId;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 use tonic::transport::Channel;
 use tonic::Status;
@@ -58,8 +61,17 @@ pub struct AdminClient {
 }
 
 impl AdminClient {
-    /// Connect to the node at `addr` (`host:port` or `http://host:port`).
+    /// Connect to the node at `addr` (`host:port` or `http://host:port`) in plaintext.
     pub async fn connect(addr: &str) -> Result<AdminClient, AdminClientError> {
+        Self::connect_with(addr, None).await
+    }
+
+    /// Connect to the node at `addr`, with mutual TLS when `tls` is given (any node
+    /// certificate of the cluster is accepted: the caller does not know which node it is).
+    pub async fn connect_with(
+        addr: &str,
+        tls: Option<&Arc<ClusterTls>>,
+    ) -> Result<AdminClient, AdminClientError> {
         let uri = if addr.contains("://") {
             addr.to_string()
         } else {
@@ -69,12 +81,16 @@ impl AdminClient {
             addr: addr.to_string(),
             source,
         };
-        let channel = tonic::transport::Endpoint::from_shared(uri)
+        let endpoint = tonic::transport::Endpoint::from_shared(uri)
             .map_err(connect_error)?
-            .connect_timeout(Duration::from_secs(3))
-            .connect()
-            .await
-            .map_err(connect_error)?;
+            .connect_timeout(Duration::from_secs(3));
+        let channel = match tls {
+            Some(tls) => endpoint
+                .connect_with_connector(transport::connector(tls.clone(), Dial::Admin))
+                .await
+                .map_err(connect_error)?,
+            None => endpoint.connect().await.map_err(connect_error)?,
+        };
         Ok(AdminClient {
             client: ClusterAdminClient::new(channel),
         })

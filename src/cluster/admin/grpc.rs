@@ -1,6 +1,8 @@
 //! The admin gRPC service ([`AdminGrpc`]): a thin tonic adapter from the `ClusterAdmin`
 //! requests to the operations of [`super::ops`], and from [`AdminError`] to gRPC statuses (a
-//! "not the leader" status names the leader in its metadata).
+//! "not the leader" status names the leader in its metadata). With TLS, each call first passes
+//! the node's [`Gate`](crate::cluster::tls::Gate): an operator certificate, except `Status`
+//! (any certificate of the cluster) and `AddLearner` of a node by that node itself (`join`).
 //!
 //! Owns the request defaults (`0` means the default wait) and the status mapping. It must not
 //! implement operations itself nor be used by clients (that is [`super::client`]).
@@ -72,8 +74,9 @@ fn millis_or(ms: u64, default: Duration) -> Duration {
 impl ClusterAdmin for AdminGrpc {
     async fn status(
         &self,
-        _request: Request<StatusRequest>,
+        request: Request<StatusRequest>,
     ) -> Result<Response<StatusReply>, Status> {
+        self.shared.gate.anyone(request.extensions())?;
         Ok(Response::new(ops::status(&self.shared).await))
     }
 
@@ -81,6 +84,7 @@ impl ClusterAdmin for AdminGrpc {
         &self,
         request: Request<InitRequest>,
     ) -> Result<Response<MembershipReply>, Status> {
+        self.shared.gate.operator(request.extensions())?;
         let members = request
             .into_inner()
             .members
@@ -94,7 +98,9 @@ impl ClusterAdmin for AdminGrpc {
         &self,
         request: Request<AddLearnerRequest>,
     ) -> Result<Response<MembershipReply>, Status> {
-        let r = request.into_inner();
+        let (_, ext, r) = request.into_parts();
+        // A node may add itself (that is `join`); anything else is an operator's.
+        self.shared.gate.operator_or_node(&ext, r.id)?;
         Ok(Response::new(
             ops::add_learner(&self.shared, r.id, r.address).await?,
         ))
@@ -104,6 +110,7 @@ impl ClusterAdmin for AdminGrpc {
         &self,
         request: Request<PromoteRequest>,
     ) -> Result<Response<MembershipReply>, Status> {
+        self.shared.gate.operator(request.extensions())?;
         let r = request.into_inner();
         let wait = millis_or(r.wait_ms, DEFAULT_PROMOTE_WAIT);
         Ok(Response::new(ops::promote(&self.shared, r.id, wait).await?))
@@ -113,6 +120,7 @@ impl ClusterAdmin for AdminGrpc {
         &self,
         request: Request<RemoveRequest>,
     ) -> Result<Response<MembershipReply>, Status> {
+        self.shared.gate.operator(request.extensions())?;
         Ok(Response::new(
             ops::remove(&self.shared, request.into_inner().id).await?,
         ))
@@ -122,6 +130,7 @@ impl ClusterAdmin for AdminGrpc {
         &self,
         request: Request<TransferLeaderRequest>,
     ) -> Result<Response<TransferLeaderReply>, Status> {
+        self.shared.gate.operator(request.extensions())?;
         let r = request.into_inner();
         let timeout = millis_or(r.timeout_ms, DEFAULT_TRANSFER_TIMEOUT);
         Ok(Response::new(
@@ -133,6 +142,7 @@ impl ClusterAdmin for AdminGrpc {
         &self,
         request: Request<TriggerSnapshotRequest>,
     ) -> Result<Response<TriggerSnapshotReply>, Status> {
+        self.shared.gate.operator(request.extensions())?;
         Ok(Response::new(
             ops::trigger_snapshot(&self.shared, request.into_inner().purge).await?,
         ))

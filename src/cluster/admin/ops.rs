@@ -217,7 +217,11 @@ pub(crate) async fn status(shared: &NodeShared) -> StatusReply {
     StatusReply {
         node_id: shared.id,
         address: shared.addr.clone(),
-        state: format!("{:?}", metrics.state),
+        // A stopped core keeps its last metrics: say so rather than show them as current.
+        state: match shared.core_stopped() {
+            Some(reason) => format!("RaftStopped ({reason})"),
+            None => format!("{:?}", metrics.state),
+        },
         term: metrics.current_term,
         leader_id: metrics.current_leader,
         leader_address,

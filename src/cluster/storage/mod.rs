@@ -24,6 +24,7 @@ pub(crate) mod state_machine;
 
 pub(crate) use self::db::StoreOptions;
 pub(crate) use self::log_store::LogStore;
+pub(crate) use self::state_machine::apply::batch_key;
 pub(crate) use self::state_machine::queries::{ChunkReader, PendingChunk, SealedBatch};
 pub(crate) use self::state_machine::StateMachineStore;
 
@@ -48,7 +49,8 @@ pub(crate) fn open_storage_blocking(
     dir: &Path,
     options: StoreOptions,
 ) -> Result<(LogStore, StateMachineStore), ClusterError> {
-    std::fs::create_dir_all(dir)?;
+    // RocksDB creates `db` but never fsyncs its parent: create the path durably first.
+    crate::durable_fs::create_dir_all_durably(&dir.join("db"))?;
     let db = Arc::new(open_db(&dir.join("db"))?);
     let log = LogStore::new(db.clone());
     let sm = StateMachineStore::open(db, snapshot_dir(dir), options)?;

@@ -54,7 +54,7 @@ use crate::output::safe_name::safe_segment_noted;
 use crate::output::OutputError;
 use chrono::format::{Item, StrftimeItems};
 use config::{FileFormat, FileOutputConfig};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -347,31 +347,14 @@ fn parent_dir(path: &Path) -> &Path {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), OutputError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
+    crate::durable_fs::sync_dir(dir)
         .map_err(|e| OutputError::io(format!("syncing directory {}", dir.display()), e))
 }
 
 /// `create_dir_all`, then fsync the parent of every directory it created.
 fn create_dirs_durably(dir: &Path) -> Result<(), OutputError> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    let mut missing = Vec::new();
-    let mut cur = dir;
-    while !cur.exists() {
-        missing.push(cur.to_path_buf());
-        match cur.parent() {
-            Some(p) if !p.as_os_str().is_empty() => cur = p,
-            _ => break,
-        }
-    }
-    fs::create_dir_all(dir)
-        .map_err(|e| OutputError::io(format!("creating directory {}", dir.display()), e))?;
-    for created in missing.iter().rev() {
-        sync_dir(parent_dir(created))?;
-    }
-    Ok(())
+    crate::durable_fs::create_dir_all_durably(dir)
+        .map_err(|e| OutputError::io(format!("creating directory {}", dir.display()), e))
 }
 
 /// Make what `write` produces the whole content of `path`, atomically (temp file, fsync,
@@ -474,6 +457,7 @@ mod tests {
     use crate::buffer::{ChunkId, ChunkMeta};
     use crate::event::write_entry;
     use bytes::BytesMut;
+    use std::fs::File;
     use std::io::Read;
     use std::time::SystemTime;
 

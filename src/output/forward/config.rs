@@ -48,12 +48,7 @@ pub struct ForwardOutputConfig {
     pub transport: Transport,
     pub send_timeout: Duration,
     pub connect_timeout: Option<Duration>,
-    pub heartbeat_type: HeartbeatType,
-    pub heartbeat_interval: Duration,
-    pub recover_wait: Duration,
-    pub hard_timeout: Duration,
-    pub phi_failure_detector: bool,
-    pub phi_threshold: f64,
+    pub health: HealthParams,
     /// lograft default: true (Fluentd's is false).
     pub require_ack_response: bool,
     pub ack_response_timeout: Duration,
@@ -68,6 +63,18 @@ pub struct ForwardOutputConfig {
     pub max_frame_size: u64,
     pub tls: ClientTlsConfig,
     pub security: Option<ClientSecurityConfig>,
+}
+
+/// How one output judges its servers' health (`heartbeat_*`, `recover_wait`, `hard_timeout`,
+/// `phi_*`); shared by all its servers (behaviour in `output::forward::node`).
+#[derive(Debug, Clone)]
+pub struct HealthParams {
+    pub heartbeat_type: HeartbeatType,
+    pub heartbeat_interval: Duration,
+    pub recover_wait: Duration,
+    pub hard_timeout: Duration,
+    pub phi_failure_detector: bool,
+    pub phi_threshold: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,18 +208,20 @@ pub(crate) fn build(sec: &mut Section<'_>, d: &mut Diag) -> Option<ForwardOutput
             .duration(d, "send_timeout")
             .unwrap_or(Duration::from_secs(60)),
         connect_timeout: sec.duration(d, "connect_timeout"),
-        heartbeat_type,
-        heartbeat_interval: sec
-            .duration(d, "heartbeat_interval")
-            .unwrap_or(Duration::from_secs(1)),
-        recover_wait: sec
-            .duration(d, "recover_wait")
-            .unwrap_or(Duration::from_secs(10)),
-        hard_timeout: sec
-            .duration(d, "hard_timeout")
-            .unwrap_or(Duration::from_secs(60)),
-        phi_failure_detector: sec.bool(d, "phi_failure_detector", true),
-        phi_threshold: sec.float(d, "phi_threshold").unwrap_or(16.0),
+        health: HealthParams {
+            heartbeat_type,
+            heartbeat_interval: sec
+                .duration(d, "heartbeat_interval")
+                .unwrap_or(Duration::from_secs(1)),
+            recover_wait: sec
+                .duration(d, "recover_wait")
+                .unwrap_or(Duration::from_secs(10)),
+            hard_timeout: sec
+                .duration(d, "hard_timeout")
+                .unwrap_or(Duration::from_secs(60)),
+            phi_failure_detector: sec.bool(d, "phi_failure_detector", true),
+            phi_threshold: sec.float(d, "phi_threshold").unwrap_or(16.0),
+        },
         require_ack_response: sec.bool(d, "require_ack_response", true),
         ack_response_timeout,
         expire_dns_cache: sec.duration(d, "expire_dns_cache"),

@@ -41,7 +41,7 @@ use balance::{Balancer, Candidate};
 use config::{ForwardOutputConfig, HeartbeatType, Transport};
 use connection::{ConnectTarget, Connection, Connector, Frame, SendError};
 use frames::{entries_budget, frame_id, plan_frames, FrameSpan};
-use node::{HealthParams, ServerNode};
+use node::ServerNode;
 pub use status::{ForwardStatus, ServerStatus};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -125,14 +125,7 @@ impl ForwardOutput {
                 .as_ref()
                 .map(|s| (s.self_hostname.clone(), s.shared_key.clone())),
         };
-        let params = HealthParams {
-            heartbeat_type: cfg.heartbeat_type,
-            heartbeat_interval: cfg.heartbeat_interval,
-            recover_wait: cfg.recover_wait,
-            hard_timeout: cfg.hard_timeout,
-            phi_failure_detector: cfg.phi_failure_detector,
-            phi_threshold: cfg.phi_threshold,
-        };
+        let params = cfg.health.clone();
         let now = Instant::now();
         let shared = Arc::new(Shared {
             nodes: cfg
@@ -151,8 +144,8 @@ impl ForwardOutput {
                 keepalive_timeout: cfg.keepalive_timeout,
                 expire_dns_cache: cfg.expire_dns_cache,
                 dns_round_robin: cfg.dns_round_robin,
-                heartbeat_type: cfg.heartbeat_type,
-                heartbeat_interval: cfg.heartbeat_interval,
+                heartbeat_type: cfg.health.heartbeat_type,
+                heartbeat_interval: cfg.health.heartbeat_interval,
                 verify_connection_at_startup: cfg.verify_connection_at_startup,
                 max_frame_size: cfg.max_frame_size,
             },
@@ -160,7 +153,7 @@ impl ForwardOutput {
             progress: Mutex::new(HashMap::new()),
         });
         let stop = CancellationToken::new();
-        if cfg.heartbeat_type != HeartbeatType::None {
+        if cfg.health.heartbeat_type != HeartbeatType::None {
             for index in 0..shared.nodes.len() {
                 runtime.spawn(heartbeat_loop(shared.clone(), index, stop.clone()));
             }

@@ -9,7 +9,7 @@
 //! must not choose between servers (that is [`super::balance`]) or speak the protocol (that is
 //! [`super::connection`]).
 
-use super::config::{HeartbeatType, ServerConfig};
+use super::config::{HealthParams, HeartbeatType, ServerConfig};
 use super::connection::Connection;
 use super::phi::PhiDetector;
 use std::net::{IpAddr, SocketAddr};
@@ -17,17 +17,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
-
-/// Health parameters shared by all servers of one output.
-#[derive(Debug, Clone)]
-pub struct HealthParams {
-    pub heartbeat_type: HeartbeatType,
-    pub heartbeat_interval: Duration,
-    pub recover_wait: Duration,
-    pub hard_timeout: Duration,
-    pub phi_failure_detector: bool,
-    pub phi_threshold: f64,
-}
 
 impl HealthParams {
     /// Heartbeat intervals a down server must answer through before it is used again

@@ -1,7 +1,7 @@
 //! Tests of out_forward against in-test receivers built on the crate's codec (failover, acks,
 //! handshake, keepalive, gzip, recovery) and against the real in_forward (TLS, UDP heartbeat).
 
-use super::config::{ClientSecurityConfig, ClientTlsConfig, ServerConfig};
+use super::config::{ClientSecurityConfig, ClientTlsConfig, HealthParams, ServerConfig};
 use super::*;
 use crate::buffer::{ChunkId, ChunkMeta};
 use crate::event::{write_entry, EventBatch, EventTime};
@@ -191,12 +191,14 @@ fn config(servers: Vec<ServerConfig>) -> ForwardOutputConfig {
         transport: Transport::Tcp,
         send_timeout: Duration::from_secs(5),
         connect_timeout: Some(Duration::from_secs(2)),
-        heartbeat_type: HeartbeatType::Transport,
-        heartbeat_interval: Duration::from_millis(100),
-        recover_wait: Duration::from_millis(500),
-        hard_timeout: Duration::from_secs(60),
-        phi_failure_detector: true,
-        phi_threshold: 16.0,
+        health: HealthParams {
+            heartbeat_type: HeartbeatType::Transport,
+            heartbeat_interval: Duration::from_millis(100),
+            recover_wait: Duration::from_millis(500),
+            hard_timeout: Duration::from_secs(60),
+            phi_failure_detector: true,
+            phi_threshold: 16.0,
+        },
         require_ack_response: true,
         ack_response_timeout: Duration::from_secs(2),
         expire_dns_cache: None,
@@ -280,7 +282,7 @@ async fn refused_primary_fails_over_to_standby_in_the_same_write() {
     let primary = closed_port().await;
     let standby = Receiver::start(Reply::Ack, None).await;
     let mut cfg = config(vec![server(primary, false), server(standby.addr, true)]);
-    cfg.heartbeat_type = HeartbeatType::None;
+    cfg.health.heartbeat_type = HeartbeatType::None;
     let out = ForwardOutput::new(&cfg).unwrap();
     assert_eq!(out.availability(), vec![true, true]);
     let c = chunk(2);
@@ -362,8 +364,8 @@ async fn mismatched_ack_and_ack_timeout_move_the_chunk_on() {
         server(good.addr, true),
     ]);
     cfg.ack_response_timeout = Duration::from_secs(1);
-    cfg.heartbeat_type = HeartbeatType::None;
-    cfg.recover_wait = Duration::from_secs(600);
+    cfg.health.heartbeat_type = HeartbeatType::None;
+    cfg.health.recover_wait = Duration::from_secs(600);
     let out = ForwardOutput::new(&cfg).unwrap();
     let c = chunk(1);
     let started = Instant::now();
@@ -385,7 +387,7 @@ async fn a_slow_server_holds_only_a_few_workers_and_the_rest_go_elsewhere() {
     let fast = Receiver::start(Reply::Ack, None).await;
     let mut cfg = config(vec![server(slow.addr, false), server(fast.addr, false)]);
     cfg.ack_response_timeout = Duration::from_secs(60);
-    cfg.heartbeat_type = HeartbeatType::None;
+    cfg.health.heartbeat_type = HeartbeatType::None;
     let out = Arc::new(ForwardOutput::new(&cfg).unwrap());
     // Four flush workers take chunks one after another, as the output driver's do.
     let remaining = Arc::new(AtomicUsize::new(20));
@@ -417,8 +419,8 @@ async fn no_server_left_is_a_retryable_error_naming_each_failure() {
     let a = closed_port().await;
     let b = closed_port().await;
     let mut cfg = config(vec![server(a, false), server(b, true)]);
-    cfg.heartbeat_type = HeartbeatType::None;
-    cfg.recover_wait = Duration::from_secs(600);
+    cfg.health.heartbeat_type = HeartbeatType::None;
+    cfg.health.recover_wait = Duration::from_secs(600);
     let out = ForwardOutput::new(&cfg).unwrap();
     let err = out.write(&chunk(1)).await.unwrap_err();
     let text = err.to_string();
@@ -488,7 +490,7 @@ async fn keepalive_reuses_one_connection_and_gzip_sends_compressed_packed_forwar
     let mut cfg = config(vec![server(r.addr, false)]);
     cfg.keepalive = true;
     cfg.compress = Compression::Gzip;
-    cfg.heartbeat_type = HeartbeatType::None;
+    cfg.health.heartbeat_type = HeartbeatType::None;
     let out = ForwardOutput::new(&cfg).unwrap();
     let c = chunk(50);
     for _ in 0..4 {
@@ -519,7 +521,7 @@ async fn kept_alive_connection_closed_by_the_server_is_replaced_without_marking_
     let closing = Receiver::start(Reply::Ack, None).await;
     let mut cfg = config(vec![server(closing.addr, false)]);
     cfg.keepalive = true;
-    cfg.heartbeat_type = HeartbeatType::None;
+    cfg.health.heartbeat_type = HeartbeatType::None;
     let out = ForwardOutput::new(&cfg).unwrap();
     out.write(&chunk(1)).await.unwrap();
     let addr = closing.kill().await;
@@ -545,7 +547,7 @@ fn server_security(key: &str) -> ServerSecurity {
 async fn shared_key_handshake_client_side() {
     let r = Receiver::start(Reply::Ack, Some(server_security("s3cret"))).await;
     let mut cfg = config(vec![server(r.addr, false)]);
-    cfg.heartbeat_type = HeartbeatType::None;
+    cfg.health.heartbeat_type = HeartbeatType::None;
     cfg.security = Some(ClientSecurityConfig {
         self_hostname: "forwarder".into(),
         shared_key: "s3cret".into(),
@@ -669,7 +671,7 @@ async fn tls_and_shared_key_against_in_forward_with_a_test_ca() {
     let other_path = dir.path().join("other.pem");
     std::fs::write(&other_path, other.pem()).unwrap();
     cfg.tls.ca_cert_path = Some(other_path);
-    cfg.heartbeat_type = HeartbeatType::None;
+    cfg.health.heartbeat_type = HeartbeatType::None;
     let out = ForwardOutput::new(&cfg).unwrap();
     let err = out.write(&c).await.unwrap_err().to_string();
     assert!(err.contains("TLS handshake"), "{err}");
@@ -680,7 +682,7 @@ async fn tls_and_shared_key_against_in_forward_with_a_test_ca() {
 async fn udp_heartbeats_against_in_forward_bring_a_server_back() {
     let (addr, _emit, stop) = start_input(input_config());
     let mut cfg = config(vec![server(addr, false)]);
-    cfg.heartbeat_type = HeartbeatType::Udp;
+    cfg.health.heartbeat_type = HeartbeatType::Udp;
     let out = ForwardOutput::new(&cfg).unwrap();
     // Mark it down by hand (as a failed send would), then let UDP heartbeats recover it.
     let notified = out.recovered().notified();
@@ -785,7 +787,7 @@ async fn a_chunk_larger_than_max_frame_size_goes_as_frames_a_limited_in_forward_
     // max_frame_size 0: the whole chunk in one message (refused by this receiver).
     let mut cfg = config(vec![server(addr, false)]);
     cfg.max_frame_size = 0;
-    cfg.heartbeat_type = HeartbeatType::None;
+    cfg.health.heartbeat_type = HeartbeatType::None;
     got.0.lock().unwrap().clear();
     let out = ForwardOutput::new(&cfg).unwrap();
     assert!(out.write(&c).await.is_err());
@@ -802,7 +804,7 @@ async fn when_the_primary_fails_mid_chunk_the_standby_takes_only_the_remaining_f
         server(standby.addr, true),
     ]);
     cfg.max_frame_size = 16 * 1024;
-    cfg.heartbeat_type = HeartbeatType::None;
+    cfg.health.heartbeat_type = HeartbeatType::None;
     let c = padded_chunk(500, 200); // ~110 KB: 7+ frames
     let out = ForwardOutput::new(&cfg).unwrap();
     out.write(&c).await.unwrap();
@@ -832,7 +834,7 @@ async fn a_chunk_is_not_delivered_until_every_frame_is_acked() {
     let primary = Receiver::start(Reply::CloseAfter(2), None).await;
     let mut cfg = config(vec![server(primary.addr, false)]);
     cfg.max_frame_size = 16 * 1024;
-    cfg.heartbeat_type = HeartbeatType::None;
+    cfg.health.heartbeat_type = HeartbeatType::None;
     let out = ForwardOutput::new(&cfg).unwrap();
     let err = out.write(&padded_chunk(500, 200)).await.unwrap_err();
     assert!(!err.is_permanent());
@@ -846,7 +848,7 @@ async fn an_entry_larger_than_max_frame_size_refused_by_the_receiver_is_a_perman
     let (addr, got, stop) = start_input(icfg);
     let mut cfg = config(vec![server(addr, false)]);
     cfg.max_frame_size = 8 * 1024;
-    cfg.heartbeat_type = HeartbeatType::None;
+    cfg.health.heartbeat_type = HeartbeatType::None;
     let out = ForwardOutput::new(&cfg).unwrap();
     // One 20 KB entry: alone in its frame, which the receiver refuses.
     let c = padded_chunk(1, 20_000);

@@ -3,19 +3,24 @@
 //! the column families match it.
 //!
 //! Owns the meaning of `AppendChunk` (size limit of chunk ids, dedup within the window),
-//! `SealBatch` (only pending chunks of the batch's tag, strictly ascending, a non-empty key),
-//! `ConfirmUpload` (drops a sealed batch's chunks; unknown ids are a no-op) and
-//! `DeadLetterBatch` (only a sealed, unconfirmed batch not yet dead-lettered; the dead-letter key
-//! is derived from the batch's chunk range, never taken from the request). It must not touch
-//! RocksDB, files, clocks or the network: [`super::persist`] writes the mutations, and the
-//! answers depend only on the log and the dedup window size, so every node agrees.
+//! `SealBatch` (only pending chunks of the batch's tag and, with a period, of the first chunk's
+//! period, strictly ascending; the object key is derived here from the batch by [`batch_key`],
+//! never taken from the request), `ConfirmUpload` (drops a sealed batch's chunks; anything else
+//! is refused) and `DeadLetterBatch` (only a sealed, unconfirmed batch not yet dead-lettered;
+//! the dead-letter key is derived from the batch's chunk range, never taken from the request).
+//! Refusals name only what the request itself named (indexes, its own tag), never another
+//! chunk's tag or data. It must not touch RocksDB, files, clocks or the network:
+//! [`super::persist`] writes the mutations, and the answers depend only on the log and the
+//! dedup window size, so every node agrees.
 
 use super::records::{
     BatchRecord, ChunkRecord, DeadLetter, DedupRecord, SmState, MAX_DEAD_LETTER_REASON,
 };
 use crate::cluster::{ClusterRequest, ClusterResponse, TypeConfig, MAX_ORIGIN_LEN};
 use bytes::Bytes;
+use chrono::{DateTime, Datelike, Utc};
 use openraft::{Entry, EntryPayload, StoredMembership};
+use std::time::{Duration, UNIX_EPOCH};
 use tracing::debug;
 
 /// One change to the state-machine column families, in the order it must be written.
@@ -111,13 +116,17 @@ pub(crate) fn apply_request(
         ClusterRequest::SealBatch {
             tag,
             chunks,
-            object_key,
+            period_ms,
+            ..
         } => {
-            if let Some(reason) = seal_refusal(state, &tag, &chunks, &object_key) {
+            if let Some(reason) = seal_refusal(state, &tag, &chunks, period_ms) {
                 debug!(index, %reason, "seal rejected");
                 return ClusterResponse::Rejected(reason);
             }
             let first = chunks[0];
+            let last = chunks[chunks.len() - 1];
+            let first_received = state.chunks.get(&first).map_or(0, |c| c.received_unix_ms);
+            let object_key = batch_key(&tag, first_received, first, last);
             for chunk in &chunks {
                 if let Some(record) = state.chunks.get_mut(chunk) {
                     record.batch = Some(first);
@@ -131,6 +140,7 @@ pub(crate) fn apply_request(
                 tag,
                 chunks,
                 object_key,
+                key_relative: true,
                 sealed_at: index,
                 dead_letter: None,
             };
@@ -142,19 +152,22 @@ pub(crate) fn apply_request(
             ClusterResponse::Sealed { first }
         }
         ClusterRequest::ConfirmUpload { first } => {
-            if let Some(record) = state.batches.remove(&first) {
-                for chunk in &record.chunks {
-                    state.chunks.remove(chunk);
-                    mutations.push(Mutation::DeleteChunk { index: *chunk });
-                }
-                mutations.push(Mutation::DeleteBatch { first });
-                debug!(
-                    index,
-                    first,
-                    chunks = record.chunks.len(),
-                    "upload confirmed"
-                );
+            let Some(record) = state.batches.remove(&first) else {
+                return ClusterResponse::Rejected(format!(
+                    "batch {first} is not sealed or already confirmed"
+                ));
+            };
+            for chunk in &record.chunks {
+                state.chunks.remove(chunk);
+                mutations.push(Mutation::DeleteChunk { index: *chunk });
             }
+            mutations.push(Mutation::DeleteBatch { first });
+            debug!(
+                index,
+                first,
+                chunks = record.chunks.len(),
+                "upload confirmed"
+            );
             ClusterResponse::Confirmed { first }
         }
         ClusterRequest::DeadLetterBatch { first, reason } => {
@@ -185,6 +198,22 @@ pub(crate) fn apply_request(
     }
 }
 
+/// The object key of the batch `first..=last` of `tag` whose first chunk arrived at
+/// `first_received_unix_ms`, relative to the upload target's prefix:
+/// `<tag>/<YYYY>/<MM>/<DD>/<first>-<last>.log.gz` (UTC date, the tag made one safe segment of
+/// at most 200 bytes by [`safe_segment`](crate::output::safe_name::safe_segment)). Unique
+/// because batch ids are log indexes and a chunk is sealed once.
+pub(crate) fn batch_key(tag: &str, first_received_unix_ms: u64, first: u64, last: u64) -> String {
+    let day = DateTime::<Utc>::from(UNIX_EPOCH + Duration::from_millis(first_received_unix_ms));
+    format!(
+        "{}/{:04}/{:02}/{:02}/{first:020}-{last:020}.log.gz",
+        crate::output::safe_name::safe_segment(tag),
+        day.year(),
+        day.month(),
+        day.day()
+    )
+}
+
 /// The dead-letter key of the batch `first..=last`, relative to the upload target's prefix:
 /// short and safe whatever the tag (no tag in it), unique because batch ids are log indexes.
 pub(crate) fn dead_letter_key(first: u64, last: u64) -> String {
@@ -203,30 +232,36 @@ fn truncate_reason(mut reason: String) -> String {
     reason
 }
 
-/// Why a seal must be refused, or `None` if it is valid. Depends only on the state.
-fn seal_refusal(state: &SmState, tag: &str, chunks: &[u64], object_key: &str) -> Option<String> {
+/// Why a seal must be refused, or `None` if it is valid. Depends only on the state. Every
+/// chunk must be pending, of the batch's tag and (with `period_ms`) of the first chunk's
+/// period; the answer names only the offending index, never what that chunk holds.
+fn seal_refusal(
+    state: &SmState,
+    tag: &str,
+    chunks: &[u64],
+    period_ms: Option<u64>,
+) -> Option<String> {
     if chunks.is_empty() {
         return Some("empty batch".into());
-    }
-    if object_key.is_empty() {
-        return Some("empty object key".into());
     }
     if chunks.windows(2).any(|w| w[0] >= w[1]) {
         return Some("chunk indexes are not strictly ascending".into());
     }
-    for chunk in chunks {
-        match state.chunks.get(chunk) {
-            None => return Some(format!("chunk {chunk} is unknown or already confirmed")),
-            Some(record) if record.tag != tag => {
-                return Some(format!(
-                    "chunk {chunk} has tag {:?}, batch has {tag:?}",
-                    record.tag
-                ))
-            }
-            Some(ChunkRecord {
-                batch: Some(first), ..
-            }) => return Some(format!("chunk {chunk} is already sealed in batch {first}")),
-            Some(_) => {}
+    let period_of = |ms: u64| period_ms.filter(|&p| p > 0).map(|p| ms / p);
+    let mut first_period = None;
+    for (i, chunk) in chunks.iter().enumerate() {
+        let record = match state.chunks.get(chunk) {
+            Some(record @ ChunkRecord { batch: None, .. }) if record.tag == tag => record,
+            _ => return Some(format!("chunk {chunk} is not a pending chunk of this tag")),
+        };
+        let period = period_of(record.received_unix_ms);
+        if i == 0 {
+            first_period = period;
+        } else if period != first_period {
+            return Some(format!(
+                "chunk {chunk} arrived in another period than chunk {}",
+                chunks[0]
+            ));
         }
     }
     None

@@ -45,7 +45,7 @@ use openraft::{
     SnapshotMeta, StorageError, StoredMembership,
 };
 use rocksdb::DB;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -67,7 +67,7 @@ impl StateMachineStore {
         snapshot_dir: PathBuf,
         options: StoreOptions,
     ) -> Result<Self, ClusterError> {
-        fs::create_dir_all(&snapshot_dir)?;
+        crate::durable_fs::create_dir_all_durably(&snapshot_dir)?;
         if let Some(name) = read_install_marker(&db)? {
             let path = snapshot_dir.join(String::from_utf8_lossy(&name).as_ref());
             warn!(path = %path.display(), "finishing an interrupted snapshot install");

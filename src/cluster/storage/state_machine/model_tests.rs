@@ -1,7 +1,8 @@
 //! Property tests of the state machine's rules against a simple in-memory model: dedup of chunk
-//! ids within the window, seals of pending chunks of one tag only, confirms of sealed batches
-//! only, dead-letters of sealed, unconfirmed batches only (with the dead-letter key derived by
-//! the state machine, never proposed), object keys derived from the batch. They drive
+//! ids within the window, seals of pending chunks of one tag (and period) only, confirms of
+//! sealed batches only, dead-letters of sealed, unconfirmed batches only (with the dead-letter
+//! key derived by the state machine, never proposed), object keys derived from the batch
+//! whatever key a proposer sends, refusals that name no chunk's tag. They drive
 //! [`apply_entry`], the function the RocksDB store applies with, and check that the
 //! [`Mutation`]s it returns rebuild exactly the state it keeps in memory; a smaller run does
 //! the same through a real store and a reopen.
@@ -10,15 +11,16 @@ use super::apply::{apply_entry, Mutation};
 use super::records::{BatchRecord, ChunkRecord, DedupRecord, SmState};
 use super::StateMachineStore;
 use crate::cluster::storage::{open_storage_blocking, StoreOptions};
-use crate::cluster::upload::UploadTarget;
 use crate::cluster::{ClusterRequest, ClusterResponse, TypeConfig, MAX_ORIGIN_LEN};
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, VecDeque};
 
-const TAGS: [&str; 3] = ["app", "web", "db"];
+/// Every tag starts with `tag-`, so a refusal that names a chunk's tag is easy to spot.
+const TAGS: [&str; 3] = ["tag-app", "tag-web", "tag-db"];
 const DAY_MS: u64 = 86_400_000;
 
 /// What a test step asks for; turned into a request against the model's current state.
@@ -33,17 +35,20 @@ enum Step {
         len: u8,
         day: u8,
     },
-    /// Seal up to `take` pending chunks of a tag, keyed like the uploader keys them.
+    /// Seal up to `take` pending chunks of a tag, with a one-day period if `daily` (refused
+    /// when they arrived on different days).
     SealPending {
         tag: usize,
         take: usize,
         skip: usize,
+        daily: bool,
     },
-    /// Seal an arbitrary index list (mostly refused).
+    /// Seal an arbitrary index list (mostly refused), sending a key of the proposer's choice
+    /// (which must be ignored) when `evil_key`.
     SealArbitrary {
         tag: usize,
         chunks: Vec<u64>,
-        empty_key: bool,
+        evil_key: bool,
     },
     /// Confirm the `pick`-th unconfirmed batch, or an arbitrary id.
     Confirm { pick: usize, arbitrary: Option<u64> },
@@ -72,17 +77,17 @@ fn step() -> impl Strategy<Value = Step> {
                 len,
                 day
             }),
-        2 => (0..TAGS.len(), 1usize..5, 0usize..3)
-            .prop_map(|(tag, take, skip)| Step::SealPending { tag, take, skip }),
+        2 => (0..TAGS.len(), 1usize..5, 0usize..3, proptest::bool::weighted(0.3))
+            .prop_map(|(tag, take, skip, daily)| Step::SealPending { tag, take, skip, daily }),
         1 => (
             0..TAGS.len(),
             proptest::collection::vec(0u64..40, 0..4),
-            proptest::bool::weighted(0.2)
+            proptest::bool::weighted(0.5)
         )
-            .prop_map(|(tag, chunks, empty_key)| Step::SealArbitrary {
+            .prop_map(|(tag, chunks, evil_key)| Step::SealArbitrary {
                 tag,
                 chunks,
-                empty_key
+                evil_key
             }),
         2 => (0usize..4, proptest::option::weighted(0.2, 0u64..40))
             .prop_map(|(pick, arbitrary)| Step::Confirm { pick, arbitrary }),
@@ -175,17 +180,31 @@ impl Model {
             ClusterRequest::SealBatch {
                 tag,
                 chunks,
-                object_key,
+                period_ms,
+                ..
             } => {
                 let pending = self.pending_of(tag);
+                let period = |c: &u64| match period_ms {
+                    Some(p) if *p > 0 => Some(self.chunks[c].received_unix_ms / p),
+                    _ => None,
+                };
                 let valid = !chunks.is_empty()
-                    && !object_key.is_empty()
                     && chunks.windows(2).all(|w| w[0] < w[1])
-                    && chunks.iter().all(|c| pending.contains(c));
+                    && chunks.iter().all(|c| pending.contains(c))
+                    && chunks.iter().all(|c| period(c) == period(&chunks[0]));
                 if !valid {
                     return ClusterResponse::Rejected(String::new());
                 }
                 let first = chunks[0];
+                let last = chunks[chunks.len() - 1];
+                // The tags are safe names: the key is the tag, the first chunk's UTC day, the
+                // range. Whatever key the proposer sent plays no part.
+                let day = DateTime::<Utc>::from_timestamp_millis(
+                    self.chunks[&first].received_unix_ms as i64,
+                )
+                .expect("valid time")
+                .format("%Y/%m/%d");
+                let object_key = format!("{tag}/{day}/{first:020}-{last:020}.log.gz");
                 for c in chunks {
                     self.chunks.get_mut(c).expect("pending").batch = Some(first);
                 }
@@ -194,7 +213,7 @@ impl Model {
                     ModelBatch {
                         tag: tag.clone(),
                         chunks: chunks.clone(),
-                        object_key: object_key.clone(),
+                        object_key,
                         sealed_at: index,
                         dead_letter: None,
                     },
@@ -202,10 +221,11 @@ impl Model {
                 ClusterResponse::Sealed { first }
             }
             ClusterRequest::ConfirmUpload { first } => {
-                if let Some(batch) = self.batches.remove(first) {
-                    for c in &batch.chunks {
-                        self.chunks.remove(c);
-                    }
+                let Some(batch) = self.batches.remove(first) else {
+                    return ClusterResponse::Rejected(String::new());
+                };
+                for c in &batch.chunks {
+                    self.chunks.remove(c);
                 }
                 ClusterResponse::Confirmed { first: *first }
             }
@@ -237,9 +257,8 @@ impl Model {
     }
 }
 
-/// The request a step stands for, given the model's state. Seal keys come from the
-/// uploader's own key function.
-fn request(step: &Step, model: &Model, target: &UploadTarget) -> ClusterRequest {
+/// The request a step stands for, given the model's state.
+fn request(step: &Step, model: &Model) -> ClusterRequest {
     match step {
         Step::Append {
             origin,
@@ -257,7 +276,12 @@ fn request(step: &Step, model: &Model, target: &UploadTarget) -> ClusterRequest 
             count: 1,
             received_unix_ms: 1_795_568_523_000 + u64::from(*day) * DAY_MS,
         },
-        Step::SealPending { tag, take, skip } => {
+        Step::SealPending {
+            tag,
+            take,
+            skip,
+            daily,
+        } => {
             let tag = TAGS[*tag];
             let chunks: Vec<u64> = model
                 .pending_of(tag)
@@ -265,30 +289,27 @@ fn request(step: &Step, model: &Model, target: &UploadTarget) -> ClusterRequest 
                 .skip(*skip)
                 .take(*take)
                 .collect();
-            let object_key = match chunks.first() {
-                Some(first) => {
-                    target.object_key(tag, model.chunks[first].received_unix_ms, &chunks)
-                }
-                None => "empty".to_string(),
-            };
             ClusterRequest::SealBatch {
                 tag: tag.to_string(),
                 chunks,
-                object_key,
+                ignored_key: String::new(),
+                period_ms: daily.then_some(DAY_MS),
             }
         }
         Step::SealArbitrary {
             tag,
             chunks,
-            empty_key,
+            evil_key,
         } => ClusterRequest::SealBatch {
             tag: TAGS[*tag].to_string(),
             chunks: chunks.clone(),
-            object_key: if *empty_key {
-                String::new()
+            ignored_key: if *evil_key {
+                // An existing object's key, or one outside the tag's area.
+                format!("{}/../tag-web/2026/11/26/1.log.gz", TAGS[*tag])
             } else {
-                target.object_key(TAGS[*tag], 0, chunks)
+                String::new()
             },
+            period_ms: None,
         },
         Step::Confirm { pick, arbitrary } => {
             let first = match arbitrary {
@@ -436,6 +457,7 @@ fn check_views(state: &SmState, model: &Model) -> Result<(), TestCaseError> {
         prop_assert_eq!(&batch.tag, &m.tag);
         prop_assert_eq!(&batch.chunks, &m.chunks);
         prop_assert_eq!(&batch.object_key, &m.object_key);
+        prop_assert!(batch.key_relative);
         prop_assert_eq!(batch.sealed_at, m.sealed_at);
         let dead = batch
             .dead_letter
@@ -481,8 +503,6 @@ fn run_pure(
     steps: &[Step],
     window: usize,
 ) -> Result<(Vec<ClusterRequest>, Vec<ClusterResponse>, SmState), TestCaseError> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let target = UploadTarget::local_dir(dir.path().to_path_buf()).expect("target");
     let mut model = Model {
         window,
         ..Model::default()
@@ -493,7 +513,7 @@ fn run_pure(
     let mut responses = Vec::new();
     for (i, step) in steps.iter().enumerate() {
         let index = i as u64 + 1;
-        let req = request(step, &model, &target);
+        let req = request(step, &model);
         let expected = model.apply(index, &req);
         let mut mutations = Vec::new();
         let before = state.clone();
@@ -507,13 +527,14 @@ fn run_pure(
             same_response(&got, &expected),
             "step {index} {req:?}: state machine answered {got:?}, model {expected:?}"
         );
+        if let ClusterResponse::Rejected(reason) = &got {
+            // A refusal names indexes, never what a chunk holds (not even its tag).
+            prop_assert!(!reason.contains("tag-"), "refusal names a tag: {reason}");
+        }
         prop_assert_eq!(state.applied.last_applied.map(|id| id.index), Some(index));
         if matches!(
             got,
             ClusterResponse::Duplicate { .. } | ClusterResponse::Rejected(_)
-        ) || matches!(
-            (&got, &req),
-            (ClusterResponse::Confirmed { first }, _) if !before.batches.contains_key(first)
         ) {
             // Nothing changes but the applied log id.
             prop_assert!(mutations.is_empty(), "{got:?} wrote {mutations:?}");

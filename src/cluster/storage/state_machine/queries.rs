@@ -34,7 +34,10 @@ pub struct SealedBatch {
     pub first: u64,
     pub tag: String,
     pub chunks: Vec<u64>,
+    /// The object key: relative to the upload target's prefix when `key_relative` (derived by
+    /// the state machine), else a full key recorded by an older version.
     pub object_key: String,
+    pub key_relative: bool,
     /// Sum of its chunks' payload sizes.
     pub bytes: u64,
     /// Log index of the `SealBatch` entry.
@@ -106,6 +109,7 @@ impl SmState {
                 tag: b.tag.clone(),
                 chunks: b.chunks.clone(),
                 object_key: b.object_key.clone(),
+                key_relative: b.key_relative,
                 bytes: b
                     .chunks
                     .iter()

@@ -29,6 +29,8 @@ pub(crate) struct ChunkRecord {
 pub(crate) struct BatchRecord {
     pub(crate) tag: String,
     pub(crate) chunks: Vec<u64>,
+    /// Relative to the upload target's prefix when `key_relative`, else (records written
+    /// before the state machine derived keys) the full key the proposer chose.
     pub(crate) object_key: String,
     /// Log index of the `SealBatch` entry.
     pub(crate) sealed_at: u64,
@@ -36,6 +38,10 @@ pub(crate) struct BatchRecord {
     /// `object_key`. Absent in records written before dead-lettering existed.
     #[serde(default)]
     pub(crate) dead_letter: Option<DeadLetter>,
+    /// Whether `object_key` was derived by the state machine (relative to the prefix). Last
+    /// field: records are msgpack arrays, so older records still decode (as `false`).
+    #[serde(default)]
+    pub(crate) key_relative: bool,
 }
 
 /// Why and where a batch was set aside.
@@ -108,6 +114,10 @@ mod tests {
         assert_eq!(record.chunks, vec![3, 4]);
         assert_eq!(record.sealed_at, 9);
         assert_eq!(record.dead_letter, None);
+        assert!(
+            !record.key_relative,
+            "an old record holds the proposer's full key"
+        );
 
         #[derive(Serialize)]
         struct OldApplied {
