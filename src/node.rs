@@ -300,7 +300,7 @@ async fn start_observers(
                 },
             ),
             SourceKind::MonitorAgent(c) => (&c.bind, c.port, Routes::MonitorAgent),
-            SourceKind::Forward(_) | SourceKind::Http(_) => continue,
+            SourceKind::Forward(_) | SourceKind::Http(_) | SourceKind::Tail(_) => continue,
         };
         let server = ObserveServer::bind(bind, port, routes.clone(), metrics.clone())
             .await
@@ -361,7 +361,9 @@ async fn start_inputs(
                     (None, None) => location.clone(),
                 };
                 tracing::info!(paths = %c.paths.join(","), %source_id, "tail input starting");
-                inputs.spawn(TailInput::new(c, emit.clone(), source_id).run(stop.clone()));
+                let m = metrics.input(&id("tail"), "tail");
+                let emit = MeteredEmit::wrap(emit.clone(), m);
+                inputs.spawn(TailInput::new(c, emit, source_id).run(stop.clone()));
             }
             // Started before the pipeline by `start_observers`.
             SourceKind::Prometheus(_) | SourceKind::MonitorAgent(_) => {}

@@ -71,7 +71,9 @@ fn prometheus_scrapes_a_forwarder_and_its_aggregators_and_sees_a_server_fail_ove
     // A known number of events: 5 acknowledged batches of 100.
     let mut client = ForwardClient::connect(addr(fwd)).unwrap();
     for b in 0..5u64 {
-        client.send_acked("test.metrics", b * 100..(b + 1) * 100, 20).unwrap();
+        client
+            .send_acked("test.metrics", b * 100..(b + 1) * 100, 20)
+            .unwrap();
     }
     let delivered = wait_until(WAIT, || {
         read_out_file_records(&tmp.path().join("b/out")).len() == 500
@@ -82,21 +84,39 @@ fn prometheus_scrapes_a_forwarder_and_its_aggregators_and_sees_a_server_fail_ove
         let got = prom.wait_value(q, WAIT, |v| v == want);
         assert_eq!(got, Ok(want), "{q}: {}", prom.log_text());
     };
-    expect(r#"lograft_input_events_total{job="forwarder",type="forward"}"#, 500.0);
-    expect(r#"lograft_input_chunks_total{job="forwarder",type="forward"}"#, 5.0);
-    expect(r#"lograft_input_acks_total{job="forwarder",type="forward"}"#, 5.0);
+    expect(
+        r#"lograft_input_events_total{job="forwarder",type="forward"}"#,
+        500.0,
+    );
+    expect(
+        r#"lograft_input_chunks_total{job="forwarder",type="forward"}"#,
+        5.0,
+    );
+    expect(
+        r#"lograft_input_acks_total{job="forwarder",type="forward"}"#,
+        5.0,
+    );
     expect(
         r#"lograft_output_events_total{job="forwarder",plugin_id="to_aggregators",type="forward"}"#,
         500.0,
     );
-    expect(r#"sum(lograft_input_events_total{job="aggregator"})"#, 500.0);
+    expect(
+        r#"sum(lograft_input_events_total{job="aggregator"})"#,
+        500.0,
+    );
     expect(
         &format!(r#"lograft_output_events_total{{instance="127.0.0.1:{b_metrics}",type="file"}}"#),
         500.0,
     );
     expect(r#"lograft_buffer_records{job="forwarder"}"#, 0.0);
-    expect(r#"lograft_forward_server_up{job="forwarder",server="primary"}"#, 1.0);
-    expect(r#"lograft_forward_server_active{job="forwarder",server="backup"}"#, 0.0);
+    expect(
+        r#"lograft_forward_server_up{job="forwarder",server="primary"}"#,
+        1.0,
+    );
+    expect(
+        r#"lograft_forward_server_active{job="forwarder",server="backup"}"#,
+        0.0,
+    );
     let fsyncs = prom.wait_value(
         r#"lograft_buffer_fsync_seconds_count{job="forwarder"}"#,
         WAIT,
@@ -112,12 +132,22 @@ fn prometheus_scrapes_a_forwarder_and_its_aggregators_and_sees_a_server_fail_ove
     // The exposition passes promtool, and OpenMetrics is served to those who ask for it.
     let (status, content_type, text) = http_get(fwd_metrics, "/metrics", None).unwrap();
     assert_eq!(status, 200);
-    assert!(content_type.starts_with("text/plain; version=0.0.4"), "{content_type}");
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
     let (ok, report) = promtool_check_metrics(&text);
     assert!(ok, "promtool check metrics: {report}\n{text}");
-    let (_, content_type, om) =
-        http_get(fwd_metrics, "/metrics", Some("application/openmetrics-text")).unwrap();
-    assert!(content_type.starts_with("application/openmetrics-text"), "{content_type}");
+    let (_, content_type, om) = http_get(
+        fwd_metrics,
+        "/metrics",
+        Some("application/openmetrics-text"),
+    )
+    .unwrap();
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
     assert!(om.ends_with("# EOF\n"), "{om}");
 
     // monitor_agent answers with Fluentd's fields.
@@ -158,8 +188,14 @@ fn prometheus_scrapes_a_forwarder_and_its_aggregators_and_sees_a_server_fail_ove
 
     // The primary dies: it is shown down and the standby active; events go on to the standby.
     primary.kill9();
-    expect(r#"lograft_forward_server_up{job="forwarder",server="primary"}"#, 0.0);
-    expect(r#"lograft_forward_server_active{job="forwarder",server="backup"}"#, 1.0);
+    expect(
+        r#"lograft_forward_server_up{job="forwarder",server="primary"}"#,
+        0.0,
+    );
+    expect(
+        r#"lograft_forward_server_active{job="forwarder",server="backup"}"#,
+        1.0,
+    );
     client.send_acked("test.metrics", 500..600, 20).unwrap();
     expect(
         &format!(r#"lograft_output_events_total{{instance="127.0.0.1:{c_metrics}",type="file"}}"#),
@@ -241,26 +277,44 @@ fn prometheus_scrapes_a_cluster_upload_lag_rises_and_falls_and_ready_follows_the
         &|v| v == 1.0,
         "one leader",
     );
-    expect(r#"count(lograft_cluster_ready == 1)"#, &|v| v == 3.0, "3 ready nodes");
+    expect(
+        r#"count(lograft_cluster_ready == 1)"#,
+        &|v| v == 3.0,
+        "3 ready nodes",
+    );
 
     // A known number of events through node 1 (a follower forwards to the leader).
     let mut client = ForwardClient::connect(addr(ports[0].forward)).unwrap();
     for b in 0..4u64 {
-        client.send_acked("test.ok", b * 50..(b + 1) * 50, 20).unwrap();
+        client
+            .send_acked("test.ok", b * 50..(b + 1) * 50, 20)
+            .unwrap();
     }
     expect(
         r#"sum(lograft_input_events_total{job="cluster",type="forward"})"#,
         &|v| v == 200.0,
         "200 events in",
     );
-    expect(r#"sum(lograft_input_acks_total{job="cluster"})"#, &|v| v == 4.0, "4 acks");
+    expect(
+        r#"sum(lograft_input_acks_total{job="cluster"})"#,
+        &|v| v == 4.0,
+        "4 acks",
+    );
     expect(
         r#"sum(lograft_cluster_uploaded_events_total{job="cluster"})"#,
         &|v| v == 200.0,
         "200 events uploaded",
     );
-    expect(r#"max(lograft_cluster_pending_chunks)"#, &|v| v == 0.0, "nothing pending");
-    expect(r#"max(lograft_cluster_upload_lag_seconds)"#, &|v| v == 0.0, "no upload lag");
+    expect(
+        r#"max(lograft_cluster_pending_chunks)"#,
+        &|v| v == 0.0,
+        "nothing pending",
+    );
+    expect(
+        r#"max(lograft_cluster_upload_lag_seconds)"#,
+        &|v| v == 0.0,
+        "no upload lag",
+    );
     expect(
         r#"min(lograft_cluster_applied_index)"#,
         &|v| v >= 4.0,
@@ -282,17 +336,37 @@ fn prometheus_scrapes_a_cluster_upload_lag_rises_and_falls_and_ready_follows_the
     let blocker = tmp.path().join("bucket/test.blocked");
     std::fs::write(&blocker, b"not a directory").unwrap();
     client.send_acked("test.blocked", 1000..1050, 20).unwrap();
-    expect(r#"max(lograft_cluster_upload_lag_seconds)"#, &|v| v >= 2.0, "a rising lag");
-    expect(r#"sum(lograft_cluster_upload_retries_total)"#, &|v| v >= 2.0, "retries");
-    expect(r#"sum(lograft_cluster_upload_failing_batches)"#, &|v| v == 1.0, "one failing batch");
+    expect(
+        r#"max(lograft_cluster_upload_lag_seconds)"#,
+        &|v| v >= 2.0,
+        "a rising lag",
+    );
+    expect(
+        r#"sum(lograft_cluster_upload_retries_total)"#,
+        &|v| v >= 2.0,
+        "retries",
+    );
+    expect(
+        r#"sum(lograft_cluster_upload_failing_batches)"#,
+        &|v| v == 1.0,
+        "one failing batch",
+    );
     expect(
         r#"sum(rate(lograft_cluster_upload_retries_total[5s]))"#,
         &|v| v > 0.0,
         "retrying",
     );
     std::fs::remove_file(&blocker).unwrap();
-    expect(r#"max(lograft_cluster_upload_lag_seconds)"#, &|v| v == 0.0, "lag back to 0");
-    expect(r#"sum(lograft_cluster_upload_failing_batches)"#, &|v| v == 0.0, "no failing batch");
+    expect(
+        r#"max(lograft_cluster_upload_lag_seconds)"#,
+        &|v| v == 0.0,
+        "lag back to 0",
+    );
+    expect(
+        r#"sum(lograft_cluster_upload_failing_batches)"#,
+        &|v| v == 0.0,
+        "no failing batch",
+    );
     expect(
         r#"sum(rate(lograft_cluster_upload_retries_total[5s]))"#,
         &|v| v == 0.0,

@@ -106,8 +106,12 @@ impl ClusterIngest {
         let started = std::time::Instant::now();
         let answer = node::propose(&self.shared, request).await;
         match &answer {
-            Ok(ClusterResponse::Duplicate { .. }) => self.metrics.dedup_hits.inc(),
-            Err(_) => self.metrics.propose_failures.inc(),
+            Ok(ClusterResponse::Duplicate { .. }) => {
+                self.metrics.dedup_hits.inc();
+            }
+            Err(_) => {
+                self.metrics.propose_failures.inc();
+            }
             Ok(_) => {}
         }
         if answer.is_ok() {

@@ -349,9 +349,11 @@ impl Emit for MeteredEmit {
         Box::pin(async move {
             let result = committed.await;
             match &result {
-                Ok(()) => self.metrics.acks.inc(),
+                Ok(()) => {
+                    self.metrics.acks.inc();
+                }
                 Err(e) => self.metrics.rejected(Rejection::of(e)),
-            };
+            }
             result
         })
     }
@@ -439,6 +441,7 @@ impl OutputMetrics {
     }
 
     /// Handles registered nowhere (components built without a node, e.g. in unit tests).
+    #[cfg(test)]
     pub(crate) fn detached() -> Self {
         let mut r = Registry::default();
         OutputMetrics::new(&Families::register(&mut r), "detached", "none")

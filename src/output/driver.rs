@@ -68,7 +68,9 @@ impl OutputDriver {
     /// Start `workers` flush workers. They stop when the buffer's `dequeue` returns None (after
     /// `Buffer::shutdown`) or, abandoning writes in progress, when `abort` is cancelled; chunks
     /// not purged stay in the buffer for the next start.
-    pub fn spawn(
+    // One argument per part of a `<match>`; node.rs is the only caller.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn spawn(
         name: String,
         buffer: Arc<Buffer>,
         output: Output,

@@ -15,11 +15,20 @@ pub const PROMETHEUS: &str = "/usr/bin/prometheus";
 pub const PROMTOOL: &str = "/usr/bin/promtool";
 
 /// `GET http://127.0.0.1:{port}{path}` with optional `Accept`; (status, content type, body).
-pub fn http_get(port: u16, path: &str, accept: Option<&str>) -> std::io::Result<(u16, String, String)> {
+pub fn http_get(
+    port: u16,
+    path: &str,
+    accept: Option<&str>,
+) -> std::io::Result<(u16, String, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let accept = accept.map(|a| format!("Accept: {a}\r\n")).unwrap_or_default();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{accept}Connection: close\r\n\r\n")?;
+    let accept = accept
+        .map(|a| format!("Accept: {a}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{accept}Connection: close\r\n\r\n"
+    )?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw).into_owned();
@@ -33,7 +42,8 @@ pub fn http_get(port: u16, path: &str, accept: Option<&str>) -> std::io::Result<
         .lines()
         .find_map(|l| {
             let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-type").then(|| v.trim().to_string())
+            k.eq_ignore_ascii_case("content-type")
+                .then(|| v.trim().to_string())
         })
         .unwrap_or_default();
     Ok((status, content_type, body.to_string()))
@@ -70,7 +80,10 @@ impl Prometheus {
         let log = dir.join("prometheus.log");
         let child = Command::new(PROMETHEUS)
             .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("tsdb").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("tsdb").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -123,7 +136,12 @@ impl Prometheus {
     }
 
     /// Wait until `promql` has one value satisfying `ok`; the last value seen otherwise.
-    pub fn wait_value(&self, promql: &str, timeout: Duration, ok: impl Fn(f64) -> bool) -> Result<f64, Option<f64>> {
+    pub fn wait_value(
+        &self,
+        promql: &str,
+        timeout: Duration,
+        ok: impl Fn(f64) -> bool,
+    ) -> Result<f64, Option<f64>> {
         let deadline = Instant::now() + timeout;
         let mut last = None;
         while Instant::now() < deadline {

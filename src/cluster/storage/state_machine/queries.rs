@@ -148,13 +148,6 @@ impl SmState {
         stats
     }
 
-    /// When the chunk with the lowest index that is not confirmed uploaded yet was received
-    /// (the upload lag's start); `None` when every chunk is confirmed.
-    pub fn oldest_unconfirmed_received_unix_ms(&self) -> Option<u64> {
-        let state = self.shared.read_state();
-        state.chunks.values().next().map(|r| r.received_unix_ms)
-    }
-
     /// The index a chunk id was first stored at, if it is in the dedup window.
     pub(crate) fn remembered_origin(&self, origin: &[u8]) -> Option<u64> {
         self.dedup_by_origin.get(origin).map(|&(_, index)| index)
@@ -191,6 +184,13 @@ impl ChunkReader {
     /// Totals of what waits for upload.
     pub fn upload_stats(&self) -> UploadStats {
         self.shared.read_state().upload_stats()
+    }
+
+    /// When the chunk with the lowest index that is not confirmed uploaded yet was received
+    /// (the upload lag's start); `None` when every chunk is confirmed.
+    pub fn oldest_unconfirmed_received_unix_ms(&self) -> Option<u64> {
+        let state = self.shared.read_state();
+        state.chunks.values().next().map(|r| r.received_unix_ms)
     }
 
     /// The index a chunk id was first stored at, if it is in the dedup window. A hint only:
