@@ -10,12 +10,13 @@
 use super::histogram::AtomicHistogram;
 use crate::event::EventBatch;
 use crate::output::OutputError;
-use crate::pipeline::{BoxFuture, Emit, EmitError};
+use crate::pipeline::{BoxFuture, Emit, EmitError, SourceMark};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
@@ -340,12 +341,16 @@ impl MeteredEmit {
     }
 }
 
-impl Emit for MeteredEmit {
-    fn emit(&self, batch: EventBatch) -> BoxFuture<'_, Result<(), EmitError>> {
-        self.metrics.events.inc_by(batch.count as u64);
-        self.metrics.bytes.inc_by(batch.entries.len() as u64);
+impl MeteredEmit {
+    /// Count a batch of `(events, bytes)` as accepted, and its commit (`committed`) as acknowledged or rejected.
+    fn metered<'a>(
+        &'a self,
+        (events, bytes): (u32, usize),
+        committed: BoxFuture<'a, Result<(), EmitError>>,
+    ) -> BoxFuture<'a, Result<(), EmitError>> {
+        self.metrics.events.inc_by(events as u64);
+        self.metrics.bytes.inc_by(bytes as u64);
         self.metrics.chunks.inc();
-        let committed = self.inner.emit(batch);
         Box::pin(async move {
             let result = committed.await;
             match &result {
@@ -356,6 +361,32 @@ impl Emit for MeteredEmit {
             }
             result
         })
+    }
+}
+
+impl Emit for MeteredEmit {
+    fn emit(&self, batch: EventBatch) -> BoxFuture<'_, Result<(), EmitError>> {
+        let size = (batch.count, batch.entries.len());
+        self.metered(size, self.inner.emit(batch))
+    }
+
+    // The source positions of inputs that commit them with their batches (tail) pass through
+    // unchanged: without them such an input falls back to at-least-once.
+    fn emit_marked(
+        &self,
+        batch: EventBatch,
+        mark: SourceMark,
+    ) -> BoxFuture<'_, Result<(), EmitError>> {
+        let size = (batch.count, batch.entries.len());
+        self.metered(size, self.inner.emit_marked(batch, mark))
+    }
+
+    fn keeps_marks(&self) -> bool {
+        self.inner.keeps_marks()
+    }
+
+    fn recovered_marks(&self) -> HashMap<String, u64> {
+        self.inner.recovered_marks()
     }
 }
 

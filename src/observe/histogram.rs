@@ -85,16 +85,20 @@ impl TypedMetric for AtomicHistogram {
 
 impl EncodeMetric for AtomicHistogram {
     fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
-        let mut cumulative = 0;
+        // Per-bucket counts: the encoder makes them cumulative itself.
+        let mut count = 0;
         let mut buckets = Vec::with_capacity(self.0.buckets.len());
         for (i, b) in self.0.buckets.iter().enumerate() {
-            cumulative += b.load(Ordering::Relaxed);
-            let bound = self.0.bounds.get(i).copied().unwrap_or(f64::INFINITY);
-            buckets.push((bound, cumulative));
+            let n = b.load(Ordering::Relaxed);
+            count += n;
+            // The encoder writes the last bound as "+Inf" when it is f64::MAX (its own
+            // histograms' convention), not when it is infinity.
+            let bound = self.0.bounds.get(i).copied().unwrap_or(f64::MAX);
+            buckets.push((bound, n));
         }
-        // The count is the +Inf bucket, so the two always agree within one scrape.
+        // The count is the sum of the buckets read, so the two always agree within one scrape.
         let sum = self.0.sum_scaled.load(Ordering::Relaxed) as f64 / self.0.scale;
-        encoder.encode_histogram::<NoLabelSet>(sum, cumulative, &buckets, None)
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
     }
 
     fn metric_type(&self) -> MetricType {
