@@ -200,7 +200,7 @@ fn plaintext_on_a_non_loopback_address_is_refused() {
     let conf = tmp.path().join("lograft.conf");
     let text = ConfigText::new()
         .forward_source(free_port())
-        .out_file("test.**", &tmp.path().join("bucket"), BufferText::default_type())
+        .out_file("test.**", tmp.path().join("bucket"), BufferText::default_type())
         .raw(&format!(
             "<cluster>\n  node_id 1\n  address 0.0.0.0:{}\n  advertise_address 127.0.0.1:7001\n  data_dir {}\n</cluster>\n",
             free_port(),

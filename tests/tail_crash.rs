@@ -86,7 +86,7 @@ fn writer(logs: PathBuf, pos: PathBuf, next: Arc<AtomicU64>, running: Arc<Atomic
             written[i] = 0;
             rotations += 1;
             let aside = logs.join(format!("f{i}.log.{rotations}"));
-            if rotations % 2 == 0 {
+            if rotations.is_multiple_of(2) {
                 if !wait_recorded(&pos, &path, false, &running) {
                     break;
                 }

@@ -239,9 +239,9 @@ impl Shared {
                     self.seal(st, id);
                     continue;
                 }
-                let (take_bytes, take_records) = if mark.is_some() {
-                    (rest.len(), rest_records)
-                } else if rest.len() as u64 <= room_bytes && rest_records as u64 <= room_records {
+                // A marked batch is never split (it was sealed above unless it fits or the
+                // chunk is empty).
+                let (take_bytes, take_records) = if mark.is_some() || fits {
                     (rest.len(), rest_records)
                 } else {
                     let (b, r) = prefix_fitting(&rest, room_bytes, room_records);

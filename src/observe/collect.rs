@@ -317,7 +317,7 @@ impl ClusterView {
         };
         let roles: Vec<_> = ROLES
             .iter()
-            .map(|(state, role)| (RoleLabels { role: *role }, i64::from(raft.state == *state)))
+            .map(|(state, role)| (RoleLabels { role }, i64::from(raft.state == *state)))
             .collect();
         gauges(
             enc,

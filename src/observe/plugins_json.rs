@@ -5,8 +5,8 @@
 //! Fields, as Fluentd defines them: `plugin_id` (`@id`, else a stable generated id),
 //! `plugin_category` (`input`/`output`), `type`, `output_plugin`, `retry_count` (null for
 //! inputs), `emit_records` / `emit_count` / `emit_size` (inputs: events, batches and bytes
-//! they handed to the node; outputs: events they received, i.e. written + held in the buffer
-//! + set aside), and for outputs `buffer_queue_length`, `buffer_total_queued_size` (bytes in
+//! they handed to the node; outputs: events they received, i.e. written, held in the buffer
+//! or set aside), and for outputs `buffer_queue_length`, `buffer_total_queued_size` (bytes in
 //! all stages), `buffer_stage_length`, `buffer_stage_byte_size`, `buffer_queue_byte_size`,
 //! `write_count`, `rollback_count` (failed writes). `config` and `retry` (Fluentd ≥ 1.19.3
 //! omits them by default) are not produced. It only reads [`Metrics`].
