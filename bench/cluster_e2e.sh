@@ -12,7 +12,9 @@
 #
 # Usage: bench/cluster_e2e.sh [EVENTS] [CONNECTIONS] [PIPELINE]
 # Env: MODE (both|direct|forwarder), EVENTS_PER_CHUNK (1000), RECORD_SIZE (170),
-#      FORWARDER_CHUNK (2m), BATCH (8m: the uploads' chunk_limit_size).
+#      FORWARDER_CHUNK (2m), BATCH (8m: the uploads' chunk_limit_size),
+#      TLS (1: mutual TLS between the nodes, certificates from `lograft cluster certs`; 0: the
+#      plaintext loopback transport; compare the two for the cost of TLS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EVENTS=${1:-3000000}
@@ -33,6 +35,17 @@ port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); 
 wait_port() { for _ in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.1; done; echo "port $1 not up" >&2; exit 1; }
 cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
 TICK=$(getconf CLK_TCK)
+
+TLS=${TLS:-0}
+CERTS=$WORK/certs
+if [ "$TLS" = 1 ]; then
+  "$BIN" cluster certs "$CERTS" --nodes 1,2,3 >/dev/null
+  export LOGRAFT_CLUSTER_CA=$CERTS/ca.pem LOGRAFT_CLUSTER_CERT=$CERTS/operator.pem LOGRAFT_CLUSTER_KEY=$CERTS/operator.key
+fi
+transport() {
+  if [ "$TLS" = 1 ]; then printf '  <transport tls>\n    ca_path %s\n    cert_path %s\n    private_key_path %s\n  </transport>\n' \
+    "$CERTS/ca.pem" "$CERTS/node-$1.pem" "$CERTS/node-$1.key"; fi
+}
 
 # start_cluster DIR: writes configs, starts three nodes, sets FWD[1..3], RAFT[1..3], NPID[1..3].
 start_cluster() {
@@ -63,7 +76,7 @@ start_cluster() {
   address 127.0.0.1:${RAFT[$i]}
   data_dir $dir/node$i
   snapshot_every 5000
-$members
+$members$(transport "$i")
 </cluster>
 CONF
     "$BIN" run -c "$dir/node$i.conf" --log-level warn 2>"$dir/node$i.log" &
