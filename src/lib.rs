@@ -18,24 +18,24 @@
 //!   `@type` to its plugin's builder. Each component's typed config and builder live beside it
 //!   (`input::forward::config`, `input::http::config`, `buffer::config`, `output::*::config`,
 //!   `output::retry::config`, `cluster::config`).
-//! - [`msgpack`]: the one set of msgpack primitives: the marker table, a cursor over a complete
+//! - `msgpack`: the one set of msgpack primitives: the marker table, a cursor over a complete
 //!   buffer, the resumable scanner that finds where a value ends in a stream, and writers.
-//! - [`event`]: tags, `EventTime`, and batches of entries kept as msgpack bytes (never decoded
+//! - `event`: tags, `EventTime`, and batches of entries kept as msgpack bytes (never decoded
 //!   on the hot path).
 //! - [`forward`]: the one Forward-protocol codec (event modes, options, ack, handshake),
 //!   shared by the forward input and the forward output.
-//! - [`pipeline`]: the contract between inputs and the rest of the node ([`pipeline::Emit`]):
+//! - `pipeline`: the contract between inputs and the rest of the node (`pipeline::Emit`):
 //!   "store this batch and tell me when it is committed".
-//! - [`input`]: servers that accept events (`forward`, `http`) and acknowledge them only once
-//!   the rest of the node says they are committed (through [`pipeline::Emit`]); `tail`, which
+//! - `input`: servers that accept events (`forward`, `http`) and acknowledge them only once
+//!   the rest of the node says they are committed (through `pipeline::Emit`); `tail`, which
 //!   reads log files and commits each file's position together with its lines. `input::http`
 //!   is split by concept: server, request, body decoding, compression, forms, CORS, responses.
-//! - [`parse`]: `<parse>` formats (none, json, regexp, apache2, nginx, cri): one line of text
-//!   to one event, used by the tail input.
-//! - [`router`]: `<match>` patterns; sends each batch to the first matching pipeline's buffer.
-//! - [`buffer`]: chunks on disk (or in memory): checksummed appends, group-committed fsyncs,
+//! - `parse`: `<parse>` formats (none, json, regexp, apache2, nginx, syslog, csv, tsv, ltsv,
+//!   multiline, cri, docker): one line of text to one event, used by the tail input.
+//! - `router`: `<match>` patterns; sends each batch to the first matching pipeline's buffer.
+//! - `buffer`: chunks on disk (or in memory): checksummed appends, group-committed fsyncs,
 //!   resume after crashes, quarantine of corrupt chunks, flush scheduling.
-//! - [`output`]: where chunks go (`stdout`, `null`, `file`, `forward`; `s3` holds only the
+//! - `output`: where chunks go (`stdout`, `null`, `file`, `forward`; `s3` holds only the
 //!   config of the cluster's upload target), and the driver that takes queued
 //!   chunks from a buffer, writes them with retry/backoff, and hands exhausted ones to
 //!   `<secondary>`.
@@ -47,15 +47,15 @@
 //!   through Raft).
 //! - [`node`]: builds the pipeline from a [`config::Config`] (a forwarder/single aggregator, or
 //!   a cluster node when the config has `<cluster>`), runs it, and shuts it down on SIGTERM.
-//! - [`observe`]: the node's metrics and health, beside the data flow rather than in it: one
+//! - `observe`: the node's metrics and health, beside the data flow rather than in it: one
 //!   registry (prometheus-client) owned by the node, handles handed to inputs, the output
 //!   driver, the file writer and the cluster (atomic counters per batch or chunk); values that
 //!   exist as state elsewhere are read at scrape time. `<source> @type prometheus` (`/metrics`)
 //!   and `@type monitor_agent` (`/api/plugins.json`) are its servers, with `/health` and
 //!   `/ready`; their typed configs live in `observe::config`, not under `input` (they accept no
 //!   events).
-//! - [`record_depth`]: the record nesting-depth limit every input enforces before the ack.
-//! - [`log_limit`]: rate-limited warnings for conditions that repeat per chunk.
+//! - `record_depth`: the record nesting-depth limit every input enforces before the ack.
+//! - `log_limit`: rate-limited warnings for conditions that repeat per chunk.
 //! - [`fd_limit`]: raising the open-file limit at startup; recognizing fd exhaustion.
 //! - [`tls`]: loading certificates and keys for rustls.
 //! - `durable_fs`: creating directories durably (parents fsynced) and fsyncing a directory.
@@ -64,25 +64,30 @@
 //! - [`loadgen`]: the benchmark client behind `lograft bench-load`.
 //! - [`cli`]: the commands of the `lograft` binary that are library code (`check-config` and
 //!   its summary).
+//!
+//! The public surface is what the binary, the integration tests and the benchmark client need:
+//! `config`, `node`, `cli`, `cluster` (its gRPC messages, TLS and admin client), `forward` (the
+//! codec, for tests that act as a Forward peer), `tls`, `fd_limit` and `loadgen`. Every other
+//! module is `pub(crate)`, so the compiler reports what nothing uses.
 
-pub mod buffer;
+pub(crate) mod buffer;
 pub mod cli;
 pub mod cluster;
 pub mod config;
 mod durable_fs;
-pub mod event;
+pub(crate) mod event;
 mod fault_injection;
 pub mod fd_limit;
 pub mod forward;
-pub mod input;
+pub(crate) mod input;
 pub mod loadgen;
-pub mod log_limit;
-pub mod msgpack;
+pub(crate) mod log_limit;
+pub(crate) mod msgpack;
 pub mod node;
-pub mod observe;
-pub mod output;
-pub mod parse;
-pub mod pipeline;
-pub mod record_depth;
-pub mod router;
+pub(crate) mod observe;
+pub(crate) mod output;
+pub(crate) mod parse;
+pub(crate) mod pipeline;
+pub(crate) mod record_depth;
+pub(crate) mod router;
 pub mod tls;

@@ -224,7 +224,6 @@ async fn run_forwarder(
         routes.push(Route {
             patterns: compiled,
             buffer,
-            name: patterns,
         });
     }
 

@@ -114,8 +114,6 @@ fn compile_glob(p: &[char], mut i: usize, in_brace: bool) -> Result<(String, usi
 pub struct Route {
     pub patterns: Vec<MatchPattern>,
     pub buffer: Arc<Buffer>,
-    /// For logs: the directive's patterns as written.
-    pub name: String,
 }
 
 /// Which `<match>` a tag belongs to: the first whose patterns match, as in Fluentd. Caches

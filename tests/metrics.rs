@@ -205,6 +205,13 @@ fn prometheus_scrapes_a_forwarder_and_its_aggregators_and_sees_a_server_fail_ove
         r#"lograft_output_events_total{job="forwarder",plugin_id="to_aggregators"}"#,
         600.0,
     );
+    // The Grafana dashboard's ingest, buffer, output and forward-server panels have data.
+    prom.check_dashboard(&[
+        "lograft_input_",
+        "lograft_buffer_",
+        "lograft_output_",
+        "lograft_forward_",
+    ]);
 }
 
 /// Ports of one cluster node.
@@ -377,6 +384,9 @@ fn prometheus_scrapes_a_cluster_upload_lag_rises_and_falls_and_ready_follows_the
         &|v| v == 250.0,
         "250 events uploaded",
     );
+
+    // The Grafana dashboard's cluster panels have data.
+    prom.check_dashboard(&["lograft_cluster_"]);
 
     // The exposition of a cluster node passes promtool.
     let (_, _, text) = http_get(ports[0].metrics, "/metrics", None).unwrap();

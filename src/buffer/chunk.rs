@@ -245,7 +245,6 @@ pub struct TornTail {
 #[derive(Debug, Clone)]
 pub struct ScannedChunk {
     pub header: ChunkHeader,
-    pub header_len: usize,
     pub appends: Vec<AppendSpan>,
     /// Source positions carried by marked appends, in file order: (key, position).
     pub marks: Vec<(String, u64)>,
@@ -346,7 +345,6 @@ pub fn scan(buf: &[u8]) -> Result<ScannedChunk, ScanError> {
     }
     Ok(ScannedChunk {
         header,
-        header_len,
         appends,
         marks,
         torn_tail,

@@ -26,6 +26,8 @@ pub struct BufferConfig {
     /// Default 600s.
     pub timekey_wait: Duration,
     pub timekey_use_utc: bool,
+    /// `timekey_zone`: a fixed offset for the path placeholders (overrides `timekey_use_utc`).
+    pub timekey_zone: Option<chrono::FixedOffset>,
     /// Default 8m (memory) / 256m (file).
     pub chunk_limit_size: u64,
     pub chunk_limit_records: Option<u64>,
@@ -76,6 +78,7 @@ impl BufferConfig {
             timekey: None,
             timekey_wait: Duration::from_secs(600),
             timekey_use_utc: false,
+            timekey_zone: None,
             chunk_limit_size: if file { 256 << 20 } else { 8 << 20 },
             chunk_limit_records: None,
             total_limit_size: if file { 64 << 30 } else { 512 << 20 },
@@ -121,6 +124,7 @@ const BUFFER_IMPLEMENTED: &[&str] = &[
     "timekey",
     "timekey_wait",
     "timekey_use_utc",
+    "timekey_zone",
     "chunk_limit_size",
     "chunk_limit_records",
     "total_limit_size",
@@ -149,7 +153,6 @@ const BUFFER_UNIMPLEMENTED: &[&str] = &[
     "flush_thread_interval",
     "flush_thread_burst_interval",
     "delayed_commit_timeout",
-    "timekey_zone",
     "disable_chunk_backup",
     "path_suffix",
     "chunk_format",
@@ -417,6 +420,7 @@ fn read_chunk_keys(
         cfg.timekey_wait = wait;
     }
     cfg.timekey_use_utc = bsec.bool(d, "timekey_use_utc", false);
+    cfg.timekey_zone = bsec.typed(d, "timekey_zone", value::parse_utc_offset);
 }
 
 /// `chunk_limit_size`, `chunk_limit_records`, and the total size (`total_limit_size`, or the
@@ -656,5 +660,14 @@ mod tests {
         let sb = &sliced.config.matches[0].buffer;
         assert_eq!(sb.timekey, Some(Duration::from_secs(3600)));
         assert!(sb.timekey_use_utc);
+        let zoned = ok(
+            "<match a>\n  @type file\n  path /x\n  <buffer time>\n    timekey_zone +09:00\n  </buffer>\n</match>\n",
+        );
+        let zb = &zoned.config.matches[0].buffer;
+        assert_eq!(zb.timekey_zone, chrono::FixedOffset::east_opt(9 * 3600));
+        let err = errors(
+            "<match a>\n  @type file\n  path /x\n  <buffer time>\n    timekey_zone Asia/Tokyo\n  </buffer>\n</match>\n",
+        );
+        assert!(err.contains(":5") && err.contains("timekey_zone"), "{err}");
     }
 }

@@ -451,7 +451,6 @@ fn resume_one(path: &Path, name: &str) -> Result<ResumeOutcome, String> {
 /// A chunk read back from its file.
 #[derive(Debug)]
 pub struct ReadChunk {
-    pub header: ChunkHeader,
     pub records: u64,
     pub entries: Bytes,
 }
@@ -473,13 +472,8 @@ pub fn read_chunk(path: &Path) -> Result<ReadChunk, ReadError> {
         warn!(file = %path.display(), reason = %torn.reason, "chunk has a torn tail; handing out its valid part");
     }
     let records = scanned.records();
-    let header = scanned.header.clone();
     let entries = chunk::into_entries(buf, &scanned);
-    Ok(ReadChunk {
-        header,
-        records,
-        entries,
-    })
+    Ok(ReadChunk { records, entries })
 }
 
 /// Delete a chunk file (a missing file counts as deleted).

@@ -73,18 +73,13 @@ impl ChunkId {
     }
 
     /// The form used as out_forward's `chunk` option (standard base64, with padding).
-    pub fn to_base64(&self) -> String {
+    pub fn to_base64(self) -> String {
         use base64::Engine;
         base64::engine::general_purpose::STANDARD.encode(self.0)
     }
 
-    pub fn to_hex(&self) -> String {
+    pub fn to_hex(self) -> String {
         hex::encode(self.0)
-    }
-
-    pub fn from_hex(s: &str) -> Option<Self> {
-        let v = hex::decode(s).ok()?;
-        Some(ChunkId(v.try_into().ok()?))
     }
 }
 

@@ -20,6 +20,8 @@ pub enum ValueError {
     Size(String),
     #[error("expected a duration (seconds, or a number with s, m, h or d, e.g. 0.5, 30s, 5m, 1h, 1d), got '{0}'")]
     Duration(String),
+    #[error("expected a UTC offset (+09:00, +0900, -05 or UTC), got '{0}'; named zones are not supported")]
+    UtcOffset(String),
     #[error("expected an array (JSON [\"a\",\"b\"] or a,b), got '{got}': {reason}")]
     Array { got: String, reason: String },
     #[error("expected a hash (JSON {{\"k\":\"v\"}} or k1:v1,k2:v2), got '{got}': {reason}")]
@@ -95,6 +97,35 @@ pub fn parse_bool(text: &str) -> Result<bool, ValueError> {
         "false" | "no" => Ok(false),
         _ => Err(ValueError::Bool(text.to_string())),
     }
+}
+
+/// A fixed UTC offset as Fluentd's `timekey_zone`/`timezone` write it: `+09:00`, `+0900`,
+/// `-05`, or `UTC`/`Z`.
+pub fn parse_utc_offset(text: &str) -> Result<chrono::FixedOffset, ValueError> {
+    let bad = || ValueError::UtcOffset(text.to_string());
+    let t = parse_string(text);
+    let t = t.trim();
+    if t.eq_ignore_ascii_case("utc") || t == "Z" {
+        return Ok(chrono::FixedOffset::east_opt(0).expect("zero offset"));
+    }
+    let (sign, rest) = match t.as_bytes().first() {
+        Some(b'+') => (1, &t[1..]),
+        Some(b'-') => (-1, &t[1..]),
+        _ => return Err(bad()),
+    };
+    let digits: String = rest.chars().filter(|c| *c != ':').collect();
+    if !digits.bytes().all(|b| b.is_ascii_digit()) || !(digits.len() == 2 || digits.len() == 4) {
+        return Err(bad());
+    }
+    let hours: i32 = digits[..2].parse().map_err(|_| bad())?;
+    let minutes: i32 = digits
+        .get(2..)
+        .map_or(Ok(0), str::parse)
+        .map_err(|_| bad())?;
+    if hours > 23 || minutes > 59 {
+        return Err(bad());
+    }
+    chrono::FixedOffset::east_opt(sign * (hours * 3600 + minutes * 60)).ok_or_else(bad)
 }
 
 /// Splits `12.5m` into (`12.5`, Some('m')) when the last char is one of `suffixes`
@@ -249,6 +280,19 @@ mod tests {
         let err = parse_integer_in::<u16>("70000").unwrap_err();
         assert!(err.to_string().contains("between 0 and 65535"), "{err}");
         assert!(parse_integer_in::<u32>("-1").is_err());
+    }
+
+    #[test]
+    fn utc_offsets() {
+        let east = |s: i32| chrono::FixedOffset::east_opt(s).unwrap();
+        assert_eq!(parse_utc_offset("+09:00"), Ok(east(9 * 3600)));
+        assert_eq!(parse_utc_offset("+0930"), Ok(east(9 * 3600 + 1800)));
+        assert_eq!(parse_utc_offset("-05"), Ok(east(-5 * 3600)));
+        assert_eq!(parse_utc_offset("\"UTC\""), Ok(east(0)));
+        for bad in ["Asia/Tokyo", "+9", "+24:00", "+09:60", "0900", "+09:0x", ""] {
+            let err = parse_utc_offset(bad).unwrap_err();
+            assert!(err.to_string().contains("UTC offset"), "{bad}: {err}");
+        }
     }
 
     #[test]

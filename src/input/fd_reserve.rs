@@ -36,6 +36,7 @@ impl FdReserve {
     }
 
     /// True while the spare is held.
+    #[cfg(test)]
     pub fn is_held(&self) -> bool {
         self.spare.is_some()
     }

@@ -17,7 +17,7 @@ mod tests;
 mod write;
 
 pub use cursor::{Cursor, RawKind};
-pub use marker::{head, is_array, is_map, is_raw, Head, HeadError};
+pub use marker::{head, is_array, is_map, is_raw};
 pub use scan::{skip_value, skip_value_counting, ScanError, ValueScanner};
 pub use write::{
     write_array_header, write_bin, write_bool, write_map_header, write_str, write_str32_header,

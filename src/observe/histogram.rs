@@ -74,6 +74,7 @@ impl AtomicHistogram {
     }
 
     /// Observations so far.
+    #[cfg(test)]
     pub fn count(&self) -> u64 {
         self.0.count.load(Ordering::Relaxed)
     }

@@ -276,7 +276,15 @@ mod tests {
             add_path_suffix: false,
             path_suffix: String::new(),
         };
-        Output::File(FileOutput::new(&cfg).unwrap())
+        Output::File(
+            FileOutput::build(
+                &cfg,
+                None,
+                crate::output::format::Zone::Local,
+                crate::output::format::Zone::Local,
+            )
+            .unwrap(),
+        )
     }
 
     async fn buffer(dir: &Path) -> Arc<Buffer> {

@@ -97,10 +97,6 @@ impl TimeFormatter {
         })
     }
 
-    pub fn zone(&self) -> Zone {
-        self.zone
-    }
-
     /// Append `t` rendered with this pattern to `out`.
     pub fn write(&self, out: &mut String, t: EventTime) -> Result<(), FormatError> {
         let items = self.items.iter();
@@ -137,6 +133,7 @@ pub fn write_record_json(out: &mut Vec<u8>, record: &[u8]) -> Result<(), FormatE
 }
 
 /// [`write_record_json`] into a new string.
+#[cfg(test)]
 pub fn record_to_json(record: &[u8]) -> Result<String, FormatError> {
     let mut out = Vec::with_capacity(record.len() + 16);
     write_record_json(&mut out, record)?;
@@ -185,10 +182,6 @@ impl LineFormatter {
             Err(e) => panic!("built-in time pattern rejected: {e}"),
         };
         LineFormatter { layout, time }
-    }
-
-    pub fn layout(&self) -> LineLayout {
-        self.layout
     }
 
     /// Append one line per entry of `entries` (a PackedForward stream) to `out`; returns the

@@ -94,7 +94,11 @@ impl Output {
             OutputConfig::File(c) => Output::File(file::FileOutput::with_time_slicing(
                 c,
                 buffer.timekey,
-                buffer.timekey_use_utc,
+                match (buffer.timekey_zone, buffer.timekey_use_utc) {
+                    (Some(offset), _) => format::Zone::Fixed(offset),
+                    (None, true) => format::Zone::Utc,
+                    (None, false) => format::Zone::Local,
+                },
             )?),
             OutputConfig::Forward(c) => Output::Forward(forward::ForwardOutput::new(c)?),
             OutputConfig::S3(_) => {

@@ -49,6 +49,41 @@ pub fn http_get(
     Ok((status, content_type, body.to_string()))
 }
 
+/// The deployment assets' Grafana dashboard (cluster/monitoring/lograft-dashboard.json): every
+/// panel's PromQL with the dashboard's variables filled in as Grafana would (`$instance` →
+/// all, `$__rate_interval` → 1m).
+pub fn dashboard_queries() -> Vec<(String, String)> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/cluster/monitoring/lograft-dashboard.json"
+    );
+    let d: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut out = Vec::new();
+    for panel in d["panels"].as_array().unwrap() {
+        for t in panel["targets"].as_array().into_iter().flatten() {
+            if let Some(expr) = t["expr"].as_str() {
+                let expr = expr
+                    .replace("$instance", ".*")
+                    .replace("$__rate_interval", "1m");
+                out.push((panel["title"].as_str().unwrap_or("?").to_string(), expr));
+            }
+        }
+    }
+    out
+}
+
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// A running Prometheus.
 pub struct Prometheus {
     child: Child,
@@ -103,15 +138,7 @@ impl Prometheus {
 
     /// An instant query; each result's labels and value.
     pub fn query(&self, promql: &str) -> Vec<(serde_json::Value, f64)> {
-        let q: String = promql
-            .bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                    (b as char).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect();
+        let q = url_encode(promql);
         let Ok((200, _, body)) = http_get(self.port, &format!("/api/v1/query?query={q}"), None)
         else {
             return Vec::new();
@@ -130,6 +157,39 @@ impl Prometheus {
     }
 
     /// The single value of `promql` (None while it has no result).
+    /// Check the dashboard against what this Prometheus scraped: every panel query parses
+    /// (Prometheus answers 200), and every `lograft_*` series a query names whose name starts
+    /// with one of `prefixes` exists (so a renamed metric cannot leave a panel empty).
+    pub fn check_dashboard(&self, prefixes: &[&str]) {
+        let queries = dashboard_queries();
+        assert!(
+            queries.len() > 20,
+            "dashboard has {} queries",
+            queries.len()
+        );
+        let mut missing = Vec::new();
+        for (title, expr) in &queries {
+            let q: String = url_encode(expr);
+            let (status, _, body) = http_get(self.port, &format!("/api/v1/query?query={q}"), None)
+                .unwrap_or((0, String::new(), String::new()));
+            assert_eq!(status, 200, "panel '{title}': {expr}: {body}");
+            for name in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if name.starts_with("lograft_")
+                    && prefixes.iter().any(|p| name.starts_with(p))
+                    && self
+                        .query(&format!("count({{__name__=\"{name}\"}})"))
+                        .is_empty()
+                {
+                    missing.push(format!("{name} (panel '{title}')"));
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "dashboard series never scraped: {missing:?}"
+        );
+    }
+
     pub fn value(&self, promql: &str) -> Option<f64> {
         let r = self.query(promql);
         (r.len() == 1).then(|| r[0].1)

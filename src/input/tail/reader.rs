@@ -125,18 +125,9 @@ impl TailedFile {
         })
     }
 
-    /// The committed position, packed.
-    pub fn position(&self) -> u64 {
-        pack(self.generation, self.commit)
-    }
-
     /// Close the handle (`open_on_every_update`); the next read opens the path again.
     pub fn close(&mut self) {
         self.file = None;
-    }
-
-    pub fn is_open(&self) -> bool {
-        self.file.is_some()
     }
 
     /// Open the path again if closed; false if the path now holds another file (or none).

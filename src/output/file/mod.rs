@@ -82,23 +82,13 @@ struct Inner {
 }
 
 impl FileOutput {
-    /// Lines in local time, path placeholders in local time, unknown timekey length.
-    pub fn new(cfg: &FileOutputConfig) -> Result<Self, OutputError> {
-        Self::build(cfg, None, Zone::Local, Zone::Local)
-    }
-
-    /// Like [`FileOutput::new`], with the buffer's `timekey` (chooses the appended time-slice
-    /// format) and `timekey_use_utc` (zone of the path placeholders).
+    /// With the buffer's `timekey` (chooses the appended time-slice format) and the zone of
+    /// the path placeholders (`timekey_zone`, `timekey_use_utc`; lines stay in local time).
     pub fn with_time_slicing(
         cfg: &FileOutputConfig,
         timekey: Option<Duration>,
-        timekey_use_utc: bool,
+        path_zone: Zone,
     ) -> Result<Self, OutputError> {
-        let path_zone = if timekey_use_utc {
-            Zone::Utc
-        } else {
-            Zone::Local
-        };
         Self::build(cfg, timekey, path_zone, Zone::Local)
     }
 
@@ -153,6 +143,7 @@ impl FileOutput {
     }
 
     /// The file `chunk` is written to.
+    #[cfg(test)]
     pub fn path_for(&self, chunk: &Chunk) -> Result<PathBuf, OutputError> {
         Ok(self.inner.path_for(chunk)?)
     }
@@ -755,6 +746,6 @@ mod tests {
             path: "/tmp/x.%Q".into(),
             ..cfg(Path::new("/tmp/x"))
         };
-        assert!(FileOutput::new(&c).is_err());
+        assert!(FileOutput::build(&c, None, Zone::Local, Zone::Local).is_err());
     }
 }

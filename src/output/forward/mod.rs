@@ -42,7 +42,7 @@ use config::{ForwardOutputConfig, HeartbeatType, Transport};
 use connection::{ConnectTarget, Connection, Connector, Frame, SendError};
 use frames::{entries_budget, frame_id, plan_frames, FrameSpan};
 use node::ServerNode;
-pub use status::{ForwardStatus, ServerStatus};
+pub use status::ForwardStatus;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -201,7 +201,8 @@ impl ForwardOutput {
         ForwardStatus::new(self.shared.clone())
     }
 
-    /// Whether each server is available now, in configuration order (for tests and status).
+    /// Whether each server is available now, in configuration order.
+    #[cfg(test)]
     pub fn availability(&self) -> Vec<bool> {
         self.shared.nodes.iter().map(|n| n.available()).collect()
     }

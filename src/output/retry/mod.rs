@@ -55,6 +55,7 @@ impl Backoff {
     }
 
     /// When the next attempt may start (None: now).
+    #[cfg(test)]
     pub fn next_attempt(&self) -> Option<Instant> {
         self.next_attempt
     }
