@@ -528,8 +528,8 @@ class Slot:
   heartbeat_interval %(hb)s
   election_timeout %(et)s
 %(extra)s%(membership)s
-</cluster>
-""" % dict(slot=self.slot, id=self.node_id, ip=self.ip, fwd=self.fwd_port, raft=self.raft_port,
+%(transport)s</cluster>
+""" % dict(transport=self.cluster.transport_text(self.node_id), slot=self.slot, id=self.node_id, ip=self.ip, fwd=self.fwd_port, raft=self.raft_port,
            source=FORWARD_SOURCE % dict(ip=self.ip, fwd=self.fwd_port),
            bucket=self.cluster.bucket, flush=a.flush_interval, raft_dir=self.raft_dir,
            hb=a.heartbeat_interval, et=a.election_timeout,
@@ -685,6 +685,30 @@ class Cluster:
         self.next_id = args.nodes + 1
         self.anomalies = []
         self.lock = threading.RLock()
+        # Mutual TLS on the cluster port (the default, as in production): one CA for the run,
+        # a node certificate per node id (made when an id first appears: a replaced node joins
+        # under a new id), and the operator certificate the harness's admin calls use.
+        self.certs = os.path.join(workdir, "certs") if args.tls else None
+        if self.certs:
+            self._make_certs(["--nodes", ",".join(str(i) for i in range(1, args.nodes + 1))])
+            os.environ.update(LOGRAFT_CLUSTER_CA=os.path.join(self.certs, "ca.pem"),
+                              LOGRAFT_CLUSTER_CERT=os.path.join(self.certs, "operator.pem"),
+                              LOGRAFT_CLUSTER_KEY=os.path.join(self.certs, "operator.key"))
+
+    def _make_certs(self, args):
+        subprocess.run([self.bin, "cluster", "certs", self.certs] + args, check=True,
+                       capture_output=True, text=True)
+
+    def transport_text(self, node_id):
+        """The <transport tls> section for node `node_id` (its certificate made if new)."""
+        if not self.certs:
+            return ""
+        key = os.path.join(self.certs, "node-%d.key" % node_id)
+        if not os.path.exists(key):
+            self._make_certs(["--nodes", str(node_id), "--no-operator"])
+        return ("  <transport tls>\n    ca_path %s\n    cert_path %s\n    private_key_path %s\n"
+                "  </transport>\n" % (os.path.join(self.certs, "ca.pem"),
+                                     os.path.join(self.certs, "node-%d.pem" % node_id), key))
 
     def host(self, slot):
         """A node's or a forwarder's slot."""
@@ -1387,6 +1411,8 @@ def parse_args(argv):
     p.add_argument("--election-timeout", default="0.5s")
     p.add_argument("--cluster-extra", action="append", default=[],
                    help="extra line for every <cluster> section, e.g. 'snapshot_every 200'")
+    p.add_argument("--no-tls", dest="tls", action="store_false",
+                   help="plaintext cluster port (default: mutual TLS, certificates from `lograft cluster certs`)")
     p.add_argument("--rust-log", default="info")
     p.add_argument("--result", help="result JSON path (default WORKDIR/result.json)")
     a = p.parse_args(argv)
