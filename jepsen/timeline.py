@@ -267,7 +267,7 @@ def render(result, history, title=None):
                                           (0 if row_end[0] <= row_end[1] else 1))
         row_end[row] = x0 + width + 4
         svg.text(x0 + 2, LABELS_TOP + 12 + 15 * row, label, size=10, color=darker(color),
-                 class_="fault-label", title=tip)
+                 class_="fault-label")
         if w["open"]:
             svg.el("line", x1=r1(x1), x2=r1(x1), y1=LABELS_TOP, y2=LEADER_BOTTOM, stroke=color,
                    stroke_dasharray="4 3")
@@ -288,7 +288,7 @@ def render(result, history, title=None):
         v += step
     if history:
         first = int(math.floor(min(r["t_invoke"] for r in history if "t_invoke" in r)))
-        last = int(math.floor(max(times)))
+        last = int(math.floor(max(r["t_complete"] for r in history if "t_complete" in r)))
         pts = ["M%s,%s" % (r1(x(first)), r1(ya(0)))]
         for b in range(first, last + 1):
             y = r1(ya(acks.get(b, 0)))
@@ -355,9 +355,11 @@ def render(result, history, title=None):
     for a in anomalies:
         cx = x(a["t"])
         detail = {k: v for k, v in a.items() if k not in ("kind", "t", "log_tail", "leader_status")}
+        svg.el("line", x1=r1(cx), x2=r1(cx), y1=ACKS_TOP, y2=MARKS_Y - 6, stroke=ANOMALY_COLOR,
+               stroke_width=1, stroke_dasharray="2 3")
         svg.el("path", class_="anomaly",
                title="anomaly %s at %.2f s %s" % (a["kind"], a["t"], json.dumps(detail, default=str)[:300]),
-               d="M%s,%s l5,9 l-10,0 Z" % (r1(cx), ACKS_TOP - 12), fill=ANOMALY_COLOR)
+               d="M%s,%s l5,9 l-10,0 Z" % (r1(cx), MARKS_Y - 5), fill=ANOMALY_COLOR)
 
     # -- leader lane
     svg.text(LEFT - 6, LEADER_TOP + 14, "leader", size=10, anchor="end", color="#555")
