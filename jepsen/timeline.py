@@ -274,7 +274,7 @@ def render(result, history, title=None):
 
     # -- panel 1: acked events per second (a step area over every second of the run)
     ymax_acks = max(acks.values()) if acks else 1
-    step = nice_step(ymax_acks, 4)
+    step = max(1, nice_step(ymax_acks, 4))
     top_acks = step * math.ceil(ymax_acks / float(step)) or step
 
     def ya(v):
