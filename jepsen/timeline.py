@@ -29,7 +29,7 @@ LAT_TOP, LAT_BOTTOM = 260, 425
 MARKS_Y = 440  # failed / unknown outcomes, anomalies
 LEADER_TOP, LEADER_BOTTOM = 455, 475
 AXIS_Y = LEADER_BOTTOM + 4
-LEGEND_Y = 545
+LEGEND_Y = 538  # up to three rows of legend, then a note at the bottom
 FONT = "DejaVu Sans, Helvetica, Arial, sans-serif"
 
 KIND_COLORS = {
@@ -59,34 +59,41 @@ END_PHASES = ("heal", "replaced", "replace-failed", "join-failed")
 
 
 def fault_windows(ops, t_end):
-    """One window per nemesis fault: dict(kind, t0, t1, target, open, steps). A fault that was
-    never healed (an interrupted run) is `open` and ends at `t_end`."""
+    """One window per nemesis fault, in start order: dict(kind, t0, t1, target, open, steps).
+    A fault's later records (same kind and slot; a "during" view: the latest open fault of its
+    kind) extend it until one of END_PHASES closes it. A fault never healed (an interrupted
+    run) is `open` and ends at `t_end`. Faults may overlap."""
     windows = []
-    cur = None
+    open_ = {}  # (kind, slot) -> window
     for op in ops:
-        phase, t = op.get("phase"), op.get("t")
-        if t is None:
+        kind, phase, t = op.get("kind", "?"), op.get("phase"), op.get("t")
+        if t is None or phase == "skipped":
             continue
+        key = (kind, op.get("slot"))
         if phase == "start":
-            if cur:
-                cur["open"] = True
-                windows.append(cur)
+            if key in open_:
+                open_.pop(key)["open"] = True  # started again before it was healed
             node = op.get("node_id")
             target = "n%s" % node if isinstance(node, int) else (node or "")
             if op.get("target") == "leader":
                 target += " (leader)"
-            cur = dict(kind=op.get("kind", "?"), t0=t, t1=None, target=target, open=False,
-                       steps=[("start", t)])
-        elif cur and op.get("kind") == cur["kind"] and phase != "skipped":
-            cur["steps"].append((phase, t))
-            if phase != "during":
-                cur["t1"] = t
-            if phase in END_PHASES:
-                windows.append(cur)
-                cur = None
-    if cur:
-        cur["open"] = True
-        windows.append(cur)
+            w = dict(kind=kind, t0=t, t1=None, target=target, open=False, steps=[("start", t)])
+            open_[key] = w
+            windows.append(w)
+            continue
+        w = open_.get(key)
+        if w is None and phase == "during":
+            same = [v for k, v in open_.items() if k[0] == kind]
+            w = max(same, key=lambda v: v["t0"]) if same else None
+        if w is None:
+            continue
+        w["steps"].append((phase, t))
+        if phase != "during":
+            w["t1"] = t
+        if phase in END_PHASES:
+            open_ = {k: v for k, v in open_.items() if v is not w}
+    for w in open_.values():
+        w["open"] = True
     for w in windows:
         if w["open"] or w["t1"] is None:
             w["t1"] = max(t_end, w["t0"])
@@ -251,7 +258,7 @@ def render(result, history, title=None):
 
     # -- fault bands (behind everything) and their labels, in two staggered rows
     row_end = [-1e9, -1e9]
-    for w in windows:
+    for i, w in enumerate(windows):
         color = KIND_COLORS.get(w["kind"], OTHER_KIND_COLOR)
         x0, x1 = x(w["t0"]), x(w["t1"])
         tip = "%s %s: %.2f-%.2f s (%.1f s)%s; %s" % (
@@ -261,13 +268,18 @@ def render(result, history, title=None):
         svg.el("rect", title=tip, class_="fault fault-%s" % w["kind"], x=r1(x0), y=LABELS_TOP,
                width=r1(max(1.0, x1 - x0)), height=LEADER_BOTTOM - LABELS_TOP, fill=color,
                fill_opacity=0.18)
+        # Two rows of labels: one may reach to where the window after next starts; else just
+        # the kind; a label that finds no free row is left out (the band's colour and tooltip
+        # still say what it was).
         label = "%s %s" % (w["kind"], w["target"].replace(" (leader)", "*"))
-        width = 6.0 * len(label)
-        row = 0 if row_end[0] <= x0 else (1 if row_end[1] <= x0 else
-                                          (0 if row_end[0] <= row_end[1] else 1))
-        row_end[row] = x0 + width + 4
-        svg.text(x0 + 2, LABELS_TOP + 12 + 15 * row, label, size=10, color=darker(color),
-                 class_="fault-label")
+        room = x(windows[i + 2]["t0"]) - x0 if i + 2 < len(windows) else RIGHT - x0
+        if 6.0 * len(label) + 6 > room:
+            label = w["kind"]
+        row = next((k for k, end in enumerate(row_end) if end <= x0), None)
+        if row is not None:
+            row_end[row] = x0 + 6.0 * len(label) + 6
+            svg.text(x0 + 2, LABELS_TOP + 12 + 15 * row, label, size=10, color=darker(color),
+                     class_="fault-label")
         if w["open"]:
             svg.el("line", x1=r1(x1), x2=r1(x1), y1=LABELS_TOP, y2=LEADER_BOTTOM, stroke=color,
                    stroke_dasharray="4 3")
@@ -449,27 +461,40 @@ def panel_frame(svg, top, bottom, label):
 def legend(svg, windows, nodes, polled):
     x, y = LEFT, LEGEND_Y
 
+    def newline():
+        nonlocal x, y
+        x, y = LEFT, y + 19
+
     def item(draw, label):
-        nonlocal x
+        width = 30 + 6.4 * len(label)
+        if x + width - 10 > RIGHT:
+            newline()
         draw(x, y)
         svg.text(x + 22, y + 4, label, size=11)
-        x += 30 + 6.4 * len(label)
+        advance(width)
+
+    def advance(width):
+        nonlocal x
+        x += width
 
     kinds = []
     for w in windows:
         if w["kind"] not in kinds:
             kinds.append(w["kind"])
+    if kinds:
+        svg.text(x, y + 4, "faults:", size=11, color="#444")
+        advance(48)
     for k in kinds:
         c = KIND_COLORS.get(k, OTHER_KIND_COLOR)
         item(lambda x0, y0, c=c: svg.el("rect", x=x0, y=y0 - 6, width=16, height=12, fill=c,
-                                         fill_opacity=0.35), "%s (fault window)" % k)
+                                         fill_opacity=0.35), k)
     item(lambda x0, y0: svg.el("rect", x=x0, y=y0 - 6, width=16, height=12, fill=ACK_COLOR,
                                fill_opacity=0.55), "acked events/s")
     item(lambda x0, y0: svg.el("line", x1=x0, x2=x0 + 16, y1=y0, y2=y0, stroke=P50_COLOR,
                                stroke_width=1.6), "latency p50")
     item(lambda x0, y0: svg.el("line", x1=x0, x2=x0 + 16, y1=y0, y2=y0, stroke=P99_COLOR,
                                stroke_width=1.2, stroke_dasharray="5 3"), "latency p99")
-    x, y = LEFT, LEGEND_Y + 22
+    newline()
     item(lambda x0, y0: svg.el("path", d="M%s,%s l5,5 l-5,5 l-5,-5 Z" % (x0 + 8, y0 - 5),
                                fill=UNKNOWN_COLOR), "unknown outcome")
     item(lambda x0, y0: svg.el("path", d="M%s,%s l8,8 m0,-8 l-8,8" % (x0 + 4, y0 - 4),
@@ -489,7 +514,7 @@ def legend(svg, windows, nodes, polled):
     if not polled:
         note = ("leader: this run did not poll it, dots are the leaders the nemesis saw during "
                 "its faults. " if nodes else "leader: no records in this run. ") + note
-    svg.text(RIGHT, LEGEND_Y + 44, note, size=10, anchor="end", color="#666")
+    svg.text(RIGHT, HEIGHT - 6, note, size=10, anchor="end", color="#666")
 
 
 def darker(hex_color, f=0.7):
