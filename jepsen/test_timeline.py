@@ -166,6 +166,18 @@ class DataTest(unittest.TestCase):
             ("kill", 5.0, 8.0, False), ("pause", 10.0, 13.0, False),
             ("disk-loss", 15.0, 20.0, False), ("partition", 22.0, 30.0, True)])
 
+    def test_overlapping_faults(self):
+        ops = [op("disk-loss", "start", 1.0, slot=3, node_id=3),
+               op("kill", "start", 2.0, slot=1, node_id=1),
+               op("disk-loss", "joined", 3.0, slot=3, new_id=4),
+               op("kill", "during", 3.5, views={}),
+               op("kill", "heal", 4.0, slot=1),
+               op("disk-loss", "replaced", 6.0, slot=3)]
+        w = timeline.fault_windows(ops, 10.0)
+        self.assertEqual([(x["kind"], x["t0"], x["t1"], x["open"]) for x in w], [
+            ("disk-loss", 1.0, 6.0, False), ("kill", 2.0, 4.0, False)])
+        self.assertEqual(w[1]["steps"], [("start", 2.0), ("during", 3.5), ("heal", 4.0)])
+
     def test_per_second(self):
         acks, lat, failed, unknown = timeline.per_second(history())
         self.assertEqual(acks[1], 150)
