@@ -68,7 +68,7 @@ def history():
     return h
 
 
-RESULT = dict(workdir="/tmp/lograft-jepsen/run <&> \"x\"", seed=7, acked_chunks=67,
+RESULT = dict(workdir="/tmp/lograft-jepsen/run <&> \"x\"\x01", seed=7, acked_chunks=67,
               acked_events=3350, lost=0, duplicated=0, unknown_chunks=2, valid=True,
               exit_code=0, nemesis_ops=OPS, leader_watch=LEADER_WATCH,
               anomalies=[dict(kind="node-exited", t=18.0, slot=2, log_tail="x" * 5000,

@@ -17,6 +17,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 from xml.sax.saxutils import escape, quoteattr
 
@@ -197,6 +198,14 @@ def node_label(node):
 # drawing
 
 
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def xml_text(v):
+    """`v` as text XML 1.0 can hold (control characters dropped), not yet escaped."""
+    return _NOT_XML.sub("", str(v))
+
+
 class Svg:
     def __init__(self):
         self.parts = []
@@ -204,10 +213,10 @@ class Svg:
     def el(self, tag, text=None, title=None, **attrs):
         """One element; attribute names with `_` for `-` (`class_` for `class`); text and
         attribute values escaped."""
-        a = "".join(" %s=%s" % (k.rstrip("_").replace("_", "-"), quoteattr(str(v)))
+        a = "".join(" %s=%s" % (k.rstrip("_").replace("_", "-"), quoteattr(xml_text(v)))
                     for k, v in attrs.items() if v is not None)
-        inner = (("<title>%s</title>" % escape(title)) if title else "") + \
-            (escape(text) if text is not None else "")
+        inner = (("<title>%s</title>" % escape(xml_text(title))) if title else "") + \
+            (escape(xml_text(text)) if text is not None else "")
         self.parts.append("<%s%s>%s</%s>" % (tag, a, inner, tag) if inner else "<%s%s/>" % (tag, a))
 
     def raw(self, s):
