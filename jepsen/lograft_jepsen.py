@@ -26,6 +26,8 @@ import threading
 import time
 import traceback
 
+import timeline  # jepsen/timeline.py (this script's directory is on sys.path)
+
 TAG = "test.jepsen"
 NEMESES = ("kill", "pause", "partition", "disk-loss", "power-loss")
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -1217,6 +1219,53 @@ class Nemesis:
             self.c.check_crashes()
 
 
+class LeaderWatch:
+    """Who leads over the run, for the timeline: a thread asks every running node for its
+    status every `interval` s (the question `Cluster.leader` asks: the node that says it leads
+    with the highest term) and keeps one record per change, `{t, slot, node_id, term}`
+    (`slot` None: no node said it leads). It only reads; `interval` 0 turns it off."""
+
+    def __init__(self, cluster, interval):
+        self.c = cluster
+        self.interval = interval
+        self.changes = []
+        self.until = None
+        self.stop_event = threading.Event()
+        self.thread = None
+
+    def start(self):
+        if self.interval > 0:
+            self.thread = threading.Thread(target=self.run, name="leader-watch", daemon=True)
+            self.thread.start()
+
+    def run(self):
+        last = None
+        while not self.stop_event.is_set():
+            t = round(time.monotonic() - _T0, 2)
+            best = None
+            for slot, st in self.c.statuses().items():
+                if (st and st.get("state") == "Leader" and st.get("node_id") == self.c.slots[slot].node_id
+                        and (best is None or st["term"] > best[2])):
+                    best = (slot, st["node_id"], st["term"])
+            if self.stop_event.is_set():
+                break  # the nodes may be stopping: this poll is not evidence
+            key = best or (None, None, None)
+            if key != last:
+                last = key
+                self.changes.append(dict(t=t, slot=key[0], node_id=key[1], term=key[2]))
+            self.until = round(time.monotonic() - _T0, 2)
+            self.stop_event.wait(self.interval)
+
+    def stop(self):
+        self.stop_event.set()
+        if self.thread:
+            self.thread.join(10)
+            self.thread = None
+
+    def record(self):
+        return dict(interval=self.interval, until=self.until, changes=self.changes)
+
+
 # ---------------------------------------------------------------------------------------------
 # checker
 
@@ -1414,6 +1463,8 @@ def parse_args(argv):
     p.add_argument("--no-tls", dest="tls", action="store_false",
                    help="plaintext cluster port (default: mutual TLS, certificates from `lograft cluster certs`)")
     p.add_argument("--rust-log", default="info")
+    p.add_argument("--leader-poll", type=float, default=1.0,
+                   help="seconds between polls of who leads, for the timeline (default 1; 0: off)")
     p.add_argument("--result", help="result JSON path (default WORKDIR/result.json)")
     a = p.parse_args(argv)
     a.nemeses = [] if a.nemesis in ("", "none") else [n.strip() for n in a.nemesis.split(",") if n.strip()]
@@ -1455,6 +1506,7 @@ def recheck(workdir):
     result["valid"] = ok
     result["exit_code"] = 0 if ok else 1
     path = os.path.join(workdir, "recheck.json")
+    write_timeline(result, results, path)
     with open(path, "w") as f:
         json.dump(result, f, indent=2, default=str)
     summary(result, path)
@@ -1563,6 +1615,7 @@ def main(argv=None):
     kinds = list(args.nemeses)
     workload = None
     nemesis = None
+    watch = LeaderWatch(cluster, args.leader_poll)
     result = dict(bin=args.bin, workdir=workdir, seed=seed, run_id=run_id, nemeses=args.nemeses,
                   time=args.time, nodes=args.nodes, forwarders=args.forwarders, clients=args.clients,
                   lazyfs=args.use_lazyfs, skip_fsync=os.environ.get("LOGRAFT_SKIP_FSYNC"),
@@ -1581,6 +1634,7 @@ def main(argv=None):
         result["partition"] = fw_note
         result["nemeses_run"] = kinds
         cluster.start()
+        watch.start()
         workload = Workload(cluster, args, run_id, seed)
         workload.start()
         nemesis = Nemesis(cluster, fw, args, rng)
@@ -1607,6 +1661,7 @@ def main(argv=None):
             cluster.anomaly("clients-stuck", threads=stuck)
         log("waiting for the cluster to converge (nothing pending/unconfirmed, all voters caught up)")
         idle, last = wait_idle(cluster, args.idle_timeout)
+        watch.stop()
         if not idle:
             cluster.anomaly("not-converged", timeout=args.idle_timeout, leader_status=last)
         time.sleep(1)  # a last upload racing the status poll
@@ -1653,16 +1708,32 @@ def main(argv=None):
             log("firewall rules removed")
         if workload:
             workload.stop.set()
+        watch.stop()
         cluster.stop_all()
         if workload:
             with open(os.path.join(workdir, "history.jsonl"), "w") as f:
                 for r in workload.results:
                     f.write(json.dumps(r) + "\n")
+        if nemesis:
+            result.setdefault("nemesis_ops", nemesis.ops)
+        result["leader_watch"] = watch.record()
+        write_timeline(result, workload.results if workload else [], result_path)
         with open(result_path, "w") as f:
             json.dump(result, f, indent=2, default=str)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
     summary(result, result_path)
     return code
+
+
+def write_timeline(result, history, result_path):
+    """Draw the run's timeline (jepsen/timeline.py) next to `result_path`; its path goes into
+    `result["timeline"]`. A drawing failure is logged, never fails the run."""
+    path = os.path.join(os.path.dirname(os.path.abspath(result_path)), "timeline.svg")
+    try:
+        result["timeline"] = timeline.write(path, result, history)
+    except Exception as e:  # noqa: BLE001
+        log("timeline not written: %s\n%s" % (e, traceback.format_exc()))
+        result["timeline_error"] = str(e)
 
 
 def summary(r, path):
@@ -1696,6 +1767,8 @@ def summary(r, path):
         if r.get("valid") and r.get("duplicated"):
             print("(VALID only because of --allow-resend-duplicates: %d duplicated events)" % r["duplicated"])
     print("result: %s   (exit %s)" % (path, r.get("exit_code", "-")))
+    if r.get("timeline"):
+        print("timeline: %s" % r["timeline"])
     print("=" * 72)
 
 
