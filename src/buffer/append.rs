@@ -9,7 +9,7 @@
 use super::config::FlushMode;
 use super::{
     chunk, file, memory, Buffer, BufferError, ChunkId, ChunkKey, ChunkMeta, ChunkState,
-    ChunkStorage, Shared, Stage, State,
+    ChunkStorage, Shared, Stage, State, Wait, Waiting,
 };
 use crate::event::{EntryIter, EventBatch};
 use crate::pipeline::SourceMark;
@@ -83,7 +83,7 @@ impl Buffer {
             let notified = shared.space_freed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            {
+            let _waiting = {
                 let mut st = shared.lock();
                 if st.closed {
                     return Err(BufferError::Closed);
@@ -92,7 +92,8 @@ impl Buffer {
                     let writes = shared.assign(&mut st, pieces, &batch.tag, mark.clone());
                     break (writes, dropped);
                 }
-            }
+                Waiting::start(shared, &mut st, Wait::Append)
+            };
             notified.await;
         };
         for (id, path) in dropped {

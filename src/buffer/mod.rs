@@ -143,6 +143,10 @@ pub struct BufferStats {
     pub file_syncs: u64,
     /// When the oldest chunk still held (any stage) was created.
     pub oldest_chunk_created: Option<SystemTime>,
+    /// Appends waiting for space now (`overflow_action block` with the buffer full).
+    pub blocked_appends: usize,
+    /// `dequeue` calls waiting now for a chunk to be queued or to leave its backoff.
+    pub waiting_dequeues: usize,
 }
 
 /// A buffer: file-backed (durable, group-committed) or memory-backed (not durable), chosen by
@@ -247,6 +251,47 @@ struct State {
     next_seq: u64,
     closed: bool,
     drain: bool,
+    /// Appends waiting for space (`overflow_action block`).
+    blocked_appends: usize,
+    /// `dequeue` calls waiting for a chunk to become due.
+    waiting_dequeues: usize,
+}
+
+/// Which wait a [`Waiting`] counts.
+#[derive(Clone, Copy)]
+enum Wait {
+    Append,
+    Dequeue,
+}
+
+/// Counts one waiter in [`State`] while it lives (also when the waiting future is dropped).
+struct Waiting<'a> {
+    shared: &'a Shared,
+    wait: Wait,
+}
+
+impl<'a> Waiting<'a> {
+    /// Count a waiter; the caller holds the state lock (`st`).
+    fn start(shared: &'a Shared, st: &mut State, wait: Wait) -> Self {
+        *st.waiters(wait) += 1;
+        Waiting { shared, wait }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut st = self.shared.lock();
+        *st.waiters(self.wait) -= 1;
+    }
+}
+
+impl State {
+    fn waiters(&mut self, wait: Wait) -> &mut usize {
+        match wait {
+            Wait::Append => &mut self.blocked_appends,
+            Wait::Dequeue => &mut self.waiting_dequeues,
+        }
+    }
 }
 
 struct Shared {
@@ -425,6 +470,8 @@ impl Buffer {
             ..BufferStats::default()
         };
         let st = self.shared.lock();
+        stats.blocked_appends = st.blocked_appends;
+        stats.waiting_dequeues = st.waiting_dequeues;
         for c in st.chunks.values() {
             stats.records += c.meta.records;
             let (count, bytes) = match c.stage {

@@ -8,7 +8,7 @@
 
 use super::{
     file, Buffer, BufferError, Chunk, ChunkId, ChunkMeta, ChunkState, ChunkStorage, Shared, Stage,
-    State,
+    State, Wait, Waiting,
 };
 use bytes::Bytes;
 use std::collections::VecDeque;
@@ -262,7 +262,7 @@ impl Shared {
             let notified = self.queue_changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let wake_at = {
+            let (wake_at, _waiting) = {
                 let mut st = self.lock();
                 if st.closed && !st.drain {
                     return None;
@@ -294,7 +294,7 @@ impl Shared {
                 if st.closed && st.chunks.is_empty() {
                     return None;
                 }
-                wake_at
+                (wake_at, Waiting::start(self, &mut st, Wait::Dequeue))
             };
             match wake_at {
                 Some(at) => {

@@ -576,7 +576,8 @@ async fn overflow_block_waits_for_purge_and_gives_up_on_shutdown() {
         let buf = buf.clone();
         tokio::spawn(async move { buf.append(&batch("t", 20..30)).await })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Blocked, not merely not yet run: the buffer counts it as waiting for space.
+    assert!(wait_until(|| buf.stats().blocked_appends == 1, Duration::from_secs(5)).await);
     assert!(!blocked.is_finished());
     let c = buf.dequeue().await.unwrap();
     buf.purge(c.meta.id).await.unwrap();
@@ -585,6 +586,7 @@ async fn overflow_block_waits_for_purge_and_gives_up_on_shutdown() {
         .expect("append unblocked by purge")
         .unwrap()
         .unwrap();
+    assert_eq!(buf.stats().blocked_appends, 0);
     assert_eq!(buf.stats().records, 10);
 
     // Full again: a blocked append gives up when the buffer shuts down.
@@ -593,7 +595,7 @@ async fn overflow_block_waits_for_purge_and_gives_up_on_shutdown() {
         let buf = buf.clone();
         tokio::spawn(async move { buf.append(&batch("t", 40..50)).await })
     };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(wait_until(|| buf.stats().blocked_appends == 1, Duration::from_secs(5)).await);
     buf.shutdown(false);
     let r = tokio::time::timeout(Duration::from_secs(2), blocked)
         .await
@@ -687,7 +689,7 @@ async fn shutdown_with_drain_hands_out_everything_then_none() {
         let buf = buf.clone();
         tokio::spawn(async move { buf.dequeue().await.map(|c| c.meta.id) })
     };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(wait_until(|| buf.stats().waiting_dequeues == 1, Duration::from_secs(5)).await);
     assert!(!waiting.is_finished());
     for c in [next, last, again] {
         buf.purge(c.meta.id).await.unwrap();
@@ -824,7 +826,7 @@ async fn a_chunk_released_with_a_not_before_time_lets_younger_chunks_pass() {
             let buf = buf.clone();
             tokio::spawn(async move { buf.dequeue().await })
         };
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(wait_until(|| buf.stats().waiting_dequeues == 1, Duration::from_secs(5)).await);
         assert!(!waiter.is_finished());
         assert!(buf.holds(again.meta.id));
         buf.retry_now();

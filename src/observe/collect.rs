@@ -117,7 +117,7 @@ fn plugin_labels(plugin_id: &str, type_name: &str) -> PluginLabels {
 
 fn encode_plugins(metrics: &Metrics, enc: &mut DescriptorEncoder) -> fmt::Result {
     let plugins = metrics.plugins();
-    let mut stage: [Vec<(PluginLabels, u64)>; 7] = Default::default();
+    let mut stage: [Vec<(PluginLabels, u64)>; 8] = Default::default();
     let mut age = Vec::new();
     let mut quarantined = (Vec::new(), Vec::new());
     let counters_held: Vec<_> = plugins
@@ -137,6 +137,7 @@ fn encode_plugins(metrics: &Metrics, enc: &mut DescriptorEncoder) -> fmt::Result
                 s.in_flight_chunks as u64,
                 s.in_flight_bytes,
                 s.records,
+                s.blocked_appends as u64,
             ];
             for (rows, v) in stage.iter_mut().zip(values) {
                 rows.push((labels.clone(), v));
@@ -152,7 +153,7 @@ fn encode_plugins(metrics: &Metrics, enc: &mut DescriptorEncoder) -> fmt::Result
             quarantined.1.push((labels, events));
         }
     }
-    const STAGES: [(&str, &str); 7] = [
+    const STAGES: [(&str, &str); 8] = [
         ("buffer_staged_chunks", "Chunks taking appends"),
         ("buffer_staged_bytes", "Bytes in chunks taking appends"),
         (
@@ -169,6 +170,10 @@ fn encode_plugins(metrics: &Metrics, enc: &mut DescriptorEncoder) -> fmt::Result
             "Bytes in chunks being written now",
         ),
         ("buffer_records", "Events held by the buffer (all stages)"),
+        (
+            "buffer_blocked_appends",
+            "Appends waiting for space now (overflow_action block, buffer full)",
+        ),
     ];
     for ((name, help), rows) in STAGES.iter().zip(&stage) {
         gauges(enc, name, help, rows)?;
