@@ -1,0 +1,439 @@
+//! The upload target and what goes to it: [`UploadTarget`] (a local directory, fsynced with
+//! its parents, or an S3-compatible bucket through `object_store`), [`render_batch`] (a sealed
+//! batch as gzip out_file lines in UTC, the same bytes whoever renders them) and
+//! [`UploadError`] with its permanent/transient classification.
+//!
+//! It must not decide what to upload or when (the [`super::Uploader`] does) nor touch the Raft
+//! log.
+
+use crate::cluster::node::ProposeError;
+use crate::cluster::storage::{ChunkReader, SealedBatch};
+use crate::config::OutputConfig;
+use crate::output::format::{LineFormatter, Zone};
+use crate::output::s3::config::S3OutputConfig;
+use bytes::Bytes;
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, PutPayload};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error(
+        "<match> output @type {0} cannot be an upload target in cluster mode (use file or s3)"
+    )]
+    Unsupported(&'static str),
+    #[error("file output path {0:?}: in cluster mode 'path' is the bucket directory and must not contain placeholders (%, ${{...}})")]
+    PathPlaceholders(String),
+    #[error("bucket directory {path}: {source}")]
+    LocalDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("object store: {0}")]
+    Store(#[from] object_store::Error),
+    #[error("chunk {0} is no longer stored (confirmed by another leader?)")]
+    MissingChunk(u64),
+    #[error("rendering chunk {index}: {reason}")]
+    Render { index: u64, reason: String },
+    #[error("reading chunks: {0}")]
+    Storage(#[from] crate::cluster::ClusterError),
+    #[error("{what}: {source}")]
+    Propose {
+        what: &'static str,
+        source: ProposeError,
+    },
+    #[error("fsync of {path}: {source}")]
+    Sync {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("upload task: {0}")]
+    Task(String),
+    #[error("dead-lettering batch {first} was not applied: {answer}")]
+    DeadLetterNotApplied { first: u64, answer: String },
+}
+
+impl UploadError {
+    /// Whether retrying cannot fix this failure, so the batch is set aside at once: content
+    /// that cannot be rendered, an invalid object key, a name or request the local file system
+    /// refuses (ENAMETOOLONG, EINVAL, EILSEQ), or a 4xx answer of the object store other than
+    /// 408 (timeout), 429 (throttled), 409 (conflicting operation in progress) and 401/403/404
+    /// (credentials, permissions or a missing bucket: a configuration problem every batch
+    /// shares, which an operator fixes; then the batch uploads where it belongs).
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            UploadError::Render { .. } => true,
+            UploadError::LocalDir { source, .. } => crate::output::io_error_is_permanent(source),
+            UploadError::Store(e) => store_error_is_permanent(e),
+            UploadError::Unsupported(_)
+            | UploadError::PathPlaceholders(_)
+            | UploadError::MissingChunk(_)
+            | UploadError::Storage(_)
+            // The object is stored by then: setting the batch aside would store it twice.
+            | UploadError::Sync { .. }
+            | UploadError::Propose { .. }
+            | UploadError::Task(_)
+            | UploadError::DeadLetterNotApplied { .. } => false,
+        }
+    }
+}
+
+/// See [`UploadError::is_permanent`]. object_store 0.12 does not export its HTTP error type,
+/// so the status of a refused request is read from the error text it always carries
+/// ("... non-2xx status code: 400 Bad Request: ..."); I/O errors of the local store are found
+/// in the error's source chain.
+fn store_error_is_permanent(e: &object_store::Error) -> bool {
+    use object_store::Error as E;
+    match e {
+        E::InvalidPath { .. } => true,
+        E::NotFound { .. } | E::PermissionDenied { .. } | E::Unauthenticated { .. } => false,
+        _ => {
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+            while let Some(err) = source {
+                if let Some(io) = err.downcast_ref::<std::io::Error>() {
+                    if crate::output::io_error_is_permanent(io) {
+                        return true;
+                    }
+                }
+                source = err.source();
+            }
+            http_status_in(&e.to_string()).is_some_and(http_status_is_permanent)
+        }
+    }
+}
+
+/// The HTTP status an object_store error message reports, if any.
+fn http_status_in(message: &str) -> Option<u16> {
+    const MARKER: &str = "non-2xx status code: ";
+    let at = message.find(MARKER)? + MARKER.len();
+    let digits = message.get(at..at + 3)?;
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// A 4xx the same request will get again (see [`UploadError::is_permanent`]).
+fn http_status_is_permanent(status: u16) -> bool {
+    (400..500).contains(&status) && ![401, 403, 404, 408, 409, 429].contains(&status)
+}
+
+/// Where a `<match>`'s batches go.
+#[derive(Clone)]
+pub struct UploadTarget {
+    store: Arc<dyn ObjectStore>,
+    /// Key prefix inside the store (S3 `path`); empty for a local directory.
+    prefix: String,
+    /// A local directory target: files are fsynced after the upload.
+    local_root: Option<PathBuf>,
+    describe: String,
+}
+
+impl UploadTarget {
+    /// From a `<match>` output: `file` (its `path` is a local bucket directory) or `s3`.
+    pub fn from_output(cfg: &OutputConfig) -> Result<Self, UploadError> {
+        Self::check_output(cfg)?;
+        match cfg {
+            OutputConfig::S3(s3) => Self::s3(s3),
+            OutputConfig::File(f) => Self::local_dir(PathBuf::from(&f.path)),
+            other => Err(UploadError::Unsupported(other.type_name())),
+        }
+    }
+
+    /// Whether `cfg` can be an upload target, without creating anything (for `check-config`).
+    pub fn check_output(cfg: &OutputConfig) -> Result<(), UploadError> {
+        match cfg {
+            OutputConfig::File(f) if f.path.contains('%') || f.path.contains("${") => {
+                Err(UploadError::PathPlaceholders(f.path.clone()))
+            }
+            OutputConfig::File(_) | OutputConfig::S3(_) => Ok(()),
+            other => Err(UploadError::Unsupported(other.type_name())),
+        }
+    }
+
+    /// A directory on this machine used as a bucket (created if missing).
+    pub fn local_dir(root: PathBuf) -> Result<Self, UploadError> {
+        std::fs::create_dir_all(&root).map_err(|source| UploadError::LocalDir {
+            path: root.clone(),
+            source,
+        })?;
+        let store = object_store::local::LocalFileSystem::new_with_prefix(&root)?;
+        Ok(UploadTarget {
+            store: Arc::new(store),
+            prefix: String::new(),
+            describe: format!("directory {}", root.display()),
+            local_root: Some(root),
+        })
+    }
+
+    pub(crate) fn s3(cfg: &S3OutputConfig) -> Result<Self, UploadError> {
+        let mut builder = object_store::aws::AmazonS3Builder::from_env()
+            .with_bucket_name(&cfg.bucket)
+            .with_virtual_hosted_style_request(false);
+        if let Some(region) = &cfg.region {
+            builder = builder.with_region(region);
+        }
+        if let Some(endpoint) = &cfg.endpoint {
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_allow_http(endpoint.starts_with("http://"));
+        }
+        if let Some(key) = &cfg.access_key_id {
+            builder = builder.with_access_key_id(key);
+        }
+        if let Some(secret) = &cfg.secret_access_key {
+            builder = builder.with_secret_access_key(secret);
+        }
+        Ok(UploadTarget {
+            store: Arc::new(builder.build()?),
+            prefix: cfg.prefix.trim_matches('/').to_string(),
+            describe: format!("s3 bucket {}", cfg.bucket),
+            local_root: None,
+        })
+    }
+
+    /// The full object key of a batch: `<prefix>/` + the state machine's key
+    /// ([`batch_key`](crate::cluster::storage::batch_key): `<tag>/<YYYY>/<MM>/<DD>/<first>-<last>.log.gz`).
+    pub fn object_key(&self, tag: &str, first_received_unix_ms: u64, chunks: &[u64]) -> String {
+        let first = chunks.first().copied().unwrap_or(0);
+        let last = chunks.last().copied().unwrap_or(0);
+        self.full_key(&crate::cluster::storage::batch_key(
+            tag,
+            first_received_unix_ms,
+            first,
+            last,
+        ))
+    }
+
+    /// A key the state machine derived (relative, e.g. `<tag>/...` or
+    /// `dead-letter/<first>-<last>.log.gz`) under this target's prefix.
+    pub fn full_key(&self, relative: &str) -> String {
+        if self.prefix.is_empty() {
+            relative.to_string()
+        } else {
+            format!("{}/{relative}", self.prefix)
+        }
+    }
+
+    /// Where `batch` is uploaded unless it is dead-lettered: its recorded key under the prefix
+    /// (a batch sealed by an older version recorded the full key).
+    pub(crate) fn batch_object_key(&self, batch: &SealedBatch) -> String {
+        if batch.key_relative {
+            self.full_key(&batch.object_key)
+        } else {
+            batch.object_key.clone()
+        }
+    }
+
+    /// Store `body` under `key`, durably (a local file is fsynced with its directories).
+    pub async fn put(&self, key: &str, body: Bytes) -> Result<(), UploadError> {
+        let path = ObjectPath::parse(key).map_err(object_store::Error::from)?;
+        self.store.put(&path, PutPayload::from(body)).await?;
+        if let Some(root) = &self.local_root {
+            let (file, root) = (root.join(key), root.clone());
+            tokio::task::spawn_blocking(move || sync_with_parents(&file, &root))
+                .await
+                .map_err(|e| UploadError::Sync {
+                    path: PathBuf::from(e.to_string()),
+                    source: std::io::Error::other("fsync task failed"),
+                })??;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for UploadTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe)
+    }
+}
+
+fn sync_with_parents(file: &std::path::Path, root: &std::path::Path) -> Result<(), UploadError> {
+    let sync = |p: &std::path::Path| {
+        std::fs::File::open(p)
+            .and_then(|f| f.sync_all())
+            .map_err(|source| UploadError::Sync {
+                path: p.to_path_buf(),
+                source,
+            })
+    };
+    sync(file)?;
+    // The file's directory and the ones created for it (tag/YYYY/MM/DD or dead-letter), up to
+    // the bucket directory itself.
+    for dir in file.ancestors().skip(1).take(5) {
+        sync(dir)?;
+        if dir == root {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Render a batch: gzip of out_file lines (`time<TAB>tag<TAB>json`, UTC), chunk by chunk in
+/// index order. Deterministic: any node renders the same bytes from the same chunks.
+pub fn render_batch(reader: &ChunkReader, tag: &str, chunks: &[u64]) -> Result<Bytes, UploadError> {
+    let formatter = LineFormatter::out_file(Zone::Utc);
+    let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
+    let mut lines = Vec::new();
+    for &index in chunks {
+        let entries = reader
+            .chunk_entries_blocking(index)?
+            .ok_or(UploadError::MissingChunk(index))?;
+        lines.clear();
+        formatter
+            .write_entries(&mut lines, tag, &entries)
+            .map_err(|e| UploadError::Render {
+                index,
+                reason: e.to_string(),
+            })?;
+        gz.write_all(&lines).map_err(|e| UploadError::Render {
+            index,
+            reason: e.to_string(),
+        })?;
+    }
+    let body = gz.finish().map_err(|e| UploadError::Render {
+        index: chunks.first().copied().unwrap_or(0),
+        reason: e.to_string(),
+    })?;
+    Ok(Bytes::from(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_keys_are_derived_from_tag_day_and_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = UploadTarget::local_dir(dir.path().to_path_buf()).unwrap();
+        // 2026-11-25T01:02:03Z
+        let ms = 1_795_568_523_000;
+        assert_eq!(
+            target.object_key("mytag.app", ms, &[7, 9, 12]),
+            "mytag.app/2026/11/25/00000000000000000007-00000000000000000012.log.gz"
+        );
+        assert_eq!(
+            target
+                .object_key("../x y", ms, &[1])
+                .split('/')
+                .next()
+                .unwrap(),
+            ".._x_y"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_300_byte_tag_gives_a_short_deterministic_key_segment_that_uploads() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = UploadTarget::local_dir(dir.path().to_path_buf()).unwrap();
+        let ms = 1_795_568_523_000;
+        let long = format!("app.{}", "t".repeat(296));
+        let key = target.object_key(&long, ms, &[1, 2]);
+        let segment = key.split('/').next().unwrap();
+        assert!(segment.len() <= 200, "{} bytes", segment.len());
+        assert!(key.split('/').all(|s| s.len() <= 255 && !s.is_empty()));
+        assert!(segment.starts_with("app.ttt"));
+        assert_eq!(target.object_key(&long, ms, &[1, 2]), key);
+        let other = format!("app.{}u", "t".repeat(295));
+        assert_ne!(target.object_key(&other, ms, &[1, 2]), key);
+        // The local store accepts it (a 300-byte segment was refused by the file system).
+        target.put(&key, Bytes::from_static(b"x")).await.unwrap();
+        assert_eq!(std::fs::read(dir.path().join(&key)).unwrap(), b"x");
+    }
+
+    #[test]
+    fn http_statuses_retrying_cannot_fix_are_permanent() {
+        for status in [400, 405, 411, 413, 414, 422] {
+            assert!(http_status_is_permanent(status), "{status}");
+        }
+        // Timeouts, throttling, conflicts in progress, server errors, and configuration
+        // problems every batch shares (credentials, permissions, a missing bucket).
+        for status in [401, 403, 404, 408, 409, 429, 500, 503, 200, 301] {
+            assert!(!http_status_is_permanent(status), "{status}");
+        }
+    }
+
+    #[test]
+    fn the_http_status_is_read_from_object_store_error_text() {
+        let text = "Generic S3 error: Error performing PUT http://127.0.0.1:9000/b/k in 2ms - \
+                    Server returned non-2xx status code: 400 Bad Request: <Error><Code>KeyTooLong</Code></Error>";
+        assert_eq!(http_status_in(text), Some(400));
+        assert_eq!(
+            http_status_in("non-2xx status code: 413 Payload Too Large"),
+            Some(413)
+        );
+        assert_eq!(http_status_in("Generic S3 error: connection refused"), None);
+        assert_eq!(http_status_in("non-2xx status code: 4"), None);
+        assert_eq!(http_status_in("non-2xx status code: abc"), None);
+    }
+
+    #[test]
+    fn upload_errors_are_classified() {
+        let io = |errno| std::io::Error::from_raw_os_error(errno);
+        let local = |errno| UploadError::LocalDir {
+            path: PathBuf::from("/b"),
+            source: io(errno),
+        };
+        // ENAMETOOLONG, EINVAL, EILSEQ: the same name is refused every time.
+        for errno in [36, 22, 84] {
+            assert!(local(errno).is_permanent(), "{errno}");
+        }
+        // EIO, ENOSPC, EACCES, EISDIR, ENOTDIR, EROFS: the disk or an operator can fix these.
+        for errno in [5, 28, 13, 21, 20, 30] {
+            assert!(!local(errno).is_permanent(), "{errno}");
+        }
+        assert!(UploadError::Render {
+            index: 1,
+            reason: "bad msgpack".into()
+        }
+        .is_permanent());
+        assert!(!UploadError::MissingChunk(1).is_permanent());
+        assert!(!UploadError::Task("panicked".into()).is_permanent());
+        let invalid = object_store::Error::from(ObjectPath::parse("a//b").unwrap_err());
+        assert!(UploadError::Store(invalid).is_permanent());
+        let generic = |status: &str| {
+            UploadError::Store(object_store::Error::Generic {
+                store: "S3",
+                source: format!("Error performing PUT http://h/b/k in 1ms - Server returned non-2xx status code: {status}: ").into(),
+            })
+        };
+        assert!(generic("400 Bad Request").is_permanent());
+        assert!(generic("413 Payload Too Large").is_permanent());
+        assert!(!generic("429 Too Many Requests").is_permanent());
+        assert!(!generic("408 Request Timeout").is_permanent());
+        assert!(!generic("503 Service Unavailable").is_permanent());
+        let denied = object_store::Error::PermissionDenied {
+            path: "k".into(),
+            source: "non-2xx status code: 403 Forbidden".into(),
+        };
+        assert!(!UploadError::Store(denied).is_permanent());
+    }
+
+    #[tokio::test]
+    async fn local_store_refusals_are_classified() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = UploadTarget::local_dir(dir.path().to_path_buf()).unwrap();
+        let body = || Bytes::from_static(b"x");
+        // A segment longer than the file system allows (a key sealed by an older version).
+        let long = format!("{}/2026/11/25/1-1.log.gz", "t".repeat(300));
+        let e = target.put(&long, body()).await.unwrap_err();
+        assert!(e.is_permanent(), "{e}");
+        // An invalid key.
+        let e = target.put("a//b.log.gz", body()).await.unwrap_err();
+        assert!(e.is_permanent(), "{e}");
+        // A directory where the object goes: an operator can remove it, so retry.
+        std::fs::create_dir_all(dir.path().join("t/2026/x.log.gz")).unwrap();
+        let e = target.put("t/2026/x.log.gz", body()).await.unwrap_err();
+        assert!(!e.is_permanent(), "{e}");
+        // Dead-letter keys sit under the target's prefix.
+        assert_eq!(
+            target.full_key("dead-letter/a.log.gz"),
+            "dead-letter/a.log.gz"
+        );
+        target.put("dead-letter/a.log.gz", body()).await.unwrap();
+    }
+}
