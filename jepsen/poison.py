@@ -564,6 +564,9 @@ def account(bucket, sends):
         if acked and r.get("expect") == "closed":
             out["unexpected_acks"] += 1
             samples["unexpected_acks"].append(r["send"])
+        if outcome == "timeout" and r.get("expect") == "closed":
+            out["not_closed"] += 1  # neither acked nor closed within the ack timeout
+            samples["not_closed"].append(r["send"])
         for pid, expect in r.get("events", []):
             known.add(pid)
             found = where.get(pid, [])
@@ -639,9 +642,10 @@ def summary_lines(res):
         "%d refused events dropped from acked frames" % (
             g("acked_events", 0), g("acked_found", 0), g("acked_found_bucket", 0),
             g("acked_found_dead_letter", 0), g("acked_missing", 0), g("dropped_from_acked_frames", 0)),
-        "poison failures:   %d duplicated, %d refused-but-stored; %d unexpected acks; "
-        "%d unacked found once" % (g("duplicated", 0), g("refused_but_stored", 0),
-                                   g("unexpected_acks", 0), g("unacked_found", 0)),
+        "poison failures:   %d duplicated, %d refused-but-stored; %d unexpected acks, %d not "
+        "closed in time, %d unacked found once, %d stray ids" % (
+            g("duplicated", 0), g("refused_but_stored", 0), g("unexpected_acks", 0),
+            g("not_closed", 0), g("unacked_found", 0), g("stray_in_bucket", 0)),
         "poison idle/slow:  %d idle connections held (%d closed by the node); slow: %s" % (
             g("idle_opened", 0), g("idle_closed_by_node", 0),
             ", ".join("%d %s" % (n, k) for k, n in sorted((g("by_case") or {}).get("slow", {}).items()))
