@@ -714,9 +714,11 @@ class Cluster:
                                      os.path.join(self.certs, "node-%d.pem" % node_id), key))
 
     def forward_source(self, host):
-        """The in_forward `<source>` of a node or forwarder (`--poison-chunk-size-limit` sets
-        its `chunk_size_limit`)."""
-        limit = self.args.poison_chunk_size_limit
+        """The in_forward `<source>` of a node or forwarder. `--poison-chunk-size-limit` sets
+        `chunk_size_limit` on the entry points only (not on nodes behind forwarders: the
+        forwarders' frames, up to out_forward's 4 MiB `max_frame_size`, must pass)."""
+        entry = host.is_forwarder == bool(self.args.forwarders)
+        limit = self.args.poison_chunk_size_limit if entry else None
         return FORWARD_SOURCE % dict(ip=host.ip, fwd=host.fwd_port,
                                      limits="  chunk_size_limit %d\n" % limit if limit else "")
 
@@ -1511,7 +1513,7 @@ def parse_args(argv):
     p.add_argument("--poison-slow-seconds", type=float, default=2,
                    help="seconds the poison nemesis's slow sender takes per chunk (default 2)")
     p.add_argument("--poison-chunk-size-limit", type=size_arg,
-                   help="set in_forward's chunk_size_limit (e.g. 1m) on every node and forwarder; "
+                   help="set in_forward's chunk_size_limit (e.g. 1m) on the entry points; "
                         "the poison nemesis then also sends a complete frame just over it "
                         "(default: lograft's default, no limit but the 512 MiB cap)")
     p.add_argument("--rust-log", default="info")
