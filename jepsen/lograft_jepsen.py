@@ -1854,9 +1854,10 @@ def summary(r, path):
         for a in r.get("anomalies", []):
             print("anomaly:           %s %s" % (a["kind"], json.dumps(
                 {k: v for k, v in a.items() if k not in ("kind", "log_tail", "leader_status")})[:300]))
-        print("VALID" if r.get("valid") else "INVALID: acked events lost or duplicated%s" % (
-            ", poison failures %s" % json.dumps(poison.failures(r["poison"]))
-            if poison.failures(r.get("poison") or {}) else ""))
+        pfail = poison.failures(r.get("poison") or {})
+        print("VALID" if r.get("valid") else "INVALID: %s" % "; ".join(
+            ([] if not (r["lost"] or r["duplicated"]) else ["acked events lost or duplicated"])
+            + (["poison failures %s" % json.dumps(pfail)] if pfail else [])))
         if r.get("valid") and r.get("duplicated"):
             print("(VALID only because of --allow-resend-duplicates: %d duplicated events)" % r["duplicated"])
     print("result: %s   (exit %s)" % (path, r.get("exit_code", "-")))

@@ -187,11 +187,11 @@ class Send:
         try:
             try:
                 s.sendall(frame)
+                if half_close:
+                    s.shutdown(socket.SHUT_WR)
             except OSError as e:
                 self.finish(kind_of(e), phase="write")
                 return
-            if half_close:
-                s.shutdown(socket.SHUT_WR)
             self.finish(*self.await_reply(s))
         finally:
             s.close()
@@ -319,7 +319,7 @@ class Poisoner:
             for case in self.rng.sample(cases, len(cases)):
                 if self.stop_event.is_set():
                     return
-                case()
+                self._guard(case)
             self.stop_event.wait(0.2)
 
     def oversized(self):
