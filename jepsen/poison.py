@@ -634,21 +634,20 @@ def innocent_acks_in_windows(ops, history):
 
 def summary_lines(res):
     g = res.get
-    lines = [
+    slow = (g("by_case") or {}).get("slow", {})
+    return [
         "poison sends:      %d sent (%d events), %d acked, %d refused before the ack; %d not "
         "connected" % (g("sent", 0), g("events", 0), g("acked", 0), g("refused_before_ack", 0),
                        g("not-connected", 0)),
-        "poison acked:      %d events: %d found (%d bucket, %d dead-letter), %d MISSING; "
-        "%d refused events dropped from acked frames" % (
+        "poison acked:      %d events: %d found (%d bucket, %d dead-letter); %d refused events "
+        "dropped from acked frames" % (
             g("acked_events", 0), g("acked_found", 0), g("acked_found_bucket", 0),
-            g("acked_found_dead_letter", 0), g("acked_missing", 0), g("dropped_from_acked_frames", 0)),
-        "poison failures:   %d duplicated, %d refused-but-stored; %d unexpected acks, %d not "
-        "closed in time, %d unacked found once, %d stray ids" % (
-            g("duplicated", 0), g("refused_but_stored", 0), g("unexpected_acks", 0),
-            g("not_closed", 0), g("unacked_found", 0), g("stray_in_bucket", 0)),
-        "poison idle/slow:  %d idle connections held (%d closed by the node); slow: %s" % (
-            g("idle_opened", 0), g("idle_closed_by_node", 0),
-            ", ".join("%d %s" % (n, k) for k, n in sorted((g("by_case") or {}).get("slow", {}).items()))
-            or "none"),
+            g("acked_found_dead_letter", 0), g("dropped_from_acked_frames", 0)),
+        "poison failures:   %d acked-but-missing, %d duplicated, %d refused-but-stored" % (
+            g("acked_missing", 0), g("duplicated", 0), g("refused_but_stored", 0)),
+        "poison other:      %d unexpected acks, %d not closed in time, %d unacked found once, "
+        "%d stray ids; idle: %d held (%d closed by the node); slow: %s" % (
+            g("unexpected_acks", 0), g("not_closed", 0), g("unacked_found", 0),
+            g("stray_in_bucket", 0), g("idle_opened", 0), g("idle_closed_by_node", 0),
+            ", ".join("%d %s" % (n, k) for k, n in sorted(slow.items())) or "none"),
     ]
-    return lines
