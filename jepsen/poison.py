@@ -177,24 +177,28 @@ class Send:
         s.settimeout(self.p.ack_timeout)
         return s
 
-    def send(self, frame, half_close=False):
-        """Connect, write `frame`, (optionally shut down our side: the node sees the stream
-        end), then wait for the ack or the close."""
+    def send(self, frame, half_close=False, write=None, info=None):
+        """Connect, write `frame` (or call `write(sock)`), optionally shut down our side (the
+        node sees the stream end), then wait for the ack or the close. `info`: a dict the
+        writer may fill, recorded with the outcome. False when it could not connect."""
         s = self.connect()
         if s is None:
-            return
-        self.rec["frame_bytes"] = len(frame)
+            return False
+        info = {} if info is None else info
+        if frame is not None:
+            self.rec["frame_bytes"] = len(frame)
         try:
             try:
-                s.sendall(frame)
+                (write or (lambda sock: sock.sendall(frame)))(s)
                 if half_close:
                     s.shutdown(socket.SHUT_WR)
             except OSError as e:
-                self.finish(kind_of(e), phase="write")
-                return
-            self.finish(*self.await_reply(s))
+                self.finish(kind_of(e), phase="write", **info)
+                return True
+            self.finish(*self.await_reply(s), **info)
         finally:
             s.close()
+        return True
 
     def await_reply(self, s):
         """(outcome, detail...) after the frame went out: acked, closed, reset, timeout or
@@ -337,7 +341,14 @@ class Poisoner:
         declared = limit + (1 << 20)
         head = b"\x93" + pack(s.tag) + b"\xc6" + struct.pack(">I", declared)
         block = entry * max(1, (64 << 10) // len(entry))
-        self._stream(s, head, block, min(declared, 8 << 20), declared_bytes=declared)
+        info = dict(sent_bytes=0, declared_bytes=declared)
+
+        def stream(sock):
+            sock.sendall(head)
+            while info["sent_bytes"] < min(declared, 8 << 20):
+                sock.sendall(block)
+                info["sent_bytes"] += len(block)
+        s.send(None, half_close=True, write=stream, info=info)
         if self.chunk_size_limit and self.chunk_size_limit <= (64 << 20):
             s = Send(self, "oversized:forward-mode", self.tag)
             s.expect = "closed"
@@ -345,28 +356,6 @@ class Poisoner:
             n = limit // len(entry) + 64
             frame = b"\x93" + pack(s.tag) + b"\xdd" + struct.pack(">I", n) + entry * n + pack({"chunk": s.id})
             s.send(frame)
-
-    def _stream(self, s, head, block, budget, **extra):
-        """Send `head`, then `block` repeatedly up to `budget` bytes, shut our side, and wait
-        for the answer (a write failing because the node closed is the answer too)."""
-        sock = s.connect()
-        if sock is None:
-            return
-        sent = 0
-        try:
-            try:
-                sock.sendall(head)
-                while sent < budget:
-                    piece = block[:min(len(block), budget - sent)]
-                    sock.sendall(piece)
-                    sent += len(piece)
-                sock.shutdown(socket.SHUT_WR)
-            except OSError as e:
-                s.finish(kind_of(e), phase="write", sent_bytes=sent, **extra)
-                return
-            s.finish(*s.await_reply(sock), sent_bytes=sent, **extra)
-        finally:
-            sock.close()
 
     def long_tag(self):
         """A tag of `--poison-tag-bytes` (64 KiB) under `test.`: acked and stored under its
@@ -436,28 +425,17 @@ class Poisoner:
         while not self.stop_event.is_set():
             s = Send(self, "slow", self.tag)
             frame = s.packed(b"".join(s.entry("store", i=i, msg="s" * 20) for i in range(16)), 16)
-            sock = s.connect()
-            if sock is None:
-                self.stop_event.wait(0.5)
-                continue
-            s.rec["frame_bytes"] = len(frame)
             gap = self.slow_seconds / len(frame)
-            try:
-                try:
-                    i = 0
-                    while i < len(frame):
-                        if self.stop_event.is_set():
-                            sock.sendall(frame[i:])
-                            break
-                        sock.sendall(frame[i:i + 1])
-                        i += 1
-                        time.sleep(gap)
-                except OSError as e:
-                    s.finish(kind_of(e), phase="write")
-                    continue
-                s.finish(*s.await_reply(sock))
-            finally:
-                sock.close()
+
+            def dribble(sock):
+                for i in range(len(frame)):
+                    if self.stop_event.is_set():
+                        sock.sendall(frame[i:])
+                        return
+                    sock.sendall(frame[i:i + 1])
+                    time.sleep(gap)
+            if not s.send(frame, write=dribble):
+                self.stop_event.wait(0.5)
 
     def hold_idle(self):
         """`--poison-idle` connections spread over the entry points, held until the window
