@@ -324,7 +324,7 @@ class Poisoner:
                 if self.stop_event.is_set():
                     return
                 self._guard(case)
-            self.stop_event.wait(0.2)
+            self.stop_event.wait(0.5)  # mixed into the stream, not a flood
 
     def oversized(self):
         """Frames larger than in_forward's frame limit (`chunk_size_limit`; without one, the
