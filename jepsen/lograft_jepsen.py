@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """lograft fault harness ("jepsen"): run an aggregator cluster on loopback, inject faults
-(kill -9, SIGSTOP, network partition, disk loss) while clients write uniquely numbered events
-over the Forward protocol, then check that every acknowledged event is in the bucket exactly
-once.
+(kill -9, SIGSTOP, network partition, disk loss, power loss, poison input) while clients write
+uniquely numbered events over the Forward protocol, then check that every acknowledged event is
+in the bucket exactly once (and account for the poison: jepsen/poison.py).
 
 Stdlib only (the few msgpack shapes needed are encoded by hand). Must run as root for the
 partition nemesis (iptables/nft) and for running each node under its own group id. See
@@ -26,10 +26,11 @@ import threading
 import time
 import traceback
 
+import poison  # jepsen/poison.py
 import timeline  # jepsen/timeline.py (this script's directory is on sys.path)
 
 TAG = "test.jepsen"
-NEMESES = ("kill", "pause", "partition", "disk-loss", "power-loss")
+NEMESES = ("kill", "pause", "partition", "disk-loss", "power-loss", "poison")
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 # ---------------------------------------------------------------------------------------------
@@ -410,7 +411,7 @@ FORWARD_SOURCE = """<source>
   @type forward
   bind %(ip)s
   port %(fwd)d
-</source>
+%(limits)s</source>
 """
 
 
@@ -532,7 +533,7 @@ class Slot:
 %(extra)s%(membership)s
 %(transport)s</cluster>
 """ % dict(transport=self.cluster.transport_text(self.node_id), slot=self.slot, id=self.node_id, ip=self.ip, fwd=self.fwd_port, raft=self.raft_port,
-           source=FORWARD_SOURCE % dict(ip=self.ip, fwd=self.fwd_port),
+           source=self.cluster.forward_source(self),
            bucket=self.cluster.bucket, flush=a.flush_interval, raft_dir=self.raft_dir,
            hb=a.heartbeat_interval, et=a.election_timeout,
            extra="".join("  %s\n" % l for l in a.cluster_extra), membership=membership)
@@ -648,7 +649,7 @@ class Forwarder(Slot):
     retry_forever true
   </buffer>
 </match>
-""" % dict(name=self.node_id, source=FORWARD_SOURCE % dict(ip=self.ip, fwd=self.fwd_port),
+""" % dict(name=self.node_id, source=self.cluster.forward_source(self),
            servers=servers,
            flush=a.forwarder_flush_interval)
 
@@ -711,6 +712,15 @@ class Cluster:
         return ("  <transport tls>\n    ca_path %s\n    cert_path %s\n    private_key_path %s\n"
                 "  </transport>\n" % (os.path.join(self.certs, "ca.pem"),
                                      os.path.join(self.certs, "node-%d.pem" % node_id), key))
+
+    def forward_source(self, host):
+        """The in_forward `<source>` of a node or forwarder. `--poison-chunk-size-limit` sets
+        `chunk_size_limit` on the entry points only (not on nodes behind forwarders: the
+        forwarders' frames, up to out_forward's 4 MiB `max_frame_size`, must pass)."""
+        entry = host.is_forwarder == bool(self.args.forwarders)
+        limit = self.args.poison_chunk_size_limit if entry else None
+        return FORWARD_SOURCE % dict(ip=host.ip, fwd=host.fwd_port,
+                                     limits="  chunk_size_limit %d\n" % limit if limit else "")
 
     def host(self, slot):
         """A node's or a forwarder's slot."""
@@ -1015,9 +1025,10 @@ class Workload:
 
 
 class Nemesis:
-    def __init__(self, cluster, firewall, args, rng):
+    def __init__(self, cluster, firewall, args, rng, poisoner=None):
         self.c = cluster
         self.fw = firewall
+        self.poisoner = poisoner  # poison.Poisoner, with the poison nemesis
         self.args = args
         self.rng = rng
         self.ops = []
@@ -1063,6 +1074,12 @@ class Nemesis:
             self.current = (kind, dict(slot=slot))
             self.record(kind, "start", slot=slot, node_id=c.slots[slot].node_id, target=why,
                         leader_slot=leader, groups=[[slot], others])
+        elif kind == "poison":
+            detail = self.poisoner.start()
+            self.current = (kind, dict(slot=None))
+            points = c.entry_points()
+            self.record(kind, "start", node_id="%d %s" % (
+                len(points), "forwarders" if c.forwarders else "nodes"), leader_slot=leader, **detail)
         elif kind == "disk-loss":
             if not leader:
                 leader = wait_for(c.leader, 15, 0.5)
@@ -1085,9 +1102,11 @@ class Nemesis:
             return True
         kind, d = self.current
         c = self.c
-        s = c.host(d["slot"])
+        s = c.host(d["slot"]) if d["slot"] is not None else None
         ok = True
-        if kind in ("kill", "power-loss"):
+        if kind == "poison":
+            self.record(kind, "heal", **self.poisoner.stop())
+        elif kind in ("kill", "power-loss"):
             s.start()  # power-loss: lazyfs boots the disk on what was fsynced, then the node
             ok = s.wait_port(s.ready_port, 60)
             self.record(kind, "heal", slot=s.slot, node_id=s.node_id, restarted=ok)
@@ -1172,8 +1191,11 @@ class Nemesis:
         self.record(self.current[0], "during", views=view)
 
     def release(self):
-        """On abort: resume paused nodes and drop the partition, but restart nothing."""
+        """On abort: resume paused nodes, drop the partition, stop poisoning, but restart
+        nothing."""
         self.current = None
+        if self.poisoner:
+            self.poisoner.stop(timeout=5)
         if self.fw:
             self.fw.heal()
         for s in self.c.hosts():
@@ -1271,13 +1293,17 @@ class LeaderWatch:
 
 
 def read_bucket(bucket, want=None):
-    """Count every `seq` in the bucket's objects. With `want` (a set of seqs), also return the
-    objects each of those seqs is in."""
+    """Count every `seq` in the bucket's objects (its dead-letter area included: those are
+    counted in `dead_lettered` too). With `want` (a set of seqs), also return the objects each
+    of those seqs is in. Poison records (`{"poison": ...}`, jepsen/poison.py accounts for them)
+    are passed over, and so are the pieces of a poison line cut by a control character in its
+    tag."""
     counts = collections.Counter()
     where = collections.defaultdict(list)
     objects = 0
     other = []
     bad = []
+    dead_lettered = 0
     for root, _, files in os.walk(bucket):
         for name in sorted(files):
             p = os.path.join(root, name)
@@ -1292,24 +1318,37 @@ def read_bucket(bucket, want=None):
             objects += 1
             try:
                 with opener(p, "rb") as f:
-                    data = f.read().decode()
-            except (OSError, EOFError, UnicodeDecodeError) as e:
+                    raw = f.read()
+            except (OSError, EOFError) as e:
                 bad.append("%s: %s" % (rel, e))
                 continue
-            for line in data.splitlines():
+            poisoned = bool(poison.poison_ids(raw))
+            try:
+                data = raw.decode()
+            except UnicodeDecodeError as e:
+                if not poisoned:  # a raw (msgpack) dead-letter batch of poison only: not ours
+                    bad.append("%s: %s" % (rel, e))
+                continue
+            for line in data.split("\n"):
+                if not line or '"poison":"' in line:
+                    continue
                 parts = line.split("\t", 2)
                 if len(parts) != 3:
-                    bad.append("%s: malformed line %r" % (rel, line[:100]))
+                    if not poisoned:
+                        bad.append("%s: malformed line %r" % (rel, line[:100]))
                     continue
                 try:
                     seq = json.loads(parts[2])["seq"]
                 except (ValueError, KeyError, TypeError):
-                    bad.append("%s: bad record %r" % (rel, parts[2][:100]))
+                    if not poisoned:
+                        bad.append("%s: bad record %r" % (rel, parts[2][:100]))
                     continue
                 counts[seq] += 1
+                if poison.is_dead_letter(rel):
+                    dead_lettered += 1
                 if want is not None and seq in want:
                     where[seq].append(rel)
-    return counts, where, objects, other, bad
+    return counts, where, objects, other, bad, dead_lettered
 
 
 def wait_idle(cluster, timeout):
@@ -1340,16 +1379,18 @@ def wait_idle(cluster, timeout):
 def verdict(res, allow_resend_duplicates):
     """True if the run is valid: nothing acked lost, nothing duplicated (with
     `--allow-resend-duplicates`: no duplicate other than of chunks resent after a forwarder
-    stored them without acking)."""
+    stored them without acking), and no poison failure (an acked poison event missing, a
+    poison event stored twice, one the node had to refuse stored)."""
     dups = res["duplicated"]
     if allow_resend_duplicates:
         dups -= res.get("duplicated_resent_via_forwarder", 0)
-    return res["lost"] == 0 and dups == 0
+    return res["lost"] == 0 and dups == 0 and not poison.failures(res.get("poison") or {})
 
 
-def check(bucket, results, events_per_chunk):
-    """Compare the client history (one record per chunk) with the bucket's contents."""
-    counts, _, objects, other, bad = read_bucket(bucket)
+def check(bucket, results, events_per_chunk, poison_sends=None):
+    """Compare the client history (one record per chunk) with the bucket's contents; with
+    poison sends (jepsen/poison.py), account for the poison too (`res["poison"]`)."""
+    counts, _, objects, other, bad, dead_lettered = read_bucket(bucket)
     acked, unknown, failed = [], [], []
     for r in results:
         rng = range(r["first"], r["first"] + r["count"])
@@ -1389,11 +1430,14 @@ def check(bucket, results, events_per_chunk):
         unknown_not_found=len(unknown_seqs) - len(unknown_found),
         never_written_but_found=len(failed_found), unexpected=len(unexpected),
         events_in_bucket=sum(counts.values()), distinct_in_bucket=len(counts),
+        events_in_dead_letter=dead_lettered,
         objects=objects, other_files=other[:20], bad_lines=bad[:20],
         lost_sample=[dict(seq=s, chunk=chunk_of(s)) for s in lost[:10]],
         duplicated_sample=[dict(seq=s, count=counts[s], objects=where.get(s, [])[:5], chunk=chunk_of(s))
                            for s in dup[:10]],
     )
+    if poison_sends is not None:
+        res["poison"] = poison.account(bucket, poison_sends)
     return res
 
 
@@ -1462,6 +1506,16 @@ def parse_args(argv):
                    help="extra line for every <cluster> section, e.g. 'snapshot_every 200'")
     p.add_argument("--no-tls", dest="tls", action="store_false",
                    help="plaintext cluster port (default: mutual TLS, certificates from `lograft cluster certs`)")
+    p.add_argument("--poison-tag-bytes", type=int, default=65536,
+                   help="length of the poison nemesis's long tag (default 65536)")
+    p.add_argument("--poison-idle", type=int, default=32,
+                   help="idle connections the poison nemesis holds open per window (default 32)")
+    p.add_argument("--poison-slow-seconds", type=float, default=2,
+                   help="seconds the poison nemesis's slow sender takes per chunk (default 2)")
+    p.add_argument("--poison-chunk-size-limit", type=size_arg,
+                   help="set in_forward's chunk_size_limit (e.g. 1m) on the entry points; "
+                        "the poison nemesis then also sends a complete frame just over it "
+                        "(default: lograft's default, no limit but the 512 MiB cap)")
     p.add_argument("--rust-log", default="info")
     p.add_argument("--leader-poll", type=float, default=1.0,
                    help="seconds between polls of who leads, for the timeline (default 1; 0: off)")
@@ -1475,6 +1529,16 @@ def parse_args(argv):
     if not a.ip_prefix.startswith("127."):
         p.error("--ip-prefix must be on 127.0.0.0/8")
     return a
+
+
+def size_arg(text):
+    """`1048576`, `64k`, `1m`, `1g` -> bytes."""
+    t = text.strip().lower()
+    mult = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}.get(t[-1:], 1)
+    try:
+        return int(float(t[:-1] if mult > 1 else t) * mult)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not a size: %r" % text)
 
 
 def ensure_lazyfs(args):
@@ -1500,7 +1564,8 @@ def recheck(workdir):
         result = json.load(f)
     with open(os.path.join(workdir, "history.jsonl")) as f:
         results = [json.loads(l) for l in f]
-    res = check(os.path.join(workdir, "bucket"), results, result["events_per_chunk"])
+    res = check(os.path.join(workdir, "bucket"), results, result["events_per_chunk"],
+                poison.load_sends(workdir))
     result.update(res)
     ok = verdict(res, result.get("allow_resend_duplicates", False))
     result["valid"] = ok
@@ -1637,7 +1702,12 @@ def main(argv=None):
         watch.start()
         workload = Workload(cluster, args, run_id, seed)
         workload.start()
-        nemesis = Nemesis(cluster, fw, args, rng)
+        poisoner = None
+        if "poison" in kinds:
+            poisoner = poison.Poisoner(run_id, TAG, cluster.entry_points,
+                                       os.path.join(workdir, "poison.jsonl"), args, rng,
+                                       lambda: time.monotonic() - _T0)
+        nemesis = Nemesis(cluster, fw, args, rng, poisoner)
         t_start = time.monotonic()
         if kinds:
             nemesis.run(kinds, args.time, workload)
@@ -1674,8 +1744,11 @@ def main(argv=None):
             if "panicked" in text:
                 cluster.anomaly("panic-in-log", slot=s.slot, node_id=s.node_id, log=s.log_path,
                                 lines=[l for l in text.splitlines() if "panicked" in l][:3])
-        res = check(cluster.bucket, workload.results, args.events_per_chunk)
+        res = check(cluster.bucket, workload.results, args.events_per_chunk,
+                    poisoner.sends if poisoner else None)
         result.update(res)
+        if poisoner:
+            poison_anomalies(cluster, res["poison"], nemesis.ops, workload.results, result)
         result["converged"] = idle
         result["leader_status"] = last
         result["attempt_errors"] = dict(workload.attempt_errors)
@@ -1725,6 +1798,21 @@ def main(argv=None):
     return code
 
 
+def poison_anomalies(cluster, pres, ops, history, result):
+    """Poison outcomes that are not lost or duplicated events but must not happen: a frame the
+    node had to close on was acked, a poison sender failed, and a poison window of 3 s or more
+    in which no innocent chunk was acked (poison stopped innocent traffic)."""
+    if pres.get("unexpected_acks"):
+        cluster.anomaly("poison-acked-malformed", sends=pres["samples"].get("unexpected_acks"))
+    if pres.get("harness-error"):
+        cluster.anomaly("poison-sender-failed", count=pres["harness-error"])
+    windows = poison.innocent_acks_in_windows(ops, history)
+    result["poison_windows"] = [dict(t0=a, t1=b, innocent_chunks_acked=n) for a, b, n in windows]
+    for a, b, n in windows:
+        if n == 0 and b - a >= 3:
+            cluster.anomaly("poison-stalled-innocent-traffic", t0=a, t1=b)
+
+
 def write_timeline(result, history, result_path):
     """Draw the run's timeline (jepsen/timeline.py) next to `result_path`; its path goes into
     `result["timeline"]`. A drawing failure is logged, never fails the run."""
@@ -1757,13 +1845,19 @@ def summary(r, path):
                   ", allowed" if r.get("allow_resend_duplicates") else ""))
         print("unknown events:    %d (found %d, not found %d)" % (
             r["unknown_events"], r["unknown_found"], r["unknown_not_found"]))
-        print("bucket:            %d objects, %d events, %d unexpected" % (
-            r["objects"], r["events_in_bucket"], r["unexpected"]))
+        print("bucket:            %d objects, %d events (%d in the dead-letter area), %d unexpected" % (
+            r["objects"], r["events_in_bucket"], r.get("events_in_dead_letter", 0), r["unexpected"]))
+        if r.get("poison") is not None:
+            for line in poison.summary_lines(r["poison"]):
+                print(line)
         print("converged:         %s" % r.get("converged"))
         for a in r.get("anomalies", []):
             print("anomaly:           %s %s" % (a["kind"], json.dumps(
                 {k: v for k, v in a.items() if k not in ("kind", "log_tail", "leader_status")})[:300]))
-        print("VALID" if r.get("valid") else "INVALID: acked events lost or duplicated")
+        pfail = poison.failures(r.get("poison") or {})
+        print("VALID" if r.get("valid") else "INVALID: %s" % "; ".join(
+            ([] if not (r["lost"] or r["duplicated"]) else ["acked events lost or duplicated"])
+            + (["poison failures %s" % json.dumps(pfail)] if pfail else [])))
         if r.get("valid") and r.get("duplicated"):
             print("(VALID only because of --allow-resend-duplicates: %d duplicated events)" % r["duplicated"])
     print("result: %s   (exit %s)" % (path, r.get("exit_code", "-")))
