@@ -1,6 +1,7 @@
 //! The fault harness in the test suite (so CI runs it on every change): `jepsen/run` against this
-//! build's binary, a short schedule of kill -9, SIGSTOP, partitions and disk loss on a 3-node
-//! cluster on loopback, must end VALID (every acknowledged event in the bucket exactly once, and
+//! build's binary, a short schedule of kill -9, SIGSTOP, partitions, disk loss and poison input
+//! (oversized, malformed and too-deep frames, unsafe tags, idle and slow connections) on a
+//! 3-node cluster on loopback, must end VALID (every acknowledged event in the bucket exactly once, and
 //! the cluster recovered). The partition nemesis changes iptables/nft rules and runs each node
 //! under its own group id, so the harness needs root; without root this test runs the nemeses
 //! that do not (kill, pause, disk-loss) and says so.
@@ -16,10 +17,10 @@ fn fault_harness_run_ends_valid() {
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
     let nemesis = if root {
-        "kill,pause,partition,disk-loss"
+        "kill,pause,partition,disk-loss,poison"
     } else {
         eprintln!("fault_harness: not root, so no partition nemesis (it needs iptables)");
-        "kill,pause,disk-loss"
+        "kill,pause,disk-loss,poison"
     };
     let work = tempfile::tempdir().unwrap();
     let out = Command::new(repo.join("jepsen/run"))
