@@ -27,10 +27,15 @@ import time
 import traceback
 
 import poison  # jepsen/poison.py
+import s3bucket  # jepsen/s3bucket.py (moto, the fault proxy, reading the bucket back)
+import s3proxy  # jepsen/s3proxy.py
 import timeline  # jepsen/timeline.py (this script's directory is on sys.path)
 
 TAG = "test.jepsen"
-NEMESES = ("kill", "pause", "partition", "disk-loss", "power-loss", "poison")
+NEMESES = ("kill", "pause", "partition", "disk-loss", "power-loss", "poison", "s3",
+           "majority-loss", "double-fault", "leader-disk-loss")
+# Nemeses that take a node's disk (followed by the documented replacement procedure).
+DISK_LOSSES = ("disk-loss", "leader-disk-loss", "double-fault")
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 # ---------------------------------------------------------------------------------------------
@@ -406,6 +411,19 @@ def setup_firewall(preferred, gids, ips):
 # the cluster
 
 
+# The nodes' `<match>` with `--bucket dir` (the default): a local directory as the bucket.
+FILE_MATCH = """<match test.**>
+  @type file
+  path %(bucket)s
+  <buffer tag>
+    flush_interval %(flush)s
+    chunk_limit_size 2m
+    retry_wait 0.2s
+    retry_max_interval 1s
+  </buffer>
+</match>
+"""
+
 # Every host's Forward input (nodes and forwarders).
 FORWARD_SOURCE = """<source>
   @type forward
@@ -514,17 +532,7 @@ class Slot:
     def config(self, membership):
         a = self.cluster.args
         return """# lograft-jepsen slot %(slot)d, node %(id)d
-%(source)s<match test.**>
-  @type file
-  path %(bucket)s
-  <buffer tag>
-    flush_interval %(flush)s
-    chunk_limit_size 2m
-    retry_wait 0.2s
-    retry_max_interval 1s
-  </buffer>
-</match>
-<cluster>
+%(source)s%(match)s<cluster>
   node_id %(id)d
   address %(ip)s:%(raft)d
   data_dir %(raft_dir)s
@@ -533,8 +541,8 @@ class Slot:
 %(extra)s%(membership)s
 %(transport)s</cluster>
 """ % dict(transport=self.cluster.transport_text(self.node_id), slot=self.slot, id=self.node_id, ip=self.ip, fwd=self.fwd_port, raft=self.raft_port,
-           source=self.cluster.forward_source(self),
-           bucket=self.cluster.bucket, flush=a.flush_interval, raft_dir=self.raft_dir,
+           source=self.cluster.forward_source(self), match=self.cluster.match_text(),
+           raft_dir=self.raft_dir,
            hb=a.heartbeat_interval, et=a.election_timeout,
            extra="".join("  %s\n" % l for l in a.cluster_extra), membership=membership)
 
@@ -680,8 +688,11 @@ class Cluster:
         self.args = args
         self.workdir = workdir
         self.bin = args.bin
+        # With `--bucket dir` the cluster uploads into this directory; with `--bucket s3` it is
+        # where the checker's snapshot of the S3 bucket goes (read through the S3 API).
         self.bucket = os.path.join(workdir, "bucket")
         os.makedirs(self.bucket, exist_ok=True)
+        self.s3 = None  # s3bucket.S3Bucket, with --bucket s3 (started by `start`)
         self.slots = {s: Slot(self, s) for s in range(1, args.nodes + 1)}
         self.forwarders = {FWD_SLOT_BASE + i: Forwarder(self, FWD_SLOT_BASE + i)
                            for i in range(1, args.forwarders + 1)}
@@ -712,6 +723,12 @@ class Cluster:
         return ("  <transport tls>\n    ca_path %s\n    cert_path %s\n    private_key_path %s\n"
                 "  </transport>\n" % (os.path.join(self.certs, "ca.pem"),
                                      os.path.join(self.certs, "node-%d.pem" % node_id), key))
+
+    def match_text(self):
+        """The nodes' `<match test.**>`: the bucket directory, or S3 through the fault proxy."""
+        if self.s3:
+            return s3bucket.match_text(self.s3.endpoint, self.args.flush_interval)
+        return FILE_MATCH % dict(bucket=self.bucket, flush=self.args.flush_interval)
 
     def forward_source(self, host):
         """The in_forward `<source>` of a node or forwarder. `--poison-chunk-size-limit` sets
@@ -807,6 +824,15 @@ class Cluster:
         return slot if st and st.get("state") == "Leader" else None
 
     def start(self):
+        if self.args.bucket == "s3":
+            self.s3 = s3bucket.S3Bucket(self.args.s3_python, os.path.join(self.workdir, "logs", "moto.log"),
+                                        seed=self.args.seed_used,
+                                        slow_delay=(self.args.s3_slow_min, self.args.s3_slow_max))
+            self.s3.start()
+            with open(os.path.join(self.workdir, "moto.pid"), "w") as f:
+                f.write("%d\n" % self.s3.proc.pid)
+            log("S3 bucket: moto at %s, cluster uploads through the fault proxy at %s" % (
+                self.s3.moto_endpoint, self.s3.endpoint))
         for s in self.slots.values():
             s.write_config(self.members_text())
             s.start()
@@ -855,6 +881,8 @@ class Cluster:
         for s in self.hosts():
             if s.disk:
                 s.disk.cut()  # unmount; the kept work dir has each disk under slotN/lazyfs/live
+        if self.s3:
+            self.s3.stop()
 
 
 def tail(path, n):
@@ -1035,6 +1063,7 @@ class Nemesis:
         self.current = None  # (kind, detail) of the fault in force
         self.broken = False  # a recovery failed: stop injecting
         self.host_faults = {}  # kind -> faults so far (alternates forwarder / node targets)
+        self.s3_modes = []  # s3 fault modes still to draw in this round
 
     def record(self, kind, phase, **detail):
         detail.update(kind=kind, phase=phase, t=round(time.monotonic() - _T0, 2))
@@ -1080,22 +1109,56 @@ class Nemesis:
             points = c.entry_points()
             self.record(kind, "start", node_id="%d %s" % (
                 len(points), "forwarders" if c.forwarders else "nodes"), leader_slot=leader, **detail)
-        elif kind == "disk-loss":
+        elif kind == "s3":
+            if not self.s3_modes:  # every mode once, in a random order, then again
+                self.s3_modes = self.rng.sample(self.args.s3_modes, len(self.args.s3_modes))
+            mode = self.s3_modes.pop()
+            proxy = c.s3.proxy
+            proxy.set_fault(mode, self.args.s3_fault_rate)
+            self.current = (kind, dict(slot=None, mode=mode, before=proxy.counts()))
+            self.record(kind, "start", node_id="s3 %s" % mode, mode=mode,
+                        rate=self.args.s3_fault_rate, leader_slot=leader)
+        elif kind == "majority-loss":
+            self.start_majority_loss(leader)
+        elif kind in DISK_LOSSES:
             if not leader:
                 leader = wait_for(c.leader, 15, 0.5)
             if not leader:
                 self.record(kind, "skipped", reason="no leader")
                 return False
-            followers = [x for x in sorted(c.slots) if x != leader]
-            slot = self.rng.choice(followers)
+            if kind == "leader-disk-loss":
+                slot = leader
+            else:
+                slot = self.rng.choice([x for x in sorted(c.slots) if x != leader])
             s = c.slots[slot]
             s.kill9()
             shutil.rmtree(s.raft_dir, ignore_errors=True)
             shutil.rmtree(s.data_dir, ignore_errors=True)
             self.current = (kind, dict(slot=slot, old_id=s.node_id, leader_slot=leader))
             self.record(kind, "start", slot=slot, node_id=s.node_id, leader_slot=leader,
+                        target="leader" if slot == leader else "follower",
                         wiped=[s.raft_dir, s.data_dir])
         return True
+
+    def start_majority_loss(self, leader):
+        """Take down a majority (kill -9 or SIGSTOP, one way for all, the leader first with
+        probability `--leader-bias`); the `start` record is written once all of them are down:
+        from then on no write may be acknowledged until `restore`."""
+        c = self.c
+        need = len(c.slots) // 2 + 1
+        how = self.rng.choice(("kill", "pause"))
+        slots = []
+        if leader and self.rng.random() < self.args.leader_bias:
+            slots.append(leader)
+        others = [x for x in sorted(c.slots) if x not in slots]
+        slots += self.rng.sample(others, need - len(slots))
+        for slot in slots:
+            s = c.slots[slot]
+            s.kill9() if how == "kill" else s.pause()
+        self.current = ("majority-loss", dict(slot=None, slots=slots, how=how))
+        self.record("majority-loss", "start", node_id="+".join("n%d" % c.slots[x].node_id for x in slots),
+                    slots=slots, how=how, leader_slot=leader,
+                    target="leader" if leader in slots else "followers")
 
     def heal(self):
         if not self.current:
@@ -1119,17 +1182,92 @@ class Nemesis:
         elif kind == "partition":
             self.fw.heal()
             self.record(kind, "heal", slot=s.slot, node_id=s.node_id)
-        elif kind == "disk-loss":
-            ok = self.rejoin(s, d["old_id"])
+        elif kind == "s3":
+            c.s3.proxy.clear()
+            after = c.s3.proxy.counts()
+            hit = after.get(d["mode"], 0) - d["before"].get(d["mode"], 0)
+            passed = after.get("passed", 0) - d["before"].get("passed", 0)
+            self.record(kind, "heal", node_id="s3 %s" % d["mode"], mode=d["mode"],
+                        requests_faulted=hit, requests_passed=passed)
+        elif kind == "majority-loss":
+            # `restore`: the end of the window in which no ack may be given.
+            self.record(kind, "restore", slots=d["slots"], how=d["how"])
+            for slot in d["slots"]:
+                x = c.slots[slot]
+                x.start() if d["how"] == "kill" else x.resume()
+            up = {slot: c.slots[slot].wait_port(c.slots[slot].ready_port, 60) for slot in d["slots"]}
+            self.record(kind, "heal", slots=d["slots"], how=d["how"], restarted=up)
+            for slot, u in up.items():
+                if not u:
+                    ok = False
+                    x = c.slots[slot]
+                    c.anomaly("restart-failed", slot=slot, node_id=x.node_id, log=x.log_path,
+                              log_tail=tail(x.log_path, 30))
+        elif kind in ("disk-loss", "leader-disk-loss"):
+            ok = self.rejoin(s, d["old_id"], kind)
+        elif kind == "double-fault":
+            ok = self.rejoin_under_kill(s, d["old_id"])
         self.current = None
         if not ok:
             self.broken = True
         return ok
 
-    def rejoin(self, s, old_id):
-        """The documented disk-loss path: old id refused; new id + `join`; `cluster replace`."""
+    def rejoin_under_kill(self, s, old_id):
+        """double-fault: the disk-loss replacement of `s` (in a thread) and, while it runs,
+        `kill -9` of another node (the leader with probability `--leader-bias`) at a random
+        step of it (just after the old id was refused, or once the new node joined, before
+        `cluster replace`); that node is restarted after `--fault-min/max` s. With 3 nodes this
+        also loses the majority for a while (the wiped node's old id is still a voter)."""
         c = self.c
-        leader = wait_for(c.leader, 30, 0.5)
+        steps = {"checked": threading.Event(), "joined": threading.Event()}
+        outcome = {}
+
+        def replace():
+            try:
+                outcome["ok"] = self.rejoin(s, old_id, "double-fault", on_step=lambda n: steps[n].set()
+                                            if n in steps else None)
+            finally:
+                for e in steps.values():
+                    e.set()
+
+        t = threading.Thread(target=replace, name="double-fault-replace", daemon=True)
+        t.start()
+        at = self.rng.choice(sorted(steps)) if self.args.check_old_id_refused else "joined"
+        steps[at].wait(180)
+        leader = c.leader()
+        victim, why = self.pick_target(leader)
+        if victim == s.slot:
+            victim = self.rng.choice([x for x in sorted(c.slots) if x != s.slot])
+            why = "random"
+        v = c.slots[victim]
+        if t.is_alive():
+            v.kill9()
+            self.record("kill", "start", slot=victim, node_id=v.node_id, target=why,
+                        leader_slot=leader, during="double-fault replacement of slot %d (after %s)"
+                        % (s.slot, at))
+            time.sleep(self.rng.uniform(self.args.fault_min, self.args.fault_max))
+            v.start()
+            up = v.wait_port(v.ready_port, 60)
+            self.record("kill", "heal", slot=victim, node_id=v.node_id, restarted=up)
+            if not up:
+                c.anomaly("restart-failed", slot=victim, node_id=v.node_id, log=v.log_path,
+                          log_tail=tail(v.log_path, 30))
+        else:
+            self.record("double-fault", "no-overlap", slot=s.slot,
+                        reason="the replacement finished before the kill")
+        t.join(400)
+        if t.is_alive():
+            c.anomaly("replace-stuck", slot=s.slot, old_id=old_id)
+            return False
+        return outcome.get("ok", False)
+
+    def rejoin(self, s, old_id, kind="disk-loss", on_step=None):
+        """The documented disk-loss path: old id refused; new id + `join`; `cluster replace`.
+        `on_step("checked")` once the old id's refusal was checked, `on_step("joined")` once
+        the new node is in (for double-fault)."""
+        c = self.c
+        on_step = on_step or (lambda _n: None)
+        leader = wait_for(c.leader, 60, 0.5)
         if not leader:
             c.anomaly("no-leader-for-replace", slot=s.slot, old_id=old_id)
             return False
@@ -1149,12 +1287,13 @@ class Nemesis:
             except subprocess.TimeoutExpired:
                 refused = False
                 detail = ["still running after 60 s (killed)"]
-            self.record("disk-loss", "old-id-refused" if refused else "old-id-NOT-refused",
+            self.record(kind, "old-id-refused" if refused else "old-id-NOT-refused",
                         slot=s.slot, old_id=old_id, stderr=detail)
             if not refused:
                 c.anomaly("old-id-not-refused", slot=s.slot, old_id=old_id, detail=detail)
             shutil.rmtree(s.raft_dir, ignore_errors=True)
             shutil.rmtree(s.data_dir, ignore_errors=True)
+            on_step("checked")
         # 2. New id, `join` a live member, same address and ports.
         new_id = c.next_id
         c.next_id += 1
@@ -1162,16 +1301,21 @@ class Nemesis:
         s.write_config("  join %s" % laddr)
         s.start()
         joined = s.wait_port(s.fwd_port, 120)
-        self.record("disk-loss", "joined" if joined else "join-failed", slot=s.slot,
+        self.record(kind, "joined" if joined else "join-failed", slot=s.slot,
                     new_id=new_id, via=laddr)
         if not joined:
             c.anomaly("join-failed", slot=s.slot, new_id=new_id, log=s.log_path,
                       log_tail=tail(s.log_path, 30))
             return False
-        # 3. `cluster replace` promotes the new node and removes the old one.
+        on_step("joined")
+        # 3. `cluster replace` promotes the new node and removes the old one (asked of the
+        # leader of the moment: with double-fault the one we joined through may be down).
+        now = wait_for(c.leader, 60, 0.5)
+        if now:
+            laddr = c.slots[now].raft_addr
         rc, out, err = c.cli("replace", "--node", laddr, "--old", str(old_id), "--new",
                              str(new_id), "--wait", "120", timeout=180)
-        self.record("disk-loss", "replaced" if rc == 0 else "replace-failed", slot=s.slot,
+        self.record(kind, "replaced" if rc == 0 else "replace-failed", slot=s.slot,
                     old_id=old_id, new_id=new_id, rc=rc,
                     output=(out + err).strip().splitlines()[-3:])
         if rc != 0:
@@ -1196,6 +1340,8 @@ class Nemesis:
         self.current = None
         if self.poisoner:
             self.poisoner.stop(timeout=5)
+        if self.c.s3:
+            self.c.s3.proxy.clear()
         if self.fw:
             self.fw.heal()
         for s in self.c.hosts():
@@ -1208,6 +1354,8 @@ class Nemesis:
         try:
             ok = self.heal()
         finally:
+            if self.c.s3:
+                self.c.s3.proxy.clear()
             if self.fw:
                 self.fw.heal()
             for s in self.c.hosts():
@@ -1379,17 +1527,55 @@ def wait_idle(cluster, timeout):
 def verdict(res, allow_resend_duplicates):
     """True if the run is valid: nothing acked lost, nothing duplicated (with
     `--allow-resend-duplicates`: no duplicate other than of chunks resent after a forwarder
-    stored them without acking), and no poison failure (an acked poison event missing, a
-    poison event stored twice, one the node had to refuse stored)."""
+    stored them without acking), no poison failure (an acked poison event missing, a
+    poison event stored twice, one the node had to refuse stored), and no chunk acked while a
+    majority was down."""
     dups = res["duplicated"]
     if allow_resend_duplicates:
         dups -= res.get("duplicated_resent_via_forwarder", 0)
-    return res["lost"] == 0 and dups == 0 and not poison.failures(res.get("poison") or {})
+    return (res["lost"] == 0 and dups == 0 and not poison.failures(res.get("poison") or {})
+            and not (res.get("majority_loss") or {}).get("acked_while_lost"))
 
 
-def check(bucket, results, events_per_chunk, poison_sends=None):
+def majority_loss_windows(ops):
+    """[(t0, t1)] per majority-loss fault: from the moment a majority was down (its `start`
+    record is written after the last of them) to `restore` (just before the first comes back);
+    an interrupted fault's window has no end (None)."""
+    out, t0 = [], None
+    for op in ops:
+        if op.get("kind") != "majority-loss":
+            continue
+        if op.get("phase") == "start":
+            t0 = op["t"]
+        elif op.get("phase") == "restore" and t0 is not None:
+            out.append((t0, op["t"]))
+            t0 = None
+    if t0 is not None:
+        out.append((t0, None))
+    return out
+
+
+def acks_while_majority_lost(ops, results, grace):
+    """Per majority-loss window, the chunks whose ack the client received more than `grace`
+    seconds after the majority was down and before it came back (none may be: a write is
+    acknowledged once a majority stored it). `grace` covers an ack already on its way when the
+    last node went down."""
+    out = []
+    for t0, t1 in majority_loss_windows(ops):
+        acked = sorted((r["t_complete"], r["chunk"], r.get("node")) for r in results
+                       if r["outcome"] == "ok" and r["t_complete"] > t0 + grace
+                       and (t1 is None or r["t_complete"] < t1))
+        out.append(dict(t0=t0, t1=t1, acked_chunks=len(acked),
+                        sample=[dict(t=t, chunk=c, node=n) for t, c, n in acked[:5]]))
+    return out
+
+
+def check(bucket, results, events_per_chunk, poison_sends=None, ops=None, via_forwarders=False,
+          majority_grace=1.0):
     """Compare the client history (one record per chunk) with the bucket's contents; with
-    poison sends (jepsen/poison.py), account for the poison too (`res["poison"]`)."""
+    poison sends (jepsen/poison.py), account for the poison too (`res["poison"]`); with
+    majority-loss faults among `ops`, check that nothing was acked while a majority was down
+    (`res["majority_loss"]`; not with forwarders, which ack what they stored themselves)."""
     counts, _, objects, other, bad, dead_lettered = read_bucket(bucket)
     acked, unknown, failed = [], [], []
     for r in results:
@@ -1438,6 +1624,11 @@ def check(bucket, results, events_per_chunk, poison_sends=None):
     )
     if poison_sends is not None:
         res["poison"] = poison.account(bucket, poison_sends)
+    if ops and majority_loss_windows(ops):
+        windows = [] if via_forwarders else acks_while_majority_lost(ops, results, majority_grace)
+        res["majority_loss"] = dict(
+            checked=not via_forwarders, grace=majority_grace, windows=windows,
+            acked_while_lost=sum(w["acked_chunks"] for w in windows))
     return res
 
 
@@ -1516,6 +1707,25 @@ def parse_args(argv):
                    help="set in_forward's chunk_size_limit (e.g. 1m) on the entry points; "
                         "the poison nemesis then also sends a complete frame just over it "
                         "(default: lograft's default, no limit but the 512 MiB cap)")
+    p.add_argument("--bucket", choices=["dir", "s3"], default="dir",
+                   help="where the cluster uploads: a local directory (default) or an S3 bucket "
+                        "(moto's server on loopback, behind the s3 nemesis's fault proxy)")
+    p.add_argument("--s3-python", default=os.environ.get("LOGRAFT_S3_PYTHON", os.path.join(
+        os.path.dirname(HERE), "target", "test-venv", "bin", "python")),
+                   help="a Python with moto[server] and boto3, for --bucket s3 (default "
+                        "$LOGRAFT_S3_PYTHON or target/test-venv/bin/python, the venv .ci/run makes)")
+    p.add_argument("--s3-modes", default=",".join(s3proxy.MODES),
+                   help="the s3 nemesis's fault modes, one drawn per window (default all: %s)"
+                        % ",".join(s3proxy.MODES))
+    p.add_argument("--s3-fault-rate", type=float, default=1.0,
+                   help="share of S3 requests an s3 fault window hits (default 1)")
+    p.add_argument("--s3-slow-min", type=float, default=0.5,
+                   help="slow mode: min seconds before an S3 answer starts (default 0.5)")
+    p.add_argument("--s3-slow-max", type=float, default=4.0,
+                   help="slow mode: max seconds before an S3 answer starts (default 4)")
+    p.add_argument("--majority-loss-grace", type=float, default=1.0,
+                   help="an ack received this long after a majority went down may still be one "
+                        "given before (default 1 s); later ones fail the run")
     p.add_argument("--rust-log", default="info")
     p.add_argument("--leader-poll", type=float, default=1.0,
                    help="seconds between polls of who leads, for the timeline (default 1; 0: off)")
@@ -1526,6 +1736,14 @@ def parse_args(argv):
         if n not in NEMESES:
             p.error("unknown nemesis %r (choose from %s)" % (n, ", ".join(NEMESES)))
     a.use_lazyfs = a.lazyfs or "power-loss" in a.nemeses
+    a.s3_modes = [m.strip() for m in a.s3_modes.split(",") if m.strip()]
+    for m in a.s3_modes:
+        if m not in s3proxy.MODES:
+            p.error("unknown --s3-modes mode %r (choose from %s)" % (m, ", ".join(s3proxy.MODES)))
+    if "s3" in a.nemeses and a.bucket != "s3":
+        p.error("the s3 nemesis needs --bucket s3")
+    if a.bucket == "s3" and not os.access(a.s3_python, os.X_OK):
+        p.error("--bucket s3: no Python at %s (--s3-python: one with moto[server] and boto3)" % a.s3_python)
     if not a.ip_prefix.startswith("127."):
         p.error("--ip-prefix must be on 127.0.0.0/8")
     return a
@@ -1565,7 +1783,8 @@ def recheck(workdir):
     with open(os.path.join(workdir, "history.jsonl")) as f:
         results = [json.loads(l) for l in f]
     res = check(os.path.join(workdir, "bucket"), results, result["events_per_chunk"],
-                poison.load_sends(workdir))
+                poison.load_sends(workdir), result.get("nemesis_ops"), bool(result.get("forwarders")),
+                result.get("majority_loss_grace", 1.0))
     result.update(res)
     ok = verdict(res, result.get("allow_resend_duplicates", False))
     result["valid"] = ok
@@ -1651,6 +1870,7 @@ def main(argv=None):
         print("lograft binary not found: %s (set LOGRAFT_BIN or --bin)" % args.bin, file=sys.stderr)
         return 2
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
+    args.seed_used = seed
     rng = random.Random(seed)
     run_id = "j%x" % (int(time.time()) & 0xFFFFFFF)
     workdir = os.path.abspath(args.workdir or os.path.join(
@@ -1668,8 +1888,8 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGHUP, on_term)
 
-    log("lograft-jepsen: bin %s, work dir %s, nemeses %s, %ss, seed %d, forwarders %d%s%s" % (
-        args.bin, workdir, ",".join(args.nemeses) or "none", args.time, seed, args.forwarders,
+    log("lograft-jepsen: bin %s, work dir %s, nemeses %s, %ss, seed %d, forwarders %d, bucket %s%s%s" % (
+        args.bin, workdir, ",".join(args.nemeses) or "none", args.time, seed, args.forwarders, args.bucket,
         ", lazyfs disks" if args.use_lazyfs else "",
         ", LOGRAFT_SKIP_FSYNC=%s" % os.environ["LOGRAFT_SKIP_FSYNC"] if os.environ.get("LOGRAFT_SKIP_FSYNC") else ""))
     if args.use_lazyfs and not ensure_lazyfs(args):
@@ -1685,7 +1905,8 @@ def main(argv=None):
                   time=args.time, nodes=args.nodes, forwarders=args.forwarders, clients=args.clients,
                   lazyfs=args.use_lazyfs, skip_fsync=os.environ.get("LOGRAFT_SKIP_FSYNC"),
                   allow_resend_duplicates=args.allow_resend_duplicates,
-                  events_per_chunk=args.events_per_chunk)
+                  events_per_chunk=args.events_per_chunk, bucket=args.bucket,
+                  majority_loss_grace=args.majority_loss_grace)
     code = 2
     try:
         if "partition" in kinds:
@@ -1730,7 +1951,10 @@ def main(argv=None):
         if stuck:
             cluster.anomaly("clients-stuck", threads=stuck)
         log("waiting for the cluster to converge (nothing pending/unconfirmed, all voters caught up)")
+        t_idle = time.monotonic()
         idle, last = wait_idle(cluster, args.idle_timeout)
+        result["converge_seconds"] = round(time.monotonic() - t_idle, 1)
+        log("converged: %s after %.1fs" % (idle, result["converge_seconds"]))
         watch.stop()
         if not idle:
             cluster.anomaly("not-converged", timeout=args.idle_timeout, leader_status=last)
@@ -1744,8 +1968,14 @@ def main(argv=None):
             if "panicked" in text:
                 cluster.anomaly("panic-in-log", slot=s.slot, node_id=s.node_id, log=s.log_path,
                                 lines=[l for l in text.splitlines() if "panicked" in l][:3])
+        if cluster.s3:
+            # The checker reads the bucket through the S3 API (list_objects_v2 + get_object),
+            # straight from moto, not through the proxy; the snapshot is kept for --recheck.
+            log("reading the S3 bucket back (boto3, %s) into %s" % (cluster.s3.moto_endpoint, cluster.bucket))
+            result["s3"] = dict(cluster.s3.download(cluster.bucket), proxy=cluster.s3.proxy.counts())
         res = check(cluster.bucket, workload.results, args.events_per_chunk,
-                    poisoner.sends if poisoner else None)
+                    poisoner.sends if poisoner else None, nemesis.ops, bool(args.forwarders),
+                    args.majority_loss_grace)
         result.update(res)
         if poisoner:
             poison_anomalies(cluster, res["poison"], nemesis.ops, workload.results, result)
@@ -1850,6 +2080,20 @@ def summary(r, path):
         if r.get("poison") is not None:
             for line in poison.summary_lines(r["poison"]):
                 print(line)
+        if r.get("s3"):
+            s3 = r["s3"]
+            faulted = {k: v for k, v in (s3.get("proxy") or {}).items() if k != "passed"}
+            print("s3 bucket:         %d objects read through the S3 API; proxy: %d requests passed, "
+                  "faulted %s" % (s3.get("objects", 0), (s3.get("proxy") or {}).get("passed", 0),
+                                  json.dumps(faulted, sort_keys=True)))
+        ml = r.get("majority_loss")
+        if ml:
+            print("majority lost:     %d windows (%s), %s" % (
+                len(ml["windows"]) if ml["checked"] else sum(
+                    1 for o in r.get("nemesis_ops", []) if o["kind"] == "majority-loss" and o["phase"] == "start"),
+                ", ".join("%.1f-%.1fs" % (w["t0"], w["t1"] or -1) for w in ml["windows"]) or "-",
+                ("%d chunks acked while it was lost (after %.1fs grace)" % (ml["acked_while_lost"], ml["grace"]))
+                if ml["checked"] else "not checked (forwarders ack on their own)"))
         print("converged:         %s" % r.get("converged"))
         for a in r.get("anomalies", []):
             print("anomaly:           %s %s" % (a["kind"], json.dumps(
@@ -1857,7 +2101,8 @@ def summary(r, path):
         pfail = poison.failures(r.get("poison") or {})
         print("VALID" if r.get("valid") else "INVALID: %s" % "; ".join(
             ([] if not (r["lost"] or r["duplicated"]) else ["acked events lost or duplicated"])
-            + (["poison failures %s" % json.dumps(pfail)] if pfail else [])))
+            + (["poison failures %s" % json.dumps(pfail)] if pfail else [])
+            + (["chunks acked while a majority was down"] if (ml or {}).get("acked_while_lost") else [])))
         if r.get("valid") and r.get("duplicated"):
             print("(VALID only because of --allow-resend-duplicates: %d duplicated events)" % r["duplicated"])
     print("result: %s   (exit %s)" % (path, r.get("exit_code", "-")))

@@ -40,6 +40,10 @@ KIND_COLORS = {
     "disk-loss": "#b279a2",
     "power-loss": "#9d755d",
     "poison": "#72b7b2",
+    "s3": "#eeca3b",
+    "majority-loss": "#d62728",
+    "double-fault": "#8c564b",
+    "leader-disk-loss": "#9467bd",
 }
 OTHER_KIND_COLOR = "#888888"
 ACK_COLOR = "#54a24b"
