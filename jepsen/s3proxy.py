@@ -189,7 +189,10 @@ class FaultProxy:
             self.released.set()
             for w in list(self.conns):
                 w.transport.abort()
-            await asyncio.sleep(0)
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
         try:
             asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(10)
@@ -259,7 +262,8 @@ class FaultProxy:
                     await writer.drain()
                 if close:
                     break
-        except (asyncio.IncompleteReadError, ConnectionError, BadRequest, ValueError, OSError):
+        except (asyncio.IncompleteReadError, ConnectionError, BadRequest, ValueError, OSError,
+                asyncio.CancelledError):  # cancelled: the proxy stops
             pass
         finally:
             self.conns.discard(writer)
