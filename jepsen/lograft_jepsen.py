@@ -1723,9 +1723,9 @@ def parse_args(argv):
                    help="slow mode: min seconds before an S3 answer starts (default 0.5)")
     p.add_argument("--s3-slow-max", type=float, default=4.0,
                    help="slow mode: max seconds before an S3 answer starts (default 4)")
-    p.add_argument("--majority-loss-grace", type=float, default=1.0,
+    p.add_argument("--majority-loss-grace", type=float, default=0.5,
                    help="an ack received this long after a majority went down may still be one "
-                        "given before (default 1 s); later ones fail the run")
+                        "given before (default 0.5 s); later ones fail the run")
     p.add_argument("--rust-log", default="info")
     p.add_argument("--leader-poll", type=float, default=1.0,
                    help="seconds between polls of who leads, for the timeline (default 1; 0: off)")
