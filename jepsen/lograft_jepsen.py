@@ -1243,7 +1243,7 @@ class Nemesis:
         if t.is_alive():
             v.kill9()
             self.record("kill", "start", slot=victim, node_id=v.node_id, target=why,
-                        leader_slot=leader, during="double-fault replacement of slot %d (after %s)"
+                        leader_slot=leader, amid="double-fault replacement of slot %d (after %s)"
                         % (s.slot, at))
             time.sleep(self.rng.uniform(self.args.fault_min, self.args.fault_max))
             v.start()
