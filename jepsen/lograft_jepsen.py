@@ -1110,13 +1110,17 @@ class Nemesis:
             self.record(kind, "start", node_id="%d %s" % (
                 len(points), "forwarders" if c.forwarders else "nodes"), leader_slot=leader, **detail)
         elif kind == "s3":
-            if not self.s3_modes:  # every mode once, in a random order, then again
-                self.s3_modes = self.rng.sample(self.args.s3_modes, len(self.args.s3_modes))
+            if not self.s3_modes:
+                # Every mode once per round, in a random order but `hang` last: the requests it
+                # swallows tie up the uploader until the S3 client's request timeout (30 s), so
+                # windows after it would see no request at all.
+                modes = self.rng.sample(self.args.s3_modes, len(self.args.s3_modes))
+                self.s3_modes = sorted(modes, key=lambda m: m != "hang")  # popped from the end
             mode = self.s3_modes.pop()
             proxy = c.s3.proxy
             proxy.set_fault(mode, self.args.s3_fault_rate)
             self.current = (kind, dict(slot=None, mode=mode, before=proxy.counts()))
-            self.record(kind, "start", node_id="s3 %s" % mode, mode=mode,
+            self.record(kind, "start", node_id=mode, mode=mode,
                         rate=self.args.s3_fault_rate, leader_slot=leader)
         elif kind == "majority-loss":
             self.start_majority_loss(leader)
@@ -1187,7 +1191,7 @@ class Nemesis:
             after = c.s3.proxy.counts()
             hit = after.get(d["mode"], 0) - d["before"].get(d["mode"], 0)
             passed = after.get("passed", 0) - d["before"].get("passed", 0)
-            self.record(kind, "heal", node_id="s3 %s" % d["mode"], mode=d["mode"],
+            self.record(kind, "heal", node_id=d["mode"], mode=d["mode"],
                         requests_faulted=hit, requests_passed=passed)
         elif kind == "majority-loss":
             # `restore`: the end of the window in which no ack may be given.
