@@ -823,7 +823,21 @@ class Cluster:
         st = self.status(slot)
         return slot if st and st.get("state") == "Leader" else None
 
+    def check_ports_free(self):
+        """Every host's fixed ports must be free: another harness run (e.g. the test suite's)
+        on the same addresses would answer in our nodes' place."""
+        for h in self.hosts():
+            for port in {h.fwd_port, h.raft_port}:
+                with socket.socket() as probe:
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the nodes
+                    try:
+                        probe.bind((h.ip, port))
+                    except OSError as e:
+                        raise RuntimeError("%s:%d is in use (%s): another harness run? Choose other "
+                                           "addresses with --ip-base (and --gid-base)" % (h.ip, port, e))
+
     def start(self):
+        self.check_ports_free()
         if self.args.bucket == "s3":
             self.s3 = s3bucket.S3Bucket(self.args.s3_python, os.path.join(self.workdir, "logs", "moto.log"),
                                         seed=self.args.seed_used,
