@@ -1854,6 +1854,16 @@ def cleanup(workdir):
                 os.kill(pid, signal.SIGCONT)
                 os.kill(pid, signal.SIGKILL)
                 print("killed node pid %d (%s)" % (pid, name))
+        moto = os.path.join(workdir, "moto.pid")  # --bucket s3: moto's S3 server
+        if os.path.exists(moto):
+            pid = int(open(moto).read())
+            try:
+                cmd = open("/proc/%d/cmdline" % pid, "rb").read().decode(errors="replace")
+            except OSError:
+                cmd = ""
+            if "moto.server" in cmd:
+                os.kill(pid, signal.SIGKILL)
+                print("killed moto pid %d" % pid)
         for name in sorted(os.listdir(workdir)):
             pidfile = os.path.join(workdir, name, "lazyfs.pid")
             if os.path.exists(pidfile):
