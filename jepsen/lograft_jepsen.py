@@ -411,17 +411,20 @@ def setup_firewall(preferred, gids, ips):
 # the cluster
 
 
-# The nodes' `<match>` with `--bucket dir` (the default): a local directory as the bucket.
-FILE_MATCH = """<match test.**>
-  @type file
-  path %(bucket)s
-  <buffer tag>
+# The `<buffer>` of the nodes' `<match>`, whatever the bucket.
+UPLOAD_BUFFER = """  <buffer tag>
     flush_interval %(flush)s
     chunk_limit_size 2m
     retry_wait 0.2s
     retry_max_interval 1s
   </buffer>
-</match>
+"""
+
+# The nodes' `<match>` with `--bucket dir` (the default): a local directory as the bucket.
+FILE_MATCH = """<match test.**>
+  @type file
+  path %(bucket)s
+%(buffer)s</match>
 """
 
 # Every host's Forward input (nodes and forwarders).
@@ -726,9 +729,10 @@ class Cluster:
 
     def match_text(self):
         """The nodes' `<match test.**>`: the bucket directory, or S3 through the fault proxy."""
+        buffer = UPLOAD_BUFFER % dict(flush=self.args.flush_interval)
         if self.s3:
-            return s3bucket.match_text(self.s3.endpoint, self.args.flush_interval)
-        return FILE_MATCH % dict(bucket=self.bucket, flush=self.args.flush_interval)
+            return s3bucket.match_text(self.s3.endpoint, buffer)
+        return FILE_MATCH % dict(bucket=self.bucket, buffer=buffer)
 
     def forward_source(self, host):
         """The in_forward `<source>` of a node or forwarder. `--poison-chunk-size-limit` sets

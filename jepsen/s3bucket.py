@@ -36,8 +36,9 @@ def free_port(host="127.0.0.1"):
         return s.getsockname()[1]
 
 
-def match_text(endpoint, flush_interval):
-    """The cluster's `<match test.**>`: out_s3 to `endpoint` (the proxy)."""
+def match_text(endpoint, buffer):
+    """The cluster's `<match test.**>`: out_s3 to `endpoint` (the proxy), with the harness's
+    `<buffer>` section."""
     return """<match test.**>
   @type s3
   s3_bucket %(bucket)s
@@ -47,15 +48,9 @@ def match_text(endpoint, flush_interval):
   aws_sec_key %(secret)s
   force_path_style true
   path %(prefix)s
-  <buffer tag>
-    flush_interval %(flush)s
-    chunk_limit_size 2m
-    retry_wait 0.2s
-    retry_max_interval 1s
-  </buffer>
-</match>
+%(buffer)s</match>
 """ % dict(bucket=BUCKET, region=REGION, endpoint=endpoint, key=KEY_ID, secret=SECRET,
-           prefix=PREFIX, flush=flush_interval)
+           prefix=PREFIX, buffer=buffer)
 
 
 class S3Bucket:

@@ -180,7 +180,8 @@ def main(argv=None):
     with open(summary_path, "w") as f:
         json.dump(dict(started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
                        seconds=round(time.time() - started), time=args.time,
-                       forwarders=args.forwarders, seed=seed0, bin=args.bin or os.environ.get("LOGRAFT_BIN"), extra=args.extra,
+                       forwarders=args.forwarders, seed=seed0,
+                       bin=args.bin or os.environ.get("LOGRAFT_BIN"), extra=args.extra,
                        interrupted=interrupted, table=rows, runs=records), f, indent=2)
     print()
     print(text)
