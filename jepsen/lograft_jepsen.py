@@ -1737,8 +1737,9 @@ def parse_args(argv):
                    help="a Python with moto[server] and boto3, for --bucket s3 (default "
                         "$LOGRAFT_S3_PYTHON or target/test-venv/bin/python, the venv .ci/run makes)")
     p.add_argument("--s3-modes", default=",".join(s3proxy.MODES),
-                   help="the s3 nemesis's fault modes, one drawn per window (default all: %s)"
-                        % ",".join(s3proxy.MODES))
+                   help="the s3 nemesis's fault modes, one drawn per window (default: %s; also "
+                        "%s: a permanent refusal, which lograft dead-letters)"
+                        % (",".join(s3proxy.MODES), ",".join(s3proxy.EXTRA_MODES)))
     p.add_argument("--s3-fault-rate", type=float, default=1.0,
                    help="share of S3 requests an s3 fault window hits (default 1)")
     p.add_argument("--s3-slow-min", type=float, default=0.5,
@@ -1760,8 +1761,9 @@ def parse_args(argv):
     a.use_lazyfs = a.lazyfs or "power-loss" in a.nemeses
     a.s3_modes = [m.strip() for m in a.s3_modes.split(",") if m.strip()]
     for m in a.s3_modes:
-        if m not in s3proxy.MODES:
-            p.error("unknown --s3-modes mode %r (choose from %s)" % (m, ", ".join(s3proxy.MODES)))
+        if m not in s3proxy.MODES + s3proxy.EXTRA_MODES:
+            p.error("unknown --s3-modes mode %r (choose from %s)" % (
+                m, ", ".join(s3proxy.MODES + s3proxy.EXTRA_MODES)))
     if "s3" in a.nemeses and a.bucket != "s3":
         p.error("the s3 nemesis needs --bucket s3")
     if a.bucket == "s3" and not os.access(a.s3_python, os.X_OK):

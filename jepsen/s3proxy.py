@@ -11,6 +11,7 @@ Every request the client sends is read whole; then, per the mode in force when i
 | (none)        | S3's answer                                                               | yes        |
 | `5xx`         | 500 InternalError / 503 SlowDown / 503 ServiceUnavailable, S3 XML body   | no         |
 | `5xx-after`   | the same, after S3 stored the request (the answer is lost)                | yes        |
+| `4xx`         | 400 InvalidArgument: a refusal retrying cannot fix (opt-in, not in MODES)  | no         |
 | `hang`        | nothing: the connection stays open and silent (client timeout)            | no         |
 | `reset`       | TCP RST                                                                   | no         |
 | `reset-after` | TCP RST after S3 stored the request                                       | yes        |
@@ -30,12 +31,16 @@ import struct
 import threading
 
 MODES = ("5xx", "5xx-after", "hang", "reset", "reset-after", "slow")
+# Modes a caller must ask for by name: `4xx` makes the uploader dead-letter what it refuses.
+EXTRA_MODES = ("4xx",)
 
 S3_ERRORS = (
     (500, "Internal Server Error", "InternalError", "We encountered an internal error. Please try again."),
     (503, "Service Unavailable", "SlowDown", "Please reduce your request rate."),
     (503, "Service Unavailable", "ServiceUnavailable", "Service is unable to handle request."),
 )
+
+REFUSAL = (400, "Bad Request", "InvalidArgument", "jepsen s3proxy: this request is refused")
 
 MAX_HEAD = 64 * 1024
 
@@ -167,8 +172,9 @@ class FaultProxy:
         return self.host, self.port
 
     def set_fault(self, mode, rate=1.0):
-        if mode not in MODES:
-            raise ValueError("unknown s3 fault mode %r (choose from %s)" % (mode, ", ".join(MODES)))
+        if mode not in MODES + EXTRA_MODES:
+            raise ValueError("unknown s3 fault mode %r (choose from %s)" % (
+                mode, ", ".join(MODES + EXTRA_MODES)))
         with self.lock:
             self.mode, self.rate = mode, rate
 
@@ -234,8 +240,9 @@ class FaultProxy:
                 if mode == "reset":
                     self._reset(writer)
                     return
-                if mode == "5xx":
-                    writer.write(error_response(*self.rng.choice(S3_ERRORS), keep_alive=not close))
+                if mode in ("5xx", "4xx"):
+                    err = self.rng.choice(S3_ERRORS) if mode == "5xx" else REFUSAL
+                    writer.write(error_response(*err, keep_alive=not close))
                     await writer.drain()
                     if close:
                         break

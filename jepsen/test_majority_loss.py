@@ -30,7 +30,7 @@ OPS = [op("kill", "start", 1), op("kill", "heal", 2),
 
 def chunk(n, t, outcome="ok", first=None):
     return dict(chunk="c%d" % n, first=n * 10 if first is None else first, count=10, outcome=outcome,
-                node=1, t_complete=t, attempts=[])
+                t_invoke=0, node=1, t_complete=t, attempts=[])
 
 
 class MajorityLossTest(unittest.TestCase):

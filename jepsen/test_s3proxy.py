@@ -143,6 +143,13 @@ class ProxyTest(unittest.TestCase):
         self.assertEqual(self.put("ok", conn=c)[0], 200)
         self.assertEqual(self.proxy.counts(), {"5xx": 6, "passed": 1})
 
+    def test_4xx_refuses_for_good(self):
+        self.proxy.set_fault("4xx")
+        status, body, _ = self.put("refused")
+        self.assertEqual(status, 400)
+        self.assertIn(b"<Code>InvalidArgument</Code>", body)
+        self.assertEqual(Store.puts, [])
+
     def test_5xx_after_stores_the_object_then_answers_an_error(self):
         self.proxy.set_fault("5xx-after")
         status, body, _ = self.put("stored", b"payload")
