@@ -4,6 +4,7 @@ retries, as one attempt of an uploader) land in the bucket or not as each fault 
 harness checker, reading the bucket back through the S3 API (boto3 list_objects_v2 +
 get_object, in the S3 Python), finds every event once, reports an object missing from the
 bucket as lost and a copy in the dead-letter area as duplicated; the listing is paged through.
+
 Needs a Python with moto[server] and boto3: $LOGRAFT_S3_PYTHON, else target/test-venv/bin/python
 (.ci/run makes it before running these tests); skipped without one.
 
