@@ -1241,32 +1241,38 @@ class Nemesis:
         `cluster replace`); that node is restarted after `--fault-min/max` s. With 3 nodes this
         also loses the majority for a while (the wiped node's old id is still a voter)."""
         c = self.c
-        steps = {"checked": threading.Event(), "joined": threading.Event()}
+        at = self.rng.choice(("checked", "joined")) if self.args.check_old_id_refused else "joined"
+        reached, killed = threading.Event(), threading.Event()
         outcome = {}
+
+        def on_step(name):
+            """In the replacement's thread: at step `at`, hand over to the kill and go on only
+            once the victim is down (so the kill always falls inside the replacement)."""
+            if name == at:
+                reached.set()
+                killed.wait(60)
 
         def replace():
             try:
-                outcome["ok"] = self.rejoin(s, old_id, "double-fault", on_step=lambda n: steps[n].set()
-                                            if n in steps else None)
+                outcome["ok"] = self.rejoin(s, old_id, "double-fault", on_step=on_step)
             finally:
-                for e in steps.values():
-                    e.set()
+                reached.set()
 
         t = threading.Thread(target=replace, name="double-fault-replace", daemon=True)
         t.start()
-        at = self.rng.choice(sorted(steps)) if self.args.check_old_id_refused else "joined"
-        steps[at].wait(180)
-        leader = c.leader()
-        victim, why = self.pick_target(leader)
-        if victim == s.slot:
-            victim = self.rng.choice([x for x in sorted(c.slots) if x != s.slot])
-            why = "random"
-        v = c.slots[victim]
+        reached.wait(400)
         if t.is_alive():
+            leader = c.leader()
+            victim, why = self.pick_target(leader)
+            if victim == s.slot:
+                victim = self.rng.choice([x for x in sorted(c.slots) if x != s.slot])
+                why = "random"
+            v = c.slots[victim]
             v.kill9()
             self.record("kill", "start", slot=victim, node_id=v.node_id, target=why,
                         leader_slot=leader, amid="double-fault replacement of slot %d (after %s)"
                         % (s.slot, at))
+            killed.set()
             time.sleep(self.rng.uniform(self.args.fault_min, self.args.fault_max))
             v.start()
             up = v.wait_port(v.ready_port, 60)
@@ -1274,9 +1280,7 @@ class Nemesis:
             if not up:
                 c.anomaly("restart-failed", slot=victim, node_id=v.node_id, log=v.log_path,
                           log_tail=tail(v.log_path, 30))
-        else:
-            self.record("double-fault", "no-overlap", slot=s.slot,
-                        reason="the replacement finished before the kill")
+        killed.set()
         t.join(400)
         if t.is_alive():
             c.anomaly("replace-stuck", slot=s.slot, old_id=old_id)
@@ -1330,13 +1334,24 @@ class Nemesis:
                       log_tail=tail(s.log_path, 30))
             return False
         on_step("joined")
-        # 3. `cluster replace` promotes the new node and removes the old one (asked of the
-        # leader of the moment: with double-fault the one we joined through may be down).
-        now = wait_for(c.leader, 60, 0.5)
-        if now:
-            laddr = c.slots[now].raft_addr
-        rc, out, err = c.cli("replace", "--node", laddr, "--old", str(old_id), "--new",
-                             str(new_id), "--wait", "120", timeout=180)
+        # 3. `cluster replace` promotes the new node and removes the old one, asked of the
+        # leader every running node names (with double-fault the one we joined through may be
+        # down, or just back and not yet sure who leads). Refused for want of a leader (an
+        # election still running), it is asked again, as an operator would, for up to 60 s.
+        deadline = time.monotonic() + 60
+        while True:
+            now = wait_for(c.agreed_leader, 60, 0.5)
+            if now:
+                laddr = c.slots[now].raft_addr
+            rc, out, err = c.cli("replace", "--node", laddr, "--old", str(old_id), "--new",
+                                 str(new_id), "--wait", "120", timeout=180)
+            text = out + err
+            if rc == 0 or time.monotonic() > deadline or not (
+                    "knows no leader" in text or "not the leader" in text):
+                break
+            self.record(kind, "replace-retry", slot=s.slot, old_id=old_id, new_id=new_id, rc=rc,
+                        output=text.strip().splitlines()[-1:])
+            time.sleep(1)
         self.record(kind, "replaced" if rc == 0 else "replace-failed", slot=s.slot,
                     old_id=old_id, new_id=new_id, rc=rc,
                     output=(out + err).strip().splitlines()[-3:])
