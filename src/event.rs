@@ -6,6 +6,7 @@
 //! beyond the msgpack shape of one entry (`[time, record]`).
 
 use crate::msgpack::{self, Cursor, MsgpackError};
+use crate::origin::Segment;
 use bytes::{BufMut, Bytes, BytesMut};
 use std::ops::Range;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -85,6 +86,25 @@ pub struct EventBatch {
     pub count: u32,
     /// The `chunk` option the sender attached, exactly as received (dedup key for receivers).
     pub origin_chunk: Option<Bytes>,
+    /// Where the entries came from, when a forwarder sent them: runs of entries, each with the
+    /// id of the client chunk it came from (see [`crate::origin`]), covering all entries in
+    /// order. Empty: the whole batch is one run, labelled with `origin_chunk` if there is one.
+    pub segments: Vec<Segment>,
+}
+
+impl EventBatch {
+    /// The batch's runs with their origin ids: `segments`, or one run labelled with
+    /// [`crate::origin::label`] of `origin_chunk`. Always covers every entry.
+    pub fn origin_segments(&self) -> Vec<Segment> {
+        if !self.segments.is_empty() {
+            return self.segments.clone();
+        }
+        vec![Segment {
+            origin: self.origin_chunk.as_ref().map(crate::origin::label),
+            len: self.entries.len(),
+            count: self.count,
+        }]
+    }
 }
 
 /// Why an entry stream was rejected.

@@ -24,6 +24,9 @@
 //!   on the hot path).
 //! - [`forward`]: the one Forward-protocol codec (event modes, options, ack, handshake),
 //!   shared by the forward input and the forward output.
+//! - `origin`: origin ids, the dedup identity of a client's chunk carried through a forwarder's
+//!   buffer and out_forward's frames to the cluster, so a chunk a client resends through another
+//!   forwarder is stored once.
 //! - `pipeline`: the contract between inputs and the rest of the node (`pipeline::Emit`):
 //!   "store this batch and tell me when it is committed".
 //! - `input`: servers that accept events (`forward`, `http`) and acknowledge them only once
@@ -85,6 +88,7 @@ pub(crate) mod log_limit;
 pub(crate) mod msgpack;
 pub mod node;
 pub(crate) mod observe;
+mod origin;
 pub(crate) mod output;
 pub(crate) mod parse;
 pub(crate) mod pipeline;

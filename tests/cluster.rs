@@ -235,6 +235,78 @@ fn a_retransmitted_chunk_is_stored_once() {
     assert!(cluster.status(leader).unwrap()["remembered_ids"].as_u64() >= Some(1));
 }
 
+/// A client chunk that two forwarders stored (a client resends a chunk whose ack it never got
+/// — to another forwarder after a failover, or to the same one after it restarted) reaches
+/// the bucket once: the forwarders keep the client's chunk id with the events and send it to
+/// the cluster, which dedups by it. Unlabelled events (no chunk id) in the same forwarder
+/// chunks, and chunks only one forwarder saw, arrive once too.
+#[test]
+fn a_client_chunk_resent_through_another_forwarder_is_stored_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(tmp.path(), "", &[]);
+    let mut forwarders = Vec::new();
+    for name in ["fwd-a", "fwd-b"] {
+        let port = free_port();
+        let dir = tmp.path().join(name);
+        let node = Node::start(
+            &dir,
+            &cluster_forwarder_config(port, &dir, &cluster),
+            &[port],
+        );
+        forwarders.push((port, dir, node));
+    }
+    let send = |port: u16, seqs: std::ops::Range<u64>, chunk: Option<&str>| {
+        let (entries_bytes, count) = entries(seqs, 10);
+        let frame = packed_forward(TAG, &entries_bytes, count, chunk);
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let mut client = ForwardClient::connect(addr).unwrap();
+        client.send_raw(&frame).unwrap();
+        if let Some(chunk) = chunk {
+            let ack = read_msgpack(client.stream()).unwrap();
+            assert!(format!("{ack:?}").contains(chunk), "{ack:?}");
+        }
+    };
+    let (a, b) = (forwarders[0].0, forwarders[1].0);
+    // The same client chunk to both forwarders, and twice to the first.
+    send(a, 0..100, Some("client-chunk-resent"));
+    send(b, 0..100, Some("client-chunk-resent"));
+    send(a, 0..100, Some("client-chunk-resent"));
+    // Chunks only one forwarder saw; one without a chunk id between labelled ones.
+    send(a, 100..150, Some("client-chunk-a"));
+    send(b, 150..200, Some("client-chunk-b"));
+    send(b, 200..230, None);
+    send(b, 230..240, Some("client-chunk-b2"));
+    // Both forwarders have delivered everything (their buffers are empty) ...
+    for (_, dir, _) in &forwarders {
+        let drained = wait_until(Duration::from_secs(60), || {
+            count_files_named(&dir.join("buffer"), "buffer.") == 0
+        });
+        assert!(drained, "{} still holds chunks", dir.display());
+    }
+    // ... and the bucket holds every event once.
+    let mut cluster = cluster;
+    let counts = cluster.wait_uploaded(240);
+    let acked: Vec<u64> = (0..240).collect();
+    assert_exactly_once(&counts, &acked);
+    assert_eq!(counts.len(), 240);
+}
+
+/// Files under `dir` (recursively) whose name starts with `prefix`.
+fn count_files_named(dir: &Path, prefix: &str) -> usize {
+    let mut n = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else if e.file_name().to_string_lossy().starts_with(prefix) {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
 /// Issue 9: a chunk far larger than one Raft entry (64 MB, sent whole as Fluentd sends its
 /// file-buffer chunks) is stored as several entries, acked once all are committed, and a resend
 /// of the same chunk to another node is stored once: every event in the bucket exactly once.

@@ -6,10 +6,9 @@
 //! fsync. Needs root and /dev/fuse (each host's data is on a lazyfs FUSE mount, jepsen/lazyfs,
 //! built with cargo on first use).
 //!
-//! The valid run passes `--allow-resend-duplicates`: a frame that one forwarder stored but
-//! could not ack before it was cut, and that the client then resent to the other forwarder, is
-//! stored twice (forwarders do not carry the client's chunk id to the cluster; see
-//! jepsen/README.md). Any other duplicate still fails the run.
+//! The valid run allows no duplicate either: a frame that one forwarder stored but could not
+//! ack before it was cut, and that the client then resent to the other forwarder, reaches the
+//! cluster under the client's chunk id from both (`src/origin.rs`) and is stored once.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -80,10 +79,11 @@ fn power_loss_with_forwarders_ends_valid() {
     if !can_mount() {
         return;
     }
-    let (code, tail) = run(None, 50, &["--allow-resend-duplicates"]);
+    let (code, tail) = run(None, 50, &[]);
     assert_eq!(code, Some(0), "jepsen/run did not end VALID:\n{tail}");
     assert!(tail.contains("\nVALID"), "{tail}");
     assert!(tail.contains("lost:              0"), "{tail}");
+    assert!(tail.contains("duplicated:        0 "), "{tail}");
     assert!(tail.contains("power-loss"), "{tail}");
 }
 

@@ -24,6 +24,9 @@ struct Piece {
     key: ChunkKey,
     entries: Bytes,
     records: u32,
+    /// The origin id of a labelled piece (see [`crate::origin`]): such a piece is stored whole,
+    /// in one append, with its id.
+    origin: Option<Bytes>,
 }
 
 /// What a piece of an append became once placed in a chunk: a write for the writer thread.
@@ -34,6 +37,8 @@ struct PlannedWrite {
     records: u32,
     /// A marked append's source position (key, position).
     mark: Option<(String, u64)>,
+    /// The entries' origin id.
+    origin: Option<Bytes>,
 }
 
 impl Buffer {
@@ -129,20 +134,83 @@ impl Buffer {
 }
 
 impl Shared {
-    /// Split a batch by chunk key (timekey buckets when `time` is a chunk key), and refuse
-    /// entries that can never fit in a chunk.
+    /// Split a batch into pieces: by origin segment (see [`crate::origin`]), then by chunk key
+    /// (timekey buckets when `time` is a chunk key); refuse entries that can never fit in a
+    /// chunk. A labelled segment's pieces are also cut to fit an empty chunk, at places that
+    /// depend only on the segment, and labelled with the segment's id (or part ids when cut).
     fn split_batch(&self, batch: &EventBatch) -> Result<Vec<Piece>, BufferError> {
+        if batch.segments.is_empty() && batch.origin_chunk.is_none() {
+            return self.split_entries(&batch.tag, &batch.entries, batch.count);
+        }
+        let mut pieces = Vec::new();
+        let mut at = 0usize;
+        for segment in batch.origin_segments() {
+            let entries = batch.entries.slice(at..at + segment.len);
+            at += segment.len;
+            let mut mine = self.split_entries(&batch.tag, &entries, segment.count)?;
+            if let Some(origin) = segment.origin {
+                mine = self.cut_to_fit(mine);
+                let ids = crate::origin::part_ids(&origin, mine.len());
+                for (piece, id) in mine.iter_mut().zip(ids) {
+                    piece.origin = Some(id);
+                }
+            }
+            pieces.extend(mine);
+        }
+        Ok(pieces)
+    }
+
+    /// Cut pieces larger than an empty chunk takes (bytes or records) into runs of whole
+    /// entries that fit, each run as long as it can be.
+    fn cut_to_fit(&self, pieces: Vec<Piece>) -> Vec<Piece> {
+        let s = &self.settings;
+        let max_bytes = s.chunk_limit_size.min(chunk::MAX_APPEND_LEN);
+        let max_records = s.chunk_limit_records.max(1);
+        let mut out = Vec::with_capacity(pieces.len());
+        for piece in pieces {
+            if piece.entries.len() as u64 <= max_bytes && piece.records as u64 <= max_records {
+                out.push(piece);
+                continue;
+            }
+            let mut rest = piece.entries.clone();
+            while !rest.is_empty() {
+                let (bytes, records) = prefix_fitting(&rest, max_bytes, max_records);
+                // Entries were size-checked; a malformed tail stays whole.
+                let (bytes, records) = if records == 0 {
+                    (rest.len(), 1)
+                } else {
+                    (bytes, records)
+                };
+                out.push(Piece {
+                    key: piece.key.clone(),
+                    entries: rest.split_to(bytes),
+                    records,
+                    origin: None,
+                });
+            }
+        }
+        out
+    }
+
+    /// Split entries by chunk key (timekey buckets when `time` is a chunk key), and refuse
+    /// entries that can never fit in a chunk.
+    fn split_entries(
+        &self,
+        tag: &str,
+        batch_entries: &Bytes,
+        count: u32,
+    ) -> Result<Vec<Piece>, BufferError> {
         let s = &self.settings;
         let tag_key = if s.chunk_by_tag {
-            batch.tag.clone()
+            tag.to_string()
         } else {
             String::new()
         };
         let limit = s.chunk_limit_size.min(chunk::MAX_APPEND_LEN);
-        let oversized = batch.entries.len() as u64 > limit;
+        let oversized = batch_entries.len() as u64 > limit;
         let Some(tk) = s.timekey else {
             if oversized {
-                for e in EntryIter::new(&batch.entries) {
+                for e in EntryIter::new(batch_entries) {
                     let e = e.map_err(|e| BufferError::InvalidEntries(e.to_string()))?;
                     if e.raw.len() as u64 > limit {
                         return Err(BufferError::TooLarge {
@@ -154,14 +222,15 @@ impl Shared {
             }
             return Ok(vec![Piece {
                 key: (tag_key, None),
-                entries: batch.entries.clone(),
-                records: batch.count.max(1),
+                entries: batch_entries.clone(),
+                records: count.max(1),
+                origin: None,
             }]);
         };
         // Runs of consecutive entries in the same bucket: (bucket, start, end, records).
         let mut runs: Vec<(i64, usize, usize, u32)> = Vec::new();
         let mut pos = 0usize;
-        for e in EntryIter::new(&batch.entries) {
+        for e in EntryIter::new(batch_entries) {
             let e = e.map_err(|e| BufferError::InvalidEntries(e.to_string()))?;
             let len = e.raw.len();
             if len as u64 > limit {
@@ -191,12 +260,12 @@ impl Shared {
             let mine: Vec<_> = runs.iter().filter(|r| r.0 == bucket).collect();
             let records = mine.iter().map(|r| r.3).sum();
             let entries = if let [one] = mine.as_slice() {
-                batch.entries.slice(one.1..one.2)
+                batch_entries.slice(one.1..one.2)
             } else {
                 let mut joined =
                     bytes::BytesMut::with_capacity(mine.iter().map(|r| r.2 - r.1).sum());
                 for r in &mine {
-                    joined.extend_from_slice(&batch.entries[r.1..r.2]);
+                    joined.extend_from_slice(&batch_entries[r.1..r.2]);
                 }
                 joined.freeze()
             };
@@ -204,6 +273,7 @@ impl Shared {
                 key: (tag_key.clone(), Some(bucket)),
                 entries,
                 records,
+                origin: None,
             });
         }
         Ok(pieces)
@@ -213,7 +283,8 @@ impl Shared {
     /// chunks take the entries at once; file chunks get writes to submit.
     ///
     /// With a `mark` (one piece, checked by the caller) the piece is kept whole: if the open
-    /// chunk has no room for it, that chunk is sealed and a fresh one takes it.
+    /// chunk has no room for it, that chunk is sealed and a fresh one takes it. So is a piece
+    /// with an origin (cut to fit an empty chunk by `split_batch`).
     fn assign(
         &self,
         st: &mut State,
@@ -226,6 +297,7 @@ impl Shared {
         let mut writes = Vec::new();
         let mut touched = Vec::new();
         for piece in pieces {
+            let whole = mark.is_some() || piece.origin.is_some();
             let mut rest = piece.entries;
             let mut rest_records = piece.records;
             while !rest.is_empty() {
@@ -236,13 +308,13 @@ impl Shared {
                 let room_bytes = limit.saturating_sub(c.meta.bytes);
                 let room_records = s.chunk_limit_records.saturating_sub(c.meta.records);
                 let fits = rest.len() as u64 <= room_bytes && rest_records as u64 <= room_records;
-                if mark.is_some() && !fits && c.meta.records > 0 {
+                if whole && !fits && c.meta.records > 0 {
                     self.seal(st, id);
                     continue;
                 }
-                // A marked batch is never split (it was sealed above unless it fits or the
-                // chunk is empty).
-                let (take_bytes, take_records) = if mark.is_some() || fits {
+                // A marked batch or labelled piece is never split (the chunk was sealed above
+                // unless it fits or the chunk is empty).
+                let (take_bytes, take_records) = if whole || fits {
                     (rest.len(), rest_records)
                 } else {
                     let (b, r) = prefix_fitting(&rest, room_bytes, room_records);
@@ -284,9 +356,10 @@ impl Shared {
                             entries: part,
                             records,
                             mark: mark.clone(),
+                            origin: piece.origin.clone(),
                         });
                     }
-                    ChunkStorage::Memory(m) => m.push(part),
+                    ChunkStorage::Memory(m) => m.push(part, records, piece.origin.clone()),
                 }
                 st.total_bytes += part_len;
                 if !touched.contains(&id) {
@@ -365,10 +438,27 @@ impl Shared {
     /// Hand a planned write to the writer thread; the receiver resolves when it is durable.
     fn submit(self: &Arc<Self>, w: PlannedWrite) -> oneshot::Receiver<std::io::Result<()>> {
         let (tx, rx) = oneshot::channel();
-        let trailer = w.mark.as_ref().map(|(k, p)| chunk::mark_trailer(k, *p));
-        let head = match &trailer {
-            Some(t) => chunk::marked_append_header(&w.entries, t, w.records),
-            None => chunk::append_header(&w.entries, w.records),
+        let mark_trailer = w.mark.as_ref().map(|(k, p)| chunk::mark_trailer(k, *p));
+        let (head, trailer) = match (&w.origin, mark_trailer) {
+            (None, None) => (chunk::append_header(&w.entries, w.records), None),
+            (None, Some(t)) => (
+                chunk::trailed_append_header(&w.entries, &t, w.records, chunk::MARKED_APPEND),
+                Some(t),
+            ),
+            (Some(origin), mark) => {
+                debug_assert!(!origin.is_empty() && origin.len() <= crate::origin::MAX_ORIGIN_LEN);
+                let flags = chunk::ORIGIN_APPEND
+                    | if mark.is_some() {
+                        chunk::MARKED_APPEND
+                    } else {
+                        0
+                    };
+                let t = chunk::origin_trailer(origin, mark.as_deref());
+                (
+                    chunk::trailed_append_header(&w.entries, &t, w.records, flags),
+                    Some(t),
+                )
+            }
         };
         let shared = self.clone();
         let (id, bytes, records) = (w.chunk, w.entries.len() as u64, w.records as u64);

@@ -51,6 +51,15 @@
 //! Because the position is inside the append's checksum, it is durable exactly when the
 //! entries are: a torn append loses both, a whole one keeps both.
 //!
+//! An append *with an origin* (bit 30 of the record count set) carries the origin id of its
+//! entries (see [`crate::origin`]) the same way, after the entries and before a mark if it has
+//! both:
+//!
+//! ```text
+//!      .         m  origin id
+//!      .         4  m (u32)
+//! ```
+//!
 //! The entries of the chunk are the concatenation of its appends' entries: a PackedForward
 //! entry stream. A file is only ever extended by whole appends and, after a failed write, cut
 //! back to the end of the last acknowledged append.
@@ -65,6 +74,7 @@
 //! data after it is [`ScanError::Corrupt`].
 
 use super::ChunkId;
+use crate::origin::Segment;
 use bytes::Bytes;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -82,6 +92,10 @@ pub const MAX_APPEND_LEN: u64 = u32::MAX as u64;
 const FLAG_TIMEKEY: u16 = 1;
 /// Bit 31 of an append's record count: the append carries a source position after its entries.
 pub const MARKED_APPEND: u32 = 1 << 31;
+/// Bit 30 of an append's record count: the append carries its entries' origin id.
+pub const ORIGIN_APPEND: u32 = 1 << 30;
+/// The record-count bits of an append's count field.
+const RECORDS_MASK: u32 = !(MARKED_APPEND | ORIGIN_APPEND);
 
 /// What a chunk file says about its chunk, besides the entries.
 #[derive(Debug, Clone, PartialEq)]
@@ -181,20 +195,55 @@ pub fn mark_trailer(key: &str, position: u64) -> Vec<u8> {
     out
 }
 
-/// The 12-byte header of a marked append: `entries` (with `records` entries) then `trailer`
-/// (from [`mark_trailer`]), one length and one checksum over both.
+/// The trailer of an append with an origin (see the module doc): the id and its length, then
+/// the mark's trailer if the append has one too.
+pub fn origin_trailer(origin: &[u8], mark: Option<&[u8]>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(origin.len() + 4 + mark.map_or(0, <[u8]>::len));
+    out.extend_from_slice(origin);
+    out.extend_from_slice(&(origin.len() as u32).to_le_bytes());
+    out.extend_from_slice(mark.unwrap_or_default());
+    out
+}
+
+/// The 12-byte header of an append with a trailer: `entries` (with `records` entries) then
+/// `trailer` (from [`mark_trailer`] and/or [`origin_trailer`], said by `flags`:
+/// [`MARKED_APPEND`], [`ORIGIN_APPEND`]), one length and one checksum over both.
+pub fn trailed_append_header(
+    entries: &[u8],
+    trailer: &[u8],
+    records: u32,
+    flags: u32,
+) -> [u8; APPEND_HEADER_LEN] {
+    let mut head = [0u8; APPEND_HEADER_LEN];
+    head[0..4].copy_from_slice(&((entries.len() + trailer.len()) as u32).to_le_bytes());
+    head[4..8].copy_from_slice(&(records | flags).to_le_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&head[0..8]), entries);
+    let crc = crc32c::crc32c_append(crc, trailer);
+    head[8..12].copy_from_slice(&crc.to_le_bytes());
+    head
+}
+
+/// The 12-byte header of a marked append (see [`trailed_append_header`]).
+#[cfg(test)]
 pub fn marked_append_header(
     entries: &[u8],
     trailer: &[u8],
     records: u32,
 ) -> [u8; APPEND_HEADER_LEN] {
-    let mut head = [0u8; APPEND_HEADER_LEN];
-    head[0..4].copy_from_slice(&((entries.len() + trailer.len()) as u32).to_le_bytes());
-    head[4..8].copy_from_slice(&(records | MARKED_APPEND).to_le_bytes());
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&head[0..8]), entries);
-    let crc = crc32c::crc32c_append(crc, trailer);
-    head[8..12].copy_from_slice(&crc.to_le_bytes());
-    head
+    trailed_append_header(entries, trailer, records, MARKED_APPEND)
+}
+
+/// Split the origin id off the end of an append's payload: (entries length, id range).
+fn split_origin(payload: &[u8]) -> Result<(usize, std::ops::Range<usize>), String> {
+    let n = payload.len();
+    if n < 4 {
+        return Err(format!("append with an origin of {n} bytes is too short"));
+    }
+    let m = u32::from_le_bytes(payload[n - 4..].try_into().expect("4 bytes")) as usize;
+    if m == 0 || m > crate::origin::MAX_ORIGIN_LEN || m + 4 > n {
+        return Err(format!("impossible origin length {m} in a {n}-byte append"));
+    }
+    Ok((n - 4 - m, n - 4 - m..n - 4))
 }
 
 /// Split a marked append's payload into (entries length, key, position).
@@ -232,6 +281,8 @@ pub struct AppendSpan {
     pub entries_offset: usize,
     pub len: usize,
     pub records: u32,
+    /// Where the append's origin id is in the file, if it has one.
+    pub origin: Option<(usize, usize)>,
 }
 
 /// A torn last append: where the valid part of the file ends and why the rest is not valid.
@@ -292,7 +343,7 @@ pub fn scan(buf: &[u8]) -> Result<ScannedChunk, ScanError> {
         let head = &buf[pos..pos + APPEND_HEADER_LEN];
         let len = u32::from_le_bytes(head[0..4].try_into().expect("4 bytes")) as usize;
         let raw_records = u32::from_le_bytes(head[4..8].try_into().expect("4 bytes"));
-        let records = raw_records & !MARKED_APPEND;
+        let records = raw_records & RECORDS_MASK;
         let stored_crc = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
         let entries_offset = pos + APPEND_HEADER_LEN;
         let end = entries_offset + len;
@@ -306,20 +357,30 @@ pub fn scan(buf: &[u8]) -> Result<ScannedChunk, ScanError> {
         let crc = crc32c::crc32c_append(crc32c::crc32c(&head[0..8]), &buf[entries_offset..end]);
         let mut entries_len = len;
         let mut mark = None;
+        let mut origin = None;
         let mut problem = if crc != stored_crc {
             Some("checksum mismatch".to_string())
-        } else if raw_records & MARKED_APPEND != 0 {
+        } else {
+            None
+        };
+        if problem.is_none() && raw_records & MARKED_APPEND != 0 {
             match split_marked(&buf[entries_offset..end]) {
                 Ok((n, key, position)) => {
                     entries_len = n;
                     mark = Some((key, position));
-                    None
                 }
-                Err(e) => Some(e),
+                Err(e) => problem = Some(e),
             }
-        } else {
-            None
-        };
+        }
+        if problem.is_none() && raw_records & ORIGIN_APPEND != 0 {
+            match split_origin(&buf[entries_offset..entries_offset + entries_len]) {
+                Ok((n, id)) => {
+                    entries_len = n;
+                    origin = Some((entries_offset + id.start, id.len()));
+                }
+                Err(e) => problem = Some(e),
+            }
+        }
         if problem.is_none() && (records == 0 || records as usize > entries_len) {
             problem = Some(format!(
                 "impossible record count {records} for {entries_len} bytes"
@@ -339,6 +400,7 @@ pub fn scan(buf: &[u8]) -> Result<ScannedChunk, ScanError> {
             entries_offset,
             len: entries_len,
             records,
+            origin,
         });
         marks.extend(mark);
         pos = end;
@@ -349,6 +411,32 @@ pub fn scan(buf: &[u8]) -> Result<ScannedChunk, ScanError> {
         marks,
         torn_tail,
     })
+}
+
+/// The chunk's origin segments (see [`crate::origin`]): one per append with an origin,
+/// consecutive appends without one merged. Empty when no append has an origin.
+pub fn segments(buf: &[u8], scanned: &ScannedChunk) -> Vec<Segment> {
+    if scanned.appends.iter().all(|a| a.origin.is_none()) {
+        return Vec::new();
+    }
+    let mut out: Vec<Segment> = Vec::new();
+    for a in &scanned.appends {
+        let origin = a
+            .origin
+            .map(|(at, len)| Bytes::copy_from_slice(&buf[at..at + len]));
+        match out.last_mut() {
+            Some(last) if origin.is_none() && last.origin.is_none() => {
+                last.len += a.len;
+                last.count += a.records;
+            }
+            _ => out.push(Segment {
+                origin,
+                len: a.len,
+                count: a.records,
+            }),
+        }
+    }
+    out
 }
 
 /// Turn a scanned file's bytes into its entry stream: the appends' entries, concatenated in
@@ -481,6 +569,61 @@ mod tests {
         assert!(s.marks.is_empty());
         assert!(s.torn_tail.is_some());
         assert_eq!(s.records(), 1);
+    }
+
+    #[test]
+    fn origins_travel_with_their_append_alone_or_with_a_mark() {
+        let mut f = file_with(&[b"abc"]);
+        let t = origin_trailer(b"client-chunk-1", None);
+        f.extend_from_slice(&trailed_append_header(b"defgh", &t, 2, ORIGIN_APPEND));
+        f.extend_from_slice(b"defgh");
+        f.extend_from_slice(&t);
+        let mark = mark_trailer("k", 7);
+        let t = origin_trailer(b"c2", Some(&mark));
+        f.extend_from_slice(&trailed_append_header(
+            b"ij",
+            &t,
+            1,
+            ORIGIN_APPEND | MARKED_APPEND,
+        ));
+        f.extend_from_slice(b"ij");
+        f.extend_from_slice(&t);
+        f.extend_from_slice(&append_header(b"kl", 1));
+        f.extend_from_slice(b"kl");
+        f.extend_from_slice(&append_header(b"m", 1));
+        f.extend_from_slice(b"m");
+        let s = scan(&f).unwrap();
+        assert_eq!(s.records(), 6);
+        assert_eq!(s.marks, vec![("k".to_string(), 7)]);
+        let seg = |o: Option<&'static [u8]>, len, count| Segment {
+            origin: o.map(Bytes::from_static),
+            len,
+            count,
+        };
+        assert_eq!(
+            segments(&f, &s),
+            vec![
+                seg(None, 3, 1),
+                seg(Some(b"client-chunk-1"), 5, 2),
+                seg(Some(b"c2"), 2, 1),
+                seg(None, 3, 2),
+            ]
+        );
+        assert_eq!(&into_entries(f.clone(), &s)[..], b"abcdefghijklm");
+        // No origins: no segments.
+        let plain = file_with(&[b"abc", b"de"]);
+        assert!(segments(&plain, &scan(&plain).unwrap()).is_empty());
+        // An impossible origin length is damage.
+        let mut bad = file_with(&[b"abc"]);
+        let mut t = origin_trailer(b"id", None);
+        let n = t.len();
+        t[n - 4] = 200;
+        bad.extend_from_slice(&trailed_append_header(b"de", &t, 1, ORIGIN_APPEND));
+        bad.extend_from_slice(b"de");
+        bad.extend_from_slice(&t);
+        bad.extend_from_slice(&append_header(b"x", 1));
+        bad.extend_from_slice(b"x");
+        assert!(matches!(scan(&bad), Err(ScanError::Corrupt { .. })));
     }
 
     #[test]

@@ -453,6 +453,8 @@ fn resume_one(path: &Path, name: &str) -> Result<ResumeOutcome, String> {
 pub struct ReadChunk {
     pub records: u64,
     pub entries: Bytes,
+    /// The entries' origin segments (empty when no append has an origin).
+    pub segments: Vec<crate::origin::Segment>,
 }
 
 /// Why a chunk file could not be read back.
@@ -472,8 +474,13 @@ pub fn read_chunk(path: &Path) -> Result<ReadChunk, ReadError> {
         warn!(file = %path.display(), reason = %torn.reason, "chunk has a torn tail; handing out its valid part");
     }
     let records = scanned.records();
+    let segments = chunk::segments(&buf, &scanned);
     let entries = chunk::into_entries(buf, &scanned);
-    Ok(ReadChunk { records, entries })
+    Ok(ReadChunk {
+        records,
+        entries,
+        segments,
+    })
 }
 
 /// Delete a chunk file (a missing file counts as deleted).

@@ -27,6 +27,7 @@ fn batch(n: usize, pad: usize) -> EventBatch {
         entries: out.freeze(),
         count: n as u32,
         origin_chunk: None,
+        segments: Vec::new(),
     }
 }
 

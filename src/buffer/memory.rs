@@ -5,6 +5,7 @@
 //! (use `flush_at_shutdown` so a clean stop delivers it). This module owns only the piece list;
 //! chunking, scheduling and overflow are `buffer::Buffer`'s, shared with the file buffer.
 
+use crate::origin::Segment;
 use bytes::{Bytes, BytesMut};
 
 /// The entries of one in-memory chunk, in append order. Pieces are slices of the appended
@@ -12,11 +13,37 @@ use bytes::{Bytes, BytesMut};
 #[derive(Debug, Default, Clone)]
 pub struct MemoryChunk {
     pieces: Vec<Bytes>,
+    /// Per piece: its record count and origin id (see [`crate::origin`]).
+    labels: Vec<(u32, Option<Bytes>)>,
 }
 
 impl MemoryChunk {
-    pub fn push(&mut self, entries: Bytes) {
+    pub fn push(&mut self, entries: Bytes, records: u32, origin: Option<Bytes>) {
         self.pieces.push(entries);
+        self.labels.push((records, origin));
+    }
+
+    /// The chunk's origin segments, as a file chunk's (`chunk::segments`): empty when no
+    /// piece has an origin.
+    pub fn segments(&self) -> Vec<Segment> {
+        if self.labels.iter().all(|(_, o)| o.is_none()) {
+            return Vec::new();
+        }
+        let mut out: Vec<Segment> = Vec::new();
+        for (piece, (records, origin)) in self.pieces.iter().zip(&self.labels) {
+            match out.last_mut() {
+                Some(last) if origin.is_none() && last.origin.is_none() => {
+                    last.len += piece.len();
+                    last.count += records;
+                }
+                _ => out.push(Segment {
+                    origin: origin.clone(),
+                    len: piece.len(),
+                    count: *records,
+                }),
+            }
+        }
+        out
     }
 
     /// The chunk's entry stream: the pieces concatenated (no copy when there is one piece).
@@ -44,9 +71,17 @@ mod tests {
     fn concatenates_pieces_in_order() {
         let mut c = MemoryChunk::default();
         assert!(c.entries().is_empty());
-        c.push(Bytes::from_static(b"ab"));
+        c.push(Bytes::from_static(b"ab"), 1, None);
         assert_eq!(&c.entries()[..], b"ab");
-        c.push(Bytes::from_static(b"cde"));
+        assert!(c.segments().is_empty());
+        c.push(
+            Bytes::from_static(b"cde"),
+            2,
+            Some(Bytes::from_static(b"id")),
+        );
         assert_eq!(&c.entries()[..], b"abcde");
+        assert_eq!(c.segments().len(), 2);
+        assert_eq!(c.segments()[1].origin.as_deref(), Some(&b"id"[..]));
+        assert_eq!((c.segments()[1].len, c.segments()[1].count), (3, 2));
     }
 }

@@ -41,6 +41,8 @@ mod append;
 mod error;
 #[cfg(test)]
 mod marks_tests;
+#[cfg(test)]
+mod origin_tests;
 mod overflow;
 mod queue;
 mod schedule;
@@ -113,6 +115,9 @@ pub struct ChunkMeta {
 pub struct Chunk {
     pub meta: ChunkMeta,
     pub entries: Bytes,
+    /// Where the entries came from (see [`crate::origin`]): runs covering `entries` in order,
+    /// each with the id of the client chunk it came from. Empty when no entry has an origin.
+    pub segments: Vec<crate::origin::Segment>,
 }
 
 /// What resuming a file buffer found on disk.

@@ -19,7 +19,7 @@ use tracing::{debug, error, warn};
 /// What `dequeue` took out of the queue, before reading it.
 enum Taken {
     File(PathBuf),
-    Memory(Bytes),
+    Memory(Bytes, Vec<crate::origin::Segment>),
 }
 
 impl Buffer {
@@ -38,9 +38,13 @@ impl Buffer {
                 armed: true,
             };
             match taken {
-                Taken::Memory(entries) => {
+                Taken::Memory(entries, segments) => {
                     guard.disarm();
-                    return Some(Chunk { meta, entries });
+                    return Some(Chunk {
+                        meta,
+                        entries,
+                        segments,
+                    });
                 }
                 Taken::File(path) => {
                     let read_path = path.clone();
@@ -55,6 +59,7 @@ impl Buffer {
                             return Some(Chunk {
                                 meta,
                                 entries: read.entries,
+                                segments: read.segments,
                             });
                         }
                         Ok(Err(e)) => e.to_string(),
@@ -285,7 +290,7 @@ impl Shared {
                     c.stage = Stage::InFlight;
                     let taken = match &c.storage {
                         ChunkStorage::File(f) => Taken::File(f.path.clone()),
-                        ChunkStorage::Memory(m) => Taken::Memory(m.entries()),
+                        ChunkStorage::Memory(m) => Taken::Memory(m.entries(), m.segments()),
                     };
                     let meta = c.meta.clone();
                     st.queue.remove(index);

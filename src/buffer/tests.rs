@@ -21,6 +21,7 @@ fn batch_at(tag: &str, ids: std::ops::Range<u64>, secs: u32, pad: usize) -> Even
         entries: out.freeze(),
         count: (ids.end - ids.start) as u32,
         origin_chunk: None,
+        segments: Vec::new(),
     }
 }
 
@@ -452,6 +453,7 @@ async fn timekey_splits_a_batch_into_buckets() {
         entries: entries.freeze(),
         count: times.len() as u32,
         origin_chunk: None,
+        segments: Vec::new(),
     };
     buf.append(&b).await.unwrap();
     assert_eq!(buf.stats().staged_chunks, 3);

@@ -5,6 +5,11 @@
 //! on a majority of nodes). The parts of a split chunk carry ids derived from the chunk's id
 //! and the part's position, the same on every node, so a resent chunk is stored once.
 //!
+//! A batch from a lograft forwarder carries origin segments (see [`crate::origin`]): each
+//! client chunk in it is committed as its own entry under the client's id, all of them
+//! proposed at once, so a client chunk that reached the cluster through two forwarders (or
+//! twice through one) is stored once.
+//!
 //! Owns the mapping of proposal outcomes to [`EmitError`]s and the rate-limited "cluster
 //! unavailable" warning (one line per interval, not one per chunk). It must not store data
 //! itself nor talk to peers directly: `node::propose` does both.
@@ -14,10 +19,10 @@ use super::{ClusterRequest, ClusterResponse};
 use crate::event::{entry_runs, EventBatch};
 use crate::log_limit::WarnLimiter;
 use crate::observe::ClusterMetrics;
+use crate::origin::part_id;
 use crate::pipeline::{BoxFuture, Emit, EmitError};
 use crate::router::TagRoutes;
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -63,26 +68,62 @@ impl ClusterIngest {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        if batch.entries.len() <= MAX_ENTRY_BYTES {
+        if batch.segments.is_empty() {
             return self
-                .append(
+                .store_run(
                     batch.origin_chunk,
-                    batch.tag,
+                    &batch.tag,
                     batch.entries,
                     batch.count,
                     received_unix_ms,
                 )
                 .await;
         }
+        let mut at = 0usize;
+        let runs = batch.segments.iter().map(|segment| {
+            let entries = batch.entries.slice(at..at + segment.len);
+            at += segment.len;
+            self.store_run(
+                segment.origin.clone(),
+                &batch.tag,
+                entries,
+                segment.count,
+                received_unix_ms,
+            )
+        });
+        futures_util::future::try_join_all(runs).await?;
+        Ok(())
+    }
+
+    /// Commit one run of entries with one dedup id: one entry, or several parts when it is
+    /// larger than [`MAX_ENTRY_BYTES`].
+    async fn store_run(
+        &self,
+        origin: Option<Bytes>,
+        tag: &str,
+        entries: Bytes,
+        count: u32,
+        received_unix_ms: u64,
+    ) -> Result<(), EmitError> {
+        if entries.len() <= MAX_ENTRY_BYTES {
+            return self
+                .append(origin, tag.to_string(), entries, count, received_unix_ms)
+                .await;
+        }
         // Inputs validated the entries, so walking them cannot fail here.
-        let parts = entry_runs(&batch.entries, MAX_ENTRY_BYTES)
+        let parts = entry_runs(&entries, MAX_ENTRY_BYTES)
             .map_err(|e| EmitError::Storage(format!("cannot split a large chunk: {e}")))?;
         let n = parts.len();
         for (i, (range, count)) in parts.into_iter().enumerate() {
-            let origin = batch.origin_chunk.as_ref().map(|o| part_origin(o, i, n));
-            let entries = batch.entries.slice(range);
-            self.append(origin, batch.tag.clone(), entries, count, received_unix_ms)
-                .await?;
+            let origin = origin.as_ref().map(|o| part_id(o, i, n));
+            self.append(
+                origin,
+                tag.to_string(),
+                entries.slice(range),
+                count,
+                received_unix_ms,
+            )
+            .await?;
         }
         Ok(())
     }
@@ -141,36 +182,8 @@ impl ClusterIngest {
     }
 }
 
-/// The dedup id of part `index` of `parts` of the chunk whose id is `origin`: a SHA-256 over
-/// all three (32 bytes, within the state machine's id limit), so it is the same on every node
-/// and for every resend, and differs from the ids of other chunks and parts.
-fn part_origin(origin: &[u8], index: usize, parts: usize) -> Bytes {
-    let mut h = Sha256::new();
-    h.update(b"lograft chunk part\0");
-    h.update((origin.len() as u64).to_be_bytes());
-    h.update(origin);
-    h.update((index as u64).to_be_bytes());
-    h.update((parts as u64).to_be_bytes());
-    Bytes::copy_from_slice(&h.finalize())
-}
-
 impl Emit for ClusterIngest {
     fn emit(&self, batch: EventBatch) -> BoxFuture<'_, Result<(), EmitError>> {
         Box::pin(self.store(batch))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn part_ids_are_stable_distinct_and_fit_the_dedup_window() {
-        let a = part_origin(b"chunk-a", 0, 3);
-        assert_eq!(a, part_origin(b"chunk-a", 0, 3));
-        assert_ne!(a, part_origin(b"chunk-a", 1, 3));
-        assert_ne!(a, part_origin(b"chunk-a", 0, 4));
-        assert_ne!(a, part_origin(b"chunk-b", 0, 3));
-        assert!(a.len() <= super::super::MAX_ORIGIN_LEN);
     }
 }

@@ -92,7 +92,7 @@ pub type ClusterRaft = openraft::Raft<TypeConfig>;
 
 /// Longest chunk id the state machine accepts (`EventBatch::origin_chunk`, the raw `chunk`
 /// option bytes). Longer ids are rejected so the dedup window's memory stays bounded.
-pub const MAX_ORIGIN_LEN: usize = 64;
+pub const MAX_ORIGIN_LEN: usize = crate::origin::MAX_ORIGIN_LEN;
 
 /// An application command in the Raft log.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -14,7 +14,8 @@ use crate::msgpack::{
     self, write_array_header, write_map_header, write_str, write_str32_header, write_str_bytes,
     write_u32, Cursor, MsgpackError, RawKind, ScanError, ValueScanner,
 };
-use bytes::{Bytes, BytesMut};
+use crate::origin::{self, Segment};
+use bytes::{BufMut, Bytes, BytesMut};
 use std::io::{Read, Write};
 
 /// Cap on any frame, even when no `chunk_size_limit` is configured.
@@ -69,7 +70,14 @@ pub struct FrameOptions {
     pub size: Option<u64>,
     /// `compressed`: `"gzip"`, or text when absent or `"text"`.
     pub compressed: Option<Compression>,
+    /// `lograft_origins` (sent by lograft's out_forward): `[[id or nil, entry bytes], ...]`,
+    /// the origin ids of consecutive runs of the entries (see [`crate::origin`]), as received;
+    /// checked against the entries by [`decode_frame`].
+    pub origins: Option<Vec<(Option<Bytes>, u64)>>,
 }
+
+/// The option key carrying a frame's origin segments.
+pub const ORIGINS_OPTION: &str = "lograft_origins";
 
 /// One decoded event frame, normalized to a PackedForward entry stream.
 #[derive(Debug, Clone)]
@@ -88,6 +96,10 @@ pub struct EventFrame {
     /// Entries dropped by `skip_invalid_event`, and the first reason.
     pub skipped: u32,
     pub first_skip_error: Option<EntryError>,
+    /// The entries' origin segments from `lograft_origins`, every run labelled (a run the
+    /// sender left unlabelled gets an id derived from the frame's `chunk`); empty when the
+    /// frame had none or its entries were rewritten (see [`decode_frame`]).
+    pub segments: Vec<Segment>,
 }
 
 impl EventFrame {
@@ -98,6 +110,7 @@ impl EventFrame {
             entries: self.entries,
             count: self.count,
             origin_chunk: self.options.chunk,
+            segments: self.segments,
         }
     }
 }
@@ -250,7 +263,7 @@ pub fn decode_frame(
         }
     };
 
-    let options = if n > option_index {
+    let mut options = if n > option_index {
         let opts = parse_options(&raw, &mut c)?;
         if !c.at_end() {
             return Err(ForwardError::UnknownMode(
@@ -271,6 +284,16 @@ pub fn decode_frame(
     };
 
     let normalized = normalize_entries(stream, must_rewrite, config.skip_invalid_event, now)?;
+    // Origins describe the bytes the sender sent: they hold only if the entries were passed
+    // through as they are (lograft's out_forward sends nothing else). Otherwise the frame's
+    // `chunk` stays its only dedup id.
+    let rewritten = must_rewrite || normalized.skipped > 0 || normalized.has_zero_time;
+    let segments = match options.origins.take() {
+        Some(list) if !rewritten => {
+            resolve_origins(list, &normalized.entries, options.chunk.as_ref())?
+        }
+        _ => Vec::new(),
+    };
     Ok(Frame::Events(EventFrame {
         tag,
         mode,
@@ -281,7 +304,67 @@ pub fn decode_frame(
         wire_size,
         skipped: normalized.skipped,
         first_skip_error: normalized.first_skip_error,
+        segments,
     }))
+}
+
+/// Check a frame's `lograft_origins` against its entries and turn it into segments: the runs
+/// must be non-empty, end on entry boundaries and cover the entries exactly; ids are at most
+/// [`origin::MAX_ORIGIN_LEN`] bytes. A run without an id gets part `i` of `n` of the frame's
+/// `chunk` label (none without a `chunk`).
+fn resolve_origins(
+    list: Vec<(Option<Bytes>, u64)>,
+    entries: &Bytes,
+    chunk: Option<&Bytes>,
+) -> Result<Vec<Segment>, ForwardError> {
+    let bad = |why: String| ForwardError::BadOption(format!("\"{ORIGINS_OPTION}\": {why}"));
+    let total: u64 = list.iter().map(|(_, len)| *len).sum();
+    if total != entries.len() as u64 {
+        return Err(bad(format!(
+            "the runs cover {total} bytes but the entries are {} bytes",
+            entries.len()
+        )));
+    }
+    let n = list.len();
+    let frame_label = chunk.map(origin::label);
+    let mut segments = Vec::with_capacity(n);
+    let mut iter = EntryIter::new(entries);
+    let mut at = 0usize;
+    for (i, (id, len)) in list.into_iter().enumerate() {
+        if let Some(id) = &id {
+            if id.is_empty() || id.len() > origin::MAX_ORIGIN_LEN {
+                return Err(bad(format!(
+                    "an id of {} bytes (1 to {} allowed)",
+                    id.len(),
+                    origin::MAX_ORIGIN_LEN
+                )));
+            }
+        }
+        let end = at + len as usize;
+        let mut count = 0u32;
+        while at < end {
+            let e = iter
+                .next()
+                .ok_or_else(|| bad("runs past the entries".into()))?
+                .map_err(ForwardError::BadEntries)?;
+            at += e.raw.len();
+            count += 1;
+        }
+        if at != end || count == 0 {
+            return Err(bad(format!("run {i} does not end on an entry boundary")));
+        }
+        let origin = id.or_else(|| {
+            frame_label
+                .as_ref()
+                .map(|label| origin::part_id(label, i, n))
+        });
+        segments.push(Segment {
+            origin,
+            len: len as usize,
+            count,
+        });
+    }
+    Ok(segments)
 }
 
 /// True when a complete frame (as split by [`FrameDecoder::next_frame`]) is a
@@ -334,6 +417,7 @@ fn parse_options(raw: &Bytes, c: &mut Cursor<'_>) -> Result<FrameOptions, Forwar
                     c.skip()?;
                 }
             },
+            b"lograft_origins" => opts.origins = Some(parse_origins(raw, c)?),
             b"compressed" => match c.raw_bytes()? {
                 Some(b"gzip") => opts.compressed = Some(Compression::Gzip),
                 Some(b"text") => opts.compressed = Some(Compression::Text),
@@ -356,6 +440,35 @@ fn parse_options(raw: &Bytes, c: &mut Cursor<'_>) -> Result<FrameOptions, Forwar
         }
     }
     Ok(opts)
+}
+
+/// `[[id (str or bin) or nil, entry bytes (uint)], ...]`.
+fn parse_origins(
+    raw: &Bytes,
+    c: &mut Cursor<'_>,
+) -> Result<Vec<(Option<Bytes>, u64)>, ForwardError> {
+    let bad = || {
+        ForwardError::BadOption(format!(
+            "\"{ORIGINS_OPTION}\" is not an array of [id, length] pairs"
+        ))
+    };
+    let n = c.array_len()?.ok_or_else(bad)?;
+    // Each pair takes at least 3 bytes, so the frame's size bounds `n`.
+    let mut list = Vec::with_capacity((n as usize).min(raw.len() / 3));
+    for _ in 0..n {
+        if c.array_len()? != Some(2) {
+            return Err(bad());
+        }
+        let id = if c.nil()? {
+            None
+        } else {
+            let (r, _) = c.raw()?.ok_or_else(bad)?;
+            Some(raw.slice(r))
+        };
+        let len = c.uint()?.ok_or_else(bad)?;
+        list.push((id, len));
+    }
+    Ok(list)
 }
 
 struct Normalized {
@@ -516,6 +629,25 @@ pub fn encode_packed_forward(
     chunk: Option<&[u8]>,
     compressed: Compression,
 ) -> Result<EncodedFrameParts, ForwardError> {
+    encode_packed_forward_with_origins(tag, entries, count, chunk, compressed, &[])
+}
+
+/// [`encode_packed_forward`] with the entries' origin segments in `lograft_origins` (written
+/// only with a `chunk` and when some segment has an id; lengths are of the uncompressed
+/// entries). Receivers that are not lograft ignore the key.
+pub fn encode_packed_forward_with_origins(
+    tag: &str,
+    entries: &[u8],
+    count: u32,
+    chunk: Option<&[u8]>,
+    compressed: Compression,
+    origins: &[Segment],
+) -> Result<EncodedFrameParts, ForwardError> {
+    let origins = if chunk.is_some() && origins.iter().any(|s| s.origin.is_some()) {
+        origins
+    } else {
+        &[]
+    };
     let len =
         u32::try_from(entries.len()).map_err(|_| ForwardError::EntriesTooLarge(entries.len()))?;
     let mut header = BytesMut::with_capacity(tag.len() + 16);
@@ -523,8 +655,11 @@ pub fn encode_packed_forward(
     write_str(&mut header, tag);
     write_str32_header(&mut header, len);
 
-    let mut trailer = BytesMut::with_capacity(64);
-    let pairs = 1 + chunk.is_some() as u8 + (compressed == Compression::Gzip) as u8;
+    let mut trailer = BytesMut::with_capacity(64 + origins.len() * 80);
+    let pairs = 1
+        + chunk.is_some() as u8
+        + (compressed == Compression::Gzip) as u8
+        + !origins.is_empty() as u8;
     write_map_header(&mut trailer, pairs as u32);
     write_str(&mut trailer, "size");
     write_u32(&mut trailer, count);
@@ -535,6 +670,18 @@ pub fn encode_packed_forward(
     if compressed == Compression::Gzip {
         write_str(&mut trailer, "compressed");
         write_str(&mut trailer, "gzip");
+    }
+    if !origins.is_empty() {
+        write_str(&mut trailer, ORIGINS_OPTION);
+        write_array_header(&mut trailer, origins.len() as u32);
+        for s in origins {
+            write_array_header(&mut trailer, 2);
+            match &s.origin {
+                Some(id) => write_str_bytes(&mut trailer, id),
+                None => trailer.put_u8(0xc0),
+            }
+            write_u32(&mut trailer, s.len as u32);
+        }
     }
     Ok(EncodedFrameParts {
         header: header.freeze(),

@@ -13,9 +13,11 @@ mod frame;
 mod handshake;
 
 pub use frame::{
-    decode_ack, decode_frame, encode_ack, encode_packed_forward, frame_is_gzip, gzip_entries,
-    take_message, DecoderConfig, EncodedFrameParts, EventFrame, EventMode, Frame, FrameDecoder,
-    FrameOptions, DEFAULT_DECOMPRESSION_SIZE_LIMIT, HARD_MAX_FRAME_SIZE, MAX_CONTROL_MESSAGE_SIZE,
+    decode_ack, decode_frame, encode_ack, encode_packed_forward,
+    encode_packed_forward_with_origins, frame_is_gzip, gzip_entries, take_message, DecoderConfig,
+    EncodedFrameParts, EventFrame, EventMode, Frame, FrameDecoder, FrameOptions,
+    DEFAULT_DECOMPRESSION_SIZE_LIMIT, HARD_MAX_FRAME_SIZE, MAX_CONTROL_MESSAGE_SIZE,
+    ORIGINS_OPTION,
 };
 pub use handshake::{
     generate_nonce, generate_shared_key_salt, password_digest, shared_key_digest, ClientHandshake,

@@ -554,6 +554,7 @@ mod tests {
             entries: Bytes::from(vec![0u8; bytes]),
             count,
             origin_chunk: None,
+            segments: Vec::new(),
         }
     }
 

@@ -264,6 +264,7 @@ mod tests {
             entries: out.freeze(),
             count: n as u32,
             origin_chunk: None,
+            segments: Vec::new(),
         }
     }
 

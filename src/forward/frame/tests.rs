@@ -578,3 +578,124 @@ fn records_over_the_depth_limit_are_dropped_in_every_mode_or_refused() {
     assert!(crate::output::format::record_to_json(&deep_record(61)).is_ok());
     assert!(crate::output::format::record_to_json(&deep_record(70)).is_err());
 }
+
+fn wire_with_origins(
+    entries: &[u8],
+    count: u32,
+    chunk: Option<&[u8]>,
+    origins: &[Segment],
+) -> Vec<u8> {
+    let parts = encode_packed_forward_with_origins(
+        "app.x",
+        entries,
+        count,
+        chunk,
+        Compression::Text,
+        origins,
+    )
+    .unwrap();
+    let mut wire = parts.header.to_vec();
+    wire.extend_from_slice(entries);
+    wire.extend_from_slice(&parts.trailer);
+    wire
+}
+
+fn seg(origin: Option<&'static [u8]>, len: usize, count: u32) -> Segment {
+    Segment {
+        origin: origin.map(Bytes::from_static),
+        len,
+        count,
+    }
+}
+
+#[test]
+fn origins_round_trip_and_unlabelled_runs_get_ids_from_the_frame_chunk() {
+    let one = packed(&[(T, json!({"a": 1}))]).len();
+    let entries = packed(&[
+        (T, json!({"a": 1})),
+        (T, json!({"a": 2})),
+        (T, json!({"a": 3})),
+        (T, json!({"a": 4})),
+    ]);
+    let sent = [
+        seg(Some(b"client-1"), 2 * one, 2),
+        seg(None, one, 1),
+        seg(Some(b"client-2"), one, 1),
+    ];
+    let e = events(&wire_with_origins(&entries, 4, Some(b"frame"), &sent));
+    let frame_label = Bytes::from_static(b"frame");
+    assert_eq!(
+        e.segments,
+        vec![
+            seg(Some(b"client-1"), 2 * one, 2),
+            Segment {
+                origin: Some(origin::part_id(&frame_label, 1, 3)),
+                len: one,
+                count: 1
+            },
+            seg(Some(b"client-2"), one, 1),
+        ]
+    );
+    let batch = e.into_batch("app.x".into());
+    assert_eq!(batch.origin_segments().len(), 3);
+    // Without a chunk nothing is sent; without labels neither.
+    let e = events(&wire_with_origins(&entries, 4, None, &sent));
+    assert!(e.segments.is_empty() && e.options.origins.is_none());
+    let unlabelled = [seg(None, 4 * one, 4)];
+    let e = events(&wire_with_origins(&entries, 4, Some(b"f"), &unlabelled));
+    assert!(e.segments.is_empty() && e.options.origins.is_none());
+}
+
+#[test]
+fn origins_that_do_not_match_the_entries_refuse_the_frame() {
+    let one = packed(&[(T, json!({"a": 1}))]).len();
+    let entries = packed(&[(T, json!({"a": 1})), (T, json!({"a": 2}))]);
+    let long: &'static [u8] = &[b'x'; origin::MAX_ORIGIN_LEN + 1];
+    for bad in [
+        // Short of the entries, past them, inside an entry, empty run, too long an id.
+        vec![seg(Some(b"a"), one, 1)],
+        vec![seg(Some(b"a"), 3 * one, 3)],
+        vec![seg(Some(b"a"), one + 1, 1), seg(None, one - 1, 1)],
+        vec![seg(Some(b"a"), 0, 0), seg(None, 2 * one, 2)],
+        vec![seg(Some(long), 2 * one, 2)],
+        vec![seg(Some(b""), 2 * one, 2)],
+    ] {
+        let wire = wire_with_origins(&entries, 2, Some(b"frame"), &bad);
+        match decode_one(&wire) {
+            Err(ForwardError::BadOption(why)) => assert!(why.contains(ORIGINS_OPTION), "{why}"),
+            other => panic!("{bad:?} gave {other:?}"),
+        }
+    }
+    // Not an array of pairs.
+    let mut wire = BytesMut::new();
+    write_array_header(&mut wire, 3);
+    write_str(&mut wire, "t");
+    write_str_bytes(&mut wire, &entries);
+    wire.extend_from_slice(&opt_map(&[
+        ("chunk", &msgpack_str(b"c")),
+        (ORIGINS_OPTION, &msgpack_str(b"nope")),
+    ]));
+    assert!(matches!(decode_one(&wire), Err(ForwardError::BadOption(_))));
+}
+
+#[test]
+fn origins_of_rewritten_entries_are_ignored() {
+    // Message mode rewrites the entry: the sender's byte counts no longer hold.
+    let mut wire = BytesMut::new();
+    write_array_header(&mut wire, 4);
+    write_str(&mut wire, "t");
+    T.write_msgpack(&mut wire);
+    wire.extend_from_slice(&rec(&json!({"a": 1})));
+    let mut origins = BytesMut::new();
+    write_array_header(&mut origins, 1);
+    write_array_header(&mut origins, 2);
+    write_str(&mut origins, "client");
+    write_u32(&mut origins, 999);
+    wire.extend_from_slice(&opt_map(&[
+        ("chunk", &msgpack_str(b"c")),
+        (ORIGINS_OPTION, &origins),
+    ]));
+    let e = events(&wire);
+    assert_eq!(e.count, 1);
+    assert!(e.segments.is_empty());
+}

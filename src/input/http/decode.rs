@@ -130,6 +130,7 @@ pub(super) fn decode_request(meta: &RequestMeta, raw_body: &[u8]) -> Result<Even
         entries: entries.freeze(),
         count,
         origin_chunk: None,
+        segments: Vec::new(),
     })
 }
 

@@ -364,6 +364,7 @@ impl Tailer {
                 entries: b.entries,
                 count: b.count,
                 origin_chunk: None,
+                segments: Vec::new(),
             };
             let mark = SourceMark {
                 key: format!("{}{inode:016x}", self.key_prefix),

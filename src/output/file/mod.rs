@@ -485,6 +485,7 @@ mod tests {
                 created: SystemTime::now(),
             },
             entries: entries.freeze(),
+            segments: Vec::new(),
         }
     }
 

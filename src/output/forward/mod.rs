@@ -36,11 +36,11 @@ mod status;
 use super::OutputError;
 use crate::buffer::{Chunk, ChunkId};
 use crate::config::Compression;
-use crate::forward::{encode_packed_forward, gzip_entries};
+use crate::forward::{encode_packed_forward, encode_packed_forward_with_origins, gzip_entries};
 use balance::{Balancer, Candidate};
 use config::{ForwardOutputConfig, HeartbeatType, Transport};
 use connection::{ConnectTarget, Connection, Connector, Frame, SendError};
-use frames::{entries_budget, frame_id, plan_frames, FrameSpan};
+use frames::{entries_budget, frame_id, plan_frames, plan_frames_with_origins, FrameSpan};
 use node::ServerNode;
 pub use status::ForwardStatus;
 use std::collections::HashMap;
@@ -313,8 +313,13 @@ impl ForwardOutput {
         .map(|p| p.header.len() + p.trailer.len())
         .map_err(|e| OutputError::Unrecoverable(e.to_string()))?;
         let budget = entries_budget(s.max_frame_size, overhead, s.compress);
-        plan_frames(&chunk.entries, chunk.meta.records, budget)
-            .map_err(|e| OutputError::Unrecoverable(format!("malformed chunk entries: {e}")))
+        // Origins matter only to a receiver that acknowledges (and so dedups) by id.
+        if chunk.segments.is_empty() || !s.require_ack_response {
+            plan_frames(&chunk.entries, chunk.meta.records, budget)
+        } else {
+            plan_frames_with_origins(&chunk.entries, &chunk.segments, budget)
+        }
+        .map_err(|e| OutputError::Unrecoverable(format!("malformed chunk entries: {e}")))
     }
 
     /// Frame one span of the chunk: its entries as the buffer holds them (gzipped for
@@ -334,12 +339,13 @@ impl ForwardOutput {
                 .map_err(|e| OutputError::Retryable(format!("gzip task failed: {e}")))?
                 .map_err(|e| OutputError::io("gzip chunk", e))?,
         };
-        let parts = encode_packed_forward(
+        let parts = encode_packed_forward_with_origins(
             &chunk.meta.tag,
             &entries,
             span.records,
             ack.map(str::as_bytes),
             compress,
+            &span.segments,
         )
         .map_err(|e| OutputError::Unrecoverable(e.to_string()))?;
         Ok(Frame { parts, entries })

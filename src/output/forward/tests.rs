@@ -240,6 +240,7 @@ fn chunk(records: u32) -> Chunk {
             created: SystemTime::now(),
         },
         entries,
+        segments: Vec::new(),
     }
 }
 
@@ -734,6 +735,7 @@ fn padded_chunk(records: u32, pad: usize) -> Chunk {
             created: SystemTime::now(),
         },
         entries,
+        segments: Vec::new(),
     }
 }
 

@@ -86,6 +86,7 @@ mod tests {
                 created: SystemTime::now(),
             },
             entries: entries.freeze(),
+            segments: Vec::new(),
         }
     }
 
