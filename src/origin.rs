@@ -14,7 +14,8 @@
 //!   part gets a derived id ([`part_id`]);
 //! - out_forward sends a chunk's labelled runs ([`Segment`]s) in the frame's
 //!   `lograft_origins` option (`forward::frame`); the receiving input reads them back;
-//! - the cluster commits each segment under its own id (`cluster::ingest`).
+//! - the cluster commits a frame's segments in one entry (`AppendSegments`), leaving out each
+//!   segment whose id it already holds (`cluster::ingest`, the state machine's rules).
 //!
 //! This module owns the [`Segment`] type and the id rules. It must not do I/O nor know the wire
 //! or file formats.
@@ -27,7 +28,7 @@ use sha2::{Digest, Sha256};
 pub const MAX_ORIGIN_LEN: usize = 64;
 
 /// A run of a batch's (or chunk's, or frame's) entries that came from one sender's chunk.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Segment {
     /// The dedup id of the run; `None` for entries no sender labelled (HTTP, tail, or a
     /// Forward client that sent no `chunk` option).

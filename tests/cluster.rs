@@ -279,7 +279,7 @@ fn a_client_chunk_resent_through_another_forwarder_is_stored_once() {
     // Both forwarders have delivered everything (their buffers are empty) ...
     for (_, dir, _) in &forwarders {
         let drained = wait_until(Duration::from_secs(60), || {
-            count_files_named(&dir.join("buffer"), "buffer.") == 0
+            buffered_chunks(&dir.join("buffer")) == 0
         });
         assert!(drained, "{} still holds chunks", dir.display());
     }
@@ -289,22 +289,6 @@ fn a_client_chunk_resent_through_another_forwarder_is_stored_once() {
     let acked: Vec<u64> = (0..240).collect();
     assert_exactly_once(&counts, &acked);
     assert_eq!(counts.len(), 240);
-}
-
-/// Files under `dir` (recursively) whose name starts with `prefix`.
-fn count_files_named(dir: &Path, prefix: &str) -> usize {
-    let mut n = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            if e.path().is_dir() {
-                stack.push(e.path());
-            } else if e.file_name().to_string_lossy().starts_with(prefix) {
-                n += 1;
-            }
-        }
-    }
-    n
 }
 
 /// Issue 9: a chunk far larger than one Raft entry (64 MB, sent whole as Fluentd sends its

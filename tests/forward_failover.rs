@@ -465,8 +465,14 @@ fn retransmission_after_forwarder_crash_keeps_the_chunk_id() {
         "retransmission got a new chunk id"
     );
     assert_eq!(again.seqs, first.seqs);
-    // Acked now: it leaves the buffer and is not sent a third time.
-    std::thread::sleep(Duration::from_secs(2));
+    // Acked now: it leaves the buffer (so it cannot be sent again) after exactly two sends.
+    assert!(
+        wait_until(Duration::from_secs(10), || buffered_chunks(
+            &fwd_dir.join("buffer")
+        ) == 0),
+        "the acked chunk stayed in the buffer; log:\n{}",
+        fwd.log_text()
+    );
     assert_eq!(receiver.seen().len(), 2);
     receiver.kill(&rt);
 }

@@ -5,10 +5,12 @@
 //! on a majority of nodes). The parts of a split chunk carry ids derived from the chunk's id
 //! and the part's position, the same on every node, so a resent chunk is stored once.
 //!
-//! A batch from a lograft forwarder carries origin segments (see [`crate::origin`]): each
-//! client chunk in it is committed as its own entry under the client's id, all of them
-//! proposed at once, so a client chunk that reached the cluster through two forwarders (or
-//! twice through one) is stored once.
+//! A batch from a lograft forwarder carries origin segments (see [`crate::origin`]): it is
+//! committed as one `AppendSegments` entry (or several, split between segments, when larger
+//! than an entry), and the state machine leaves out each client chunk whose id it already
+//! holds, so a client chunk that reached the cluster through two forwarders (or twice through
+//! one) is stored once. A single segment larger than an entry is committed as the parts of a
+//! plain chunk, under part ids of its own id.
 //!
 //! Owns the mapping of proposal outcomes to [`EmitError`]s and the rate-limited "cluster
 //! unavailable" warning (one line per interval, not one per chunk). It must not store data
@@ -19,7 +21,7 @@ use super::{ClusterRequest, ClusterResponse};
 use crate::event::{entry_runs, EventBatch};
 use crate::log_limit::WarnLimiter;
 use crate::observe::ClusterMetrics;
-use crate::origin::part_id;
+use crate::origin::{part_id, Segment};
 use crate::pipeline::{BoxFuture, Emit, EmitError};
 use crate::router::TagRoutes;
 use bytes::Bytes;
@@ -79,19 +81,44 @@ impl ClusterIngest {
                 )
                 .await;
         }
+        // Runs of whole segments of at most one entry each; a larger segment alone.
+        let mut groups: Vec<(std::ops::Range<usize>, Vec<Segment>)> = Vec::new();
         let mut at = 0usize;
-        let runs = batch.segments.iter().map(|segment| {
-            let entries = batch.entries.slice(at..at + segment.len);
-            at += segment.len;
-            self.store_run(
-                segment.origin.clone(),
-                &batch.tag,
+        for segment in batch.segments {
+            let range = at..at + segment.len;
+            at = range.end;
+            match groups.last_mut() {
+                Some((r, g))
+                    if r.len() + segment.len <= MAX_ENTRY_BYTES
+                        && segment.len <= MAX_ENTRY_BYTES =>
+                {
+                    r.end = range.end;
+                    g.push(segment);
+                }
+                _ => groups.push((range, vec![segment])),
+            }
+        }
+        let commits = groups.into_iter().map(|(range, segments)| {
+            let entries = batch.entries.slice(range);
+            if entries.len() > MAX_ENTRY_BYTES {
+                let one = &segments[0];
+                return futures_util::future::Either::Left(self.store_run(
+                    one.origin.clone(),
+                    &batch.tag,
+                    entries,
+                    one.count,
+                    received_unix_ms,
+                ));
+            }
+            let request = ClusterRequest::AppendSegments {
+                tag: batch.tag.clone(),
                 entries,
-                segment.count,
+                segments,
                 received_unix_ms,
-            )
+            };
+            futures_util::future::Either::Right(self.commit(request))
         });
-        futures_util::future::try_join_all(runs).await?;
+        futures_util::future::try_join_all(commits).await?;
         Ok(())
     }
 
@@ -137,13 +164,18 @@ impl ClusterIngest {
         count: u32,
         received_unix_ms: u64,
     ) -> Result<(), EmitError> {
-        let request = ClusterRequest::AppendChunk {
+        self.commit(ClusterRequest::AppendChunk {
             origin,
             tag,
             entries,
             count,
             received_unix_ms,
-        };
+        })
+        .await
+    }
+
+    /// Commit one `AppendChunk` or `AppendSegments` entry and map the answer.
+    async fn commit(&self, request: ClusterRequest) -> Result<(), EmitError> {
         let started = std::time::Instant::now();
         let answer = node::propose(&self.shared, request).await;
         match &answer {

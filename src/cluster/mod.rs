@@ -133,12 +133,25 @@ pub enum ClusterRequest {
     /// it aside. Accepted only for a sealed, unconfirmed batch not yet dead-lettered; the state
     /// machine records the reason and derives the dead-letter key from the batch (never from
     /// the request). The batch is then uploaded under that key and confirmed as usual.
-    /// (Last variant: older log entries still decode.)
     DeadLetterBatch {
         /// Batch id (the first chunk's index).
         first: u64,
         /// Why the upload failed (truncated by the state machine).
         reason: String,
+    },
+    /// Store the client chunks a forwarder sent in one frame (see [`crate::origin`]) as one
+    /// chunk: a segment whose id the dedup window holds, or that an earlier segment of the
+    /// same request carries, is left out; the rest is stored under this entry's index and
+    /// their ids are remembered. Answers `Duplicate` when every segment was left out.
+    /// (Last variant: older log entries still decode.)
+    AppendSegments {
+        tag: String,
+        /// Concatenated msgpack `[time, record]` entries, as received.
+        entries: Bytes,
+        /// Consecutive runs covering `entries`, each with its client chunk's id.
+        segments: Vec<crate::origin::Segment>,
+        /// When the proposing node received the frame (in the log, so deterministic).
+        received_unix_ms: u64,
     },
 }
 
@@ -179,6 +192,18 @@ impl fmt::Debug for ClusterRequest {
                 .debug_struct("DeadLetterBatch")
                 .field("first", first)
                 .field("reason", reason)
+                .finish(),
+            ClusterRequest::AppendSegments {
+                tag,
+                entries,
+                segments,
+                received_unix_ms,
+            } => f
+                .debug_struct("AppendSegments")
+                .field("tag", tag)
+                .field("bytes", &entries.len())
+                .field("segments", &segments.len())
+                .field("received_unix_ms", received_unix_ms)
                 .finish(),
         }
     }

@@ -606,12 +606,29 @@ impl RaftService for RaftGrpc {
         let (_, ext, chunk) = request.into_parts();
         self.gate
             .member(&ext, self.membership().nodes().map(|(id, _)| *id))?;
-        let app = ClusterRequest::AppendChunk {
-            origin: chunk.origin,
-            tag: chunk.tag,
-            entries: chunk.entries,
-            count: chunk.count,
-            received_unix_ms: chunk.received_unix_ms,
+        let app = if chunk.segments.is_empty() {
+            ClusterRequest::AppendChunk {
+                origin: chunk.origin,
+                tag: chunk.tag,
+                entries: chunk.entries,
+                count: chunk.count,
+                received_unix_ms: chunk.received_unix_ms,
+            }
+        } else {
+            ClusterRequest::AppendSegments {
+                tag: chunk.tag,
+                entries: chunk.entries,
+                segments: chunk
+                    .segments
+                    .into_iter()
+                    .map(|s| crate::origin::Segment {
+                        origin: s.origin,
+                        len: usize::try_from(s.len).unwrap_or(usize::MAX),
+                        count: s.count,
+                    })
+                    .collect(),
+                received_unix_ms: chunk.received_unix_ms,
+            }
         };
         debug!(request = ?app, "forwarded chunk");
         reply(self.raft.client_write(app).await.map(|r| r.data))

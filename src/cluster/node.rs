@@ -8,7 +8,7 @@
 //! implement admin operations (that is [`super::admin`]).
 
 use super::network::{CallError, ClientWriteRaftError, PeerChannels};
-use super::proto::raft_pb::ForwardedChunk;
+use super::proto::raft_pb::{ForwardedChunk, ForwardedSegment};
 use super::storage::ChunkReader;
 use super::tls::{ClusterTls, Gate};
 use super::{ClusterRaft, ClusterRequest, ClusterResponse, NodeId};
@@ -227,7 +227,8 @@ pub(crate) async fn propose(
     }
 }
 
-/// The wire form of an `AppendChunk`, the one request a follower forwards; `None` for others.
+/// The wire form of an `AppendChunk` or `AppendSegments`, the requests a follower forwards;
+/// `None` for others.
 fn forwarded_chunk(request: &ClusterRequest) -> Option<ForwardedChunk> {
     match request {
         ClusterRequest::AppendChunk {
@@ -242,6 +243,27 @@ fn forwarded_chunk(request: &ClusterRequest) -> Option<ForwardedChunk> {
             entries: entries.clone(),
             count: *count,
             received_unix_ms: *received_unix_ms,
+            segments: Vec::new(),
+        }),
+        ClusterRequest::AppendSegments {
+            tag,
+            entries,
+            segments,
+            received_unix_ms,
+        } => Some(ForwardedChunk {
+            origin: None,
+            tag: tag.clone(),
+            entries: entries.clone(),
+            count: segments.iter().map(|s| s.count).sum(),
+            received_unix_ms: *received_unix_ms,
+            segments: segments
+                .iter()
+                .map(|s| ForwardedSegment {
+                    origin: s.origin.clone(),
+                    len: s.len as u64,
+                    count: s.count,
+                })
+                .collect(),
         }),
         _ => None,
     }

@@ -358,6 +358,21 @@ pub fn seq_counts(records: &[(String, serde_json::Value)]) -> std::collections::
     m
 }
 
+/// Chunk files (`buffer.*.log`) a file buffer directory still holds, `quarantine/` not
+/// counted: 0 once every chunk it stored was delivered (acknowledged) and purged.
+pub fn buffered_chunks(buffer_dir: &Path) -> usize {
+    std::fs::read_dir(buffer_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("buffer.") && name.ends_with(".log")
+        })
+        .count()
+}
+
 /// Poll until `f` returns true or the timeout passes.
 pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;

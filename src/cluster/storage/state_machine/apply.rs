@@ -3,6 +3,7 @@
 //! the column families match it.
 //!
 //! Owns the meaning of `AppendChunk` (size limit of chunk ids, dedup within the window),
+//! `AppendSegments` (the same per segment; duplicate segments left out of the stored chunk),
 //! `SealBatch` (only pending chunks of the batch's tag and, with a period, of the first chunk's
 //! period, strictly ascending; the object key is derived here from the batch by [`batch_key`],
 //! never taken from the request), `ConfirmUpload` (drops a sealed batch's chunks; anything else
@@ -17,9 +18,11 @@ use super::records::{
     BatchRecord, ChunkRecord, DeadLetter, DedupRecord, SmState, MAX_DEAD_LETTER_REASON,
 };
 use crate::cluster::{ClusterRequest, ClusterResponse, TypeConfig, MAX_ORIGIN_LEN};
+use crate::origin::Segment;
 use bytes::Bytes;
 use chrono::{DateTime, Datelike, Utc};
 use openraft::{Entry, EntryPayload, StoredMembership};
+use std::collections::HashSet;
 use std::time::{Duration, UNIX_EPOCH};
 use tracing::debug;
 
@@ -113,6 +116,23 @@ pub(crate) fn apply_request(
             }
             ClusterResponse::Appended { index }
         }
+        ClusterRequest::AppendSegments {
+            tag,
+            entries,
+            segments,
+            received_unix_ms,
+        } => append_segments(
+            state,
+            index,
+            Segments {
+                tag,
+                entries,
+                segments,
+                received_unix_ms,
+            },
+            dedup_window,
+            mutations,
+        ),
         ClusterRequest::SealBatch {
             tag,
             chunks,
@@ -268,6 +288,104 @@ fn seal_refusal(
 }
 
 /// Add `origin` to the dedup window, evicting the oldest ids beyond `window`.
+/// The fields of an `AppendSegments` request.
+struct Segments {
+    tag: String,
+    entries: Bytes,
+    segments: Vec<Segment>,
+    received_unix_ms: u64,
+}
+
+/// `AppendSegments` (see [`ClusterRequest::AppendSegments`]).
+fn append_segments(
+    state: &mut SmState,
+    index: u64,
+    request: Segments,
+    dedup_window: usize,
+    mutations: &mut Vec<Mutation>,
+) -> ClusterResponse {
+    let Segments {
+        tag,
+        entries,
+        segments,
+        received_unix_ms,
+    } = request;
+    let covered: usize = segments.iter().map(|s| s.len).sum();
+    if segments.is_empty() || covered != entries.len() {
+        return ClusterResponse::Rejected(format!(
+            "{} segments cover {covered} of {} bytes",
+            segments.len(),
+            entries.len()
+        ));
+    }
+    if let Some(long) = segments
+        .iter()
+        .filter_map(|s| s.origin.as_ref())
+        .find(|o| o.len() > MAX_ORIGIN_LEN)
+    {
+        return ClusterResponse::Rejected(format!(
+            "chunk id of {} bytes (at most {MAX_ORIGIN_LEN})",
+            long.len()
+        ));
+    }
+    let mut kept: Vec<(std::ops::Range<usize>, &Segment)> = Vec::with_capacity(segments.len());
+    let mut in_request: HashSet<&Bytes> = HashSet::new();
+    let mut first_duplicate = None;
+    let mut at = 0usize;
+    for segment in &segments {
+        let range = at..at + segment.len;
+        at = range.end;
+        if let Some(origin) = &segment.origin {
+            if let Some(&(_, first)) = state.dedup_by_origin.get(origin) {
+                first_duplicate.get_or_insert(first);
+                continue;
+            }
+            if !in_request.insert(origin) {
+                first_duplicate.get_or_insert(index);
+                continue;
+            }
+        }
+        kept.push((range, segment));
+    }
+    if kept.is_empty() {
+        let first = first_duplicate.unwrap_or(index);
+        debug!(index, first, "duplicate segments");
+        return ClusterResponse::Duplicate { index: first };
+    }
+    let count = kept.iter().map(|(_, s)| s.count).sum();
+    let stored = if kept.len() == segments.len() {
+        entries
+    } else {
+        let mut joined = bytes::BytesMut::with_capacity(kept.iter().map(|(r, _)| r.len()).sum());
+        for (range, _) in &kept {
+            joined.extend_from_slice(&entries[range.clone()]);
+        }
+        joined.freeze()
+    };
+    let origins: Vec<Bytes> = kept.iter().filter_map(|(_, s)| s.origin.clone()).collect();
+    let record = ChunkRecord {
+        tag,
+        bytes: stored.len() as u64,
+        count,
+        received_unix_ms,
+        origin: None,
+        batch: None,
+    };
+    mutations.push(Mutation::PutChunkData {
+        index,
+        entries: stored,
+    });
+    mutations.push(Mutation::PutChunkMeta {
+        index,
+        record: record.clone(),
+    });
+    state.chunks.insert(index, record);
+    for origin in origins {
+        remember_origin(state, origin, index, dedup_window, mutations);
+    }
+    ClusterResponse::Appended { index }
+}
+
 fn remember_origin(
     state: &mut SmState,
     origin: Bytes,

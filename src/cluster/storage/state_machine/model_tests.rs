@@ -1,5 +1,5 @@
 //! Property tests of the state machine's rules against a simple in-memory model: dedup of chunk
-//! ids within the window, seals of pending chunks of one tag (and period) only, confirms of
+//! ids within the window (of whole chunks and of a forwarder frame's segments), seals of pending chunks of one tag (and period) only, confirms of
 //! sealed batches only, dead-letters of sealed, unconfirmed batches only (with the dead-letter
 //! key derived by the state machine, never proposed), object keys derived from the batch
 //! whatever key a proposer sends, refusals that name no chunk's tag. They drive
@@ -33,6 +33,16 @@ enum Step {
         long: bool,
         tag: usize,
         len: u8,
+        day: u8,
+    },
+    /// Append a forwarder frame of segments: each `(origin, len)` picks an id from the same
+    /// pool (or none); `long` makes the first id one byte over the limit; `miscover` makes the
+    /// segments cover one byte less than the entries.
+    AppendSegments {
+        segments: Vec<(Option<u8>, u8)>,
+        long: bool,
+        miscover: bool,
+        tag: usize,
         day: u8,
     },
     /// Seal up to `take` pending chunks of a tag, with a one-day period if `daily` (refused
@@ -77,6 +87,23 @@ fn step() -> impl Strategy<Value = Step> {
                 len,
                 day
             }),
+        3 => (
+            proptest::collection::vec(
+                (proptest::option::weighted(0.9, 0u8..12), 1u8..20),
+                0..5
+            ),
+            proptest::bool::weighted(0.05),
+            proptest::bool::weighted(0.05),
+            0..TAGS.len(),
+            0u8..3
+        )
+            .prop_map(|(segments, long, miscover, tag, day)| Step::AppendSegments {
+                segments,
+                long,
+                miscover,
+                tag,
+                day
+            }),
         2 => (0..TAGS.len(), 1usize..5, 0usize..3, proptest::bool::weighted(0.3))
             .prop_map(|(tag, take, skip, daily)| Step::SealPending { tag, take, skip, daily }),
         1 => (
@@ -108,6 +135,7 @@ fn step() -> impl Strategy<Value = Step> {
 struct ModelChunk {
     tag: String,
     bytes: u64,
+    count: u64,
     received_unix_ms: u64,
     origin: Option<Bytes>,
     batch: Option<u64>,
@@ -170,8 +198,70 @@ impl Model {
                     ModelChunk {
                         tag: tag.clone(),
                         bytes: entries.len() as u64,
+                        count: 1,
                         received_unix_ms: *received_unix_ms,
                         origin: origin.clone(),
+                        batch: None,
+                    },
+                );
+                ClusterResponse::Appended { index }
+            }
+            ClusterRequest::AppendSegments {
+                tag,
+                entries,
+                segments,
+                received_unix_ms,
+            } => {
+                let covered: usize = segments.iter().map(|s| s.len).sum();
+                if segments.is_empty() || covered != entries.len() {
+                    return ClusterResponse::Rejected(String::new());
+                }
+                if segments
+                    .iter()
+                    .any(|s| s.origin.as_ref().is_some_and(|o| o.len() > MAX_ORIGIN_LEN))
+                {
+                    return ClusterResponse::Rejected(String::new());
+                }
+                // Keep each segment whose id is new, in the window and in this request.
+                let mut kept = Vec::new();
+                let mut first_duplicate = None;
+                for s in segments {
+                    if let Some(o) = &s.origin {
+                        if let Some((_, first)) = self.remembered.iter().find(|(r, _)| r == o) {
+                            first_duplicate.get_or_insert(*first);
+                            continue;
+                        }
+                        if kept
+                            .iter()
+                            .any(|k: &&crate::origin::Segment| k.origin.as_ref() == Some(o))
+                        {
+                            first_duplicate.get_or_insert(index);
+                            continue;
+                        }
+                    }
+                    kept.push(s);
+                }
+                if kept.is_empty() {
+                    return ClusterResponse::Duplicate {
+                        index: first_duplicate.expect("segments are not empty"),
+                    };
+                }
+                for s in &kept {
+                    if let Some(o) = &s.origin {
+                        self.remembered.push_back((o.clone(), index));
+                        while self.remembered.len() > self.window {
+                            self.remembered.pop_front();
+                        }
+                    }
+                }
+                self.chunks.insert(
+                    index,
+                    ModelChunk {
+                        tag: tag.clone(),
+                        bytes: kept.iter().map(|s| s.len as u64).sum(),
+                        count: kept.iter().map(|s| u64::from(s.count)).sum(),
+                        received_unix_ms: *received_unix_ms,
+                        origin: None,
                         batch: None,
                     },
                 );
@@ -276,6 +366,38 @@ fn request(step: &Step, model: &Model) -> ClusterRequest {
             count: 1,
             received_unix_ms: 1_795_568_523_000 + u64::from(*day) * DAY_MS,
         },
+        Step::AppendSegments {
+            segments,
+            long,
+            miscover,
+            tag,
+            day,
+        } => {
+            let segments: Vec<crate::origin::Segment> = segments
+                .iter()
+                .enumerate()
+                .map(|(i, (origin, len))| crate::origin::Segment {
+                    origin: origin.map(|o| {
+                        let n = if *long && i == 0 {
+                            MAX_ORIGIN_LEN + 1
+                        } else {
+                            16
+                        };
+                        Bytes::from(vec![o; n])
+                    }),
+                    len: *len as usize,
+                    count: u32::from(*len % 3 + 1),
+                })
+                .collect();
+            let covered: usize = segments.iter().map(|s| s.len).sum();
+            let len = if *miscover { covered + 1 } else { covered };
+            ClusterRequest::AppendSegments {
+                tag: TAGS[*tag].to_string(),
+                entries: Bytes::from(vec![0x90; len]),
+                segments,
+                received_unix_ms: 1_795_568_523_000 + u64::from(*day) * DAY_MS,
+            }
+        }
         Step::SealPending {
             tag,
             take,
@@ -471,8 +593,8 @@ fn check_views(state: &SmState, model: &Model) -> Result<(), TestCaseError> {
         }
         let bytes: u64 = m.chunks.iter().map(|c| model.chunks[c].bytes).sum();
         prop_assert_eq!(batch.bytes, bytes);
-        // Every chunk of these tests holds one event.
-        prop_assert_eq!(batch.count, m.chunks.len() as u64);
+        let count: u64 = m.chunks.iter().map(|c| model.chunks[c].count).sum();
+        prop_assert_eq!(batch.count, count);
         // A sealed batch holds only stored chunks of its own tag, all marked with its id.
         for c in &batch.chunks {
             let chunk = &state.chunks[c];
