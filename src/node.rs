@@ -185,7 +185,10 @@ async fn run_forwarder(
             .map(|o| Output::build(o, &m.buffer))
             .transpose()
             .map_err(output_err)?;
-        let (buffer, report) = Buffer::open(&m.buffer, dir.clone(), &patterns)
+        let mut buffer_cfg = m.buffer.clone();
+        buffer_cfg.keep_origins =
+            output.sends_origins() || secondary.as_ref().is_some_and(Output::sends_origins);
+        let (buffer, report) = Buffer::open(&buffer_cfg, dir.clone(), &patterns)
             .await
             .map_err(|source| NodeError::Buffer {
                 patterns: patterns.clone(),

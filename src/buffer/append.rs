@@ -139,7 +139,8 @@ impl Shared {
     /// chunk. A labelled segment's pieces are also cut to fit an empty chunk, at places that
     /// depend only on the segment, and labelled with the segment's id (or part ids when cut).
     fn split_batch(&self, batch: &EventBatch) -> Result<Vec<Piece>, BufferError> {
-        if batch.segments.is_empty() && batch.origin_chunk.is_none() {
+        let labelled = !batch.segments.is_empty() || batch.origin_chunk.is_some();
+        if !labelled || !self.settings.keep_origins {
             return self.split_entries(&batch.tag, &batch.entries, batch.count);
         }
         let mut pieces = Vec::new();

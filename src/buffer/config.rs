@@ -43,6 +43,10 @@ pub struct BufferConfig {
     pub overflow_action: OverflowAction,
     pub compress: Compression,
     pub retry: RetryConfig,
+    /// Keep the origin ids of labelled batches (see [`crate::origin`]); not a parameter: the
+    /// node turns it off when no output of the buffer sends them on (only out_forward does),
+    /// so such a buffer stores and splits batches as if they had none.
+    pub keep_origins: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +93,7 @@ impl BufferConfig {
             overflow_action: OverflowAction::ThrowException,
             compress: Compression::Text,
             retry: RetryConfig::default(),
+            keep_origins: true,
             kind,
         }
     }

@@ -190,6 +190,7 @@ struct Settings {
     flush_mode: FlushMode,
     flush_interval: Duration,
     overflow_action: OverflowAction,
+    keep_origins: bool,
 }
 
 impl Settings {
@@ -209,6 +210,7 @@ impl Settings {
             flush_mode: cfg.flush_mode,
             flush_interval: cfg.flush_interval,
             overflow_action: cfg.overflow_action,
+            keep_origins: cfg.keep_origins,
         }
     }
 }

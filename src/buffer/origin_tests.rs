@@ -166,3 +166,25 @@ async fn labelled_segments_of_a_forwarded_batch_and_timekey_cuts() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_buffer_that_does_not_keep_origins_stores_labelled_batches_as_plain_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = cfg(BufferKind::File {
+        path: Some(dir.path().to_path_buf()),
+    });
+    cfg.keep_origins = false;
+    let (buf, _) = Buffer::open(&cfg, Some(dir.path().to_path_buf()), "test")
+        .await
+        .unwrap();
+    buf.append(&batch(0..4, Some("a"))).await.unwrap();
+    // Split to fill the chunk, as an unlabelled batch would be.
+    buf.append(&batch(4..12, Some("b"))).await.unwrap();
+    assert_eq!(
+        drain_segments(&buf).await,
+        vec![
+            vec![(None, (0..10).collect())],
+            vec![(None, (10..12).collect())]
+        ]
+    );
+}

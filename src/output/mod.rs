@@ -126,6 +126,12 @@ impl Output {
         }
     }
 
+    /// Whether the output sends origin ids on (see [`crate::origin`]): out_forward with
+    /// `require_ack_response`. A buffer whose outputs do not need not keep them.
+    pub fn sends_origins(&self) -> bool {
+        matches!(self, Output::Forward(f) if f.requires_ack())
+    }
+
     pub fn type_name(&self) -> &'static str {
         match self {
             Output::Stdout(_) => "stdout",

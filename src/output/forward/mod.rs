@@ -190,6 +190,11 @@ impl ForwardOutput {
         Ok(())
     }
 
+    /// Whether frames carry a `chunk` id and wait for the ack (`require_ack_response`).
+    pub fn requires_ack(&self) -> bool {
+        self.shared.settings.require_ack_response
+    }
+
     /// Notified each time a server becomes available again (so queued chunks need not wait
     /// out a long backoff).
     pub fn recovered(&self) -> &Notify {
