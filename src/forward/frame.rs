@@ -283,15 +283,35 @@ pub fn decode_frame(
         (m, _) => (m, stream),
     };
 
-    let normalized = normalize_entries(stream, must_rewrite, config.skip_invalid_event, now)?;
+    // Where the sender's origin runs end, checked in the validation walk.
+    let run_ends: Vec<usize> = match &options.origins {
+        Some(list) if !must_rewrite => list
+            .iter()
+            .scan(0usize, |at, (_, len)| {
+                *at = at.saturating_add(usize::try_from(*len).unwrap_or(usize::MAX));
+                Some(*at)
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let mut normalized = normalize_entries(
+        stream,
+        must_rewrite,
+        config.skip_invalid_event,
+        now,
+        &run_ends,
+    )?;
     // Origins describe the bytes the sender sent: they hold only if the entries were passed
     // through as they are (lograft's out_forward sends nothing else). Otherwise the frame's
     // `chunk` stays its only dedup id.
     let rewritten = must_rewrite || normalized.skipped > 0 || normalized.has_zero_time;
     let segments = match options.origins.take() {
-        Some(list) if !rewritten => {
-            resolve_origins(list, &normalized.entries, options.chunk.as_ref())?
-        }
+        Some(list) if !rewritten => resolve_origins(
+            list,
+            &normalized.entries,
+            std::mem::replace(&mut normalized.run_counts, Ok(Vec::new())),
+            options.chunk.as_ref(),
+        )?,
         _ => Vec::new(),
     };
     Ok(Frame::Events(EventFrame {
@@ -309,12 +329,13 @@ pub fn decode_frame(
 }
 
 /// Check a frame's `lograft_origins` against its entries and turn it into segments: the runs
-/// must be non-empty, end on entry boundaries and cover the entries exactly; ids are at most
-/// [`origin::MAX_ORIGIN_LEN`] bytes. A run without an id gets part `i` of `n` of the frame's
-/// `chunk` label (none without a `chunk`).
+/// must be non-empty, end on entry boundaries (`run_counts`, from the validation walk) and
+/// cover the entries exactly; ids are at most [`origin::MAX_ORIGIN_LEN`] bytes. A run without
+/// an id gets part `i` of `n` of the frame's `chunk` label (none without a `chunk`).
 fn resolve_origins(
     list: Vec<(Option<Bytes>, u64)>,
     entries: &Bytes,
+    run_counts: Result<Vec<u32>, String>,
     chunk: Option<&Bytes>,
 ) -> Result<Vec<Segment>, ForwardError> {
     let bad = |why: String| ForwardError::BadOption(format!("\"{ORIGINS_OPTION}\": {why}"));
@@ -325,12 +346,11 @@ fn resolve_origins(
             entries.len()
         )));
     }
+    let counts = run_counts.map_err(bad)?;
     let n = list.len();
     let frame_label = chunk.map(origin::label);
     let mut segments = Vec::with_capacity(n);
-    let mut iter = EntryIter::new(entries);
-    let mut at = 0usize;
-    for (i, (id, len)) in list.into_iter().enumerate() {
+    for (i, ((id, len), count)) in list.into_iter().zip(counts).enumerate() {
         if let Some(id) = &id {
             if id.is_empty() || id.len() > origin::MAX_ORIGIN_LEN {
                 return Err(bad(format!(
@@ -340,18 +360,8 @@ fn resolve_origins(
                 )));
             }
         }
-        let end = at + len as usize;
-        let mut count = 0u32;
-        while at < end {
-            let e = iter
-                .next()
-                .ok_or_else(|| bad("runs past the entries".into()))?
-                .map_err(ForwardError::BadEntries)?;
-            at += e.raw.len();
-            count += 1;
-        }
-        if at != end || count == 0 {
-            return Err(bad(format!("run {i} does not end on an entry boundary")));
+        if count == 0 {
+            return Err(bad(format!("run {i} is empty")));
         }
         let origin = id.or_else(|| {
             frame_label
@@ -477,26 +487,33 @@ struct Normalized {
     has_zero_time: bool,
     skipped: u32,
     first_skip_error: Option<EntryError>,
+    /// Entries per origin run (see [`validate_entries_and_depth`]) when the entries passed
+    /// through unchanged; empty otherwise.
+    run_counts: Result<Vec<u32>, String>,
 }
 
+/// Validate (and when needed rebuild) a frame's entries; `run_ends` are the ends of its origin
+/// runs, checked in the same walk (empty: none).
 fn normalize_entries(
     stream: Bytes,
     must_rewrite: bool,
     skip_invalid: bool,
     now: EventTime,
+    run_ends: &[usize],
 ) -> Result<Normalized, ForwardError> {
     if !must_rewrite {
-        match validate_entries_and_depth(&stream) {
-            Ok(info) if !info.has_zero_time => {
+        match validate_entries_and_depth(&stream, run_ends) {
+            Ok((info, run_counts)) if !info.has_zero_time => {
                 return Ok(Normalized {
                     entries: stream,
                     count: info.count,
                     has_zero_time: false,
                     skipped: 0,
                     first_skip_error: None,
+                    run_counts,
                 })
             }
-            Ok(info) => {
+            Ok((info, _)) => {
                 let filled = fill_zero_times(&stream, now).map_err(ForwardError::BadEntries)?;
                 return Ok(Normalized {
                     entries: filled,
@@ -504,6 +521,7 @@ fn normalize_entries(
                     has_zero_time: true,
                     skipped: 0,
                     first_skip_error: None,
+                    run_counts: Ok(Vec::new()),
                 });
             }
             Err(e) if !skip_invalid => return Err(ForwardError::BadEntries(e)),
@@ -518,6 +536,7 @@ fn normalize_entries(
         has_zero_time: false,
         skipped: 0,
         first_skip_error: None,
+        run_counts: Ok(Vec::new()),
     };
     for item in LenientEntryIter::new(&stream) {
         match item.map_err(ForwardError::BadEntries)? {
@@ -554,12 +573,20 @@ fn normalize_entries(
 
 /// Validate an entry stream (every entry `[time, map]`) in one walk, refusing the first record
 /// nested deeper than [`crate::record_depth::MAX_RECORD_DEPTH`]: what an output could not decode
-/// must not be acknowledged.
-fn validate_entries_and_depth(stream: &[u8]) -> Result<EntriesInfo, EntryError> {
+/// must not be acknowledged. In the same walk, count the entries of each origin run ending at
+/// `run_ends` (ascending byte offsets): `Err` names the first run that does not end on an entry
+/// boundary.
+fn validate_entries_and_depth(
+    stream: &[u8],
+    run_ends: &[usize],
+) -> Result<(EntriesInfo, Result<Vec<u32>, String>), EntryError> {
     let mut info = EntriesInfo {
         count: 0,
         has_zero_time: false,
     };
+    let mut counts = Vec::with_capacity(run_ends.len());
+    let (mut at, mut in_run) = (0usize, 0u32);
+    let mut misaligned = None;
     for e in EntryIter::new(stream) {
         let e = e?;
         if e.too_deep() {
@@ -569,8 +596,24 @@ fn validate_entries_and_depth(stream: &[u8]) -> Result<EntriesInfo, EntryError> 
         }
         info.count += 1;
         info.has_zero_time |= e.time.is_zero();
+        if misaligned.is_none() && counts.len() < run_ends.len() {
+            at += e.raw.len();
+            in_run += 1;
+            while counts.len() < run_ends.len() && run_ends[counts.len()] == at {
+                counts.push(in_run);
+                in_run = 0;
+            }
+            if counts.len() < run_ends.len() && run_ends[counts.len()] < at {
+                misaligned = Some(counts.len());
+            }
+        }
     }
-    Ok(info)
+    let runs = match misaligned {
+        None if counts.len() == run_ends.len() => Ok(counts),
+        None => Err(format!("run {} runs past the entries", counts.len())),
+        Some(i) => Err(format!("run {i} does not end on an entry boundary")),
+    };
+    Ok((info, runs))
 }
 
 /// Decompress gzip (possibly several concatenated members), refusing output over `limit` bytes
