@@ -369,6 +369,7 @@ async fn forged_calls(
                 entries: entries(1_000_000..1_000_010, 10).0.into(),
                 count: 10,
                 received_unix_ms: 1,
+                segments: Vec::new(),
             })
             .await;
         out.push(("forward chunk", status(r.map(|_| ()))));

@@ -172,6 +172,14 @@ impl Model {
             .collect()
     }
 
+    /// Remember a chunk id, forgetting the oldest beyond the window.
+    fn remember(&mut self, origin: &Bytes, index: u64) {
+        self.remembered.push_back((origin.clone(), index));
+        while self.remembered.len() > self.window {
+            self.remembered.pop_front();
+        }
+    }
+
     fn apply(&mut self, index: u64, request: &ClusterRequest) -> ClusterResponse {
         match request {
             ClusterRequest::AppendChunk {
@@ -188,10 +196,7 @@ impl Model {
                     if let Some((_, first)) = self.remembered.iter().find(|(r, _)| r == o) {
                         return ClusterResponse::Duplicate { index: *first };
                     }
-                    self.remembered.push_back((o.clone(), index));
-                    while self.remembered.len() > self.window {
-                        self.remembered.pop_front();
-                    }
+                    self.remember(o, index);
                 }
                 self.chunks.insert(
                     index,
@@ -246,13 +251,8 @@ impl Model {
                         index: first_duplicate.expect("segments are not empty"),
                     };
                 }
-                for s in &kept {
-                    if let Some(o) = &s.origin {
-                        self.remembered.push_back((o.clone(), index));
-                        while self.remembered.len() > self.window {
-                            self.remembered.pop_front();
-                        }
-                    }
+                for o in kept.iter().filter_map(|s| s.origin.as_ref()) {
+                    self.remember(o, index);
                 }
                 self.chunks.insert(
                     index,
