@@ -567,7 +567,8 @@ impl RaftService for RaftGrpc {
         let (_, ext, message) = request.into_parts();
         let rpc: AppendEntriesRequest<TypeConfig> =
             decode(&message.data).map_err(|e| bad_request("AppendEntries", e))?;
-        let sender = raft_guard::append_entries(&rpc, &self.membership()).map_err(refused)?;
+        let sender =
+            raft_guard::append_entries(&rpc, &self.membership(), self.node_id).map_err(refused)?;
         self.gate.node(&ext, sender)?;
         reply(self.raft.append_entries(rpc).await)
     }
@@ -594,7 +595,8 @@ impl RaftService for RaftGrpc {
             data: chunk.data.to_vec(),
             done: chunk.done,
         };
-        let sender = raft_guard::install_snapshot(&rpc, &self.membership()).map_err(refused)?;
+        let sender = raft_guard::install_snapshot(&rpc, &self.membership(), self.node_id)
+            .map_err(refused)?;
         self.gate.node(&ext, sender)?;
         reply(self.raft.install_snapshot(rpc).await)
     }

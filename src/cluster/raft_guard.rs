@@ -6,7 +6,10 @@
 //!
 //! Owns [`MAX_TERM`], the membership rule (a sender must be a member of this node's effective
 //! membership — a voter, for a vote request — unless that membership is still empty: a fresh
-//! node waiting to be added, or a member of a cluster another node initialized) and the checks of answers from peers. It must not judge
+//! node waiting to be added, or a member of a cluster another node initialized; or does not
+//! include this node yet: a new node whose log has not reached the change that added it, so
+//! the leader that added it may be newer than any membership it has seen; or the message
+//! itself carries a membership naming its sender) and the checks of answers from peers. It must not judge
 //! anything openraft judges (which vote or log wins), nor know how callers are authenticated
 //! (that is the transport's): it checks the node ids messages claim.
 
@@ -15,7 +18,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::{BasicNode, LogId, Membership, Vote};
+use openraft::{BasicNode, EntryPayload, LogId, Membership, Vote};
 
 /// The highest term a node accepts (2^48). A cluster electing every 100 ms would take about
 /// 900 000 years to reach it; a term above it can only be forged.
@@ -72,21 +75,31 @@ fn check_log_id(
     }
 }
 
-/// Whether `node` may send log traffic: a member, or anyone while this node knows no
-/// membership yet (it is waiting to be added as a learner).
-fn check_member(membership: &Membership<NodeId, BasicNode>, node: NodeId) -> Result<(), Refusal> {
-    let empty = membership.nodes().next().is_none();
-    if empty || membership.get_node(&node).is_some() {
+/// Whether `node` may send log traffic to node `me` (see the module doc): a member; anyone
+/// while `me` knows no membership that includes itself (it is waiting to be added, or
+/// catching up to the change that added it); or a node that a membership in `carried` (the
+/// message's own entries or snapshot) names.
+fn check_member<'a>(
+    membership: &Membership<NodeId, BasicNode>,
+    me: NodeId,
+    node: NodeId,
+    mut carried: impl Iterator<Item = &'a Membership<NodeId, BasicNode>>,
+) -> Result<(), Refusal> {
+    if membership.get_node(&node).is_some()
+        || membership.get_node(&me).is_none()
+        || carried.any(|m| m.get_node(&node).is_some())
+    {
         Ok(())
     } else {
         Err(Refusal::NotMember { node })
     }
 }
 
-/// Check an AppendEntries; the sender (the leader its vote names).
+/// Check an AppendEntries received by node `me`; the sender (the leader its vote names).
 pub(crate) fn append_entries(
     req: &AppendEntriesRequest<TypeConfig>,
     membership: &Membership<NodeId, BasicNode>,
+    me: NodeId,
 ) -> Result<NodeId, Refusal> {
     const WHAT: &str = "AppendEntries";
     let sender = vote_sender(&req.vote, WHAT)?;
@@ -112,7 +125,11 @@ pub(crate) fn append_entries(
         expected = expected.saturating_add(1);
         previous = Some(id);
     }
-    check_member(membership, sender)?;
+    let carried = req.entries.iter().filter_map(|e| match &e.payload {
+        EntryPayload::Membership(m) => Some(m),
+        _ => None,
+    });
+    check_member(membership, me, sender, carried)?;
     Ok(sender)
 }
 
@@ -131,10 +148,11 @@ pub(crate) fn vote(
     Ok(candidate)
 }
 
-/// Check one InstallSnapshot chunk; the sender.
+/// Check one InstallSnapshot chunk received by node `me`; the sender.
 pub(crate) fn install_snapshot(
     req: &InstallSnapshotRequest<TypeConfig>,
     membership: &Membership<NodeId, BasicNode>,
+    me: NodeId,
 ) -> Result<NodeId, Refusal> {
     const WHAT: &str = "InstallSnapshot";
     let sender = vote_sender(&req.vote, WHAT)?;
@@ -144,7 +162,8 @@ pub(crate) fn install_snapshot(
         WHAT,
         "the snapshot",
     )?;
-    check_member(membership, sender)?;
+    let carried = std::iter::once(req.meta.last_membership.membership());
+    check_member(membership, me, sender, carried)?;
     Ok(sender)
 }
 
@@ -218,7 +237,7 @@ mod tests {
         let m = members(&[1, 2, 3], &[]);
         for term in [u64::MAX, u64::MAX - 1, MAX_TERM + 1] {
             let req = append(term, 1, None, &[]);
-            assert_eq!(append_entries(&req, &m), Err(Refusal::Term { term }));
+            assert_eq!(append_entries(&req, &m, 2), Err(Refusal::Term { term }));
             let req = VoteRequest::new(Vote::new(term, 2), None);
             assert_eq!(vote(&req, &m), Err(Refusal::Term { term }));
             let resp = VoteResponse::new(Vote::new(term, 2), None, true);
@@ -226,15 +245,18 @@ mod tests {
             let resp = AppendEntriesResponse::HigherVote(Vote::new(term, 2));
             assert!(append_entries_response(&resp).is_err());
         }
-        assert_eq!(append_entries(&append(MAX_TERM, 1, None, &[]), &m), Ok(1));
+        assert_eq!(
+            append_entries(&append(MAX_TERM, 1, None, &[]), &m, 2),
+            Ok(1)
+        );
     }
 
     #[test]
     fn senders_must_be_members_and_candidates_voters() {
         let m = members(&[1, 2, 3], &[4]);
-        assert_eq!(append_entries(&append(5, 4, None, &[]), &m), Ok(4));
+        assert_eq!(append_entries(&append(5, 4, None, &[]), &m, 2), Ok(4));
         assert_eq!(
-            append_entries(&append(5, 99, None, &[]), &m),
+            append_entries(&append(5, 99, None, &[]), &m, 2),
             Err(Refusal::NotMember { node: 99 })
         );
         let req = VoteRequest::new(Vote::new(5, 4), None);
@@ -244,16 +266,31 @@ mod tests {
         // A node that knows no membership yet (a learner waiting to be added, or a member
         // of a cluster another node initialized) accepts its future leader.
         let empty = Membership::default();
-        assert_eq!(append_entries(&append(5, 99, None, &[]), &empty), Ok(99));
+        assert_eq!(append_entries(&append(5, 99, None, &[]), &empty, 5), Ok(99));
         let req = VoteRequest::new(Vote::new(5, 99), None);
         assert_eq!(vote(&req, &empty), Ok(99));
+        // A new node (5) whose log has reached an older membership without it accepts the
+        // leader that added it (4), though that membership does not name 4 either.
+        assert_eq!(
+            append_entries(&append(5, 4, None, &[]), &members(&[1, 2, 3], &[]), 5),
+            Ok(4)
+        );
+        // A member accepts a sender that the appended entries themselves add.
+        let mut adds_9 = append(5, 9, Some(log_id(4, 7)), &[log_id(5, 8)]);
+        adds_9.entries[0].payload = EntryPayload::Membership(members(&[1, 2, 9], &[]));
+        assert_eq!(append_entries(&adds_9, &m, 2), Ok(9));
+        adds_9.entries[0].payload = EntryPayload::Membership(members(&[1, 2, 3], &[]));
+        assert_eq!(
+            append_entries(&adds_9, &m, 2),
+            Err(Refusal::NotMember { node: 9 })
+        );
     }
 
     #[test]
     fn malformed_appends_are_refused() {
         let m = members(&[1, 2, 3], &[]);
         let ok = append(5, 1, Some(log_id(4, 7)), &[log_id(4, 8), log_id(5, 9)]);
-        assert_eq!(append_entries(&ok, &m), Ok(1));
+        assert_eq!(append_entries(&ok, &m, 2), Ok(1));
         for bad in [
             // A gap after prev_log_id.
             append(5, 1, Some(log_id(4, 7)), &[log_id(4, 9)]),
@@ -266,7 +303,7 @@ mod tests {
             append(5, 1, Some(log_id(6, 3)), &[]),
         ] {
             assert!(
-                matches!(append_entries(&bad, &m), Err(Refusal::Malformed { .. })),
+                matches!(append_entries(&bad, &m, 2), Err(Refusal::Malformed { .. })),
                 "{bad:?}"
             );
         }
