@@ -399,7 +399,8 @@ mod tests {
         let budget = 10 * one + ORIGINS_FIXED_COST + 2 * ORIGINS_SEGMENT_COST;
         let spans = plan_frames_with_origins(&e, &segments, Some(budget)).unwrap();
         check_plan(&e, &spans, budget);
-        let shape: Vec<Vec<(Option<&[u8]>, u32)>> = spans
+        type Shape<'a> = Vec<Vec<(Option<&'a [u8]>, u32)>>;
+        let shape: Shape = spans
             .iter()
             .map(|s| {
                 s.segments
