@@ -258,6 +258,8 @@ async fn put_to_fake_s3(status: &'static str, body: &'static str) -> UploadError
         access_key_id: Some("key".into()),
         secret_access_key: Some("secret".into()),
         force_path_style: true,
+        request_timeout: crate::output::s3::config::DEFAULT_REQUEST_TIMEOUT,
+        connect_timeout: crate::output::s3::config::DEFAULT_CONNECT_TIMEOUT,
     })
     .expect("s3 target");
     assert_eq!(
@@ -271,6 +273,46 @@ async fn put_to_fake_s3(status: &'static str, body: &'static str) -> UploadError
     .await
     .expect("answered in time")
     .expect_err("refused")
+}
+
+/// An S3 server that accepts connections and reads requests but never answers: a put gives
+/// up after `request_timeout` (and the client's few retries) instead of holding its upload
+/// slot for minutes.
+#[tokio::test]
+async fn a_hung_object_store_request_gives_up_after_request_timeout() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let target = UploadTarget::s3(&S3OutputConfig {
+        bucket: "logs".into(),
+        region: Some("us-east-1".into()),
+        endpoint: Some(format!("http://{addr}")),
+        prefix: String::new(),
+        access_key_id: Some("key".into()),
+        secret_access_key: Some("secret".into()),
+        force_path_style: true,
+        request_timeout: Duration::from_millis(300),
+        connect_timeout: Duration::from_secs(1),
+    })
+    .expect("s3 target");
+    let started = std::time::Instant::now();
+    let put = tokio::time::timeout(
+        Duration::from_secs(20),
+        target.put("app/1-1.log.gz", Bytes::from_static(b"x")),
+    )
+    .await
+    .expect("gave up within 20 s");
+    assert!(put.is_err());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]

@@ -19,6 +19,7 @@ use object_store::{ObjectStore, PutPayload};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
@@ -171,9 +172,22 @@ impl UploadTarget {
     }
 
     pub(crate) fn s3(cfg: &S3OutputConfig) -> Result<Self, UploadError> {
+        let client = object_store::ClientOptions::new()
+            .with_timeout(cfg.request_timeout)
+            .with_connect_timeout(cfg.connect_timeout);
+        // A few quick retries inside one put; the uploader's own per-batch backoff does the
+        // rest (object_store's default, 10 retries over up to 3 minutes, would hold an upload
+        // slot that long on a hung server).
+        let retry = object_store::RetryConfig {
+            max_retries: 3,
+            retry_timeout: Duration::from_secs(60),
+            ..Default::default()
+        };
         let mut builder = object_store::aws::AmazonS3Builder::from_env()
             .with_bucket_name(&cfg.bucket)
-            .with_virtual_hosted_style_request(false);
+            .with_virtual_hosted_style_request(false)
+            .with_client_options(client)
+            .with_retry(retry);
         if let Some(region) = &cfg.region {
             builder = builder.with_region(region);
         }

@@ -57,7 +57,18 @@ pub struct S3OutputConfig {
     pub access_key_id: Option<String>,
     pub secret_access_key: Option<String>,
     pub force_path_style: bool,
+    /// `request_timeout` (lograft; default 30s): how long one request to the object store may
+    /// take before it is abandoned and retried, so a hung connection holds an upload slot no
+    /// longer than this.
+    pub request_timeout: Duration,
+    /// `connect_timeout` (lograft; default 5s).
+    pub connect_timeout: Duration,
 }
+
+/// Default `request_timeout` (object_store's own default).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default `connect_timeout` (object_store's own default).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl std::fmt::Debug for S3OutputConfig {
     // Never print the secret key.
@@ -69,6 +80,8 @@ impl std::fmt::Debug for S3OutputConfig {
             .field("prefix", &self.prefix)
             .field("access_key_id", &self.access_key_id)
             .field("force_path_style", &self.force_path_style)
+            .field("request_timeout", &self.request_timeout)
+            .field("connect_timeout", &self.connect_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -85,6 +98,12 @@ pub(crate) fn build(sec: &mut Section<'_>, d: &mut Diag) -> Option<S3OutputConfi
         access_key_id: sec.string("aws_key_id"),
         secret_access_key: sec.string("aws_sec_key"),
         force_path_style: sec.bool(d, "force_path_style", false),
+        request_timeout: sec
+            .duration(d, "request_timeout")
+            .unwrap_or(DEFAULT_REQUEST_TIMEOUT),
+        connect_timeout: sec
+            .duration(d, "connect_timeout")
+            .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
     };
     bucket.map(|_| cfg)
 }
