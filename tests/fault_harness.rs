@@ -1,6 +1,8 @@
 //! The fault harness in the test suite (so CI runs it on every change): `jepsen/run` against this
 //! build's binary on a 3-node cluster on loopback must end VALID (every acknowledged event in the
-//! bucket exactly once, and the cluster recovered). Two short schedules:
+//! bucket exactly once, and the cluster recovered) and every nemesis of its schedule must have
+//! struck. Two schedules of 30 s, the nemeses taking turns with short faults (with the
+//! power-loss harness, about 3 minutes in all):
 //! - kill -9, SIGSTOP, partitions, disk loss and poison input (oversized, malformed and too-deep
 //!   frames, unsafe tags, idle and slow connections), the bucket a directory;
 //! - the object-store faults (`s3`: 5xx, hangs, resets and slowness from a fault proxy in front
@@ -20,8 +22,8 @@ use std::sync::Mutex;
 static ONE_RUN: Mutex<()> = Mutex::new(());
 
 /// Run `jepsen/run ARGS` against this build; assert it ended VALID with nothing lost or
-/// duplicated.
-fn run_valid(args: &[&str]) {
+/// duplicated, and that each of `nemeses` struck at least once.
+fn run_valid(args: &[&str], nemeses: &str) {
     let _one = ONE_RUN.lock().unwrap_or_else(|e| e.into_inner());
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let work = tempfile::tempdir().unwrap();
@@ -48,6 +50,12 @@ fn run_valid(args: &[&str]) {
     assert!(text.contains("\nVALID"), "{tail}");
     assert!(text.contains("lost:              0"), "{tail}");
     assert!(text.contains("duplicated:        0 "), "{tail}");
+    for nemesis in nemeses.split(',') {
+        assert!(
+            text.contains(&format!("nemesis {nemesis} start")),
+            "the {nemesis} nemesis never struck:\n{tail}"
+        );
+    }
 }
 
 #[test]
@@ -62,7 +70,25 @@ fn fault_harness_run_ends_valid() {
         eprintln!("fault_harness: not root, so no partition nemesis (it needs iptables)");
         "kill,pause,disk-loss,poison"
     };
-    run_valid(&["--time", "40", "--nemesis", nemesis]);
+    run_valid(
+        &[
+            "--time",
+            "30",
+            "--nemesis",
+            nemesis,
+            "--round-robin",
+            // Short faults and pauses, so every nemesis takes its turn within the 30 s.
+            "--fault-min",
+            "2",
+            "--fault-max",
+            "4",
+            "--quiet-min",
+            "1",
+            "--quiet-max",
+            "2",
+        ],
+        nemesis,
+    );
 }
 
 #[test]
@@ -73,15 +99,28 @@ fn object_store_faults_and_compound_schedules_end_valid() {
         "{} is missing: the S3 bucket runs moto's server from the test venv (.ci/run makes it)",
         python.display()
     );
-    run_valid(&[
-        "--time",
-        "40",
-        "--nemesis",
-        "s3,majority-loss,double-fault,leader-disk-loss",
-        "--round-robin",
-        "--bucket",
-        "s3",
-        "--s3-python",
-        python.to_str().unwrap(),
-    ]);
+    let nemeses = "s3,majority-loss,double-fault,leader-disk-loss";
+    run_valid(
+        &[
+            "--time",
+            "30",
+            "--nemesis",
+            nemeses,
+            "--round-robin",
+            // Short faults and pauses, so the four take turns within the 30 s.
+            "--fault-min",
+            "2",
+            "--fault-max",
+            "4",
+            "--quiet-min",
+            "1",
+            "--quiet-max",
+            "2",
+            "--bucket",
+            "s3",
+            "--s3-python",
+            python.to_str().unwrap(),
+        ],
+        nemeses,
+    );
 }
