@@ -21,14 +21,28 @@ use std::sync::Mutex;
 /// The runs use the same addresses and share the machine's two cores: one at a time.
 static ONE_RUN: Mutex<()> = Mutex::new(());
 
-/// Run `jepsen/run ARGS` against this build; assert it ended VALID with nothing lost or
-/// duplicated, and that each of `nemeses` struck at least once.
+/// The nemeses take turns in short faults and pauses, so each strikes within 30 s.
+const SHORT_TURNS: [&str; 9] = [
+    "--round-robin",
+    "--fault-min",
+    "2",
+    "--fault-max",
+    "4",
+    "--quiet-min",
+    "1",
+    "--quiet-max",
+    "2",
+];
+
+/// Run `jepsen/run ARGS` (and [`SHORT_TURNS`]) against this build; assert it ended VALID with
+/// nothing lost or duplicated, and that each of `nemeses` struck at least once.
 fn run_valid(args: &[&str], nemeses: &str) {
     let _one = ONE_RUN.lock().unwrap_or_else(|e| e.into_inner());
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let work = tempfile::tempdir().unwrap();
     let out = Command::new(repo.join("jepsen/run"))
         .args(args)
+        .args(SHORT_TURNS)
         .arg("--workdir")
         .arg(work.path().join("run"))
         .arg("--bin")
@@ -70,25 +84,7 @@ fn fault_harness_run_ends_valid() {
         eprintln!("fault_harness: not root, so no partition nemesis (it needs iptables)");
         "kill,pause,disk-loss,poison"
     };
-    run_valid(
-        &[
-            "--time",
-            "30",
-            "--nemesis",
-            nemesis,
-            "--round-robin",
-            // Short faults and pauses, so every nemesis takes its turn within the 30 s.
-            "--fault-min",
-            "2",
-            "--fault-max",
-            "4",
-            "--quiet-min",
-            "1",
-            "--quiet-max",
-            "2",
-        ],
-        nemesis,
-    );
+    run_valid(&["--time", "30", "--nemesis", nemesis], nemesis);
 }
 
 #[test]
@@ -106,16 +102,6 @@ fn object_store_faults_and_compound_schedules_end_valid() {
             "30",
             "--nemesis",
             nemeses,
-            "--round-robin",
-            // Short faults and pauses, so the four take turns within the 30 s.
-            "--fault-min",
-            "2",
-            "--fault-max",
-            "4",
-            "--quiet-min",
-            "1",
-            "--quiet-max",
-            "2",
             "--bucket",
             "s3",
             "--s3-python",
