@@ -39,6 +39,18 @@ pub struct Segment {
     pub count: u32,
 }
 
+/// Append a run of `len` bytes and `count` entries to `runs`, merged into the last run when
+/// both are unlabelled (labelled runs stay apart: each is one sender's chunk).
+pub fn push_run(runs: &mut Vec<Segment>, origin: Option<Bytes>, len: usize, count: u32) {
+    match runs.last_mut() {
+        Some(last) if origin.is_none() && last.origin.is_none() => {
+            last.len += len;
+            last.count += count;
+        }
+        _ => runs.push(Segment { origin, len, count }),
+    }
+}
+
 /// The label a receiver gives the events of a frame whose `chunk` option is `chunk`: the id as
 /// it is, or its SHA-256 when it is longer than [`MAX_ORIGIN_LEN`] (so any id fits the
 /// cluster's dedup window, and the same id always gives the same label).

@@ -424,17 +424,7 @@ pub fn segments(buf: &[u8], scanned: &ScannedChunk) -> Vec<Segment> {
         let origin = a
             .origin
             .map(|(at, len)| Bytes::copy_from_slice(&buf[at..at + len]));
-        match out.last_mut() {
-            Some(last) if origin.is_none() && last.origin.is_none() => {
-                last.len += a.len;
-                last.count += a.records;
-            }
-            _ => out.push(Segment {
-                origin,
-                len: a.len,
-                count: a.records,
-            }),
-        }
+        crate::origin::push_run(&mut out, origin, a.len, a.records);
     }
     out
 }

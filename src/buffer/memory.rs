@@ -31,17 +31,7 @@ impl MemoryChunk {
         }
         let mut out: Vec<Segment> = Vec::new();
         for (piece, (records, origin)) in self.pieces.iter().zip(&self.labels) {
-            match out.last_mut() {
-                Some(last) if origin.is_none() && last.origin.is_none() => {
-                    last.len += piece.len();
-                    last.count += records;
-                }
-                _ => out.push(Segment {
-                    origin: origin.clone(),
-                    len: piece.len(),
-                    count: *records,
-                }),
-            }
+            crate::origin::push_run(&mut out, origin.clone(), piece.len(), *records);
         }
         out
     }

@@ -226,17 +226,7 @@ impl Planner {
         debug_assert_eq!(open.range.end, range.start);
         open.range.end = range.end;
         open.records += count;
-        match open.segments.last_mut() {
-            Some(last) if origin.is_none() && last.origin.is_none() => {
-                last.len += range.len();
-                last.count += count;
-            }
-            _ => open.segments.push(Segment {
-                origin,
-                len: range.len(),
-                count,
-            }),
-        }
+        origin::push_run(&mut open.segments, origin, range.len(), count);
     }
 
     fn close(&mut self) {
