@@ -16,8 +16,10 @@
 //! - [`config`]: Fluentd-syntax config files parsed once into typed structs, errors with file:line:
 //!   the parser, the section reader and diagnostics, `<system>`, and the registry mapping each
 //!   `@type` to its plugin's builder. Each component's typed config and builder live beside it
-//!   (`input::forward::config`, `input::http::config`, `buffer::config`, `output::*::config`,
-//!   `output::retry::config`, `cluster::config`).
+//!   (`input::*::config`, `buffer::config`, `output::*::config`, `output::retry::config`,
+//!   `cluster::config`), and the config implements the plugin traits (`input::SourceSpec`,
+//!   `output::OutputSpec`) through which the node starts it and `check-config` describes it:
+//!   adding a plugin touches its folder and `config::registry` only.
 //! - `msgpack`: the one set of msgpack primitives: the marker table, a cursor over a complete
 //!   buffer, the resumable scanner that finds where a value ends in a stream, and writers.
 //! - `event`: tags, `EventTime`, and batches of entries kept as msgpack bytes (never decoded

@@ -8,13 +8,11 @@
 
 use crate::buffer::config::BufferKind;
 use crate::buffer::Buffer;
-use crate::config::{Config, MatchConfig, SourceKind};
+use crate::config::{Config, MatchConfig};
 use crate::input::budget::{InFlightBudget, DEFAULT_MAX_IN_FLIGHT_BYTES};
-use crate::input::forward::ForwardInput;
-use crate::input::http::HttpInput;
-use crate::input::tail::TailInput;
-use crate::observe::server::{ObserveServer, Routes};
-use crate::observe::{MeteredEmit, Metrics};
+use crate::input::{InputContext, Observer};
+use crate::observe::server::ObserveServer;
+use crate::observe::Metrics;
 use crate::output::driver::OutputDriver;
 use crate::output::{Output, OutputError};
 use crate::pipeline::Emit;
@@ -199,10 +197,7 @@ async fn run_forwarder(
             resumed_chunks = report.chunks, resumed_records = report.records,
             repaired = report.repaired, quarantined = report.quarantined.len(), "pipeline ready");
         let name = m.common.id.clone().unwrap_or_else(|| patterns.clone());
-        let forward = match &output {
-            Output::Forward(f) => Some(f.status()),
-            _ => None,
-        };
+        let forward = output.server_status();
         let output_metrics = metrics.output(
             &plugin_id(&m.common, "out", m.output.type_name(), index),
             m.output.type_name(),
@@ -293,16 +288,8 @@ async fn start_observers(
             location: location.clone(),
             source,
         };
-        let (bind, port, routes) = match &source.kind {
-            SourceKind::Prometheus(c) => (
-                &c.bind,
-                c.port,
-                Routes::Metrics {
-                    path: c.metrics_path.clone(),
-                },
-            ),
-            SourceKind::MonitorAgent(c) => (&c.bind, c.port, Routes::MonitorAgent),
-            SourceKind::Forward(_) | SourceKind::Http(_) | SourceKind::Tail(_) => continue,
+        let Some(Observer { bind, port, routes }) = source.kind.spec().observer() else {
+            continue;
         };
         let server = ObserveServer::bind(bind, port, routes.clone(), metrics.clone())
             .await
@@ -336,39 +323,23 @@ async fn start_inputs(
             location: location.clone(),
             source,
         };
-        let id = |type_name| plugin_id(&source.common, "in", type_name, index);
-        match &source.kind {
-            SourceKind::Forward(c) => {
-                let m = metrics.input(&id("forward"), "forward");
-                let input = ForwardInput::bind(c, MeteredEmit::wrap(emit.clone(), m.clone()))
-                    .map_err(listen_err)?
-                    .with_in_flight_budget(budget.clone())
-                    .with_metrics(m);
-                tracing::info!(addr = %input.local_addr(), "forward input listening");
-                inputs.spawn(input.run(stop.clone()));
-            }
-            SourceKind::Http(c) => {
-                let m = metrics.input(&id("http"), "http");
-                let input = HttpInput::bind(c, MeteredEmit::wrap(emit.clone(), m))
-                    .await
-                    .map_err(listen_err)?;
-                let addr = input.local_addr().map_err(listen_err)?;
-                tracing::info!(%addr, "http input listening");
-                inputs.spawn(input.run(stop.clone()));
-            }
-            SourceKind::Tail(c) => {
-                let source_id = match (&c.pos_file, &source.common.id) {
-                    (Some(p), _) => p.display().to_string(),
-                    (None, Some(id)) => id.clone(),
-                    (None, None) => location.clone(),
-                };
-                tracing::info!(paths = %c.paths.join(","), %source_id, "tail input starting");
-                let m = metrics.input(&id("tail"), "tail");
-                let emit = MeteredEmit::wrap(emit.clone(), m);
-                inputs.spawn(TailInput::new(c, emit, source_id).run(stop.clone()));
-            }
-            // Started before the pipeline by `start_observers`.
-            SourceKind::Prometheus(_) | SourceKind::MonitorAgent(_) => {}
+        let spec = source.kind.spec();
+        if spec.observer().is_some() {
+            continue; // started before the pipeline by `start_observers`
+        }
+        let type_name = spec.type_name();
+        let ctx = InputContext {
+            emit: emit.clone(),
+            metrics: metrics.input(
+                &plugin_id(&source.common, "in", type_name, index),
+                type_name,
+            ),
+            budget: budget.clone(),
+            common: &source.common,
+            stop: stop.clone(),
+        };
+        if let Some(task) = spec.start(ctx).await.map_err(listen_err)? {
+            inputs.spawn(task);
         }
     }
     metrics.ready.set_inputs_listening(true);

@@ -4,9 +4,7 @@
 //! the checks `node` and `cluster::upload` run before starting).
 
 use crate::buffer::config::{BufferKind, FlushMode};
-use crate::config::{Compression, Config, OutputConfig, PluginCommon, SourceKind};
-use crate::output::forward::config::Transport;
-use crate::output::stdout::config::StdoutFormat;
+use crate::config::{Config, PluginCommon};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -63,73 +61,6 @@ fn format_duration(d: Duration) -> String {
     }
 }
 
-/// One line (plus one per server for out_forward) describing an output.
-fn describe_output(out: &OutputConfig) -> String {
-    match out {
-        OutputConfig::Stdout(s) => format!(
-            "stdout ({})",
-            if s.format == StdoutFormat::Json {
-                "json"
-            } else {
-                "stdout format"
-            }
-        ),
-        OutputConfig::Null => "null".into(),
-        OutputConfig::File(f) => format!(
-            "file path={}{}",
-            f.path,
-            if f.compress == Compression::Gzip {
-                " gzip"
-            } else {
-                ""
-            }
-        ),
-        OutputConfig::S3(c) => format!(
-            "s3 bucket={}{}{}",
-            c.bucket,
-            c.endpoint
-                .as_deref()
-                .map(|e| format!(" endpoint={e}"))
-                .unwrap_or_default(),
-            if c.prefix.is_empty() {
-                String::new()
-            } else {
-                format!(" path={}", c.prefix)
-            }
-        ),
-        OutputConfig::Forward(f) => {
-            let mut s = format!(
-                "forward ({}{}, require_ack_response={})",
-                if f.transport == Transport::Tls {
-                    "tls"
-                } else {
-                    "tcp"
-                },
-                if f.compress == Compression::Gzip {
-                    ", gzip"
-                } else {
-                    ""
-                },
-                f.require_ack_response
-            );
-            for server in &f.servers {
-                s.push_str(&format!(
-                    "\n      server {}:{}{}{}",
-                    server.host,
-                    server.port,
-                    server
-                        .name
-                        .as_ref()
-                        .map(|n| format!(" name={n}"))
-                        .unwrap_or_default(),
-                    if server.standby { " (standby)" } else { "" }
-                ));
-            }
-            s
-        }
-    }
-}
-
 /// A short human summary of sources and matches, printed by `lograft check-config`.
 pub fn summary(cfg: &Config) -> String {
     let mut out = String::new();
@@ -159,49 +90,11 @@ pub fn summary(cfg: &Config) -> String {
     }
     out.push_str(&format!("sources: {}\n", cfg.sources.len()));
     for source in &cfg.sources {
-        match &source.kind {
-            SourceKind::Forward(f) => out.push_str(&format!(
-                "  forward {}:{}{}{}{}\n",
-                f.bind,
-                f.port,
-                if f.tls.is_some() { " tls" } else { "" },
-                if f.security.is_some() {
-                    " shared_key"
-                } else {
-                    ""
-                },
-                id(&source.common)
-            )),
-            SourceKind::Http(h) => out.push_str(&format!(
-                "  http {}:{}{}\n",
-                h.bind,
-                h.port,
-                id(&source.common)
-            )),
-            SourceKind::Tail(t) => out.push_str(&format!(
-                "  tail {} tag {}{}{}\n",
-                t.paths.join(","),
-                t.tag,
-                t.pos_file
-                    .as_ref()
-                    .map(|p| format!(" pos_file {}", p.display()))
-                    .unwrap_or_default(),
-                id(&source.common)
-            )),
-            SourceKind::Prometheus(p) => out.push_str(&format!(
-                "  prometheus {}:{} {}{}\n",
-                p.bind,
-                p.port,
-                p.metrics_path,
-                id(&source.common)
-            )),
-            SourceKind::MonitorAgent(m) => out.push_str(&format!(
-                "  monitor_agent {}:{}{}\n",
-                m.bind,
-                m.port,
-                id(&source.common)
-            )),
-        }
+        out.push_str(&format!(
+            "  {}{}\n",
+            source.kind.spec().describe(),
+            id(&source.common)
+        ));
     }
     out.push_str(&format!("matches: {}\n", cfg.matches.len()));
     for m in &cfg.matches {
@@ -210,7 +103,7 @@ pub fn summary(cfg: &Config) -> String {
             m.patterns.join(" "),
             id(&m.common)
         ));
-        out.push_str(&format!("    output: {}\n", describe_output(&m.output)));
+        out.push_str(&format!("    output: {}\n", m.output.spec().describe()));
         let b = &m.buffer;
         let kind = match &b.kind {
             BufferKind::File { path: Some(p) } => format!("file {}", p.display()),
@@ -228,7 +121,7 @@ pub fn summary(cfg: &Config) -> String {
             .unwrap_or_default();
         out.push_str(&format!("    buffer: {kind}, {mode}{timekey}\n"));
         if let Some(secondary) = &m.secondary {
-            out.push_str(&format!("    secondary: {}\n", describe_output(secondary)));
+            out.push_str(&format!("    secondary: {}\n", secondary.spec().describe()));
         }
     }
     out

@@ -6,10 +6,11 @@
 //! `@type` name, its builder, the Fluentd parameters it accepts but ignores, and (outputs) its
 //! buffer defaults. This file lists those entries, in the order messages name them.
 //!
-//! Adding a plugin touches its own folder and one registry line here (its `PLUGIN` in
-//! [`SOURCES`] or [`OUTPUTS`]). Because typed configs are a closed enum it also needs, in this
-//! file, its variant of [`SourceKind`] / [`OutputConfig`] (and its `type_name` arm), and the
-//! arm that starts its runtime (`node.rs` for sources, `output::Output::build` for outputs).
+//! Adding a plugin touches its own folder and this file only: its `PLUGIN` in [`SOURCES`] or
+//! [`OUTPUTS`], its variant of the closed enum [`SourceKind`] / [`OutputConfig`], and that
+//! variant's arm of `spec()`. Everything else reaches the plugin through the traits its typed
+//! config implements beside it ([`crate::input::SourceSpec`], [`crate::output::OutputSpec`]:
+//! start or build the runtime, describe it for `check-config`).
 //!
 //! It must not read any parameter itself (the plugins' builders do) nor start anything.
 
@@ -19,11 +20,14 @@ use crate::buffer::config::PluginBufferDefaults;
 use crate::input::forward::config::ForwardInputConfig;
 use crate::input::http::config::HttpInputConfig;
 use crate::input::tail::config::TailInputConfig;
+use crate::input::SourceSpec;
 use crate::observe::config::{MonitorAgentConfig, PrometheusConfig};
 use crate::output::file::config::FileOutputConfig;
 use crate::output::forward::config::ForwardOutputConfig;
+use crate::output::null::NullOutput;
 use crate::output::s3::config::S3OutputConfig;
 use crate::output::stdout::config::StdoutOutputConfig;
+use crate::output::OutputSpec;
 
 /// `<source>` types, in the order "lograft supports: ..." lists them.
 pub(crate) const SOURCES: &[SourcePlugin] = &[
@@ -111,13 +115,26 @@ pub enum SourceKind {
     MonitorAgent(MonitorAgentConfig),
 }
 
+impl SourceKind {
+    /// The plugin's config behind what every source config does (start, describe).
+    pub(crate) fn spec(&self) -> &dyn SourceSpec {
+        match self {
+            SourceKind::Forward(c) => c,
+            SourceKind::Http(c) => c,
+            SourceKind::Tail(c) => c,
+            SourceKind::Prometheus(c) => c,
+            SourceKind::MonitorAgent(c) => c,
+        }
+    }
+}
+
 /// The typed config of an output (`<match>` or `<secondary>`): one variant per output type.
 // Built once at startup; boxing the large variant would buy nothing.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum OutputConfig {
     Stdout(StdoutOutputConfig),
-    Null,
+    Null(NullOutput),
     File(FileOutputConfig),
     Forward(ForwardOutputConfig),
     /// Object storage; only an aggregator cluster's leader uploads to it (see `cluster::upload`).
@@ -125,13 +142,18 @@ pub enum OutputConfig {
 }
 
 impl OutputConfig {
-    pub fn type_name(&self) -> &'static str {
+    /// The plugin's config behind what every output config does (build, describe).
+    pub fn spec(&self) -> &dyn OutputSpec {
         match self {
-            OutputConfig::Stdout(_) => "stdout",
-            OutputConfig::Null => "null",
-            OutputConfig::File(_) => "file",
-            OutputConfig::Forward(_) => "forward",
-            OutputConfig::S3(_) => "s3",
+            OutputConfig::Stdout(c) => c,
+            OutputConfig::Null(c) => c,
+            OutputConfig::File(c) => c,
+            OutputConfig::Forward(c) => c,
+            OutputConfig::S3(c) => c,
         }
+    }
+
+    pub fn type_name(&self) -> &'static str {
+        self.spec().type_name()
     }
 }

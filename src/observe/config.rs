@@ -5,10 +5,14 @@
 //! `port` 24231, `metrics_path` /metrics) and Fluentd's in_monitor_agent (`bind`, `port`
 //! 24220). It must not serve anything (`observe::server` does).
 
+use super::server::Routes;
 use crate::config::diag::Diag;
 use crate::config::registry::{SourceKind, SourcePlugin};
 use crate::config::section::Section;
 use crate::config::value::ValueError;
+use crate::input::{InputContext, InputTask, Observer, SourceSpec};
+use crate::pipeline::BoxFuture;
+use std::io;
 
 /// The registry's entry for `@type prometheus`.
 pub(crate) const PROMETHEUS: SourcePlugin = SourcePlugin {
@@ -70,5 +74,54 @@ fn build_monitor_agent(sec: &mut Section<'_>, d: &mut Diag) -> MonitorAgentConfi
     MonitorAgentConfig {
         bind: sec.string("bind").unwrap_or_else(|| "0.0.0.0".into()),
         port: sec.integer(d, "port").unwrap_or(24220),
+    }
+}
+
+impl SourceSpec for PrometheusConfig {
+    fn type_name(&self) -> &'static str {
+        PROMETHEUS.name
+    }
+
+    fn start<'a>(&'a self, _: InputContext<'a>) -> BoxFuture<'a, io::Result<Option<InputTask>>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    fn observer(&self) -> Option<Observer<'_>> {
+        Some(Observer {
+            bind: &self.bind,
+            port: self.port,
+            routes: Routes::Metrics {
+                path: self.metrics_path.clone(),
+            },
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "prometheus {}:{} {}",
+            self.bind, self.port, self.metrics_path
+        )
+    }
+}
+
+impl SourceSpec for MonitorAgentConfig {
+    fn type_name(&self) -> &'static str {
+        MONITOR_AGENT.name
+    }
+
+    fn start<'a>(&'a self, _: InputContext<'a>) -> BoxFuture<'a, io::Result<Option<InputTask>>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    fn observer(&self) -> Option<Observer<'_>> {
+        Some(Observer {
+            bind: &self.bind,
+            port: self.port,
+            routes: Routes::MonitorAgent,
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("monitor_agent {}:{}", self.bind, self.port)
     }
 }

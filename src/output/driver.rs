@@ -277,7 +277,7 @@ mod tests {
             add_path_suffix: false,
             path_suffix: String::new(),
         };
-        Output::File(
+        Output::new(
             FileOutput::build(
                 &cfg,
                 None,

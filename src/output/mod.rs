@@ -1,7 +1,9 @@
 //! Outputs: where a `<match>` delivers its chunks.
 //!
-//! Owns the output plugins (`stdout`, `null`, `file`, `forward`) behind one [`Output`] type, and the
-//! [`driver`] that moves chunks from a buffer to an output with retry and `<secondary>`.
+//! Owns what every output plugin implements ([`ChunkOutput`] for the runtime, [`OutputSpec`] for
+//! its typed config), the one [`Output`] type the node and driver see, and the [`driver`] that
+//! moves chunks from a buffer to an output with retry and `<secondary>`. The plugins
+//! (`stdout`, `null`, `file`, `forward`, `s3`) live in their folders.
 //! Each plugin's typed config and builder live in its folder (`stdout::config`, [`null`],
 //! `file::config`, `forward::config`, and [`s3`], whose runtime is the cluster's uploader),
 //! registered in [`crate::config::registry`]; `retry_*` parameters in [`retry::config`].
@@ -22,6 +24,8 @@ pub mod stdout;
 use crate::buffer::config::BufferConfig;
 use crate::buffer::Chunk;
 use crate::config::OutputConfig;
+use crate::pipeline::BoxFuture;
+use tokio::sync::Notify;
 
 /// Why an output could not deliver a chunk.
 #[derive(Debug, thiserror::Error)]
@@ -77,77 +81,92 @@ pub fn io_error_is_permanent(error: &std::io::Error) -> bool {
     ) || error.raw_os_error().is_some_and(|e| REFUSED.contains(&e))
 }
 
-/// An output plugin, built once from its typed config.
-pub enum Output {
-    Stdout(stdout::StdoutOutput),
-    Null,
-    File(file::FileOutput),
-    Forward(forward::ForwardOutput),
-}
+/// What an output plugin's runtime does. Each plugin implements it in its own folder; the
+/// driver and the node see only [`Output`].
+pub trait ChunkOutput: Send + Sync {
+    /// The `@type` name, for logs and metrics.
+    fn type_name(&self) -> &'static str;
 
-impl Output {
-    /// Build an output; `buffer` tells time-sliced outputs the chunks' timekey.
-    pub fn build(cfg: &OutputConfig, buffer: &BufferConfig) -> Result<Output, OutputError> {
-        Ok(match cfg {
-            OutputConfig::Stdout(c) => Output::Stdout(stdout::StdoutOutput::new(c)),
-            OutputConfig::Null => Output::Null,
-            OutputConfig::File(c) => Output::File(file::FileOutput::with_time_slicing(
-                c,
-                buffer.timekey,
-                match (buffer.timekey_zone, buffer.timekey_use_utc) {
-                    (Some(offset), _) => format::Zone::Fixed(offset),
-                    (None, true) => format::Zone::Utc,
-                    (None, false) => format::Zone::Local,
-                },
-            )?),
-            OutputConfig::Forward(c) => Output::Forward(forward::ForwardOutput::new(c)?),
-            OutputConfig::S3(_) => {
-                return Err(OutputError::Unrecoverable(
-                    "@type s3 is an upload target of an aggregator cluster; add a <cluster> section (a single node has no s3 output)".into(),
-                ))
-            }
-        })
-    }
+    /// Deliver a chunk; `Ok` means the next hop has it safely (the chunk may be deleted).
+    fn write<'a>(&'a self, chunk: &'a Chunk) -> BoxFuture<'a, Result<(), OutputError>>;
 
     /// Finish start-up that needs the network (out_forward's `verify_connection_at_startup`).
-    pub async fn start(&self) -> Result<(), OutputError> {
-        match self {
-            Output::Forward(o) => o.start().await,
-            _ => Ok(()),
-        }
+    fn start(&self) -> BoxFuture<'_, Result<(), OutputError>> {
+        Box::pin(async { Ok(()) })
     }
 
     /// Notified when a destination that was down comes back (None: this output never
     /// signals it), so the driver can end a backoff early.
-    pub fn recovered(&self) -> Option<&tokio::sync::Notify> {
-        match self {
-            Output::Forward(o) => Some(o.recovered()),
-            _ => None,
-        }
+    fn recovered(&self) -> Option<&Notify> {
+        None
     }
 
-    /// Whether the output sends origin ids on (see [`crate::origin`]): out_forward with
-    /// `require_ack_response`. A buffer whose outputs do not need not keep them.
+    /// Whether the output sends origin ids on (see [`crate::origin`]). A buffer whose outputs
+    /// do not need not keep them.
+    fn sends_origins(&self) -> bool {
+        false
+    }
+
+    /// The health of the servers it sends to, for metrics (out_forward).
+    fn server_status(&self) -> Option<forward::ForwardStatus> {
+        None
+    }
+}
+
+/// An output plugin's typed config, as the registry ([`crate::config::registry`]) holds it:
+/// what the node builds from it and how `check-config` names it. Implemented beside each
+/// plugin's config.
+pub trait OutputSpec {
+    /// The `@type` name.
+    fn type_name(&self) -> &'static str;
+
+    /// Build the runtime; `buffer` tells time-sliced outputs the chunks' timekey.
+    fn build(&self, buffer: &BufferConfig) -> Result<Output, OutputError>;
+
+    /// A short description for `lograft check-config` (one line, plus one per server for
+    /// out_forward).
+    fn describe(&self) -> String;
+}
+
+/// An output plugin, built once from its typed config.
+pub struct Output(Box<dyn ChunkOutput>);
+
+impl Output {
+    pub fn new(output: impl ChunkOutput + 'static) -> Output {
+        Output(Box::new(output))
+    }
+
+    /// Build the output `cfg` describes; `buffer` tells time-sliced outputs the chunks' timekey.
+    pub fn build(cfg: &OutputConfig, buffer: &BufferConfig) -> Result<Output, OutputError> {
+        cfg.spec().build(buffer)
+    }
+
+    /// See [`ChunkOutput::start`].
+    pub async fn start(&self) -> Result<(), OutputError> {
+        self.0.start().await
+    }
+
+    /// See [`ChunkOutput::recovered`].
+    pub fn recovered(&self) -> Option<&Notify> {
+        self.0.recovered()
+    }
+
+    /// See [`ChunkOutput::sends_origins`].
     pub fn sends_origins(&self) -> bool {
-        matches!(self, Output::Forward(f) if f.requires_ack())
+        self.0.sends_origins()
+    }
+
+    /// See [`ChunkOutput::server_status`].
+    pub fn server_status(&self) -> Option<forward::ForwardStatus> {
+        self.0.server_status()
     }
 
     pub fn type_name(&self) -> &'static str {
-        match self {
-            Output::Stdout(_) => "stdout",
-            Output::Null => "null",
-            Output::File(_) => "file",
-            Output::Forward(_) => "forward",
-        }
+        self.0.type_name()
     }
 
     /// Deliver a chunk; `Ok` means the next hop has it safely (the chunk may be deleted).
     pub async fn write(&self, chunk: &Chunk) -> Result<(), OutputError> {
-        match self {
-            Output::Stdout(o) => o.write(chunk).await,
-            Output::Null => Ok(()),
-            Output::File(o) => o.write(chunk).await,
-            Output::Forward(o) => o.write(chunk).await,
-        }
+        self.0.write(chunk).await
     }
 }

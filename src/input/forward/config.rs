@@ -4,10 +4,15 @@
 //! Owns in_forward's parameter names, defaults and checks; it must not open sockets or load
 //! certificates (that is `input::forward` and `tls`).
 
+use super::ForwardInput;
 use crate::config::diag::Diag;
 use crate::config::element::Element;
 use crate::config::registry::{SourceKind, SourcePlugin};
 use crate::config::section::Section;
+use crate::input::{InputContext, InputTask, SourceSpec};
+use crate::observe::MeteredEmit;
+use crate::pipeline::BoxFuture;
+use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -263,4 +268,34 @@ fn server_security(el: &Element, d: &mut Diag) -> Option<ServerSecurityConfig> {
         users,
         clients,
     })
+}
+
+impl SourceSpec for ForwardInputConfig {
+    fn type_name(&self) -> &'static str {
+        PLUGIN.name
+    }
+
+    fn start<'a>(&'a self, ctx: InputContext<'a>) -> BoxFuture<'a, io::Result<Option<InputTask>>> {
+        Box::pin(async move {
+            let input = ForwardInput::bind(self, MeteredEmit::wrap(ctx.emit, ctx.metrics.clone()))?
+                .with_in_flight_budget(ctx.budget)
+                .with_metrics(ctx.metrics);
+            tracing::info!(addr = %input.local_addr(), "forward input listening");
+            Ok(Some(Box::pin(input.run(ctx.stop)) as InputTask))
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "forward {}:{}{}{}",
+            self.bind,
+            self.port,
+            if self.tls.is_some() { " tls" } else { "" },
+            if self.security.is_some() {
+                " shared_key"
+            } else {
+                ""
+            }
+        )
+    }
 }

@@ -3,9 +3,14 @@
 //! Owns in_http's parameter names and defaults; it must not serve anything (the rest of
 //! `input::http` does).
 
+use super::HttpInput;
 use crate::config::diag::Diag;
 use crate::config::registry::{SourceKind, SourcePlugin};
 use crate::config::section::Section;
+use crate::input::{InputContext, InputTask, SourceSpec};
+use crate::observe::MeteredEmit;
+use crate::pipeline::BoxFuture;
+use std::io;
 use std::time::Duration;
 
 /// The registry's entry for `@type http`.
@@ -61,5 +66,23 @@ pub(crate) fn build(sec: &mut Section<'_>, d: &mut Diag) -> HttpInputConfig {
         use_204_response: sec.bool(d, "use_204_response", false),
         respond_with_empty_img: sec.bool(d, "respond_with_empty_img", false),
         cors_allow_origins: sec.array(d, "cors_allow_origins").unwrap_or_default(),
+    }
+}
+
+impl SourceSpec for HttpInputConfig {
+    fn type_name(&self) -> &'static str {
+        PLUGIN.name
+    }
+
+    fn start<'a>(&'a self, ctx: InputContext<'a>) -> BoxFuture<'a, io::Result<Option<InputTask>>> {
+        Box::pin(async move {
+            let input = HttpInput::bind(self, MeteredEmit::wrap(ctx.emit, ctx.metrics)).await?;
+            tracing::info!(addr = %input.local_addr()?, "http input listening");
+            Ok(Some(Box::pin(input.run(ctx.stop)) as InputTask))
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("http {}:{}", self.bind, self.port)
     }
 }

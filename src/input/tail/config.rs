@@ -4,10 +4,15 @@
 //! Owns in_tail's parameters and their checks; it must not touch files (that is
 //! `input::tail`) nor parse lines (that is `crate::parse`).
 
+use super::TailInput;
 use crate::config::diag::Diag;
 use crate::config::registry::{SourceKind, SourcePlugin};
 use crate::config::section::Section;
+use crate::input::{InputContext, InputTask, SourceSpec};
+use crate::observe::MeteredEmit;
 use crate::parse::ParseConfig;
+use crate::pipeline::BoxFuture;
+use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -188,5 +193,39 @@ impl Section<'_> {
             }
         })
         .flatten()
+    }
+}
+
+impl SourceSpec for TailInputConfig {
+    fn type_name(&self) -> &'static str {
+        PLUGIN.name
+    }
+
+    /// The source's id (under which the buffer keeps its files' positions) is its pos file,
+    /// else its `@id`, else where the `<source>` is written.
+    fn start<'a>(&'a self, ctx: InputContext<'a>) -> BoxFuture<'a, io::Result<Option<InputTask>>> {
+        Box::pin(async move {
+            let source_id = match (&self.pos_file, &ctx.common.id) {
+                (Some(p), _) => p.display().to_string(),
+                (None, Some(id)) => id.clone(),
+                (None, None) => ctx.common.location.to_string(),
+            };
+            tracing::info!(paths = %self.paths.join(","), %source_id, "tail input starting");
+            let emit = MeteredEmit::wrap(ctx.emit, ctx.metrics);
+            let input = TailInput::new(self, emit, source_id);
+            Ok(Some(Box::pin(input.run(ctx.stop)) as InputTask))
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "tail {} tag {}{}",
+            self.paths.join(","),
+            self.tag,
+            self.pos_file
+                .as_ref()
+                .map(|p| format!(" pos_file {}", p.display()))
+                .unwrap_or_default()
+        )
     }
 }

@@ -5,12 +5,15 @@
 //! Owns out_file's parameter names and defaults; it must not write files (the rest of
 //! `output::file` does).
 
-use crate::buffer::config::{LegacyFlatParams, PluginBufferDefaults};
+use super::FileOutput;
+use crate::buffer::config::{BufferConfig, LegacyFlatParams, PluginBufferDefaults};
 use crate::config::diag::Diag;
 use crate::config::element::Param;
 use crate::config::registry::{OutputConfig, OutputPlugin};
 use crate::config::section::{compression, output_format, Section};
 use crate::config::{value, Compression};
+use crate::output::format::Zone;
+use crate::output::{Output, OutputError, OutputSpec};
 use std::time::Duration;
 
 /// The registry's entry for `@type file`.
@@ -120,5 +123,31 @@ fn file_time_slice(p: &Param, d: &mut Diag) -> Option<(String, String)> {
             }
         },
         _ => Some(("timekey_zone".into(), p.value.clone())),
+    }
+}
+
+impl OutputSpec for FileOutputConfig {
+    fn type_name(&self) -> &'static str {
+        PLUGIN.name
+    }
+
+    /// Path placeholders follow the buffer's `timekey_zone` / `timekey_use_utc`.
+    fn build(&self, buffer: &BufferConfig) -> Result<Output, OutputError> {
+        let path_zone = match (buffer.timekey_zone, buffer.timekey_use_utc) {
+            (Some(offset), _) => Zone::Fixed(offset),
+            (None, true) => Zone::Utc,
+            (None, false) => Zone::Local,
+        };
+        let output = FileOutput::with_time_slicing(self, buffer.timekey, path_zone)?;
+        Ok(Output::new(output))
+    }
+
+    fn describe(&self) -> String {
+        let gzip = if self.compress == Compression::Gzip {
+            " gzip"
+        } else {
+            ""
+        };
+        format!("file path={}{gzip}", self.path)
     }
 }

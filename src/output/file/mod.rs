@@ -51,7 +51,8 @@ use crate::config::Compression;
 use crate::event::{EntryIter, EventTime};
 use crate::output::format::{FormatError, LineFormatter, TimeFormatter, Zone};
 use crate::output::safe_name::safe_segment_noted;
-use crate::output::OutputError;
+use crate::output::{ChunkOutput, OutputError};
+use crate::pipeline::BoxFuture;
 use chrono::format::{Item, StrftimeItems};
 use config::{FileFormat, FileOutputConfig};
 use std::fs::{self, OpenOptions};
@@ -149,12 +150,22 @@ impl FileOutput {
     }
 
     /// Write `chunk`'s events; `Ok` only once they are fsynced to the file.
-    pub async fn write(&self, chunk: &Chunk) -> Result<(), OutputError> {
+    async fn write_fsynced(&self, chunk: &Chunk) -> Result<(), OutputError> {
         let inner = self.inner.clone();
         let chunk = chunk.clone();
         tokio::task::spawn_blocking(move || inner.write_blocking(&chunk))
             .await
             .map_err(|e| OutputError::Unrecoverable(format!("file output task failed: {e}")))?
+    }
+}
+
+impl ChunkOutput for FileOutput {
+    fn type_name(&self) -> &'static str {
+        config::PLUGIN.name
+    }
+
+    fn write<'a>(&'a self, chunk: &'a Chunk) -> BoxFuture<'a, Result<(), OutputError>> {
+        Box::pin(self.write_fsynced(chunk))
     }
 }
 

@@ -5,12 +5,14 @@
 //! Owns out_forward's parameter names, defaults and checks; it must not connect anywhere (the
 //! rest of `output::forward` does).
 
-use crate::buffer::config::PluginBufferDefaults;
+use super::ForwardOutput;
+use crate::buffer::config::{BufferConfig, PluginBufferDefaults};
 use crate::config::diag::Diag;
 use crate::config::element::Element;
 use crate::config::registry::{OutputConfig, OutputPlugin};
 use crate::config::section::{compression, Section};
 use crate::config::{Compression, Location};
+use crate::output::{Output, OutputError, OutputSpec};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -266,4 +268,46 @@ fn forward_server(el: &Element, d: &mut Diag) -> Option<ServerConfig> {
     };
     sec.finish(d, &[], &[]);
     host.map(|_| cfg)
+}
+
+impl OutputSpec for ForwardOutputConfig {
+    fn type_name(&self) -> &'static str {
+        PLUGIN.name
+    }
+
+    fn build(&self, _: &BufferConfig) -> Result<Output, OutputError> {
+        Ok(Output::new(ForwardOutput::new(self)?))
+    }
+
+    /// The transport, then one line per server.
+    fn describe(&self) -> String {
+        let transport = if self.transport == Transport::Tls {
+            "tls"
+        } else {
+            "tcp"
+        };
+        let gzip = if self.compress == Compression::Gzip {
+            ", gzip"
+        } else {
+            ""
+        };
+        let mut s = format!(
+            "forward ({transport}{gzip}, require_ack_response={})",
+            self.require_ack_response
+        );
+        for server in &self.servers {
+            s.push_str(&format!(
+                "\n      server {}:{}{}{}",
+                server.host,
+                server.port,
+                server
+                    .name
+                    .as_ref()
+                    .map(|n| format!(" name={n}"))
+                    .unwrap_or_default(),
+                if server.standby { " (standby)" } else { "" }
+            ));
+        }
+        s
+    }
 }

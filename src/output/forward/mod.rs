@@ -33,10 +33,11 @@ pub mod node;
 pub mod phi;
 mod status;
 
-use super::OutputError;
+use super::{ChunkOutput, OutputError};
 use crate::buffer::{Chunk, ChunkId};
 use crate::config::Compression;
 use crate::forward::{encode_packed_forward, encode_packed_forward_with_origins, gzip_entries};
+use crate::pipeline::BoxFuture;
 use balance::{Balancer, Candidate};
 use config::{ForwardOutputConfig, HeartbeatType, Transport};
 use connection::{ConnectTarget, Connection, Connector, Frame, SendError};
@@ -93,6 +94,35 @@ struct Shared {
 pub struct ForwardOutput {
     shared: Arc<Shared>,
     _stop_heartbeats: DropGuard,
+}
+
+impl ChunkOutput for ForwardOutput {
+    fn type_name(&self) -> &'static str {
+        config::PLUGIN.name
+    }
+
+    fn write<'a>(&'a self, chunk: &'a Chunk) -> BoxFuture<'a, Result<(), OutputError>> {
+        Box::pin(self.forward(chunk))
+    }
+
+    fn start(&self) -> BoxFuture<'_, Result<(), OutputError>> {
+        Box::pin(self.verify_servers())
+    }
+
+    /// Notified each time a server becomes available again (so queued chunks need not wait
+    /// out a long backoff).
+    fn recovered(&self) -> Option<&Notify> {
+        Some(&self.shared.recovered)
+    }
+
+    /// With `require_ack_response` (see [`crate::origin`]).
+    fn sends_origins(&self) -> bool {
+        self.requires_ack()
+    }
+
+    fn server_status(&self) -> Option<ForwardStatus> {
+        Some(self.status())
+    }
 }
 
 impl ForwardOutput {
@@ -172,7 +202,7 @@ impl ForwardOutput {
 
     /// With `verify_connection_at_startup`, connect to every server (with TLS and handshake)
     /// and fail if one cannot be reached, as Fluentd does. Otherwise nothing.
-    pub async fn start(&self) -> Result<(), OutputError> {
+    pub async fn verify_servers(&self) -> Result<(), OutputError> {
         if !self.shared.settings.verify_connection_at_startup {
             return Ok(());
         }
@@ -195,12 +225,6 @@ impl ForwardOutput {
         self.shared.settings.require_ack_response
     }
 
-    /// Notified each time a server becomes available again (so queued chunks need not wait
-    /// out a long backoff).
-    pub fn recovered(&self) -> &Notify {
-        &self.shared.recovered
-    }
-
     /// A handle that reads the servers' health (for metrics and monitor_agent).
     pub fn status(&self) -> ForwardStatus {
         ForwardStatus::new(self.shared.clone())
@@ -216,7 +240,7 @@ impl ForwardOutput {
     /// `require_ack_response`, written). Each frame tries the servers in balancer order,
     /// re-evaluating after each failure so that a standby replaces a failed primary at once;
     /// a server that failed is not tried again within this call.
-    pub async fn write(&self, chunk: &Chunk) -> Result<(), OutputError> {
+    pub async fn forward(&self, chunk: &Chunk) -> Result<(), OutputError> {
         let s = &self.shared.settings;
         let id = chunk.meta.id;
         let spans = self.plan(chunk)?;

@@ -450,7 +450,7 @@ async fn recovered_primary_takes_traffic_back_after_recover_wait() {
     out.write(&chunk(1)).await.unwrap();
     assert_eq!(standby.frames().len(), 1);
 
-    let notified = out.recovered().notified();
+    let notified = out.recovered().unwrap().notified();
     let primary = Receiver::start_on(primary_addr, Reply::Ack, None).await;
     let back = Instant::now();
     tokio::time::timeout(WAIT, notified)
@@ -686,7 +686,7 @@ async fn udp_heartbeats_against_in_forward_bring_a_server_back() {
     cfg.health.heartbeat_type = HeartbeatType::Udp;
     let out = ForwardOutput::new(&cfg).unwrap();
     // Mark it down by hand (as a failed send would), then let UDP heartbeats recover it.
-    let notified = out.recovered().notified();
+    let notified = out.recovered().unwrap().notified();
     out.shared.nodes[0].failed("test", &out.shared.recovered);
     assert_eq!(out.availability(), vec![false]);
     tokio::time::timeout(WAIT, notified)

@@ -4,10 +4,11 @@
 //! Owns out_s3's parameter names and defaults; it must not upload anything (only an aggregator
 //! cluster's leader does, in `cluster::upload`).
 
-use crate::buffer::config::PluginBufferDefaults;
+use crate::buffer::config::{BufferConfig, PluginBufferDefaults};
 use crate::config::diag::Diag;
 use crate::config::registry::{OutputConfig, OutputPlugin};
 use crate::config::section::Section;
+use crate::output::{Output, OutputError, OutputSpec};
 use std::time::Duration;
 
 /// The registry's entry for `@type s3`.
@@ -106,4 +107,32 @@ pub(crate) fn build(sec: &mut Section<'_>, d: &mut Diag) -> Option<S3OutputConfi
             .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
     };
     bucket.map(|_| cfg)
+}
+
+impl OutputSpec for S3OutputConfig {
+    fn type_name(&self) -> &'static str {
+        PLUGIN.name
+    }
+
+    /// Only an aggregator cluster's leader uploads (`cluster::upload`); a single node has no s3
+    /// runtime.
+    fn build(&self, _: &BufferConfig) -> Result<Output, OutputError> {
+        Err(OutputError::Unrecoverable(
+            "@type s3 is an upload target of an aggregator cluster; add a <cluster> section (a single node has no s3 output)".into(),
+        ))
+    }
+
+    fn describe(&self) -> String {
+        let endpoint = self
+            .endpoint
+            .as_deref()
+            .map(|e| format!(" endpoint={e}"))
+            .unwrap_or_default();
+        let path = if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!(" path={}", self.prefix)
+        };
+        format!("s3 bucket={}{endpoint}{path}", self.bucket)
+    }
 }

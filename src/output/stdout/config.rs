@@ -3,11 +3,13 @@
 //! Owns out_stdout's parameter names and Fluentd's buffer defaults for it; it must not write
 //! anything (that is `output::stdout`).
 
-use crate::buffer::config::PluginBufferDefaults;
+use super::StdoutOutput;
+use crate::buffer::config::{BufferConfig, PluginBufferDefaults};
 use crate::config::diag::Diag;
 use crate::config::registry::{OutputConfig, OutputPlugin};
 use crate::config::section::output_format;
 use crate::config::section::Section;
+use crate::output::{Output, OutputError, OutputSpec};
 
 /// The registry's entry for `@type stdout`.
 pub(crate) const PLUGIN: OutputPlugin = OutputPlugin {
@@ -48,5 +50,23 @@ pub(crate) fn build(sec: &mut Section<'_>, d: &mut Diag) -> StdoutOutputConfig {
             "json" => StdoutFormat::Json,
             _ => StdoutFormat::Stdout,
         },
+    }
+}
+
+impl OutputSpec for StdoutOutputConfig {
+    fn type_name(&self) -> &'static str {
+        PLUGIN.name
+    }
+
+    fn build(&self, _: &BufferConfig) -> Result<Output, OutputError> {
+        Ok(Output::new(StdoutOutput::new(self)))
+    }
+
+    fn describe(&self) -> String {
+        let format = match self.format {
+            StdoutFormat::Json => "json",
+            StdoutFormat::Stdout => "stdout format",
+        };
+        format!("stdout ({format})")
     }
 }

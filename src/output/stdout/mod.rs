@@ -10,7 +10,8 @@ pub mod config;
 
 use crate::buffer::Chunk;
 use crate::output::format::{LineFormatter, Zone};
-use crate::output::OutputError;
+use crate::output::{ChunkOutput, OutputError};
+use crate::pipeline::BoxFuture;
 use config::{StdoutFormat, StdoutOutputConfig};
 use std::io::Write;
 
@@ -43,7 +44,7 @@ impl StdoutOutput {
     }
 
     /// Print every event of `chunk`; `Ok` once the bytes were handed to stdout and flushed.
-    pub async fn write(&self, chunk: &Chunk) -> Result<(), OutputError> {
+    async fn print(&self, chunk: &Chunk) -> Result<(), OutputError> {
         let this = self.clone();
         let chunk = chunk.clone();
         tokio::task::spawn_blocking(move || {
@@ -56,6 +57,16 @@ impl StdoutOutput {
         })
         .await
         .map_err(|e| OutputError::Unrecoverable(format!("stdout formatting task failed: {e}")))?
+    }
+}
+
+impl ChunkOutput for StdoutOutput {
+    fn type_name(&self) -> &'static str {
+        config::PLUGIN.name
+    }
+
+    fn write<'a>(&'a self, chunk: &'a Chunk) -> BoxFuture<'a, Result<(), OutputError>> {
+        Box::pin(self.print(chunk))
     }
 }
 
