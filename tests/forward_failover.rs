@@ -528,7 +528,12 @@ fn traffic_returns_to_the_recovered_primary_and_standby_goes_idle() {
         "traffic returned before recover_wait: {returned_after:?}"
     );
     // Chunks already on their way to the standby may still land; after that it is idle.
-    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        wait_quiet(Duration::from_secs(15), Duration::from_secs(1), || standby
+            .seen()
+            .len()),
+        "standby keeps receiving traffic after the primary recovered"
+    );
     let standby_before = standby.seen().len();
     let primary_before = primary.seen().len();
     std::thread::sleep(Duration::from_secs(3));

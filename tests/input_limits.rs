@@ -100,8 +100,16 @@ fn deep_message_mode_record_is_dropped_and_other_clients_events_delivered() {
     let all = wait_until(Duration::from_secs(30), || {
         read_out_file_records(&out).len() >= 100
     });
-    // Give the flush of a (wrongly) accepted deep record time to fail, then look.
-    std::thread::sleep(Duration::from_secs(2));
+    // Once the buffer holds no chunk, a (wrongly) accepted deep record would have been written
+    // or quarantined, or would hold its chunk back in retries (then this wait fails).
+    let drained = wait_until(Duration::from_secs(30), || {
+        buffered_chunks(&dir.path().join("buffer")) == 0
+    });
+    assert!(
+        drained,
+        "the buffer did not drain; log:\n{}",
+        node.log_text()
+    );
     let records = read_out_file_records(&out);
     let counts = seq_counts(&records);
     assert!(

@@ -94,8 +94,14 @@ fn a_chunk_bigger_than_the_receivers_limit_is_delivered_in_frames_exactly_once()
         records.len(),
         forwarder.log_text()
     );
-    // Give a duplicate the time to show up, then check exactly once.
-    std::thread::sleep(Duration::from_secs(2));
+    // Once the forwarder's buffer is empty nothing can be sent again: then check exactly once.
+    assert!(
+        wait_until(Duration::from_secs(30), || buffered_chunks(
+            &dir.path().join("forwarder-buffer")
+        ) == 0),
+        "the forwarder's buffer did not drain; log:\n{}",
+        forwarder.log_text()
+    );
     let counts = seq_counts(&read_out_file_records(&out));
     assert_eq!(counts.len() as u64, TOTAL);
     let dups: Vec<_> = counts.iter().filter(|(_, n)| **n != 1).collect();

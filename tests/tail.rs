@@ -104,19 +104,17 @@ fn append(path: &Path, seqs: impl IntoIterator<Item = u64>) {
     f.write_all(text.as_bytes()).unwrap();
 }
 
-/// Wait until the node (its `n`-th run) has started.
+/// Wait until the node (its `n`-th run) has started and its tail source did its first scan.
 fn wait_started(node: &Node, n: usize) {
     assert!(
         wait_until(Duration::from_secs(20), || node
             .log_text()
-            .matches("lograft node started")
+            .matches("tail input watching")
             .count()
             >= n),
         "not started; log:\n{}",
         node.log_text()
     );
-    // The tail thread's first scan follows right after.
-    std::thread::sleep(Duration::from_millis(300));
 }
 
 /// Wait until the node follows `path` (its log says so).
@@ -228,7 +226,17 @@ fn rename_and_create_rotation_loses_nothing() {
         next += 10;
         append(&a, next..next + 50);
         next += 50;
-        std::thread::sleep(Duration::from_millis(300));
+        // The next round renames only once the new file is followed.
+        let followed = format!("following file path={} inode", a.display());
+        assert!(
+            wait_until(Duration::from_secs(20), || node
+                .log_text()
+                .matches(&followed)
+                .count()
+                >= round + 2),
+            "new a.log of round {round} not followed; log:\n{}",
+            node.log_text()
+        );
     }
     s.expect_exactly(&node, 0..next);
 }
@@ -271,9 +279,10 @@ fn deleted_and_reappearing_files_and_glob_refresh() {
     let c = s.logs.join("c.log");
     append(&c, 30..60);
     s.expect_exactly(&node, 0..60);
-    // Deleted, then a new file under the same name.
+    // Deleted, then a new file under the same name (whether the tailer notices the deletion
+    // before the new file appears or only then, the new file is a new inode: the old one is
+    // held open until it is let go).
     std::fs::remove_file(&c).unwrap();
-    std::thread::sleep(Duration::from_millis(800));
     append(&c, 60..90);
     append(&b, 90..100);
     s.expect_exactly(&node, 0..100);

@@ -385,6 +385,26 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
+/// Wait until `count()` stayed the same for `quiet` (polling every 50 ms), at most `timeout`;
+/// whether it did. For "whatever was in flight has landed" before checking that nothing more
+/// comes.
+pub fn wait_quiet(timeout: Duration, quiet: Duration, mut count: impl FnMut() -> usize) -> bool {
+    let deadline = Instant::now() + timeout;
+    let mut last = count();
+    let mut since = Instant::now();
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = count();
+        if now != last {
+            last = now;
+            since = Instant::now();
+        } else if since.elapsed() >= quiet {
+            return true;
+        }
+    }
+    false
+}
+
 /// A Python interpreter with `fluent-logger` and `msgpack` installed (a venv under target/).
 pub fn python_with_fluent_logger() -> PathBuf {
     python_venv_with(

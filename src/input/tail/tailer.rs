@@ -63,6 +63,8 @@ impl Tailer {
             self.refresh(&mut st, true);
             Instant::now() + self.cfg.refresh_interval
         };
+        // From here on, a file that appears under the globs is found by the next scan.
+        tracing::info!(paths = %self.cfg.paths.join(","), following = st.files.len(), "tail input watching");
         let mut buf = Vec::new();
         while !self.stop.is_cancelled() {
             if Instant::now() >= next_refresh {
