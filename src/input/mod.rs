@@ -53,12 +53,15 @@ pub(crate) trait SourceSpec {
     /// The `@type` name.
     fn type_name(&self) -> &'static str;
 
-    /// Bind (or open) the input and return the task that serves it; `None` for sources that
-    /// are not inputs of events (see [`SourceSpec::observer`]).
+    /// Bind (or open) the input and return the task that serves it. Sources that are not
+    /// inputs of events (see [`SourceSpec::observer`]) keep the default: nothing to start.
     fn start<'a>(
         &'a self,
         ctx: InputContext<'a>,
-    ) -> BoxFuture<'a, std::io::Result<Option<InputTask>>>;
+    ) -> BoxFuture<'a, std::io::Result<Option<InputTask>>> {
+        let _ = ctx;
+        Box::pin(async { Ok(None) })
+    }
 
     /// For observability sources: where to listen. The node binds these before anything else,
     /// so `/health` answers while buffers resume.

@@ -10,9 +10,7 @@ use crate::config::diag::Diag;
 use crate::config::registry::{SourceKind, SourcePlugin};
 use crate::config::section::Section;
 use crate::config::value::ValueError;
-use crate::input::{InputContext, InputTask, Observer, SourceSpec};
-use crate::pipeline::BoxFuture;
-use std::io;
+use crate::input::{Observer, SourceSpec};
 
 /// The registry's entry for `@type prometheus`.
 pub(crate) const PROMETHEUS: SourcePlugin = SourcePlugin {
@@ -82,10 +80,6 @@ impl SourceSpec for PrometheusConfig {
         PROMETHEUS.name
     }
 
-    fn start<'a>(&'a self, _: InputContext<'a>) -> BoxFuture<'a, io::Result<Option<InputTask>>> {
-        Box::pin(async { Ok(None) })
-    }
-
     fn observer(&self) -> Option<Observer<'_>> {
         Some(Observer {
             bind: &self.bind,
@@ -107,10 +101,6 @@ impl SourceSpec for PrometheusConfig {
 impl SourceSpec for MonitorAgentConfig {
     fn type_name(&self) -> &'static str {
         MONITOR_AGENT.name
-    }
-
-    fn start<'a>(&'a self, _: InputContext<'a>) -> BoxFuture<'a, io::Result<Option<InputTask>>> {
-        Box::pin(async { Ok(None) })
     }
 
     fn observer(&self) -> Option<Observer<'_>> {
