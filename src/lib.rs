@@ -16,7 +16,7 @@
 //! - [`config`]: Fluentd-syntax config files parsed once into typed structs, errors with file:line:
 //!   the parser, the section reader and diagnostics, `<system>`, and the registry mapping each
 //!   `@type` to its plugin's builder. Each component's typed config and builder live beside it
-//!   (`input::*::config`, `buffer::config`, `output::*::config`, `output::retry::config`,
+//!   (`input::*::config`, `buffer::config`, `output::*::config`, `retry::config`,
 //!   `cluster::config`), and the config implements the plugin traits (`input::SourceSpec`,
 //!   `output::OutputSpec`) through which the node starts it and `check-config` describes it:
 //!   adding a plugin touches its folder and `config::registry` only.
@@ -44,6 +44,8 @@
 //!   config of the cluster's upload target), and the driver that takes queued
 //!   chunks from a buffer, writes them with retry/backoff, and hands exhausted ones to
 //!   `<secondary>`.
+//! - `retry`: the one retry/backoff mechanism (Fluentd's `retry_*` parameters and the backoff
+//!   times), used by the output driver and the cluster's uploader; a leaf.
 //! - [`cluster`]: the aggregator cluster (openraft): the Raft log and the chunk state machine
 //!   on one RocksDB per node, file-backed snapshots, the gRPC network and admin API, bootstrap
 //!   (forming/joining, the disk-loss guard), ingest (the inputs' `Emit`: ack once committed)
@@ -95,5 +97,6 @@ pub(crate) mod output;
 pub(crate) mod parse;
 pub(crate) mod pipeline;
 pub(crate) mod record_depth;
+pub(crate) mod retry;
 pub(crate) mod router;
 pub mod tls;

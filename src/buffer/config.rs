@@ -11,7 +11,7 @@ use crate::config::diag::Diag;
 use crate::config::element::{Element, Param};
 use crate::config::section::{compression, Section};
 use crate::config::{value, Compression};
-use crate::output::retry::config::{read_retry, RetryConfig};
+use crate::retry::config::{read_retry, RetryConfig};
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -6,8 +6,8 @@
 use super::server::{ClusterNode, ClusterNodeConfig};
 use super::upload::{BatchPolicy, UploadError, UploadTarget, Uploader};
 use super::{ClusterRequest, ClusterResponse};
-use crate::output::retry::RetryConfig;
 use crate::output::s3::config::S3OutputConfig;
+use crate::retry::RetryConfig;
 use crate::router::{MatchPattern, TagRoutes};
 use bytes::Bytes;
 use std::collections::BTreeMap;

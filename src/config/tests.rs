@@ -8,7 +8,7 @@ use super::*;
 use crate::buffer::config::{BufferKind, FlushMode, OverflowAction};
 use crate::output::file::config::FileFormat;
 use crate::output::forward::config::{HeartbeatType, Transport};
-use crate::output::retry::RetryType;
+use crate::retry::RetryType;
 use std::time::Duration;
 
 #[test]

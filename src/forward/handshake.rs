@@ -4,7 +4,6 @@
 //! Owns the message formats and the SHA-512 digests. Must not do I/O: callers read one
 //! message with [`super::take_message`] and write the bytes returned here.
 
-use crate::input::forward::config::ServerSecurityConfig;
 #[cfg(test)]
 use crate::msgpack::write_str_bytes;
 use crate::msgpack::{
@@ -14,6 +13,34 @@ use bytes::{Bytes, BytesMut};
 use rand::RngCore;
 use sha2::{Digest, Sha512};
 use std::net::{IpAddr, ToSocketAddrs};
+
+/// `<security>` inside in_forward: the settings of the server side of the handshake (built by
+/// `input::forward::config`).
+#[derive(Debug, Clone, Default)]
+pub struct ServerSecurityConfig {
+    pub self_hostname: String,
+    pub shared_key: String,
+    pub user_auth: bool,
+    pub allow_anonymous_source: bool,
+    pub users: Vec<UserConfig>,
+    pub clients: Vec<ClientConfig>,
+}
+
+/// `<user>` inside `<security>`.
+#[derive(Debug, Clone, Default)]
+pub struct UserConfig {
+    pub username: String,
+    pub password: String,
+}
+
+/// `<client>` inside `<security>`.
+#[derive(Debug, Clone, Default)]
+pub struct ClientConfig {
+    pub host: Option<String>,
+    pub network: Option<String>,
+    pub shared_key: Option<String>,
+    pub users: Vec<String>,
+}
 
 /// Why a handshake failed. The first three are the reasons the server sends in its PONG.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -569,7 +596,6 @@ pub(crate) fn encode_ping_fields(fields: [&[u8]; 5]) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::input::forward::config::{ClientConfig, UserConfig};
 
     fn sha512_hex(parts: &[&[u8]]) -> String {
         // Independent computation: concatenate first, then hash once.

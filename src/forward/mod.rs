@@ -20,8 +20,9 @@ pub use frame::{
     ORIGINS_OPTION,
 };
 pub use handshake::{
-    generate_nonce, generate_shared_key_salt, password_digest, shared_key_digest, ClientHandshake,
-    HandshakeError, Helo, PingOutcome, ServerHandshake, ServerSecurity,
+    generate_nonce, generate_shared_key_salt, password_digest, shared_key_digest, ClientConfig,
+    ClientHandshake, HandshakeError, Helo, PingOutcome, ServerHandshake, ServerSecurity,
+    ServerSecurityConfig, UserConfig,
 };
 
 use crate::event::EntryError;

@@ -15,12 +15,12 @@
 //! output returned `Ok` for it. The driver must not look inside chunks; outputs and buffers own
 //! that.
 
-use super::retry::{Backoff, RetryDecision};
 use super::{Output, OutputError};
 use crate::buffer::{Buffer, Chunk, ChunkId};
 use crate::log_limit::WarnLimiter;
 use crate::observe::OutputMetrics;
-use crate::output::retry::RetryConfig;
+use crate::retry::RetryConfig;
+use crate::retry::{Backoff, RetryDecision};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;

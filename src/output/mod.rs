@@ -6,7 +6,7 @@
 //! (`stdout`, `null`, `file`, `forward`, `s3`) live in their folders.
 //! Each plugin's typed config and builder live in its folder (`stdout::config`, [`null`],
 //! `file::config`, `forward::config`, and [`s3`], whose runtime is the cluster's uploader),
-//! registered in [`crate::config::registry`]; `retry_*` parameters in [`retry::config`].
+//! registered in [`crate::config::registry`]; the retry/backoff mechanism is [`crate::retry`].
 //! An output's `write` returns `Ok` only when the chunk is safely delivered (for `file`:
 //! written and fsynced), because the driver then deletes the chunk from the buffer.
 //! Outputs must not retry by themselves: the driver owns retry and backoff.
@@ -16,7 +16,6 @@ pub mod file;
 pub mod format;
 pub mod forward;
 pub mod null;
-pub mod retry;
 pub mod s3;
 pub mod safe_name;
 pub mod stdout;

@@ -9,6 +9,7 @@ use crate::config::diag::Diag;
 use crate::config::element::Element;
 use crate::config::registry::{SourceKind, SourcePlugin};
 use crate::config::section::Section;
+pub use crate::forward::{ClientConfig, ServerSecurityConfig, UserConfig};
 use crate::input::{InputContext, InputTask, SourceSpec};
 use crate::observe::MeteredEmit;
 use crate::pipeline::BoxFuture;
@@ -111,33 +112,6 @@ impl Default for ForwardInputConfig {
             tls: None,
         }
     }
-}
-
-/// `<security>` inside in_forward.
-#[derive(Debug, Clone, Default)]
-pub struct ServerSecurityConfig {
-    pub self_hostname: String,
-    pub shared_key: String,
-    pub user_auth: bool,
-    pub allow_anonymous_source: bool,
-    pub users: Vec<UserConfig>,
-    pub clients: Vec<ClientConfig>,
-}
-
-/// `<user>` inside `<security>`.
-#[derive(Debug, Clone, Default)]
-pub struct UserConfig {
-    pub username: String,
-    pub password: String,
-}
-
-/// `<client>` inside `<security>`.
-#[derive(Debug, Clone, Default)]
-pub struct ClientConfig {
-    pub host: Option<String>,
-    pub network: Option<String>,
-    pub shared_key: Option<String>,
-    pub users: Vec<String>,
 }
 
 /// `<transport tls>` inside in_forward.

@@ -2,7 +2,7 @@
 //! every output's [`super::Backoff`] runs on, and the reader that fills it.
 //!
 //! Owns the retry parameters' names, defaults and checks; it must not compute backoff times
-//! (that is `output::retry`) nor read any other buffer parameter (that is `buffer::config`).
+//! (that is [`crate::retry`]) nor read any other buffer parameter (that is `buffer::config`).
 
 use crate::config::diag::Diag;
 use crate::config::element::Element;
