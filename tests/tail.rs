@@ -241,6 +241,75 @@ fn rename_and_create_rotation_loses_nothing() {
     s.expect_exactly(&node, 0..next);
 }
 
+/// A file copytruncated and written past its old position while lograft is stopped, with lines
+/// of one length so that the old position falls on a line boundary of the new content: only the
+/// saved checksum of the file's first bytes (`<pos file>.heads`) shows it was rewritten.
+#[test]
+fn a_file_copytruncated_and_regrown_while_stopped_is_read_again() {
+    let s = setup();
+    let a = s.logs.join("a.log");
+    append(&a, 0..0);
+    let mut node = s.start(&a.display().to_string(), "app", "");
+    wait_following(&node, 1);
+    append(&a, 100..200);
+    s.expect_exactly(&node, 100..200);
+    let heads = PathBuf::from(format!("{}.heads", s.pos.display()));
+    let inode = std::fs::metadata(&a).unwrap().ino();
+    assert!(
+        wait_until(Duration::from_secs(10), || std::fs::read_to_string(&heads)
+            .unwrap_or_default()
+            .starts_with(&format!("{inode:x}\t"))),
+        "no heads file entry for inode {inode:x}; log:\n{}",
+        node.log_text()
+    );
+    node.kill9();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&a)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    append(&a, 200..350);
+    assert_eq!(std::fs::metadata(&a).unwrap().ino(), inode);
+    node.spawn();
+    wait_started(&node, 2);
+    s.expect_exactly(&node, 100..350);
+}
+
+/// A truncation seen just before a stop, with nothing of the new content committed yet: the
+/// buffer still holds the old position, the pos file and its heads the new generation (so the
+/// old checksum is gone); the file then grows past the old position while lograft is stopped.
+#[test]
+fn a_truncation_seen_just_before_a_stop_is_not_forgotten() {
+    let s = setup();
+    let a = s.logs.join("a.log");
+    append(&a, 0..0);
+    let mut node = s.start(&a.display().to_string(), "app", "");
+    wait_following(&node, 1);
+    append(&a, 100..200);
+    s.expect_exactly(&node, 100..200);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&a)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    let heads = PathBuf::from(format!("{}.heads", s.pos.display()));
+    let inode = std::fs::metadata(&a).unwrap().ino();
+    assert!(
+        wait_until(Duration::from_secs(10), || std::fs::read_to_string(&heads)
+            .unwrap_or_default()
+            .starts_with(&format!("{inode:x}\t1\t0\t"))),
+        "the heads file does not show generation 1 at 0; log:\n{}",
+        node.log_text()
+    );
+    node.kill9();
+    append(&a, 200..350);
+    node.spawn();
+    wait_started(&node, 2);
+    s.expect_exactly(&node, 100..350);
+}
+
 #[test]
 fn copytruncate_and_truncation_are_read_again_from_the_start() {
     let s = setup();

@@ -6,6 +6,11 @@
 //! `ffffffffffffffff` is skipped; for a repeated inode the last line wins) and writing
 //! (atomically: a temporary file, fsync, rename, directory fsync). It must not decide what a
 //! position means for reading (that is the tailer's, which also consults the buffer's marks).
+//!
+//! Beside the pos file, lograft keeps `<pos file>.heads` (Fluentd never reads it): per inode,
+//! the generation and a checksum of the file's first bytes ([`Head`]), so that after a restart
+//! a file that was copytruncated and written past its old position while lograft was stopped
+//! is recognized as rewritten. A missing or unreadable heads file only turns that check off.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -71,6 +76,67 @@ pub fn write(path: &Path, entries: &[PosEntry]) -> io::Result<()> {
             e.inode
         ));
     }
+    write_atomically(path, &text)
+}
+
+/// What the tailer last saw at the start of a file: in generation `generation` (truncations
+/// seen), when its committed position was `commit`, the crc32c of its first `len` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    pub generation: u32,
+    pub commit: u64,
+    pub len: usize,
+    pub crc: u32,
+}
+
+/// The heads file kept beside the pos file at `pos_path`.
+pub fn heads_path(pos_path: &Path) -> PathBuf {
+    let mut name = pos_path.as_os_str().to_owned();
+    name.push(".heads");
+    PathBuf::from(name)
+}
+
+/// Read a heads file (missing: empty; bad lines are skipped).
+pub fn read_heads(path: &Path) -> io::Result<HashMap<u64, Head>> {
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(HashMap::new()),
+        Err(e) => return Err(e),
+    };
+    let mut heads = HashMap::new();
+    for line in text.lines() {
+        let mut p = line.split('\t');
+        let mut field = || p.next().and_then(|v| u64::from_str_radix(v, 16).ok());
+        if let (Some(inode), Some(generation), Some(commit), Some(len), Some(crc)) =
+            (field(), field(), field(), field(), field())
+        {
+            heads.insert(
+                inode,
+                Head {
+                    generation: generation as u32,
+                    commit,
+                    len: len as usize,
+                    crc: crc as u32,
+                },
+            );
+        }
+    }
+    Ok(heads)
+}
+
+/// Write `(inode, head)` pairs as a heads file, atomically and durably.
+pub fn write_heads(path: &Path, heads: &[(u64, Head)]) -> io::Result<()> {
+    let mut text = String::with_capacity(heads.len() * 40);
+    for (inode, h) in heads {
+        text.push_str(&format!(
+            "{inode:x}\t{:x}\t{:x}\t{:x}\t{:x}\n",
+            h.generation, h.commit, h.len, h.crc
+        ));
+    }
+    write_atomically(path, &text)
+}
+
+fn write_atomically(path: &Path, text: &str) -> io::Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
     if let Some(dir) = dir {
         crate::durable_fs::create_dir_all_durably(dir)?;
@@ -113,5 +179,28 @@ mod tests {
             "/var/log/a.log\t0000000000000020\t0000000000abcdef\n"
         );
         assert!(read(&dir.path().join("missing")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn heads_round_trip_beside_the_pos_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let hp = heads_path(&dir.path().join("app.pos"));
+        assert_eq!(hp, dir.path().join("app.pos.heads"));
+        assert!(read_heads(&hp).unwrap().is_empty());
+        let h = Head {
+            generation: 3,
+            commit: 4096,
+            len: 64,
+            crc: 0xdead_beef,
+        };
+        write_heads(&hp, &[(0xabcdef, h)]).unwrap();
+        fs::write(
+            &hp,
+            format!("{}garbage\n", fs::read_to_string(&hp).unwrap()),
+        )
+        .unwrap();
+        let read = read_heads(&hp).unwrap();
+        assert_eq!(read.len(), 1);
+        assert_eq!(read[&0xabcdef], h);
     }
 }

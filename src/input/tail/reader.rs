@@ -11,10 +11,11 @@
 //! the truncation is larger than any before it. A truncation is noticed when the file is
 //! shorter than the position, or when the byte before the position (the end of the last line
 //! read) is no longer a newline, or its first bytes changed (it was truncated and grew again
-//! between two looks).
+//! between two looks, or while lograft was stopped: see [`TailedFile::expect_head`]).
 //!
 //! Owns reading and line splitting; it must not emit (that is the tailer) nor find files.
 
+use super::pos_file::Head;
 use crate::event::EventTime;
 use crate::log_limit::WarnLimiter;
 use crate::parse::{LineParser, Outcome, ParseConfig};
@@ -125,6 +126,24 @@ impl TailedFile {
         })
     }
 
+    /// This file's entry of the heads file: its generation, committed position and the
+    /// checksum of its first bytes as last seen (of none yet: length 0).
+    pub fn head(&self) -> Head {
+        let (len, crc) = self.fingerprint.unwrap_or((0, crc32c::crc32c(&[])));
+        Head {
+            generation: self.generation,
+            commit: self.commit,
+            len,
+            crc,
+        }
+    }
+
+    /// Expect the file's first bytes to be those `head` describes (saved before a restart):
+    /// if they are not, the next read notices the file was rewritten and starts it again.
+    pub fn expect_head(&mut self, head: Head) {
+        self.fingerprint = Some((head.len, head.crc));
+    }
+
     /// Close the handle (`open_on_every_update`); the next read opens the path again.
     pub fn close(&mut self) {
         self.file = None;
@@ -208,7 +227,10 @@ impl TailedFile {
             return Ok(false);
         }
         let mut head = [0u8; FINGERPRINT_LEN];
-        let want = (self.read_at as usize).min(FINGERPRINT_LEN);
+        // At least what the kept checksum covers (taken further into the file, perhaps before a
+        // restart from an earlier committed position).
+        let kept = self.fingerprint.map_or(0, |(len, _)| len);
+        let want = (self.read_at as usize).min(FINGERPRINT_LEN).max(kept);
         let n = read_at_most(file, &mut head[..want], 0)?;
         if let Some((len, crc)) = self.fingerprint {
             if n < len || crc32c::crc32c(&head[..len]) != crc {
@@ -342,11 +364,30 @@ impl TailedFile {
         if count == 0 && commit_to == self.commit {
             return Ok(None);
         }
+        self.note_head()?;
         Ok(Some(Batch {
             entries: out.freeze(),
             count,
             commit_to,
         }))
+    }
+
+    /// Checksum the file's first bytes now if the kept checksum covers fewer than it could,
+    /// so that the heads file describes the content of every batch read (a checksum taken only
+    /// at the next look could miss a pos-file write).
+    fn note_head(&mut self) -> io::Result<()> {
+        let covered = self.fingerprint.map_or(0, |(len, _)| len);
+        let want = (self.read_at as usize).min(FINGERPRINT_LEN);
+        if covered >= want {
+            return Ok(());
+        }
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        let mut head = [0u8; FINGERPRINT_LEN];
+        let n = read_at_most(file, &mut head[..want], 0)?;
+        self.fingerprint = Some((n, crc32c::crc32c(&head[..n])));
+        Ok(())
     }
 }
 

@@ -7,7 +7,7 @@
 //! Ok.
 
 use super::config::{TailInputConfig, MAX_LINE_CAP};
-use super::pos_file::{self, PosEntry, PosTable};
+use super::pos_file::{self, Head, PosEntry, PosTable};
 use super::reader::{pack, unpack, ReadSettings, TailedFile};
 use super::watch::{self, Found};
 use crate::event::{EventBatch, EventTime};
@@ -42,6 +42,8 @@ struct State {
     /// Positions known at start: the buffer's marks (packed) and the pos file's, by inode.
     recovered: HashMap<u64, u64>,
     saved: PosTable,
+    /// The heads file's entries at start, by inode (see `pos_file`).
+    heads: HashMap<u64, Head>,
     /// Whether this source ever saved a position (else files present at the first start
     /// are read from their end unless `read_from_head`).
     has_state: bool,
@@ -101,6 +103,13 @@ impl Tailer {
             }),
             None => PosTable::new(),
         };
+        let heads = match &self.cfg.pos_file {
+            Some(p) => pos_file::read_heads(&pos_file::heads_path(p)).unwrap_or_else(|e| {
+                tracing::warn!(pos_file = %p.display(), error = %e, "cannot read the pos file's heads; rewritten files are noticed only while running");
+                HashMap::new()
+            }),
+            None => HashMap::new(),
+        };
         let mut recovered = HashMap::new();
         for (key, position) in self.emit.recovered_marks() {
             if let Some(inode) = key
@@ -127,6 +136,7 @@ impl Tailer {
             files: HashMap::new(),
             recovered,
             saved,
+            heads,
             exclude,
             warned: HashSet::new(),
             pos_dirty: false,
@@ -141,9 +151,21 @@ impl Tailer {
 
     /// Where to start reading a file not yet watched: (generation, offset).
     fn start_of(&self, st: &State, f: &Found, startup: bool) -> (u32, u64) {
-        let known = match st.recovered.get(&f.inode) {
-            Some(p) => Some(unpack(*p)),
-            None => st.saved.get(&f.inode).map(|e| (0, e.pos)),
+        let marked = st.recovered.get(&f.inode).map(|p| unpack(*p));
+        // The pos file has no generation; the heads file, written with it, does.
+        let saved = st
+            .saved
+            .get(&f.inode)
+            .map(|e| match st.heads.get(&f.inode) {
+                Some(h) if h.commit == e.pos => (h.generation, e.pos),
+                _ => (0, e.pos),
+            });
+        // The buffer's marks are newer, except after a truncation seen just before a stop:
+        // then the pos file already says "read again from the start" in a newer generation.
+        let known = match (marked, saved) {
+            (Some(m), Some(s)) if s.0 > m.0 => Some(s),
+            (Some(m), _) => Some(m),
+            (None, s) => s,
         };
         match known {
             // Shorter than the position: truncated while we were away.
@@ -167,6 +189,9 @@ impl Tailer {
             self.cfg.read_lines_limit,
         ) {
             Ok(mut t) => {
+                if let Some(head) = self.saved_head(st, f.inode, generation, offset) {
+                    t.expect_head(head);
+                }
                 tracing::info!(path = %f.path.display(), inode = f.inode, offset, rotated, "following file");
                 if rotated {
                     t.rotated_at = Some(Instant::now());
@@ -177,6 +202,19 @@ impl Tailer {
             }
             Err(e) => self.warn_unreadable(st, &f.path, &e),
         }
+    }
+
+    /// The saved head that describes the content a restart continues in at (`generation`,
+    /// `offset`), if one does (and has a checksum): a position from the buffer's marks is
+    /// newer than the heads file and is in the same content only in the same generation; one
+    /// from the pos file only if the heads file was written with it (same position).
+    fn saved_head(&self, st: &State, inode: u64, generation: u32, offset: u64) -> Option<Head> {
+        let head = *st.heads.get(&inode)?;
+        let same_content = match st.recovered.get(&inode).map(|p| unpack(*p)) {
+            Some((g, o)) if (g, o) == (generation, offset) => head.generation == generation,
+            _ => head.commit == offset && head.generation == generation,
+        };
+        (offset > 0 && head.len > 0 && same_content).then_some(head)
     }
 
     fn warn_unreadable(&self, st: &mut State, path: &std::path::Path, e: &std::io::Error) {
@@ -319,7 +357,12 @@ impl Tailer {
                 t.rotated_at.get_or_insert_with(Instant::now);
                 continue;
             }
-            match t.read_batch(&settings, buf, now) {
+            let head = t.head();
+            let read = t.read_batch(&settings, buf, now);
+            if t.head() != head {
+                st.pos_dirty = true; // the heads file changes
+            }
+            match read {
                 Ok(Some(b)) if b.count == 0 => {
                     t.commit = b.commit_to;
                     st.pos_dirty = true;
@@ -435,7 +478,11 @@ impl Tailer {
             })
             .collect();
         entries.sort_by(|a, b| a.path.cmp(&b.path).then(a.inode.cmp(&b.inode)));
-        match pos_file::write(path, &entries) {
+        let mut heads: Vec<(u64, Head)> = st.files.values().map(|t| (t.inode, t.head())).collect();
+        heads.sort_by_key(|(inode, _)| *inode);
+        let written = pos_file::write(path, &entries)
+            .and_then(|()| pos_file::write_heads(&pos_file::heads_path(path), &heads));
+        match written {
             Ok(()) => st.pos_dirty = false,
             Err(e) => {
                 tracing::warn!(pos_file = %path.display(), error = %e, "cannot write pos file; positions stay committed in the buffer")
