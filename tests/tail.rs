@@ -241,34 +241,47 @@ fn rename_and_create_rotation_loses_nothing() {
     s.expect_exactly(&node, 0..next);
 }
 
-/// A file copytruncated and written past its old position while lograft is stopped, with lines
-/// of one length so that the old position falls on a line boundary of the new content: only the
+/// Start tailing a new `a.log` and deliver seqs 100..200 from it: lines of one length, so that
+/// the position after them falls on a line boundary of any later content of seqs 200..350.
+/// Returns the node, the file, its inode and the heads file beside the pos file.
+fn hundred_lines_tailed(s: &Setup) -> (Node, PathBuf, u64, PathBuf) {
+    let a = s.logs.join("a.log");
+    append(&a, 0..0);
+    let node = s.start(&a.display().to_string(), "app", "");
+    wait_following(&node, 1);
+    append(&a, 100..200);
+    s.expect_exactly(&node, 100..200);
+    let inode = std::fs::metadata(&a).unwrap().ino();
+    let heads = PathBuf::from(format!("{}.heads", s.pos.display()));
+    (node, a, inode, heads)
+}
+
+/// Wait until the heads file has a line starting with `prefix`.
+fn wait_heads_line(heads: &Path, prefix: &str, node: &Node) {
+    assert!(
+        wait_until(Duration::from_secs(10), || std::fs::read_to_string(heads)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.starts_with(prefix))),
+        "no heads line {prefix:?}; log:\n{}",
+        node.log_text()
+    );
+}
+
+fn truncate(path: &Path) {
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.set_len(0).unwrap();
+}
+
+/// A file copytruncated and written past its old position while lograft is stopped: only the
 /// saved checksum of the file's first bytes (`<pos file>.heads`) shows it was rewritten.
 #[test]
 fn a_file_copytruncated_and_regrown_while_stopped_is_read_again() {
     let s = setup();
-    let a = s.logs.join("a.log");
-    append(&a, 0..0);
-    let mut node = s.start(&a.display().to_string(), "app", "");
-    wait_following(&node, 1);
-    append(&a, 100..200);
-    s.expect_exactly(&node, 100..200);
-    let heads = PathBuf::from(format!("{}.heads", s.pos.display()));
-    let inode = std::fs::metadata(&a).unwrap().ino();
-    assert!(
-        wait_until(Duration::from_secs(10), || std::fs::read_to_string(&heads)
-            .unwrap_or_default()
-            .starts_with(&format!("{inode:x}\t"))),
-        "no heads file entry for inode {inode:x}; log:\n{}",
-        node.log_text()
-    );
+    let (mut node, a, inode, heads) = hundred_lines_tailed(&s);
+    wait_heads_line(&heads, &format!("{inode:x}\t"), &node);
     node.kill9();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&a)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    truncate(&a);
     append(&a, 200..350);
     assert_eq!(std::fs::metadata(&a).unwrap().ino(), inode);
     node.spawn();
@@ -282,27 +295,9 @@ fn a_file_copytruncated_and_regrown_while_stopped_is_read_again() {
 #[test]
 fn a_truncation_seen_just_before_a_stop_is_not_forgotten() {
     let s = setup();
-    let a = s.logs.join("a.log");
-    append(&a, 0..0);
-    let mut node = s.start(&a.display().to_string(), "app", "");
-    wait_following(&node, 1);
-    append(&a, 100..200);
-    s.expect_exactly(&node, 100..200);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&a)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
-    let heads = PathBuf::from(format!("{}.heads", s.pos.display()));
-    let inode = std::fs::metadata(&a).unwrap().ino();
-    assert!(
-        wait_until(Duration::from_secs(10), || std::fs::read_to_string(&heads)
-            .unwrap_or_default()
-            .starts_with(&format!("{inode:x}\t1\t0\t"))),
-        "the heads file does not show generation 1 at 0; log:\n{}",
-        node.log_text()
-    );
+    let (mut node, a, inode, heads) = hundred_lines_tailed(&s);
+    truncate(&a);
+    wait_heads_line(&heads, &format!("{inode:x}\t1\t0\t"), &node);
     node.kill9();
     append(&a, 200..350);
     node.spawn();
