@@ -14,7 +14,7 @@ use crate::input::{InputContext, Observer};
 use crate::observe::server::ObserveServer;
 use crate::observe::Metrics;
 use crate::output::driver::OutputDriver;
-use crate::output::{Output, OutputError};
+use crate::output::OutputError;
 use crate::pipeline::Emit;
 use crate::router::{MatchPattern, PatternError, Route, Router};
 use std::collections::HashSet;
@@ -175,17 +175,17 @@ async fn run_forwarder(
             location: location.clone(),
             source,
         };
-        let output = Output::build(&m.output, &m.buffer).map_err(output_err)?;
+        let output = m.output.spec().build(&m.buffer).map_err(output_err)?;
         output.start().await.map_err(output_err)?;
         let secondary = m
             .secondary
             .as_ref()
-            .map(|o| Output::build(o, &m.buffer))
+            .map(|o| o.spec().build(&m.buffer))
             .transpose()
             .map_err(output_err)?;
         let mut buffer_cfg = m.buffer.clone();
         buffer_cfg.keep_origins =
-            output.sends_origins() || secondary.as_ref().is_some_and(Output::sends_origins);
+            output.sends_origins() || secondary.as_ref().is_some_and(|o| o.sends_origins());
         let (buffer, report) = Buffer::open(&buffer_cfg, dir.clone(), &patterns)
             .await
             .map_err(|source| NodeError::Buffer {

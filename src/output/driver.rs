@@ -10,7 +10,7 @@
 //! every other chunk, so one chunk (one tag, one bad destination path) in backoff never holds
 //! back the others. A chunk whose failure retrying cannot fix ([`OutputError::is_permanent`])
 //! is set aside at once, alone, with an error line naming the chunk, the reason and its number
-//! of events. When the output signals that a destination recovered ([`Output::recovered`]),
+//! of events. When the output signals that a destination recovered ([`super::ChunkOutput::recovered`]),
 //! every waiting chunk becomes due at once. A chunk leaves the buffer (`purge`) only after an
 //! output returned `Ok` for it. The driver must not look inside chunks; outputs and buffers own
 //! that.
@@ -277,7 +277,7 @@ mod tests {
             add_path_suffix: false,
             path_suffix: String::new(),
         };
-        Output::new(
+        Box::new(
             FileOutput::build(
                 &cfg,
                 None,

@@ -22,7 +22,6 @@ pub mod stdout;
 
 use crate::buffer::config::BufferConfig;
 use crate::buffer::Chunk;
-use crate::config::OutputConfig;
 use crate::pipeline::BoxFuture;
 use tokio::sync::Notify;
 
@@ -127,45 +126,5 @@ pub trait OutputSpec {
     fn describe(&self) -> String;
 }
 
-/// An output plugin, built once from its typed config.
-pub struct Output(Box<dyn ChunkOutput>);
-
-impl Output {
-    pub fn new(output: impl ChunkOutput + 'static) -> Output {
-        Output(Box::new(output))
-    }
-
-    /// Build the output `cfg` describes; `buffer` tells time-sliced outputs the chunks' timekey.
-    pub fn build(cfg: &OutputConfig, buffer: &BufferConfig) -> Result<Output, OutputError> {
-        cfg.spec().build(buffer)
-    }
-
-    /// See [`ChunkOutput::start`].
-    pub async fn start(&self) -> Result<(), OutputError> {
-        self.0.start().await
-    }
-
-    /// See [`ChunkOutput::recovered`].
-    pub fn recovered(&self) -> Option<&Notify> {
-        self.0.recovered()
-    }
-
-    /// See [`ChunkOutput::sends_origins`].
-    pub fn sends_origins(&self) -> bool {
-        self.0.sends_origins()
-    }
-
-    /// See [`ChunkOutput::server_status`].
-    pub fn server_status(&self) -> Option<forward::ForwardStatus> {
-        self.0.server_status()
-    }
-
-    pub fn type_name(&self) -> &'static str {
-        self.0.type_name()
-    }
-
-    /// Deliver a chunk; `Ok` means the next hop has it safely (the chunk may be deleted).
-    pub async fn write(&self, chunk: &Chunk) -> Result<(), OutputError> {
-        self.0.write(chunk).await
-    }
-}
+/// An output plugin's runtime, built once from its typed config (`cfg.spec().build(...)`).
+pub type Output = Box<dyn ChunkOutput>;

@@ -27,7 +27,7 @@ impl OutputSpec for NullOutput {
     }
 
     fn build(&self, _: &BufferConfig) -> Result<Output, OutputError> {
-        Ok(Output::new(NullOutput))
+        Ok(Box::new(NullOutput))
     }
 
     fn describe(&self) -> String {

@@ -139,7 +139,7 @@ impl OutputSpec for FileOutputConfig {
             (None, false) => Zone::Local,
         };
         let output = FileOutput::with_time_slicing(self, buffer.timekey, path_zone)?;
-        Ok(Output::new(output))
+        Ok(Box::new(output))
     }
 
     fn describe(&self) -> String {

@@ -276,7 +276,7 @@ impl OutputSpec for ForwardOutputConfig {
     }
 
     fn build(&self, _: &BufferConfig) -> Result<Output, OutputError> {
-        Ok(Output::new(ForwardOutput::new(self)?))
+        Ok(Box::new(ForwardOutput::new(self)?))
     }
 
     /// The transport, then one line per server.

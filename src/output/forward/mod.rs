@@ -7,7 +7,7 @@
 //! the buffer's, or for a split chunk derived from it and the frame's index, so a
 //! retransmission carries the same ids — each to the server [`balance`] picks; on a failed
 //! connect, send, handshake, ack timeout, EOF or mismatched ack that server is marked down and
-//! the frame goes to the next eligible one within the same [`ForwardOutput::write`] (a dead
+//! the frame goes to the next eligible one within the same [`ForwardOutput::forward`] (a dead
 //! primary promotes the standby at once). `write` succeeds only when every frame was
 //! acknowledged; frames acknowledged by an attempt that failed later are not sent again by the
 //! next attempt (resending them would be harmless: same ids). Only when no server took a frame
@@ -15,7 +15,7 @@
 //! larger than `max_frame_size` that a server refused (closed the connection): that chunk can
 //! never be delivered, and the error says so (permanent). Heartbeat tasks ([`node`] holds the
 //! health state machine, [`phi`] the detector) bring servers back and wake the driver through
-//! [`ForwardOutput::recovered`].
+//! `ChunkOutput::recovered`.
 //!
 //! Unlike Fluentd, `require_ack_response` defaults to **true**: a chunk leaves the buffer only
 //! after the receiver's `{"ack"}` (at-least-once). With `require_ack_response false` a chunk

@@ -59,7 +59,7 @@ impl OutputSpec for StdoutOutputConfig {
     }
 
     fn build(&self, _: &BufferConfig) -> Result<Output, OutputError> {
-        Ok(Output::new(StdoutOutput::new(self)))
+        Ok(Box::new(StdoutOutput::new(self)))
     }
 
     fn describe(&self) -> String {

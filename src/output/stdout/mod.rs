@@ -35,7 +35,7 @@ impl StdoutOutput {
         StdoutOutput { formatter }
     }
 
-    /// The bytes [`StdoutOutput::write`] prints for `chunk`.
+    /// The bytes `StdoutOutput::print` prints for `chunk`.
     pub fn format_chunk(&self, chunk: &Chunk) -> Result<Vec<u8>, OutputError> {
         let mut out = Vec::with_capacity(chunk.entries.len() * 2);
         self.formatter
