@@ -65,8 +65,11 @@ fn parse_line(line: &[u8]) -> Option<PosEntry> {
     Some(PosEntry { path, pos, inode })
 }
 
-/// Write the entries as a pos file, atomically and durably.
-pub fn write(path: &Path, entries: &[PosEntry]) -> io::Result<()> {
+/// Write the entries as the pos file at `path` and `heads` as its heads file, each atomically
+/// (a temporary file, fsync, rename; the pos file first), then fsync the directory once. A
+/// stop between the two renames leaves heads whose positions do not match the pos file's,
+/// which the tailer then ignores.
+pub fn write(path: &Path, entries: &[PosEntry], heads: &[(u64, Head)]) -> io::Result<()> {
     let mut text = String::with_capacity(entries.len() * 64);
     for e in entries {
         text.push_str(&format!(
@@ -76,7 +79,31 @@ pub fn write(path: &Path, entries: &[PosEntry]) -> io::Result<()> {
             e.inode
         ));
     }
-    write_atomically(path, &text)
+    let mut heads_text = String::with_capacity(heads.len() * 40);
+    for (inode, h) in heads {
+        heads_text.push_str(&format!(
+            "{inode:x}\t{:x}\t{:x}\t{:x}\t{:x}\n",
+            h.generation, h.commit, h.len, h.crc
+        ));
+    }
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(dir) = dir {
+        crate::durable_fs::create_dir_all_durably(dir)?;
+    }
+    replace_file(path, &text)?;
+    replace_file(&heads_path(path), &heads_text)?;
+    crate::durable_fs::sync_dir(dir.unwrap_or(Path::new(".")))
+}
+
+/// Replace `path` by a file holding `text`: written to a temporary file, fsynced, renamed.
+fn replace_file(path: &Path, text: &str) -> io::Result<()> {
+    let tmp = path.with_extension("lograft-tmp");
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)
 }
 
 /// What the tailer last saw at the start of a file: in generation `generation` (truncations
@@ -124,33 +151,6 @@ pub fn read_heads(path: &Path) -> io::Result<HashMap<u64, Head>> {
     Ok(heads)
 }
 
-/// Write `(inode, head)` pairs as a heads file, atomically and durably.
-pub fn write_heads(path: &Path, heads: &[(u64, Head)]) -> io::Result<()> {
-    let mut text = String::with_capacity(heads.len() * 40);
-    for (inode, h) in heads {
-        text.push_str(&format!(
-            "{inode:x}\t{:x}\t{:x}\t{:x}\t{:x}\n",
-            h.generation, h.commit, h.len, h.crc
-        ));
-    }
-    write_atomically(path, &text)
-}
-
-fn write_atomically(path: &Path, text: &str) -> io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
-    if let Some(dir) = dir {
-        crate::durable_fs::create_dir_all_durably(dir)?;
-    }
-    let tmp = path.with_extension("lograft-tmp");
-    {
-        let mut f = File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
-    crate::durable_fs::sync_dir(dir.unwrap_or(Path::new(".")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,7 +173,7 @@ mod tests {
         assert_eq!(t[&0xabcdef].pos, 0x20);
         assert_eq!(t[&0xabcdef].path, PathBuf::from("/var/log/a.log"));
         let entries = vec![t[&0xabcdef].clone()];
-        write(&p, &entries).unwrap();
+        write(&p, &entries, &[]).unwrap();
         assert_eq!(
             fs::read_to_string(&p).unwrap(),
             "/var/log/a.log\t0000000000000020\t0000000000abcdef\n"
@@ -193,13 +193,15 @@ mod tests {
             len: 64,
             crc: 0xdead_beef,
         };
-        write_heads(&hp, &[(0xabcdef, h)]).unwrap();
+        write(&dir.path().join("app.pos"), &[], &[(0xabcdef, h)]).unwrap();
         fs::write(
             &hp,
             format!("{}garbage\n", fs::read_to_string(&hp).unwrap()),
         )
         .unwrap();
         let read = read_heads(&hp).unwrap();
+        // A file's head before any checksum (`TailedFile::head`) is length 0, checksum 0.
+        assert_eq!(crc32c::crc32c(&[]), 0);
         assert_eq!(read.len(), 1);
         assert_eq!(read[&0xabcdef], h);
     }

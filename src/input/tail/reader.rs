@@ -129,7 +129,7 @@ impl TailedFile {
     /// This file's entry of the heads file: its generation, committed position and the
     /// checksum of its first bytes as last seen (of none yet: length 0).
     pub fn head(&self) -> Head {
-        let (len, crc) = self.fingerprint.unwrap_or((0, crc32c::crc32c(&[])));
+        let (len, crc) = self.fingerprint.unwrap_or((0, 0)); // 0 is the crc32c of no bytes
         Head {
             generation: self.generation,
             commit: self.commit,
@@ -226,18 +226,17 @@ impl TailedFile {
         if self.read_at == 0 {
             return Ok(false);
         }
-        let mut head = [0u8; FINGERPRINT_LEN];
-        // At least what the kept checksum covers (taken further into the file, perhaps before a
-        // restart from an earlier committed position).
-        let kept = self.fingerprint.map_or(0, |(len, _)| len);
-        let want = (self.read_at as usize).min(FINGERPRINT_LEN).max(kept);
-        let n = read_at_most(file, &mut head[..want], 0)?;
+        // The kept checksum may cover more than `read_at` (taken before a restart from an
+        // earlier committed position): compare what it covers.
         if let Some((len, crc)) = self.fingerprint {
-            if n < len || crc32c::crc32c(&head[..len]) != crc {
+            if head_checksum(file, len)? != (len, crc) {
                 return Ok(true);
             }
         }
-        self.fingerprint = Some((n, crc32c::crc32c(&head[..n])));
+        self.note_head()?;
+        let Some(file) = &self.file else {
+            return Ok(false);
+        };
         if self.skip_start.is_some() {
             return Ok(false);
         }
@@ -372,23 +371,29 @@ impl TailedFile {
         }))
     }
 
-    /// Checksum the file's first bytes now if the kept checksum covers fewer than it could,
-    /// so that the heads file describes the content of every batch read (a checksum taken only
-    /// at the next look could miss a pos-file write).
+    /// Checksum the file's first bytes now if the kept checksum covers fewer than it could
+    /// (called at every look and after every batch read, so that the heads file describes the
+    /// content of every batch: a checksum taken only at the next look could miss a pos-file
+    /// write).
     fn note_head(&mut self) -> io::Result<()> {
         let covered = self.fingerprint.map_or(0, |(len, _)| len);
         let want = (self.read_at as usize).min(FINGERPRINT_LEN);
         if covered >= want {
             return Ok(());
         }
-        let Some(file) = &self.file else {
-            return Ok(());
-        };
-        let mut head = [0u8; FINGERPRINT_LEN];
-        let n = read_at_most(file, &mut head[..want], 0)?;
-        self.fingerprint = Some((n, crc32c::crc32c(&head[..n])));
+        if let Some(file) = &self.file {
+            self.fingerprint = Some(head_checksum(file, want)?);
+        }
         Ok(())
     }
+}
+
+/// The crc32c of `file`'s first `want` bytes (at most [`FINGERPRINT_LEN`]): (bytes read, which
+/// is fewer if the file is shorter, checksum).
+fn head_checksum(file: &File, want: usize) -> io::Result<(usize, u32)> {
+    let mut head = [0u8; FINGERPRINT_LEN];
+    let n = read_at_most(file, &mut head[..want.min(FINGERPRINT_LEN)], 0)?;
+    Ok((n, crc32c::crc32c(&head[..n])))
 }
 
 /// Whether the per-second byte budget (window start, bytes read in it) allows more reading.

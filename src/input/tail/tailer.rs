@@ -480,9 +480,7 @@ impl Tailer {
         entries.sort_by(|a, b| a.path.cmp(&b.path).then(a.inode.cmp(&b.inode)));
         let mut heads: Vec<(u64, Head)> = st.files.values().map(|t| (t.inode, t.head())).collect();
         heads.sort_by_key(|(inode, _)| *inode);
-        let written = pos_file::write(path, &entries)
-            .and_then(|()| pos_file::write_heads(&pos_file::heads_path(path), &heads));
-        match written {
+        match pos_file::write(path, &entries, &heads) {
             Ok(()) => st.pos_dirty = false,
             Err(e) => {
                 tracing::warn!(pos_file = %path.display(), error = %e, "cannot write pos file; positions stay committed in the buffer")
