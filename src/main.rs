@@ -19,6 +19,15 @@ use tokio_util::sync::CancellationToken;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's options, read before `main`: one arena. By default jemalloc makes four arenas
+/// per CPU and spreads threads over them; memory freed in one arena is not reused by another,
+/// and an aggregator's blocking storage threads and RPC tasks left 20–30 MB of it idle at high
+/// concurrency (docs/benchmarks.md, "Replicated path"). Thread caches keep one arena fast.
+/// `_RJEM_MALLOC_CONF` in the environment still overrides it.
+#[unsafe(export_name = "_rjem_malloc_conf")]
+#[used]
+static JEMALLOC_OPTIONS: &[u8; 10] = b"narenas:1\0";
+
 #[derive(Parser)]
 #[command(
     name = "lograft",

@@ -6,12 +6,17 @@
 //! not start anything (that is `cluster::bootstrap`) nor load certificates (that is
 //! `cluster::tls`).
 
+use crate::cluster::storage::{DEFAULT_BLOCK_CACHE, DEFAULT_MEMTABLE_LIMIT};
 use crate::config::diag::Diag;
 use crate::config::element::Element;
 use crate::config::section::Section;
 use crate::config::Location;
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// Smallest `memtable_limit` taken (a smaller value is raised to it): one memtable must hold
+/// at least a chunk or two.
+const MIN_MEMTABLE_LIMIT: u64 = 4 << 20;
 
 /// `<cluster>`: this aggregator's place in its Raft group.
 #[derive(Debug, Clone)]
@@ -32,6 +37,10 @@ pub struct ClusterConfig {
     pub snapshot_every: u64,
     /// How many recent chunk ids the state machine remembers to drop retransmissions. Default 100,000.
     pub dedup_window: u64,
+    /// RocksDB memtables of all column families together (`memtable_limit`). Default 16 MiB.
+    pub memtable_limit: u64,
+    /// RocksDB's block cache, shared by all column families (`block_cache_size`). Default 4 MiB.
+    pub block_cache_size: u64,
     /// Leader heartbeat. Default 100 ms.
     pub heartbeat_interval: Duration,
     /// Election timeout (the lower bound; the upper is twice it). Default 500 ms.
@@ -189,6 +198,13 @@ pub(crate) fn build_cluster(el: &Element, d: &mut Diag) -> Option<ClusterConfig>
             .unwrap_or(1000)
             .max(1),
         dedup_window: sec.integer::<u64>(d, "dedup_window").unwrap_or(100_000),
+        memtable_limit: sec
+            .size(d, "memtable_limit")
+            .unwrap_or(DEFAULT_MEMTABLE_LIMIT as u64)
+            .max(MIN_MEMTABLE_LIMIT),
+        block_cache_size: sec
+            .size(d, "block_cache_size")
+            .unwrap_or(DEFAULT_BLOCK_CACHE as u64),
         heartbeat_interval: sec
             .duration(d, "heartbeat_interval")
             .unwrap_or(Duration::from_millis(100)),

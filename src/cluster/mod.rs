@@ -155,6 +155,17 @@ pub enum ClusterRequest {
     },
 }
 
+impl ClusterRequest {
+    /// The chunk payload it carries (the entries of an append), if any.
+    pub(crate) fn payload(&self) -> Option<&Bytes> {
+        match self {
+            ClusterRequest::AppendChunk { entries, .. }
+            | ClusterRequest::AppendSegments { entries, .. } => Some(entries),
+            _ => None,
+        }
+    }
+}
+
 impl fmt::Debug for ClusterRequest {
     // Never dump payloads into logs.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -28,7 +28,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::{BasicNode, Membership};
+use openraft::{BasicNode, EntryPayload, Membership};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -43,8 +43,10 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// An AppendEntries larger than this (encoded) is split: openraft is told to send fewer
 /// entries. openraft 0.9 gives AppendEntries only `heartbeat_interval` to complete, so one RPC
-/// must stay small enough to transfer and fsync in that time.
-pub const MAX_APPEND_BYTES: usize = 8 * 1024 * 1024;
+/// must stay small enough to transfer and fsync in that time. Each request is held several
+/// times over while it is encoded, sent, received and written (leader and follower), so this
+/// is also what bounds replication's share of a node's memory.
+pub const MAX_APPEND_BYTES: usize = 4 * 1024 * 1024;
 
 /// How long to wait for a TCP connection to a peer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -361,14 +363,28 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
         let entries = rpc.entries.len() as u64;
+        // Ask openraft to resend with proportionally fewer entries when they are too large:
+        // judged by their payloads first, so an oversized request is not encoded at all.
+        let too_large = |size: usize| {
+            (size > MAX_APPEND_BYTES && entries > 1).then(|| {
+                let hint = (entries * MAX_APPEND_BYTES as u64 / size as u64).clamp(1, entries - 1);
+                RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(hint))
+            })
+        };
+        let payloads: usize = rpc
+            .entries
+            .iter()
+            .filter_map(|entry| match &entry.payload {
+                EntryPayload::Normal(request) => request.payload().map(Bytes::len),
+                _ => None,
+            })
+            .sum();
+        if let Some(error) = too_large(payloads) {
+            return Err(error);
+        }
         let data = encode(&rpc).map_err(|e| self.encoding_error(e))?;
-        if data.len() > MAX_APPEND_BYTES && entries > 1 {
-            // Ask openraft to resend with proportionally fewer entries.
-            let hint =
-                (entries * MAX_APPEND_BYTES as u64 / data.len() as u64).clamp(1, entries - 1);
-            return Err(RPCError::PayloadTooLarge(
-                PayloadTooLarge::new_entries_hint(hint),
-            ));
+        if let Some(error) = too_large(data.len()) {
+            return Err(error);
         }
         let timeout = option.hard_ttl();
         let mut client = self

@@ -70,7 +70,7 @@ impl ClusterNodeConfig {
             election_timeout_max: Duration::from_millis(600),
             snapshot_policy: SnapshotPolicy::LogsSinceLast(5000),
             max_in_snapshot_log_to_keep: 100,
-            max_payload_entries: 64,
+            max_payload_entries: 16,
             propose_timeout: Duration::from_secs(5),
             tls: None,
         }

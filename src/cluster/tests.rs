@@ -91,6 +91,18 @@ async fn apply_at(
         .enumerate()
         .map(|(i, r)| request_entry(first + i as u64, r))
         .collect::<Vec<_>>();
+    append_and_apply(sm, entries).await
+}
+
+/// What openraft does with committed entries: append them to the log, then apply them.
+async fn append_and_apply(
+    sm: &mut StateMachineStore,
+    entries: Vec<Entry<TypeConfig>>,
+) -> Vec<ClusterResponse> {
+    sm.log_store_for_test()
+        .blocking_append(entries.clone())
+        .await
+        .expect("append");
     sm.apply(entries).await.expect("apply")
 }
 
@@ -194,6 +206,92 @@ async fn everything_survives_reopen() {
         .await,
         vec![ClusterResponse::Duplicate { index: 3 }]
     );
+}
+
+/// A chunk's payload is read from its log entry. A purge keeps the entries of chunks not yet
+/// confirmed (below the purge point, invisible to openraft): they stay readable (after a reopen
+/// too, and through a snapshot), and each goes when its chunk is confirmed.
+#[tokio::test]
+async fn payloads_of_unconfirmed_chunks_outlive_the_log_purge() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut log, mut sm) = open(dir.path()).await;
+        apply_at(
+            &mut sm,
+            1,
+            vec![
+                append_chunk(Some("a"), "t", b"first"),
+                append_chunk(Some("b"), "t", b"second"),
+                append_chunk(Some("c"), "t", b"third"),
+                seal("t", &[1], ""),
+                ClusterRequest::ConfirmUpload { first: 1 },
+            ],
+        )
+        .await;
+        log.purge(log_id(1, 4)).await.unwrap();
+        let left = log.try_get_log_entries(0..).await.unwrap();
+        assert_eq!(left.len(), 1, "entries 1-4 are purged");
+        assert_eq!(
+            log.get_log_state().await.unwrap().last_log_id,
+            Some(log_id(1, 5))
+        );
+        assert_eq!(
+            sm.stored_log_indexes_for_test(),
+            vec![2, 3, 5],
+            "kept: 2 and 3"
+        );
+        let reader = sm.reader();
+        assert_eq!(reader.chunk_entries(1).await.unwrap(), None);
+        assert_eq!(
+            reader.chunk_entries(2).await.unwrap().as_deref(),
+            Some(&b"second"[..])
+        );
+    }
+    let (mut log, mut sm) = open(dir.path()).await;
+    let reader = sm.reader();
+    assert_eq!(
+        reader.chunk_entries(3).await.unwrap().as_deref(),
+        Some(&b"third"[..])
+    );
+    // A snapshot carries them to a node that never saw the entries.
+    sm.get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let dir_b = tempfile::tempdir().unwrap();
+    let (mut log_b, mut sm_b) = open(dir_b.path()).await;
+    // B kept an entry for a chunk of its own below its purge point; the install forgets it.
+    apply_at(&mut sm_b, 1, vec![append_chunk(Some("z"), "old", b"old")]).await;
+    log_b.purge(log_id(1, 1)).await.unwrap();
+    assert_eq!(sm_b.stored_log_indexes_for_test(), vec![1]);
+    transfer(&mut sm, &mut sm_b).await;
+    assert!(sm_b.stored_log_indexes_for_test().is_empty());
+    assert_eq!(view(&sm_b.reader()).await, view(&reader).await);
+    assert_eq!(
+        sm_b.reader().chunk_entries(2).await.unwrap().as_deref(),
+        Some(&b"second"[..])
+    );
+    // Confirmed later, they are gone; a second purge finds nothing to move.
+    apply_at(
+        &mut sm,
+        6,
+        vec![
+            seal("t", &[2, 3], ""),
+            ClusterRequest::ConfirmUpload { first: 2 },
+        ],
+    )
+    .await;
+    assert_eq!(sm.stored_log_indexes_for_test(), vec![5, 6, 7]);
+    log.purge(log_id(1, 7)).await.unwrap();
+    assert!(sm.stored_log_indexes_for_test().is_empty());
+    assert_eq!(
+        log.get_log_state().await.unwrap().last_log_id,
+        Some(log_id(1, 7))
+    );
+    assert_eq!(reader.chunk_entries(2).await.unwrap(), None);
+    assert_eq!(reader.chunk_entries(3).await.unwrap(), None);
+    assert!(reader.pending(None).is_empty());
 }
 
 #[tokio::test]
@@ -354,7 +452,10 @@ async fn seal_and_confirm_follow_the_rules() {
 #[tokio::test]
 async fn dedup_window_evicts_oldest_first_and_persists() {
     let dir = tempfile::tempdir().unwrap();
-    let options = StoreOptions { dedup_window: 3 };
+    let options = StoreOptions {
+        dedup_window: 3,
+        ..StoreOptions::default()
+    };
     {
         let (_log, mut sm) = open_storage(dir.path(), options.clone()).await.unwrap();
         let responses = apply_at(
@@ -398,9 +499,7 @@ async fn dedup_window_evicts_oldest_first_and_persists() {
 
 /// Build a state on a store: chunks of two tags, a sealed batch, a confirmed batch, membership.
 async fn populate(sm: &mut StateMachineStore) {
-    sm.apply(vec![membership_entry(1, &[1, 2, 3])])
-        .await
-        .unwrap();
+    append_and_apply(sm, vec![membership_entry(1, &[1, 2, 3])]).await;
     let big = vec![7u8; 300 * 1024];
     apply_at(
         sm,

@@ -11,14 +11,17 @@
 
 use crate::cluster::{ClusterError, NodeId};
 use openraft::{AnyError, ErrorSubject, ErrorVerb, StorageError, StorageIOError};
-use rocksdb::{ColumnFamilyDescriptor, DBCompressionType, Options, DB};
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, Options,
+    WriteBufferManager, DB,
+};
 use std::path::Path;
 
 /// Raft log entries, key = index (u64 big-endian), value = msgpack `Entry`.
 pub(crate) const CF_LOG: &str = "raft_log";
 /// Vote, committed and last-purged log ids.
 pub(crate) const CF_RAFT_META: &str = "raft_meta";
-/// Chunk payloads (entries bytes), key = log index.
+/// Chunk payloads (entries bytes) not read from their log entry (see `payload`), key = log index.
 pub(crate) const CF_CHUNK_DATA: &str = "sm_chunk_data";
 /// Chunk metadata (tag, sizes, origin, batch), key = log index.
 pub(crate) const CF_CHUNK_META: &str = "sm_chunk_meta";
@@ -34,6 +37,9 @@ pub(crate) const CF_SM_META: &str = "sm_meta";
 /// snapshot's header.
 pub(crate) const SM_DATA_CFS: [&str; 4] = [CF_CHUNK_DATA, CF_CHUNK_META, CF_BATCHES, CF_DEDUP];
 
+/// Files (SST and blob) RocksDB keeps open at once; see [`open_db`].
+const MAX_OPEN_FILES: i32 = 256;
+
 /// Values at least this large go to blob files (kept out of LSM compaction).
 const MIN_BLOB_SIZE: u64 = 4 * 1024;
 
@@ -43,22 +49,49 @@ pub(crate) struct StoreOptions {
     /// How many recent chunk ids the state machine remembers to answer retransmissions. Must be
     /// the same on every node of a cluster: it decides which repeats are duplicates.
     pub(crate) dedup_window: usize,
+    /// Bytes all column families' memtables may hold together (`<cluster> memtable_limit`).
+    /// Past it RocksDB flushes the largest memtable, and writes wait while the flush runs.
+    pub(crate) memtable_limit: usize,
+    /// Bytes of the one block cache all column families share (`<cluster> block_cache_size`).
+    pub(crate) block_cache: usize,
 }
+
+/// Default of [`StoreOptions::memtable_limit`].
+pub const DEFAULT_MEMTABLE_LIMIT: usize = 16 << 20;
+/// Default of [`StoreOptions::block_cache`].
+pub const DEFAULT_BLOCK_CACHE: usize = 4 << 20;
 
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             dedup_window: 100_000,
+            memtable_limit: DEFAULT_MEMTABLE_LIMIT,
+            block_cache: DEFAULT_BLOCK_CACHE,
         }
     }
 }
 
 /// Open (or create) the RocksDB instance at `path` with every column family. Blocking.
-pub(crate) fn open_db(path: &Path) -> Result<DB, ClusterError> {
+///
+/// Memory is bounded by `options`: RocksDB's defaults (64 MiB memtables, two per column
+/// family, and a 32 MiB block cache per column family) would let one node grow past 1 GiB.
+/// Chunk payloads sit in a memtable until its flush moves them to a blob file, so the
+/// memtables are what a write burst fills: one write buffer manager caps them together.
+pub(crate) fn open_db(path: &Path, options: &StoreOptions) -> Result<DB, ClusterError> {
     let mut db_opts = Options::default();
     db_opts.create_if_missing(true);
     db_opts.create_missing_column_families(true);
     db_opts.set_max_background_jobs(2);
+    // Every open SST and blob file keeps a reader in memory (tens of KB each); a backlog of
+    // gigabytes is a thousand blob files. Bound the open files (LRU; a closed one is reopened
+    // when read) so memory does not grow with the backlog.
+    db_opts.set_max_open_files(MAX_OPEN_FILES);
+    let memtables = WriteBufferManager::new_write_buffer_manager(options.memtable_limit, true);
+    db_opts.set_write_buffer_manager(&memtables);
+    let cache = Cache::new_lru_cache(options.block_cache);
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(&cache);
+    table.set_cache_index_and_filter_blocks(true);
     // The WAL is shared by all CFs and kept until every CF holding data in it is flushed; the
     // small CFs rarely fill a memtable, so bound the WAL to force their flushes.
     db_opts.set_max_total_wal_size(256 * 1024 * 1024);
@@ -75,7 +108,17 @@ pub(crate) fn open_db(path: &Path) -> Result<DB, ClusterError> {
     .into_iter()
     .map(|name| {
         let mut opts = Options::default();
-        if name == CF_LOG || name == CF_CHUNK_DATA {
+        opts.set_block_based_table_factory(&table);
+        // A chunk's payload is one memtable entry: a quarter of the limit per data memtable
+        // keeps two of them (one flushing) per data column family inside it.
+        let data = name == CF_LOG || name == CF_CHUNK_DATA;
+        opts.set_write_buffer_size(if data {
+            options.memtable_limit / 4
+        } else {
+            (options.memtable_limit / 16).max(1 << 20)
+        });
+        opts.set_max_write_buffer_number(2);
+        if data {
             // Chunks are 100 KB–1 MB: keep them in blob files so compaction never rewrites them.
             opts.set_enable_blob_files(true);
             opts.set_min_blob_size(MIN_BLOB_SIZE);

@@ -4,11 +4,15 @@
 //! writes all its entries in one `WriteBatch` with `sync = true` — one WAL fsync per call — and
 //! reports completion to openraft only after that write returned. Votes are synced too; the
 //! committed id is written unsynced (openraft treats it as a hint, and the WAL is ordered).
-//! It must not look inside application requests: that is the state machine's job.
+//! A purge keeps the entries of chunks not yet confirmed, below the purge point, because they
+//! hold the payloads ([`PayloadStore::purge_log`]); the log openraft sees starts after the
+//! purge point all the same. It must not look inside application requests: that is the state
+//! machine's job (and the payload rule's).
 
 use super::db::{
     blocking, cf, decode, decode_index_key, encode, index_key, storage_error, CF_LOG, CF_RAFT_META,
 };
+use super::payload::PayloadStore;
 use crate::cluster::{ClusterError, NodeId, TypeConfig};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{
@@ -28,11 +32,12 @@ const KEY_LAST_PURGED: &[u8] = b"last_purged";
 #[derive(Clone)]
 pub(crate) struct LogStore {
     db: Arc<DB>,
+    payloads: Arc<PayloadStore>,
 }
 
 impl LogStore {
-    pub(crate) fn new(db: Arc<DB>) -> Self {
-        LogStore { db }
+    pub(crate) fn new(db: Arc<DB>, payloads: Arc<PayloadStore>) -> Self {
+        LogStore { db, payloads }
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(
@@ -57,6 +62,11 @@ impl LogStore {
         Ok(())
     }
 
+    /// The last purged index as stored (entries kept below it for their payloads aside).
+    pub(crate) fn purged_index_blocking(db: &DB) -> Result<Option<u64>, ClusterError> {
+        Ok(Self::read_meta::<LogId<NodeId>>(db, KEY_LAST_PURGED)?.map(|id| id.index))
+    }
+
     fn log_state_blocking(db: &DB) -> Result<LogState<TypeConfig>, ClusterError> {
         let last_purged_log_id: Option<LogId<NodeId>> = Self::read_meta(db, KEY_LAST_PURGED)?;
         let last_in_log = match db.iterator_cf(cf(db, CF_LOG)?, IteratorMode::End).next() {
@@ -67,6 +77,10 @@ impl LogStore {
             }
             None => None,
         };
+        // An entry at or below the purge point is one kept for its chunk's payload: not part
+        // of the log openraft sees.
+        let last_in_log = last_in_log
+            .filter(|id| last_purged_log_id.is_none_or(|purged| id.index > purged.index));
         Ok(LogState {
             last_purged_log_id,
             last_log_id: last_in_log.or(last_purged_log_id),
@@ -79,6 +93,11 @@ impl LogStore {
         end: Option<u64>,
     ) -> Result<Vec<Entry<TypeConfig>>, ClusterError> {
         let mut entries = Vec::new();
+        // Entries kept below the purge point for their payloads are not openraft's.
+        let start = match Self::purged_index_blocking(db)? {
+            Some(purged) => start.max(purged.saturating_add(1)),
+            None => start,
+        };
         if end.is_some_and(|end| end <= start) {
             return Ok(entries);
         }
@@ -245,20 +264,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         let db = self.db.clone();
+        let payloads = self.payloads.clone();
         blocking(move || {
-            let mut batch = WriteBatch::default();
-            batch.put_cf(cf(&db, CF_RAFT_META)?, KEY_LAST_PURGED, encode(&log_id)?);
-            batch.delete_range_cf(
-                cf(&db, CF_LOG)?,
-                index_key(0),
-                index_key(log_id.index.saturating_add(1)),
-            );
-            // Synced: the WAL is shared and ordered, so this also makes every state-machine
-            // write applied before it durable — the log behind the state is only gone once
-            // the state is on disk.
-            let mut opts = WriteOptions::default();
-            opts.set_sync(true);
-            db.write_opt(batch, &opts)?;
+            // Entries of chunks not yet confirmed stay (they hold the payloads; see `payload`).
+            let from = Self::purged_index_blocking(&db)?.map_or(0, |i| i.saturating_add(1));
+            payloads.purge_log(from, log_id.index, |mut batch| {
+                batch.put_cf(cf(&db, CF_RAFT_META)?, KEY_LAST_PURGED, encode(&log_id)?);
+                // Synced: the WAL is shared and ordered, so this also makes every state-machine
+                // write applied before it durable — the log behind the state is only gone once
+                // the state is on disk.
+                let mut opts = WriteOptions::default();
+                opts.set_sync(true);
+                db.write_opt(batch, &opts)?;
+                Ok(())
+            })?;
             debug!(upto = log_id.index, "raft log purged");
             Ok(())
         })

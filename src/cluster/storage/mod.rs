@@ -10,6 +10,8 @@
 //!   ([`openraft::storage::RaftLogStorage`]); each `append` is one synced `WriteBatch`.
 //! - [`state_machine`]: the chunk state machine ([`openraft::storage::RaftStateMachine`]):
 //!   its records, pure rules, persistence, snapshots and the read-only [`ChunkReader`].
+//! - [`payload`]: where a chunk's payload lives (its log entry, or `sm_chunk_data`) and which
+//!   log entries a purge keeps for it.
 //! - [`snapshot_file`]: the snapshot file format (checksummed records, streamed, never one
 //!   `Vec`).
 //!
@@ -19,16 +21,18 @@
 
 pub(crate) mod db;
 pub(crate) mod log_store;
+pub(crate) mod payload;
 pub(crate) mod snapshot_file;
 pub(crate) mod state_machine;
 
-pub(crate) use self::db::StoreOptions;
+pub(crate) use self::db::{StoreOptions, DEFAULT_BLOCK_CACHE, DEFAULT_MEMTABLE_LIMIT};
 pub(crate) use self::log_store::LogStore;
 pub(crate) use self::state_machine::apply::batch_key;
 pub(crate) use self::state_machine::queries::{ChunkReader, PendingChunk, SealedBatch};
 pub(crate) use self::state_machine::StateMachineStore;
 
 use self::db::{blocking, open_db};
+use self::payload::PayloadStore;
 use crate::cluster::ClusterError;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -51,9 +55,10 @@ pub(crate) fn open_storage_blocking(
 ) -> Result<(LogStore, StateMachineStore), ClusterError> {
     // RocksDB creates `db` but never fsyncs its parent: create the path durably first.
     crate::durable_fs::create_dir_all_durably(&dir.join("db"))?;
-    let db = Arc::new(open_db(&dir.join("db"))?);
-    let log = LogStore::new(db.clone());
-    let sm = StateMachineStore::open(db, snapshot_dir(dir), options)?;
+    let db = Arc::new(open_db(&dir.join("db"), &options)?);
+    let payloads = PayloadStore::new(db.clone(), LogStore::purged_index_blocking(&db)?);
+    let log = LogStore::new(db.clone(), payloads.clone());
+    let sm = StateMachineStore::open(db, payloads, snapshot_dir(dir), options)?;
     Ok((log, sm))
 }
 

@@ -29,7 +29,8 @@ use tracing::debug;
 /// One change to the state-machine column families, in the order it must be written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Mutation {
-    /// `sm_chunk_data[index] = entries`.
+    /// `sm_chunk_data[index] = entries`: a stored chunk that is not its log entry's whole
+    /// payload (see `storage::payload`).
     PutChunkData { index: u64, entries: Bytes },
     /// `sm_chunk_meta[index] = record`.
     PutChunkMeta { index: u64, record: ChunkRecord },
@@ -105,7 +106,7 @@ pub(crate) fn apply_request(
                 origin: origin.clone(),
                 batch: None,
             };
-            mutations.push(Mutation::PutChunkData { index, entries });
+            // The payload stays in this log entry (see `storage::payload`).
             mutations.push(Mutation::PutChunkMeta {
                 index,
                 record: record.clone(),
@@ -353,7 +354,9 @@ fn append_segments(
         return ClusterResponse::Duplicate { index: first };
     }
     let count = kept.iter().map(|(_, s)| s.count).sum();
-    let stored = if kept.len() == segments.len() {
+    // The whole request's entries are read from its log entry; only a subset is stored apart.
+    let apart = kept.len() != segments.len();
+    let stored = if !apart {
         entries
     } else {
         let mut joined = bytes::BytesMut::with_capacity(kept.iter().map(|(r, _)| r.len()).sum());
@@ -371,10 +374,12 @@ fn append_segments(
         origin: None,
         batch: None,
     };
-    mutations.push(Mutation::PutChunkData {
-        index,
-        entries: stored,
-    });
+    if apart {
+        mutations.push(Mutation::PutChunkData {
+            index,
+            entries: stored,
+        });
+    }
     mutations.push(Mutation::PutChunkMeta {
         index,
         record: record.clone(),

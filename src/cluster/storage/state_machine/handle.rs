@@ -7,6 +7,7 @@
 
 use super::records::SmState;
 use crate::cluster::storage::db::StoreOptions;
+use crate::cluster::storage::payload::PayloadStore;
 use crate::cluster::NodeId;
 use openraft::{BasicNode, SnapshotMeta};
 use rocksdb::DB;
@@ -25,6 +26,8 @@ pub(crate) struct CurrentSnapshot {
 
 pub(crate) struct SmShared {
     pub(crate) db: Arc<DB>,
+    /// Where chunk payloads are read from (their log entry or `sm_chunk_data`).
+    pub(crate) payloads: Arc<PayloadStore>,
     pub(crate) options: StoreOptions,
     pub(crate) snapshot_dir: PathBuf,
     state: RwLock<SmState>,
@@ -38,6 +41,7 @@ pub(crate) struct SmShared {
 impl SmShared {
     pub(crate) fn new(
         db: Arc<DB>,
+        payloads: Arc<PayloadStore>,
         options: StoreOptions,
         snapshot_dir: PathBuf,
         state: SmState,
@@ -45,6 +49,7 @@ impl SmShared {
     ) -> Self {
         SmShared {
             db,
+            payloads,
             options,
             snapshot_dir,
             state: RwLock::new(state),

@@ -18,7 +18,8 @@
 //!
 //! RocksDB is the authority; small metadata (chunk records, batches, the dedup window, applied
 //! state) is mirrored in memory for queries and loaded at open. Chunk payloads stay on disk
-//! (blob files). One `apply` call is one `WriteBatch` holding every change plus the new
+//! (blob files), written once: in their Raft log entry, which the state machine refers to
+//! (see [`crate::cluster::storage::payload`]). One `apply` call is one `WriteBatch` holding every change plus the new
 //! applied state and membership. It is written without fsync: the entries are durable in the
 //! Raft log, openraft re-applies committed entries after a crash, and the shared, ordered WAL
 //! is synced by the next log append, by `build_snapshot` (`flush_wal(true)` before the snapshot
@@ -38,6 +39,7 @@ use self::handle::SmShared;
 use self::persist::{load_state, read_install_marker, write_applied};
 use self::queries::ChunkReader;
 use crate::cluster::storage::db::{blocking, storage_error, StoreOptions};
+use crate::cluster::storage::payload::PayloadStore;
 use crate::cluster::{ClusterError, ClusterResponse, NodeId, TypeConfig};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
@@ -64,6 +66,7 @@ impl StateMachineStore {
     /// the current snapshot file. Blocking.
     pub(crate) fn open(
         db: Arc<DB>,
+        payloads: Arc<PayloadStore>,
         snapshot_dir: PathBuf,
         options: StoreOptions,
     ) -> Result<Self, ClusterError> {
@@ -71,7 +74,7 @@ impl StateMachineStore {
         if let Some(name) = read_install_marker(&db)? {
             let path = snapshot_dir.join(String::from_utf8_lossy(&name).as_ref());
             warn!(path = %path.display(), "finishing an interrupted snapshot install");
-            snapshot::load_snapshot_into_db(&db, &path)?;
+            snapshot::load_snapshot_into_db(&db, &payloads, &path)?;
         }
         let state = load_state(&db)?;
         let current = snapshot::pick_current_snapshot(&snapshot_dir, state.applied.last_applied)?;
@@ -84,13 +87,38 @@ impl StateMachineStore {
             "cluster state machine opened"
         );
         Ok(StateMachineStore {
-            shared: Arc::new(SmShared::new(db, options, snapshot_dir, state, current)),
+            shared: Arc::new(SmShared::new(
+                db,
+                payloads,
+                options,
+                snapshot_dir,
+                state,
+                current,
+            )),
         })
     }
 
     /// A query handle that outlives moves of the store into openraft.
     pub(crate) fn reader(&self) -> ChunkReader {
         ChunkReader::new(self.shared.clone())
+    }
+
+    /// The log half over the same database, for tests that apply entries without openraft
+    /// (they must append them first, as openraft does: payloads are read from the log).
+    #[cfg(test)]
+    pub(crate) fn log_store_for_test(&self) -> crate::cluster::storage::LogStore {
+        crate::cluster::storage::LogStore::new(self.shared.db.clone(), self.shared.payloads.clone())
+    }
+
+    /// The indexes of every entry physically in the log, kept ones below the purge point
+    /// included (tests check that none is left behind).
+    #[cfg(test)]
+    pub(crate) fn stored_log_indexes_for_test(&self) -> Vec<u64> {
+        use crate::cluster::storage::db::{cf, decode_index_key, CF_LOG};
+        let db = &self.shared.db;
+        db.iterator_cf(cf(db, CF_LOG).unwrap(), rocksdb::IteratorMode::Start)
+            .map(|item| decode_index_key(&item.unwrap().0).unwrap())
+            .collect()
     }
 
     /// Write the install marker as `install_snapshot` does before loading a file, to test the
@@ -118,7 +146,11 @@ impl StateMachineStore {
                 )
             })
             .collect();
-        let result = write_applied(db, &mutations, &state.applied);
+        let result = {
+            // A chunk confirmed here takes its kept log entry along (see `payload`).
+            let payloads = shared.payloads.lock();
+            write_applied(db, &mutations, &state.applied, payloads.log_purged())
+        };
         if let Err(e) = result {
             // Memory is ahead of the disk now: reload what is really stored.
             match load_state(db) {

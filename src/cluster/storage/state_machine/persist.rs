@@ -9,8 +9,10 @@ use super::apply::Mutation;
 use super::records::{AppliedRecord, DedupRecord, SmState};
 use crate::cluster::storage::db::{
     cf, decode, decode_index_key, encode, index_key, CF_BATCHES, CF_CHUNK_DATA, CF_CHUNK_META,
-    CF_DEDUP, CF_SM_META,
+    CF_DEDUP, CF_LOG, CF_SM_META,
 };
+#[cfg(doc)]
+use crate::cluster::storage::payload::PayloadGuard;
 use crate::cluster::ClusterError;
 use rocksdb::{IteratorMode, WriteBatch, WriteOptions, DB};
 
@@ -19,12 +21,16 @@ pub(crate) const KEY_APPLIED: &[u8] = b"applied";
 /// `sm_meta` key of the snapshot-install marker (the snapshot file's name).
 pub(crate) const KEY_INSTALLING: &[u8] = b"installing";
 
-/// Write `mutations` and the new applied record in one `WriteBatch`, unsynced.
+/// Write `mutations` and the new applied record in one `WriteBatch`, unsynced. `log_purged`
+/// is the log's purge point ([`PayloadGuard::log_purged`], under that lock): a chunk deleted
+/// at or below it takes the log entry kept for its payload along.
 pub(crate) fn write_applied(
     db: &DB,
     mutations: &[Mutation],
     applied: &AppliedRecord,
+    log_purged: Option<u64>,
 ) -> Result<(), ClusterError> {
+    let log_cf = cf(db, CF_LOG)?;
     let (data_cf, meta_cf) = (cf(db, CF_CHUNK_DATA)?, cf(db, CF_CHUNK_META)?);
     let (batches_cf, dedup_cf) = (cf(db, CF_BATCHES)?, cf(db, CF_DEDUP)?);
     let mut batch = WriteBatch::default();
@@ -39,6 +45,9 @@ pub(crate) fn write_applied(
             Mutation::DeleteChunk { index } => {
                 batch.delete_cf(data_cf, index_key(*index));
                 batch.delete_cf(meta_cf, index_key(*index));
+                if log_purged.is_some_and(|purged| *index <= purged) {
+                    batch.delete_cf(log_cf, index_key(*index));
+                }
             }
             Mutation::PutBatch { first, record } => {
                 batch.put_cf(batches_cf, index_key(*first), encode(record)?)

@@ -7,7 +7,7 @@
 
 use super::handle::SmShared;
 use super::records::{DeadLetter, SmState};
-use crate::cluster::storage::db::{blocking, cf, index_key, CF_CHUNK_DATA};
+use crate::cluster::storage::db::blocking;
 use crate::cluster::{ClusterError, NodeId};
 use bytes::Bytes;
 use openraft::{BasicNode, LogId, StoredMembership};
@@ -214,9 +214,6 @@ impl ChunkReader {
 
     /// [`ChunkReader::chunk_entries`] for callers already on a blocking thread.
     pub fn chunk_entries_blocking(&self, index: u64) -> Result<Option<Bytes>, ClusterError> {
-        let db = &self.shared.db;
-        Ok(db
-            .get_cf(cf(db, CF_CHUNK_DATA)?, index_key(index))?
-            .map(Bytes::from))
+        self.shared.payloads.read(index)
     }
 }

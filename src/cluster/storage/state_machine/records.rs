@@ -12,7 +12,7 @@ use openraft::{BasicNode, LogId, StoredMembership};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-/// A stored chunk's metadata (its payload is in `sm_chunk_data` under the same index).
+/// A stored chunk's metadata (its payload: see [`crate::cluster::storage::payload`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct ChunkRecord {
     pub(crate) tag: String,

@@ -2,7 +2,7 @@
 //! a received one, and picking the current snapshot file at open.
 //!
 //! `build_snapshot` streams a consistent RocksDB snapshot of the state-machine column families
-//! into `snapshots/tmp-build-*`, syncs it and renames it to `snapshots/snap-*.bin`.
+//! (every chunk's payload included, also those still read from their log entry) into `snapshots/tmp-build-*`, syncs it and renames it to `snapshots/snap-*.bin`.
 //! `install_snapshot` validates the received file completely (checksums, record count,
 //! metadata), renames it to `snap-*.bin`, then writes a synced *install marker* naming it, clears
 //! the state-machine column families and loads the file in bounded write batches; the last
@@ -17,7 +17,10 @@
 use super::handle::{CurrentSnapshot, SmShared};
 use super::persist::{load_state, write_install_marker, KEY_APPLIED, KEY_INSTALLING};
 use super::records::AppliedRecord;
-use crate::cluster::storage::db::{cf, encode, CF_SM_META, SM_DATA_CFS};
+use crate::cluster::storage::db::{
+    cf, decode_index_key, encode, CF_CHUNK_DATA, CF_CHUNK_META, CF_SM_META, SM_DATA_CFS,
+};
+use crate::cluster::storage::payload::PayloadStore;
 use crate::cluster::storage::snapshot_file::{SnapshotHeader, SnapshotReader, SnapshotWriter};
 use crate::cluster::{ClusterError, NodeId, TypeConfig};
 use openraft::storage::Snapshot;
@@ -31,7 +34,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::{debug, info, warn};
 
 /// Write batch size while loading a snapshot.
-const INSTALL_BATCH_BYTES: usize = 32 * 1024 * 1024;
+const INSTALL_BATCH_BYTES: usize = 8 * 1024 * 1024;
 /// Build a snapshot of the applied state into a new `snap-*.bin` file and make it current.
 /// Blocking.
 pub(crate) fn build_snapshot(shared: &SmShared) -> Result<Snapshot<TypeConfig>, ClusterError> {
@@ -69,6 +72,24 @@ pub(crate) fn build_snapshot(shared: &SmShared) -> Result<Snapshot<TypeConfig>, 
         let mut writer = SnapshotWriter::new(File::create(&tmp)?, &header)?;
         let mut records = 0u64;
         for (position, name) in SM_DATA_CFS.iter().enumerate() {
+            if *name == CF_CHUNK_DATA {
+                // Every stored chunk's payload, wherever it lives (see `storage::payload`): a
+                // node installing the snapshot has no log entries to refer to.
+                for item in db_snapshot.iterator_cf(cf(db, CF_CHUNK_META)?, IteratorMode::Start) {
+                    let (key, _) = item?;
+                    let index = decode_index_key(&key)?;
+                    let payload =
+                        shared
+                            .payloads
+                            .read_at(&db_snapshot, index)?
+                            .ok_or_else(|| {
+                                ClusterError::Corrupt(format!("chunk {index} has no payload"))
+                            })?;
+                    writer.record(position as u8 + 1, &key, &payload)?;
+                    records += 1;
+                }
+                continue;
+            }
             for item in db_snapshot.iterator_cf(cf(db, name)?, IteratorMode::Start) {
                 let (key, value) = item?;
                 writer.record(position as u8 + 1, &key, &value)?;
@@ -154,7 +175,7 @@ pub(crate) fn install_snapshot(
         .and_then(|n| n.to_str())
         .ok_or_else(|| ClusterError::Corrupt("snapshot file name".into()))?;
     write_install_marker(db, name)?;
-    let loaded = load_snapshot_into_db(db, &path).and_then(|()| load_state(db));
+    let loaded = load_snapshot_into_db(db, &shared.payloads, &path).and_then(|()| load_state(db));
     match loaded {
         Ok(reloaded) => *state = reloaded,
         Err(e) => {
@@ -221,9 +242,17 @@ fn validate_snapshot_file(
 
 /// Replace the state-machine column families with a (validated) snapshot file's content.
 /// The caller has written the install marker; the final, synced batch removes it.
-pub(crate) fn load_snapshot_into_db(db: &DB, path: &Path) -> Result<(), ClusterError> {
+pub(crate) fn load_snapshot_into_db(
+    db: &DB,
+    payloads: &PayloadStore,
+    path: &Path,
+) -> Result<(), ClusterError> {
     let (mut reader, header) = SnapshotReader::open(File::open(path)?)?;
+    let payloads = payloads.lock();
     let mut batch = WriteBatch::default();
+    // The chunks replaced no longer need the log entries kept for them; the snapshot brings
+    // the payloads of its own.
+    payloads.forget_kept_into(&mut batch)?;
     for name in SM_DATA_CFS {
         // Every key of these CFs is an 8-byte index or sequence number.
         batch.delete_range_cf(cf(db, name)?, &[][..], &[0xffu8; 9][..]);
