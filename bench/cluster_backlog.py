@@ -13,7 +13,8 @@ loopback, behind jepsen/s3proxy.py's fault proxy (jepsen/s3bucket.py starts both
    objects may hold the same Raft index range (nothing lost, nothing twice).
 
 Every node's RSS (VmRSS) is sampled every second from start to end into a CSV beside the
-report. Exit status 1 if a sample is above --rss-limit-mb or the bucket check fails.
+report, with RocksDB's share of it (lograft_cluster_storage_memory_bytes from each node's
+/metrics: memtables, table readers, block cache). Exit status 1 if a sample is above --rss-limit-mb or the bucket check fails.
 
 Usage (moto and boto3 come from the test venv that .ci/run makes):
     target/test-venv/bin/python bench/cluster_backlog.py [--gb 5] [--bin target/release/lograft]
@@ -75,6 +76,7 @@ class Cluster:
         self.binary, self.work = binary, work
         self.fwd = [free_port() for _ in range(3)]
         self.raft = [free_port() for _ in range(3)]
+        self.metrics = [free_port() for _ in range(3)]
         members = "".join("<member>\n  id %d\n  address 127.0.0.1:%d\n</member>\n" % (i + 1, p)
                           for i, p in enumerate(self.raft))
         buffer = "  <buffer tag>\n    flush_interval 1s\n    retry_max_interval 5s\n  </buffer>\n"
@@ -83,6 +85,7 @@ class Cluster:
             conf = os.path.join(work, "node%d.conf" % (i + 1))
             with open(conf, "w") as f:
                 f.write("<source>\n  @type forward\n  bind 127.0.0.1\n  port %d\n</source>\n" % self.fwd[i])
+                f.write("<source>\n  @type prometheus\n  bind 127.0.0.1\n  port %d\n</source>\n" % self.metrics[i])
                 f.write(s3bucket.match_text(endpoint, buffer))
                 f.write("<cluster>\n  node_id %d\n  address 127.0.0.1:%d\n  data_dir %s\n%s%s</cluster>\n" % (
                     i + 1, self.raft[i], os.path.join(work, "node%d" % (i + 1)), extra, members))
@@ -136,16 +139,37 @@ class Sampler(threading.Thread):
 
     def run(self):
         with open(self.path, "w") as f:
-            f.write("seconds,phase,node1_rss_mb,node2_rss_mb,node3_rss_mb\n")
+            f.write("seconds,phase,node1_rss_mb,node2_rss_mb,node3_rss_mb,%s\n" % ",".join(
+                "node%d_%s_mb" % (i + 1, part) for i in range(3) for part in STORAGE_PARTS))
             while not self.stop_event.is_set():
                 row = [rss_mb(p.pid) or 0.0 for p in self.cluster.procs]
+                storage = [storage_mb(port) for port in self.cluster.metrics]
                 peak = self.peak.setdefault(self.phase, [0.0] * 3)
                 for i, v in enumerate(row):
                     peak[i] = max(peak[i], v)
-                f.write("%.1f,%s,%s\n" % (time.monotonic() - self.t0, self.phase,
-                                          ",".join("%.1f" % v for v in row)))
+                f.write("%.1f,%s,%s,%s\n" % (time.monotonic() - self.t0, self.phase,
+                                             ",".join("%.1f" % v for v in row),
+                                             ",".join("%.1f" % s[part] for s in storage for part in STORAGE_PARTS)))
                 f.flush()
                 self.stop_event.wait(1.0)
+
+
+STORAGE_PARTS = ("memtables", "table_readers", "block_cache")
+
+
+def storage_mb(port):
+    """RocksDB's memory by part (MB) from a node's /metrics; zeros if it does not answer."""
+    parts = dict.fromkeys(STORAGE_PARTS, 0.0)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as c:
+            c.sendall(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+            text = b"".join(iter(lambda: c.recv(65536), b"")).decode(errors="replace")
+    except OSError:
+        return parts
+    for m in re.finditer(r'^lograft_cluster_storage_memory_bytes\{part="(\w+)"\} (\S+)$', text, re.M):
+        if m.group(1) in parts:
+            parts[m.group(1)] = float(m.group(2)) / 1e6
+    return parts
 
 
 def check_bucket(bucket, dest, events):

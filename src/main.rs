@@ -15,18 +15,21 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// jemalloc returns freed memory to the OS and does not fragment into one arena per blocking
-/// thread as glibc malloc does; it keeps RSS flat under load (see docs/benchmarks.md).
+/// thread as glibc malloc does; it keeps RSS flat under load (see docs/benchmarks.md). It
+/// replaces `malloc` for the whole process (`unprefixed_malloc_on_supported_platforms`), so
+/// RocksDB's C++ allocations go through it too: with glibc's malloc under RocksDB, a 2 GB
+/// cluster backlog left 10–20 MB more RSS per node (docs/benchmarks.md, "Replicated path").
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// jemalloc's options, read before `main`: one arena. By default jemalloc makes four arenas
-/// per CPU and spreads threads over them; memory freed in one arena is not reused by another,
-/// and an aggregator's blocking storage threads and RPC tasks left 20–30 MB of it idle at high
-/// concurrency (docs/benchmarks.md, "Replicated path"). Thread caches keep one arena fast.
-/// `_RJEM_MALLOC_CONF` in the environment still overrides it.
-#[unsafe(export_name = "_rjem_malloc_conf")]
+/// jemalloc's options, read before `main`: one arena, and freed pages returned within about a
+/// second. By default jemalloc makes four arenas per CPU and spreads threads over them; memory
+/// freed in one arena is not reused by another, and an aggregator's blocking storage threads
+/// and RPC tasks left 20–30 MB of it idle at high concurrency. Thread caches keep one arena
+/// fast. `MALLOC_CONF` in the environment still overrides it.
+#[unsafe(export_name = "malloc_conf")]
 #[used]
-static JEMALLOC_OPTIONS: &[u8; 10] = b"narenas:1\0";
+static JEMALLOC_OPTIONS: &[u8; 47] = b"narenas:1,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
 
 #[derive(Parser)]
 #[command(

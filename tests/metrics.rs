@@ -337,6 +337,23 @@ fn prometheus_scrapes_a_cluster_upload_lag_rises_and_falls_and_ready_follows_the
         200,
         "bucket"
     );
+    // Memory: each node's RSS (a real process is MBs, not 0 nor GBs) and RocksDB's share of
+    // it (the chunks written are in memtables, the block cache is bounded by its size).
+    expect(
+        r#"count(lograft_process_resident_memory_bytes > 4e6 < 1e9)"#,
+        &|v| v == 3.0,
+        "3 nodes with a plausible RSS",
+    );
+    expect(
+        r#"min(lograft_cluster_storage_memory_bytes{part="memtables"})"#,
+        &|v| v > 0.0,
+        "chunks in every node's memtables",
+    );
+    expect(
+        r#"max(lograft_cluster_storage_memory_bytes{part="block_cache"})"#,
+        &|v| v <= 4.0 * 1024.0 * 1024.0,
+        "a block cache within its default 4 MiB",
+    );
 
     // The upload target fails for one tag (a file stands where its directory goes): the upload
     // lag and the retry series rise; once it is removed they fall.

@@ -96,6 +96,14 @@ impl Collector for Live {
             return Ok(());
         };
         encode_plugins(&metrics, &mut enc)?;
+        if let Some(bytes) = resident_memory_bytes() {
+            gauges(
+                &mut enc,
+                "process_resident_memory_bytes",
+                "Resident set size of this process (VmRSS)",
+                &[(NO_LABELS, bytes as i64)],
+            )?;
+        }
         let cluster = metrics
             .cluster
             .lock()
@@ -106,6 +114,14 @@ impl Collector for Live {
         }
         Ok(())
     }
+}
+
+/// This process's resident set size, from `/proc/self/status` (Linux; `None` elsewhere).
+fn resident_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 fn plugin_labels(plugin_id: &str, type_name: &str) -> PluginLabels {
@@ -270,6 +286,11 @@ fn encode_forward_servers(
 #[derive(Clone)]
 pub(crate) struct ClusterView {
     pub(crate) node: Arc<NodeShared>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartLabels {
+    part: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -458,6 +479,20 @@ impl ClusterView {
         for (name, help, v) in rows {
             gauges(enc, name, help, &one(v))?;
         }
+        let memory = reader.storage_memory();
+        let parts = [
+            ("memtables", memory.memtables),
+            ("table_readers", memory.table_readers),
+            ("block_cache", memory.block_cache),
+            ("block_cache_pinned", memory.block_cache_pinned),
+        ]
+        .map(|(part, v)| (PartLabels { part }, v as i64));
+        gauges(
+            enc,
+            "cluster_storage_memory_bytes",
+            "Memory RocksDB holds by part (its own estimates; block_cache_pinned is part of block_cache)",
+            &parts,
+        )?;
         gauges(
             enc,
             "cluster_upload_lag_seconds",

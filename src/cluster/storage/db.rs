@@ -37,6 +37,17 @@ pub(crate) const CF_SM_META: &str = "sm_meta";
 /// snapshot's header.
 pub(crate) const SM_DATA_CFS: [&str; 4] = [CF_CHUNK_DATA, CF_CHUNK_META, CF_BATCHES, CF_DEDUP];
 
+/// Every column family, created at open.
+const ALL_CFS: [&str; 7] = [
+    CF_LOG,
+    CF_RAFT_META,
+    CF_CHUNK_DATA,
+    CF_CHUNK_META,
+    CF_BATCHES,
+    CF_DEDUP,
+    CF_SM_META,
+];
+
 /// Files (SST and blob) RocksDB keeps open at once; see [`open_db`].
 const MAX_OPEN_FILES: i32 = 256;
 
@@ -96,17 +107,7 @@ pub(crate) fn open_db(path: &Path, options: &StoreOptions) -> Result<DB, Cluster
     // small CFs rarely fill a memtable, so bound the WAL to force their flushes.
     db_opts.set_max_total_wal_size(256 * 1024 * 1024);
 
-    let cfs = [
-        CF_LOG,
-        CF_RAFT_META,
-        CF_CHUNK_DATA,
-        CF_CHUNK_META,
-        CF_BATCHES,
-        CF_DEDUP,
-        CF_SM_META,
-    ]
-    .into_iter()
-    .map(|name| {
+    let cfs = ALL_CFS.into_iter().map(|name| {
         let mut opts = Options::default();
         opts.set_block_based_table_factory(&table);
         // A chunk's payload is one memtable entry: a quarter of the limit per data memtable
@@ -128,6 +129,43 @@ pub(crate) fn open_db(path: &Path, options: &StoreOptions) -> Result<DB, Cluster
         ColumnFamilyDescriptor::new(name, opts)
     });
     Ok(DB::open_cf_descriptors(&db_opts, path, cfs)?)
+}
+
+/// What the node's RocksDB holds in memory now, in bytes, from RocksDB's own estimates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StorageMemory {
+    /// Memtables of every column family: active, being flushed and pinned.
+    pub memtables: u64,
+    /// Readers of open SST files outside the block cache (index and filter blocks are in it).
+    pub table_readers: u64,
+    /// The shared block cache's content.
+    pub block_cache: u64,
+    /// The part of the block cache in use by readers now (cannot be evicted).
+    pub block_cache_pinned: u64,
+}
+
+/// Read [`StorageMemory`] from RocksDB's properties. Reads memory only; never blocks on I/O.
+pub(crate) fn memory_usage(db: &DB) -> StorageMemory {
+    let mut usage = StorageMemory::default();
+    let int = |cf: &rocksdb::ColumnFamily, name: &str| {
+        db.property_int_value_cf(cf, name)
+            .ok()
+            .flatten()
+            .unwrap_or(0)
+    };
+    for (i, name) in ALL_CFS.iter().enumerate() {
+        let Some(cf) = db.cf_handle(name) else {
+            continue;
+        };
+        usage.memtables += int(cf, "rocksdb.size-all-mem-tables");
+        usage.table_readers += int(cf, "rocksdb.estimate-table-readers-mem");
+        if i == 0 {
+            // One cache shared by every column family: read it once.
+            usage.block_cache = int(cf, "rocksdb.block-cache-usage");
+            usage.block_cache_pinned = int(cf, "rocksdb.block-cache-pinned-usage");
+        }
+    }
+    usage
 }
 
 /// A column family handle; every CF is created at open, so a missing one is corruption.

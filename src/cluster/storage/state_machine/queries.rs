@@ -7,7 +7,7 @@
 
 use super::handle::SmShared;
 use super::records::{DeadLetter, SmState};
-use crate::cluster::storage::db::blocking;
+use crate::cluster::storage::db::{blocking, memory_usage, StorageMemory};
 use crate::cluster::{ClusterError, NodeId};
 use bytes::Bytes;
 use openraft::{BasicNode, LogId, StoredMembership};
@@ -203,6 +203,11 @@ impl ChunkReader {
     pub fn applied_state(&self) -> (Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>) {
         let state = self.shared.read_state();
         (state.applied.last_applied, state.applied.membership.clone())
+    }
+
+    /// What the node's RocksDB holds in memory now.
+    pub fn storage_memory(&self) -> StorageMemory {
+        memory_usage(&self.shared.db)
     }
 
     /// A stored chunk's entries (msgpack `[time, record]` stream), `None` if it is unknown or
