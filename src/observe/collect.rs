@@ -1,7 +1,8 @@
 //! Values read at scrape time: buffers (chunks and bytes by stage, oldest chunk age, the file
 //! writer's fsync histograms), out_forward's servers (up, phi, standby active), and the
 //! cluster (Raft role, term, leader, indexes, follower lag; pending and unconfirmed chunks,
-//! upload lag).
+//! upload lag; RocksDB's memory by part), and the process's RSS (`/proc/self/status`, a
+//! procfs read that never waits on a disk).
 //!
 //! Owns the names of those series and [`ClusterView::can_commit`] (the cluster half of
 //! `/ready`). Reading costs the scrape, never the hot path: one lock of each buffer's state, a

@@ -153,17 +153,14 @@ pub(crate) fn memory_usage(db: &DB) -> StorageMemory {
             .flatten()
             .unwrap_or(0)
     };
-    for (i, name) in ALL_CFS.iter().enumerate() {
-        let Some(cf) = db.cf_handle(name) else {
-            continue;
-        };
+    for cf in ALL_CFS.iter().filter_map(|name| db.cf_handle(name)) {
         usage.memtables += int(cf, "rocksdb.size-all-mem-tables");
         usage.table_readers += int(cf, "rocksdb.estimate-table-readers-mem");
-        if i == 0 {
-            // One cache shared by every column family: read it once.
-            usage.block_cache = int(cf, "rocksdb.block-cache-usage");
-            usage.block_cache_pinned = int(cf, "rocksdb.block-cache-pinned-usage");
-        }
+    }
+    // One cache shared by every column family: read it through any of them.
+    if let Some(cf) = db.cf_handle(CF_LOG) {
+        usage.block_cache = int(cf, "rocksdb.block-cache-usage");
+        usage.block_cache_pinned = int(cf, "rocksdb.block-cache-pinned-usage");
     }
     usage
 }
