@@ -71,6 +71,21 @@ def rss_mb(pid):
     return None
 
 
+def rss_parts_mb(pid):
+    """(RssAnon, RssFile) in MB: the process's own memory and the mapped files (mostly its
+    program text, shared with the page cache)."""
+    parts = {"RssAnon:": 0.0, "RssFile:": 0.0}
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                key = line.split(None, 1)[0]
+                if key in parts:
+                    parts[key] = int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return parts["RssAnon:"], parts["RssFile:"]
+
+
 class Cluster:
     def __init__(self, binary, work, endpoint, extra):
         self.binary, self.work = binary, work
@@ -127,7 +142,8 @@ class Cluster:
 
 
 class Sampler(threading.Thread):
-    """VmRSS of every node, once a second, with the phase it was taken in."""
+    """VmRSS of every node (and its anonymous / file-backed split, and RocksDB's share), once a
+    second, with the phase it was taken in."""
 
     def __init__(self, cluster, path):
         super().__init__(daemon=True)
@@ -139,17 +155,20 @@ class Sampler(threading.Thread):
 
     def run(self):
         with open(self.path, "w") as f:
-            f.write("seconds,phase,node1_rss_mb,node2_rss_mb,node3_rss_mb,%s\n" % ",".join(
-                "node%d_%s_mb" % (i + 1, part) for i in range(3) for part in STORAGE_PARTS))
+            f.write("seconds,phase,node1_rss_mb,node2_rss_mb,node3_rss_mb,%s,%s\n" % (",".join(
+                "node%d_%s_mb" % (i + 1, part) for i in range(3) for part in STORAGE_PARTS), ",".join(
+                "node%d_rss_%s_mb" % (i + 1, kind) for i in range(3) for kind in ("anon", "file"))))
             while not self.stop_event.is_set():
                 row = [rss_mb(p.pid) or 0.0 for p in self.cluster.procs]
                 storage = [storage_mb(port) for port in self.cluster.metrics]
                 peak = self.peak.setdefault(self.phase, [0.0] * 3)
                 for i, v in enumerate(row):
                     peak[i] = max(peak[i], v)
-                f.write("%.1f,%s,%s,%s\n" % (time.monotonic() - self.t0, self.phase,
-                                             ",".join("%.1f" % v for v in row),
-                                             ",".join("%.1f" % s[part] for s in storage for part in STORAGE_PARTS)))
+                split = [rss_parts_mb(p.pid) for p in self.cluster.procs]
+                f.write("%.1f,%s,%s,%s,%s\n" % (time.monotonic() - self.t0, self.phase,
+                                                ",".join("%.1f" % v for v in row),
+                                                ",".join("%.1f" % s[part] for s in storage for part in STORAGE_PARTS),
+                                                ",".join("%.1f,%.1f" % parts for parts in split)))
                 f.flush()
                 self.stop_event.wait(1.0)
 

@@ -15,7 +15,8 @@
 //! dedup window size, so every node agrees.
 
 use super::records::{
-    BatchRecord, ChunkRecord, DeadLetter, DedupRecord, SmState, MAX_DEAD_LETTER_REASON,
+    BatchRecord, ChunkRecord, DeadLetter, DedupRecord, SmState, UnconfirmedBatch,
+    MAX_DEAD_LETTER_REASON,
 };
 use crate::cluster::{ClusterRequest, ClusterResponse, TypeConfig, MAX_ORIGIN_LEN};
 use crate::origin::Segment;
@@ -93,7 +94,7 @@ pub(crate) fn apply_request(
                         origin.len()
                     ));
                 }
-                if let Some(&(_, first)) = state.dedup_by_origin.get(origin) {
+                if let Some(first) = state.dedup.get(origin) {
                     debug!(index, first, "duplicate chunk");
                     return ClusterResponse::Duplicate { index: first };
                 }
@@ -111,7 +112,7 @@ pub(crate) fn apply_request(
                 index,
                 record: record.clone(),
             });
-            state.chunks.insert(index, record);
+            state.pending.insert(index, record);
             if let Some(origin) = origin {
                 remember_origin(state, origin, index, dedup_window, mutations);
             }
@@ -146,40 +147,49 @@ pub(crate) fn apply_request(
             }
             let first = chunks[0];
             let last = chunks[chunks.len() - 1];
-            let first_received = state.chunks.get(&first).map_or(0, |c| c.received_unix_ms);
+            let first_received = state.pending.get(&first).map_or(0, |c| c.received_unix_ms);
             let object_key = batch_key(&tag, first_received, first, last);
-            for chunk in &chunks {
-                if let Some(record) = state.chunks.get_mut(chunk) {
+            // Each chunk's record leaves memory: on disk it names the batch, in memory the
+            // batch's totals stand for it.
+            let (mut bytes, mut count) = (0, 0);
+            for &chunk in &chunks {
+                if let Some(mut record) = state.pending.remove(&chunk) {
                     record.batch = Some(first);
+                    bytes += record.bytes;
+                    count += u64::from(record.count);
                     mutations.push(Mutation::PutChunkMeta {
-                        index: *chunk,
-                        record: record.clone(),
+                        index: chunk,
+                        record,
                     });
                 }
             }
-            let record = BatchRecord {
-                tag,
-                chunks,
-                object_key,
-                key_relative: true,
-                sealed_at: index,
-                dead_letter: None,
+            let batch = UnconfirmedBatch {
+                record: BatchRecord {
+                    tag,
+                    chunks,
+                    object_key,
+                    key_relative: true,
+                    sealed_at: index,
+                    dead_letter: None,
+                },
+                bytes,
+                count,
+                first_received_unix_ms: first_received,
             };
             mutations.push(Mutation::PutBatch {
                 first,
-                record: record.clone(),
+                record: batch.record.clone(),
             });
-            state.batches.insert(first, record);
+            state.batches.insert(first, batch);
             ClusterResponse::Sealed { first }
         }
         ClusterRequest::ConfirmUpload { first } => {
-            let Some(record) = state.batches.remove(&first) else {
+            let Some(UnconfirmedBatch { record, .. }) = state.batches.remove(&first) else {
                 return ClusterResponse::Rejected(format!(
                     "batch {first} is not sealed or already confirmed"
                 ));
             };
             for chunk in &record.chunks {
-                state.chunks.remove(chunk);
                 mutations.push(Mutation::DeleteChunk { index: *chunk });
             }
             mutations.push(Mutation::DeleteBatch { first });
@@ -192,7 +202,7 @@ pub(crate) fn apply_request(
             ClusterResponse::Confirmed { first }
         }
         ClusterRequest::DeadLetterBatch { first, reason } => {
-            let Some(record) = state.batches.get_mut(&first) else {
+            let Some(UnconfirmedBatch { record, .. }) = state.batches.get_mut(&first) else {
                 return ClusterResponse::Rejected(format!(
                     "batch {first} is not sealed or already confirmed"
                 ));
@@ -271,7 +281,7 @@ fn seal_refusal(
     let period_of = |ms: u64| period_ms.filter(|&p| p > 0).map(|p| ms / p);
     let mut first_period = None;
     for (i, chunk) in chunks.iter().enumerate() {
-        let record = match state.chunks.get(chunk) {
+        let record = match state.pending.get(chunk) {
             Some(record @ ChunkRecord { batch: None, .. }) if record.tag == tag => record,
             _ => return Some(format!("chunk {chunk} is not a pending chunk of this tag")),
         };
@@ -288,7 +298,6 @@ fn seal_refusal(
     None
 }
 
-/// Add `origin` to the dedup window, evicting the oldest ids beyond `window`.
 /// The fields of an `AppendSegments` request.
 struct Segments {
     tag: String,
@@ -337,7 +346,7 @@ fn append_segments(
         let range = at..at + segment.len;
         at = range.end;
         if let Some(origin) = &segment.origin {
-            if let Some(&(_, first)) = state.dedup_by_origin.get(origin) {
+            if let Some(first) = state.dedup.get(origin) {
                 first_duplicate.get_or_insert(first);
                 continue;
             }
@@ -384,13 +393,14 @@ fn append_segments(
         index,
         record: record.clone(),
     });
-    state.chunks.insert(index, record);
+    state.pending.insert(index, record);
     for origin in origins {
         remember_origin(state, origin, index, dedup_window, mutations);
     }
     ClusterResponse::Appended { index }
 }
 
+/// Add `origin` to the dedup window, evicting the oldest ids beyond `window`.
 fn remember_origin(
     state: &mut SmState,
     origin: Bytes,
@@ -400,26 +410,15 @@ fn remember_origin(
 ) {
     let seq = state.applied.next_dedup_seq;
     state.applied.next_dedup_seq += 1;
+    state.dedup.remember(seq, &origin, index);
     mutations.push(Mutation::PutDedup {
         seq,
-        record: DedupRecord {
-            origin: origin.clone(),
-            index,
-        },
+        record: DedupRecord { origin, index },
     });
-    state.dedup_by_origin.insert(origin.clone(), (seq, index));
-    state.dedup_order.push_back((seq, origin));
-    while state.dedup_order.len() > window {
-        let Some((old_seq, old_origin)) = state.dedup_order.pop_front() else {
+    while state.dedup.len() > window {
+        let Some(old_seq) = state.dedup.forget_oldest() else {
             break;
         };
-        if state
-            .dedup_by_origin
-            .get(&old_origin)
-            .is_some_and(|&(s, _)| s == old_seq)
-        {
-            state.dedup_by_origin.remove(&old_origin);
-        }
         mutations.push(Mutation::DeleteDedup { seq: old_seq });
     }
 }

@@ -16,8 +16,9 @@
 //!
 //! # Storage
 //!
-//! RocksDB is the authority; small metadata (chunk records, batches, the dedup window, applied
-//! state) is mirrored in memory for queries and loaded at open. Chunk payloads stay on disk
+//! RocksDB is the authority; what apply and the queries need (pending chunks' records, sealed
+//! batches with their chunks' totals, the dedup window's keys, the applied state) is kept in
+//! memory ([`SmState`]) and loaded at open. Chunk payloads stay on disk
 //! (blob files), written once: in their Raft log entry, which the state machine refers to
 //! (see [`crate::cluster::storage::payload`]). One `apply` call is one `WriteBatch` holding every change plus the new
 //! applied state and membership. It is written without fsync: the entries are durable in the
@@ -80,9 +81,9 @@ impl StateMachineStore {
         let current = snapshot::pick_current_snapshot(&snapshot_dir, state.applied.last_applied)?;
         info!(
             last_applied = ?state.applied.last_applied,
-            chunks = state.chunks.len(),
+            pending_chunks = state.pending.len(),
             batches = state.batches.len(),
-            remembered_ids = state.dedup_order.len(),
+            remembered_ids = state.dedup.len(),
             snapshot = ?current.as_ref().map(|c| c.meta.snapshot_id.clone()),
             "cluster state machine opened"
         );

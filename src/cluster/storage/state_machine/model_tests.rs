@@ -8,7 +8,7 @@
 //! the same through a real store and a reopen.
 
 use super::apply::{apply_entry, Mutation};
-use super::records::{BatchRecord, ChunkRecord, DedupRecord, SmState};
+use super::records::{BatchRecord, ChunkRecord, DedupRecord, SmState, UnconfirmedBatch};
 use super::StateMachineStore;
 use crate::cluster::storage::{open_storage_blocking, StoreOptions};
 use crate::cluster::{ClusterRequest, ClusterResponse, TypeConfig, MAX_ORIGIN_LEN};
@@ -521,17 +521,35 @@ impl Columns {
 
     /// The state a reopen would load from these columns (as `persist::load_state` does).
     fn load(&self, applied: &SmState) -> SmState {
+        // Pending chunks keep their records; a sealed chunk's record is summed into its batch.
         let mut state = SmState {
             applied: applied.applied.clone(),
-            chunks: self.chunk_meta.clone(),
-            batches: self.batches.clone(),
+            pending: self
+                .chunk_meta
+                .iter()
+                .filter(|(_, r)| r.batch.is_none())
+                .map(|(&i, r)| (i, r.clone()))
+                .collect(),
             ..SmState::default()
         };
+        for (&first, record) in &self.batches {
+            let chunks: Vec<&ChunkRecord> = self
+                .chunk_meta
+                .values()
+                .filter(|r| r.batch == Some(first))
+                .collect();
+            state.batches.insert(
+                first,
+                UnconfirmedBatch {
+                    record: record.clone(),
+                    bytes: chunks.iter().map(|r| r.bytes).sum(),
+                    count: chunks.iter().map(|r| u64::from(r.count)).sum(),
+                    first_received_unix_ms: self.chunk_meta[&first].received_unix_ms,
+                },
+            );
+        }
         for (&seq, record) in &self.dedup {
-            state
-                .dedup_by_origin
-                .insert(record.origin.clone(), (seq, record.index));
-            state.dedup_order.push_back((seq, record.origin.clone()));
+            state.dedup.remember(seq, &record.origin, record.index);
         }
         state
     }
@@ -546,7 +564,7 @@ fn same_response(real: &ClusterResponse, model: &ClusterResponse) -> bool {
 }
 
 /// The state's query views equal the model's.
-fn check_views(state: &SmState, model: &Model) -> Result<(), TestCaseError> {
+fn check_views(state: &SmState, model: &Model, columns: &Columns) -> Result<(), TestCaseError> {
     let pending: Vec<(u64, String, u64, u64, Option<Bytes>)> = state
         .pending(None)
         .into_iter()
@@ -597,16 +615,34 @@ fn check_views(state: &SmState, model: &Model) -> Result<(), TestCaseError> {
         prop_assert_eq!(batch.count, count);
         // A sealed batch holds only stored chunks of its own tag, all marked with its id.
         for c in &batch.chunks {
-            let chunk = &state.chunks[c];
+            let chunk = &columns.chunk_meta[c];
             prop_assert_eq!(&chunk.tag, &batch.tag);
             prop_assert_eq!(chunk.batch, Some(batch.first));
         }
     }
 
+    // The upload lag starts at the lowest unconfirmed chunk, pending or sealed.
+    prop_assert_eq!(
+        state.oldest_unconfirmed_received_unix_ms(),
+        model.chunks.values().next().map(|c| c.received_unix_ms)
+    );
+
     let stats = state.upload_stats();
     prop_assert_eq!(stats.remembered_ids, model.remembered.len() as u64);
     prop_assert_eq!(stats.unconfirmed_batches, model.batches.len() as u64);
     prop_assert_eq!(stats.dead_lettered_batches, model.dead_lettered);
+    let (sealed, pending): (Vec<&ModelChunk>, Vec<&ModelChunk>) =
+        model.chunks.values().partition(|c| c.batch.is_some());
+    prop_assert_eq!(stats.pending_chunks, pending.len() as u64);
+    prop_assert_eq!(
+        stats.pending_bytes,
+        pending.iter().map(|c| c.bytes).sum::<u64>()
+    );
+    prop_assert_eq!(stats.sealed_chunks, sealed.len() as u64);
+    prop_assert_eq!(
+        stats.sealed_bytes,
+        sealed.iter().map(|c| c.bytes).sum::<u64>()
+    );
     for o in 0u8..12 {
         let origin = vec![o; 16];
         let model_index = model
@@ -679,7 +715,7 @@ fn run_pure(
             .chunk_data
             .keys()
             .all(|index| columns.chunk_meta.contains_key(index)));
-        check_views(&state, &model)?;
+        check_views(&state, &model, &columns)?;
         responses.push(got);
     }
     Ok((requests, responses, state))

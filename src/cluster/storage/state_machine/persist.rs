@@ -6,7 +6,7 @@
 //! the shared, ordered WAL being synced by the next log append (see the storage module doc).
 
 use super::apply::Mutation;
-use super::records::{AppliedRecord, DedupRecord, SmState};
+use super::records::{AppliedRecord, DedupRecord, SmState, UnconfirmedBatch};
 use crate::cluster::storage::db::{
     cf, decode, decode_index_key, encode, index_key, CF_BATCHES, CF_CHUNK_DATA, CF_CHUNK_META,
     CF_DEDUP, CF_LOG, CF_SM_META,
@@ -89,26 +89,23 @@ pub(crate) fn load_state(db: &DB) -> Result<SmState, ClusterError> {
     if let Some(bytes) = db.get_pinned_cf(cf(db, CF_SM_META)?, KEY_APPLIED)? {
         state.applied = decode(&bytes)?;
     }
-    for item in db.iterator_cf(cf(db, CF_CHUNK_META)?, IteratorMode::Start) {
-        let (key, value) = item?;
-        state
-            .chunks
-            .insert(decode_index_key(&key)?, decode(&value)?);
-    }
     for item in db.iterator_cf(cf(db, CF_BATCHES)?, IteratorMode::Start) {
         let (key, value) = item?;
-        state
-            .batches
-            .insert(decode_index_key(&key)?, decode(&value)?);
+        state.batches.insert(
+            decode_index_key(&key)?,
+            UnconfirmedBatch::new(decode(&value)?),
+        );
+    }
+    for item in db.iterator_cf(cf(db, CF_CHUNK_META)?, IteratorMode::Start) {
+        let (key, value) = item?;
+        let index = decode_index_key(&key)?;
+        state.add_chunk(index, decode(&value)?)?;
     }
     for item in db.iterator_cf(cf(db, CF_DEDUP)?, IteratorMode::Start) {
         let (key, value) = item?;
         let seq = decode_index_key(&key)?;
         let record: DedupRecord = decode(&value)?;
-        state
-            .dedup_by_origin
-            .insert(record.origin.clone(), (seq, record.index));
-        state.dedup_order.push_back((seq, record.origin));
+        state.dedup.remember(seq, &record.origin, record.index);
     }
     Ok(state)
 }

@@ -75,9 +75,9 @@ pub struct TagPending {
 impl SmState {
     /// Unsealed chunks, ascending by index; only those of `tag` if given.
     pub(crate) fn pending(&self, tag: Option<&str>) -> Vec<PendingChunk> {
-        self.chunks
+        self.pending
             .iter()
-            .filter(|(_, r)| r.batch.is_none() && tag.is_none_or(|t| r.tag == t))
+            .filter(|(_, r)| tag.is_none_or(|t| r.tag == t))
             .map(|(&index, r)| PendingChunk {
                 index,
                 tag: r.tag.clone(),
@@ -92,7 +92,7 @@ impl SmState {
     /// Unsealed chunks and bytes per tag.
     pub(crate) fn pending_by_tag(&self) -> BTreeMap<String, TagPending> {
         let mut tags: BTreeMap<String, TagPending> = BTreeMap::new();
-        for record in self.chunks.values().filter(|r| r.batch.is_none()) {
+        for record in self.pending.values() {
             let entry = tags.entry(record.tag.clone()).or_default();
             entry.chunks += 1;
             entry.bytes += record.bytes;
@@ -106,24 +106,14 @@ impl SmState {
             .iter()
             .map(|(&first, b)| SealedBatch {
                 first,
-                tag: b.tag.clone(),
-                chunks: b.chunks.clone(),
-                object_key: b.object_key.clone(),
-                key_relative: b.key_relative,
-                bytes: b
-                    .chunks
-                    .iter()
-                    .filter_map(|c| self.chunks.get(c))
-                    .map(|r| r.bytes)
-                    .sum(),
-                sealed_at: b.sealed_at,
-                count: b
-                    .chunks
-                    .iter()
-                    .filter_map(|c| self.chunks.get(c))
-                    .map(|r| u64::from(r.count))
-                    .sum(),
-                dead_letter: b.dead_letter.clone(),
+                tag: b.record.tag.clone(),
+                chunks: b.record.chunks.clone(),
+                object_key: b.record.object_key.clone(),
+                key_relative: b.record.key_relative,
+                bytes: b.bytes,
+                sealed_at: b.record.sealed_at,
+                count: b.count,
+                dead_letter: b.record.dead_letter.clone(),
             })
             .collect()
     }
@@ -132,25 +122,37 @@ impl SmState {
     pub(crate) fn upload_stats(&self) -> UploadStats {
         let mut stats = UploadStats {
             unconfirmed_batches: self.batches.len() as u64,
-            remembered_ids: self.dedup_order.len() as u64,
+            remembered_ids: self.dedup.len() as u64,
             dead_lettered_batches: self.applied.dead_lettered_batches,
             ..UploadStats::default()
         };
-        for record in self.chunks.values() {
-            if record.batch.is_some() {
-                stats.sealed_chunks += 1;
-                stats.sealed_bytes += record.bytes;
-            } else {
-                stats.pending_chunks += 1;
-                stats.pending_bytes += record.bytes;
-            }
+        for record in self.pending.values() {
+            stats.pending_chunks += 1;
+            stats.pending_bytes += record.bytes;
+        }
+        for batch in self.batches.values() {
+            stats.sealed_chunks += batch.record.chunks.len() as u64;
+            stats.sealed_bytes += batch.bytes;
         }
         stats
     }
 
+    /// When the chunk with the lowest index that is not confirmed uploaded yet was received;
+    /// `None` when every chunk is confirmed. (A batch's id is its lowest chunk index.)
+    pub(crate) fn oldest_unconfirmed_received_unix_ms(&self) -> Option<u64> {
+        let pending = self.pending.first_key_value();
+        let sealed = self.batches.first_key_value();
+        match (pending, sealed) {
+            (Some((p, r)), Some((b, _))) if p < b => Some(r.received_unix_ms),
+            (_, Some((_, batch))) => Some(batch.first_received_unix_ms),
+            (Some((_, r)), None) => Some(r.received_unix_ms),
+            (None, None) => None,
+        }
+    }
+
     /// The index a chunk id was first stored at, if it is in the dedup window.
     pub(crate) fn remembered_origin(&self, origin: &[u8]) -> Option<u64> {
-        self.dedup_by_origin.get(origin).map(|&(_, index)| index)
+        self.dedup.get(origin)
     }
 }
 
@@ -189,8 +191,9 @@ impl ChunkReader {
     /// When the chunk with the lowest index that is not confirmed uploaded yet was received
     /// (the upload lag's start); `None` when every chunk is confirmed.
     pub fn oldest_unconfirmed_received_unix_ms(&self) -> Option<u64> {
-        let state = self.shared.read_state();
-        state.chunks.values().next().map(|r| r.received_unix_ms)
+        self.shared
+            .read_state()
+            .oldest_unconfirmed_received_unix_ms()
     }
 
     /// The index a chunk id was first stored at, if it is in the dedup window. A hint only:

@@ -6,10 +6,11 @@
 //! [`super::persist`]) nor decide how a request changes them (that is [`super::apply`]).
 //! Changing a field here changes the on-disk format.
 
-use crate::cluster::NodeId;
+use crate::cluster::{ClusterError, NodeId};
 use bytes::Bytes;
 use openraft::{BasicNode, LogId, StoredMembership};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 /// A stored chunk's metadata (its payload: see [`crate::cluster::storage::payload`]).
@@ -75,22 +76,170 @@ pub(crate) struct AppliedRecord {
     pub(crate) dead_lettered_batches: u64,
 }
 
-/// The in-memory mirror of the state-machine column families (payloads excluded).
+/// What the state machine keeps in memory of its column families (payloads excluded): all it
+/// needs to apply entries and answer queries without reading RocksDB.
+///
+/// A chunk's record is held while the chunk is pending; sealing it into a batch moves its
+/// size and count into the batch's totals and leaves its record on disk only, so memory does
+/// not grow with the chunks that wait for an unreachable bucket (8 bytes each, the batch's
+/// chunk list).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct SmState {
     pub(crate) applied: AppliedRecord,
-    pub(crate) chunks: BTreeMap<u64, ChunkRecord>,
-    pub(crate) batches: BTreeMap<u64, BatchRecord>,
-    /// origin → (sequence, chunk index).
-    pub(crate) dedup_by_origin: HashMap<Bytes, (u64, u64)>,
-    /// (sequence, origin), oldest first.
-    pub(crate) dedup_order: VecDeque<(u64, Bytes)>,
+    /// Chunks not sealed into a batch yet (`sm_chunk_meta` records whose `batch` is `None`).
+    pub(crate) pending: BTreeMap<u64, ChunkRecord>,
+    /// Sealed batches whose upload is not confirmed (`sm_batches`), with their chunks' totals.
+    pub(crate) batches: BTreeMap<u64, UnconfirmedBatch>,
+    /// The chunk ids remembered to answer retransmissions (`sm_dedup`).
+    pub(crate) dedup: DedupWindow,
+}
+
+impl SmState {
+    /// Take a chunk record read from `sm_chunk_meta` (at open, after the batches): a pending
+    /// one is kept, a sealed one counted into its batch. A sealed chunk whose batch is not
+    /// there is corrupt state (a confirm deletes the chunks with their batch, in one write).
+    pub(crate) fn add_chunk(
+        &mut self,
+        index: u64,
+        record: ChunkRecord,
+    ) -> Result<(), ClusterError> {
+        match record.batch {
+            None => {
+                self.pending.insert(index, record);
+            }
+            Some(first) => match self.batches.get_mut(&first) {
+                Some(batch) => batch.add(index, &record),
+                None => {
+                    return Err(ClusterError::Corrupt(format!(
+                        "chunk {index} is sealed in batch {first}, which is not stored"
+                    )))
+                }
+            },
+        }
+        Ok(())
+    }
+}
+
+/// A sealed batch in memory: its record and the totals of its chunks' records (which are then
+/// on disk only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UnconfirmedBatch {
+    pub(crate) record: BatchRecord,
+    /// Sum of its chunks' payload sizes.
+    pub(crate) bytes: u64,
+    /// Sum of its chunks' event counts.
+    pub(crate) count: u64,
+    /// When its first (lowest-index) chunk was received.
+    pub(crate) first_received_unix_ms: u64,
+}
+
+impl UnconfirmedBatch {
+    /// A batch of no chunks yet, for [`UnconfirmedBatch::add`].
+    pub(crate) fn new(record: BatchRecord) -> Self {
+        UnconfirmedBatch {
+            record,
+            bytes: 0,
+            count: 0,
+            first_received_unix_ms: 0,
+        }
+    }
+
+    /// Count the record of chunk `index`, one of this batch's, into the totals.
+    pub(crate) fn add(&mut self, index: u64, chunk: &ChunkRecord) {
+        if self.record.chunks.first() == Some(&index) {
+            self.first_received_unix_ms = chunk.received_unix_ms;
+        }
+        self.bytes += chunk.bytes;
+        self.count += u64::from(chunk.count);
+    }
+}
+
+/// The in-memory form of a remembered chunk id: the first 16 bytes of its SHA-256.
+///
+/// Chunk ids are up to [`crate::origin::MAX_ORIGIN_LEN`] bytes; the window holds up to
+/// `dedup_window` of them (100,000 by default), so a fixed-size digest instead of the id itself
+/// keeps an entry free of heap allocations (about 60 instead of 200 bytes). Two ids with the
+/// same key would need a 128-bit SHA-256 collision. `sm_dedup` on disk keeps the full ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct DedupKey([u8; 16]);
+
+impl DedupKey {
+    pub(crate) fn of(origin: &[u8]) -> Self {
+        let mut h = Sha256::new();
+        h.update(b"lograft dedup key\0");
+        h.update(origin);
+        let digest = h.finalize();
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&digest[..16]);
+        DedupKey(key)
+    }
+}
+
+/// The dedup window in memory: which chunk ids are remembered, at which sequence number, and
+/// the chunk index each was first stored at. Mirrors `sm_dedup` (`seq → DedupRecord`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct DedupWindow {
+    /// key → (sequence, chunk index).
+    by_key: HashMap<DedupKey, (u64, u64)>,
+    /// (sequence, key), oldest first.
+    order: VecDeque<(u64, DedupKey)>,
+}
+
+impl DedupWindow {
+    /// The chunk index `origin` was first stored at, if it is remembered.
+    pub(crate) fn get(&self, origin: &[u8]) -> Option<u64> {
+        self.by_key
+            .get(&DedupKey::of(origin))
+            .map(|&(_, index)| index)
+    }
+
+    /// Remember `origin` (stored at `index`) under sequence number `seq`, the newest.
+    pub(crate) fn remember(&mut self, seq: u64, origin: &[u8], index: u64) {
+        let key = DedupKey::of(origin);
+        self.by_key.insert(key, (seq, index));
+        self.order.push_back((seq, key));
+    }
+
+    /// Forget the oldest id; its sequence number (to delete from `sm_dedup`).
+    pub(crate) fn forget_oldest(&mut self) -> Option<u64> {
+        let (seq, key) = self.order.pop_front()?;
+        // The key may have been remembered again later under a newer sequence number.
+        if self.by_key.get(&key).is_some_and(|&(s, _)| s == seq) {
+            self.by_key.remove(&key);
+        }
+        Some(seq)
+    }
+
+    /// Ids remembered.
+    pub(crate) fn len(&self) -> usize {
+        self.order.len()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::cluster::storage::db::{decode, encode};
+
+    /// The window answers by id, forgets oldest first, and an id remembered again under a
+    /// newer sequence number survives the eviction of its older entry.
+    #[test]
+    fn dedup_window_forgets_oldest_and_keeps_a_newer_repeat() {
+        let mut window = DedupWindow::default();
+        window.remember(1, b"a", 10);
+        window.remember(2, b"b", 20);
+        window.remember(3, b"a", 30);
+        assert_eq!(window.get(b"a"), Some(30));
+        assert_eq!(window.get(b"b"), Some(20));
+        assert_eq!(window.get(b"c"), None);
+        assert_eq!(window.forget_oldest(), Some(1));
+        assert_eq!(window.get(b"a"), Some(30), "the newer entry of a stays");
+        assert_eq!(window.forget_oldest(), Some(2));
+        assert_eq!(window.get(b"b"), None);
+        assert_eq!(window.len(), 1);
+        assert_ne!(DedupKey::of(b"a"), DedupKey::of(b"b"));
+        assert_eq!(DedupKey::of(b"a"), DedupKey::of(b"a"));
+    }
 
     /// Records written before dead-lettering existed (no `dead_letter`, no counter) still
     /// decode, with nothing dead-lettered.
