@@ -236,7 +236,18 @@ fn status_text(status: &Status) -> String {
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Bytes, rmp_serde::encode::Error> {
-    rmp_serde::to_vec(value).map(Bytes::from)
+    encode_sized(value, 0)
+}
+
+/// [`encode`] into a buffer of `capacity` bytes to begin with: an AppendEntries is mostly its
+/// payloads, so sizing the buffer for them saves the copies of growing it (several MB each).
+fn encode_sized<T: Serialize>(
+    value: &T,
+    capacity: usize,
+) -> Result<Bytes, rmp_serde::encode::Error> {
+    let mut buf = Vec::with_capacity(capacity);
+    value.serialize(&mut rmp_serde::Serializer::new(&mut buf))?;
+    Ok(Bytes::from(buf))
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, rmp_serde::decode::Error> {
@@ -382,7 +393,9 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         if let Some(error) = too_large(payloads) {
             return Err(error);
         }
-        let data = encode(&rpc).map_err(|e| self.encoding_error(e))?;
+        // Payloads plus each entry's framing (log id, request fields: well under 256 bytes).
+        let capacity = payloads + 256 * rpc.entries.len() + 256;
+        let data = encode_sized(&rpc, capacity).map_err(|e| self.encoding_error(e))?;
         if let Some(error) = too_large(data.len()) {
             return Err(error);
         }

@@ -10,13 +10,15 @@
 //! machine's job (and the payload rule's).
 
 use super::db::{
-    blocking, cf, decode, decode_index_key, encode, index_key, storage_error, CF_LOG, CF_RAFT_META,
+    blocking, cf, decode, decode_index_key, encode, encode_sized, index_key, storage_error, CF_LOG,
+    CF_RAFT_META,
 };
 use super::payload::PayloadStore;
 use crate::cluster::{ClusterError, NodeId, TypeConfig};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{
-    Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader, StorageError, Vote,
+    Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader, StorageError,
+    Vote,
 };
 use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
 use std::fmt::Debug;
@@ -216,7 +218,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let log_cf = cf(&db, CF_LOG)?;
             let mut batch = WriteBatch::default();
             for entry in &entries {
-                batch.put_cf(log_cf, index_key(entry.log_id.index), encode(entry)?);
+                let payload = match &entry.payload {
+                    EntryPayload::Normal(request) => request.payload().map_or(0, |p| p.len()),
+                    _ => 0,
+                };
+                let value = encode_sized(entry, payload + 256)?;
+                batch.put_cf(log_cf, index_key(entry.log_id.index), value);
             }
             let mut opts = WriteOptions::default();
             opts.set_sync(true);
