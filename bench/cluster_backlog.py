@@ -87,7 +87,7 @@ def rss_parts_mb(pid):
 
 
 class Cluster:
-    def __init__(self, binary, work, endpoint, extra):
+    def __init__(self, binary, work, endpoint, extra, log_level="warn"):
         self.binary, self.work = binary, work
         self.fwd = [free_port() for _ in range(3)]
         self.raft = [free_port() for _ in range(3)]
@@ -105,7 +105,7 @@ class Cluster:
                 f.write("<cluster>\n  node_id %d\n  address 127.0.0.1:%d\n  data_dir %s\n%s%s</cluster>\n" % (
                     i + 1, self.raft[i], os.path.join(work, "node%d" % (i + 1)), extra, members))
             log = open(os.path.join(work, "node%d.log" % (i + 1)), "ab")
-            self.procs.append(subprocess.Popen([binary, "run", "-c", conf, "--log-level", "warn"],
+            self.procs.append(subprocess.Popen([binary, "run", "-c", conf, "--log-level", log_level],
                                                stdout=log, stderr=log, stdin=subprocess.DEVNULL))
         for p in self.fwd:
             wait_port(p)
@@ -155,7 +155,7 @@ class Sampler(threading.Thread):
 
     def run(self):
         with open(self.path, "w") as f:
-            f.write("seconds,phase,node1_rss_mb,node2_rss_mb,node3_rss_mb,%s,%s\n" % (",".join(
+            f.write("seconds,phase,node1_rss_mb,node2_rss_mb,node3_rss_mb,%s,%s,unix_s\n" % (",".join(
                 "node%d_%s_mb" % (i + 1, part) for i in range(3) for part in STORAGE_PARTS), ",".join(
                 "node%d_rss_%s_mb" % (i + 1, kind) for i in range(3) for kind in ("anon", "file"))))
             while not self.stop_event.is_set():
@@ -165,10 +165,11 @@ class Sampler(threading.Thread):
                 for i, v in enumerate(row):
                     peak[i] = max(peak[i], v)
                 split = [rss_parts_mb(p.pid) for p in self.cluster.procs]
-                f.write("%.1f,%s,%s,%s,%s\n" % (time.monotonic() - self.t0, self.phase,
+                f.write("%.1f,%s,%s,%s,%s,%.1f\n" % (time.monotonic() - self.t0, self.phase,
                                                 ",".join("%.1f" % v for v in row),
                                                 ",".join("%.1f" % s[part] for s in storage for part in STORAGE_PARTS),
-                                                ",".join("%.1f,%.1f" % parts for parts in split)))
+                                                ",".join("%.1f,%.1f" % parts for parts in split),
+                                                time.time()))
                 f.flush()
                 self.stop_event.wait(1.0)
 
@@ -218,6 +219,8 @@ def main():
                     help="lines added to every <cluster> section")
     ap.add_argument("--out", default=None, help="directory for the RSS CSV and the report (default: the work dir)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--log-level", default="warn",
+                    help="the nodes' log level (info: their snapshot and purge lines, to match against the RSS samples)")
     args = ap.parse_args()
 
     work = tempfile.mkdtemp(prefix="lograft-backlog.")
@@ -229,7 +232,7 @@ def main():
     failed = False
     try:
         bucket.proxy.set_fault("reset")
-        cluster = Cluster(args.bin, work, bucket.endpoint, args.cluster_extra)
+        cluster = Cluster(args.bin, work, bucket.endpoint, args.cluster_extra, args.log_level)
         leader = cluster.leader()
         sampler = Sampler(cluster, os.path.join(out, "backlog-rss.csv"))
         sampler.start()
