@@ -1,6 +1,7 @@
 //! What the state machine's openraft half ([`super::StateMachineStore`]) and its query half
-//! ([`super::queries::ChunkReader`]) share: the database, the in-memory mirror behind its lock,
-//! the current snapshot and the snapshot directory's file names.
+//! ([`super::queries::ChunkReader`]) share: the database, the in-memory state
+//! ([`super::records::SmState`]) behind its lock, the current snapshot and the snapshot
+//! directory's file names.
 //!
 //! Owns [`SmShared`] and [`CurrentSnapshot`]. It must not apply entries, build or install
 //! snapshots, or answer queries: it only hands out the shared pieces.

@@ -7,7 +7,7 @@
 //! log and [`StoreOptions::dedup_window`], which must be equal on every node. It must not
 //! decide when to seal or upload, nor talk to the network.
 //!
-//! - [`records`]: the records of the column families and the in-memory mirror [`SmState`].
+//! - [`records`]: the records of the column families and the part kept in memory, [`SmState`].
 //! - [`apply`]: the rules, a pure function from (state, entry) to (answer, mutations).
 //! - [`persist`]: mutations to one `WriteBatch`; loading the column families at open.
 //! - [`snapshot`]: building, installing and picking snapshot files.

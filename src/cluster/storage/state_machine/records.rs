@@ -1,6 +1,7 @@
 //! The state machine's records: what one chunk, one sealed batch, one remembered chunk id and
-//! the applied state look like, on disk (msgpack values of the `sm_*` column families) and in
-//! the in-memory mirror [`SmState`].
+//! the applied state look like, on disk (msgpack values of the `sm_*` column families), and the
+//! part of them kept in memory, [`SmState`]: pending chunks, sealed batches with their chunks'
+//! totals, the dedup window's keys.
 //!
 //! Owns those types and nothing else. It must not read or write RocksDB (that is
 //! [`super::persist`]) nor decide how a request changes them (that is [`super::apply`]).
