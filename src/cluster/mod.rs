@@ -166,6 +166,18 @@ impl ClusterRequest {
     }
 }
 
+/// msgpack of `value` (the cluster's records, entries and RPC bodies), written into a buffer of
+/// `capacity` bytes to begin with: a log entry or AppendEntries is mostly its payloads, and a
+/// buffer sized for them is never grown and copied (several MB each).
+pub(crate) fn to_msgpack_sized<T: serde::Serialize>(
+    value: &T,
+    capacity: usize,
+) -> Result<Vec<u8>, rmp_serde::encode::Error> {
+    let mut buf = Vec::with_capacity(capacity);
+    value.serialize(&mut rmp_serde::Serializer::new(&mut buf))?;
+    Ok(buf)
+}
+
 impl fmt::Debug for ClusterRequest {
     // Never dump payloads into logs.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -16,7 +16,7 @@ use super::proto::raft_pb::{
 use super::raft_guard::{self, Refusal};
 use super::tls::transport::{self, Dial};
 use super::tls::{ClusterTls, Gate};
-use super::{ClusterRaft, ClusterRequest, ClusterResponse, NodeId, TypeConfig};
+use super::{to_msgpack_sized, ClusterRaft, ClusterRequest, ClusterResponse, NodeId, TypeConfig};
 use crate::log_limit::WarnLimiter;
 use bytes::Bytes;
 use openraft::error::{
@@ -236,18 +236,7 @@ fn status_text(status: &Status) -> String {
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Bytes, rmp_serde::encode::Error> {
-    encode_sized(value, 0)
-}
-
-/// [`encode`] into a buffer of `capacity` bytes to begin with: an AppendEntries is mostly its
-/// payloads, so sizing the buffer for them saves the copies of growing it (several MB each).
-fn encode_sized<T: Serialize>(
-    value: &T,
-    capacity: usize,
-) -> Result<Bytes, rmp_serde::encode::Error> {
-    let mut buf = Vec::with_capacity(capacity);
-    value.serialize(&mut rmp_serde::Serializer::new(&mut buf))?;
-    Ok(Bytes::from(buf))
+    to_msgpack_sized(value, 0).map(Bytes::from)
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, rmp_serde::decode::Error> {
@@ -395,7 +384,9 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         }
         // Payloads plus each entry's framing (log id, request fields: well under 256 bytes).
         let capacity = payloads + 256 * rpc.entries.len() + 256;
-        let data = encode_sized(&rpc, capacity).map_err(|e| self.encoding_error(e))?;
+        let data = to_msgpack_sized(&rpc, capacity)
+            .map(Bytes::from)
+            .map_err(|e| self.encoding_error(e))?;
         if let Some(error) = too_large(data.len()) {
             return Err(error);
         }

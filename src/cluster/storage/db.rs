@@ -187,15 +187,13 @@ pub(crate) fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, ClusterE
     Ok(rmp_serde::to_vec(value)?)
 }
 
-/// [`encode`] into a buffer of `capacity` bytes to begin with (a log entry is mostly its
-/// chunk's payload: sized for it, the buffer is never grown and copied).
+/// [`encode`] into a buffer of `capacity` bytes to begin with (see
+/// [`crate::cluster::to_msgpack_sized`]).
 pub(crate) fn encode_sized<T: serde::Serialize>(
     value: &T,
     capacity: usize,
 ) -> Result<Vec<u8>, ClusterError> {
-    let mut buf = Vec::with_capacity(capacity);
-    value.serialize(&mut rmp_serde::Serializer::new(&mut buf))?;
-    Ok(buf)
+    Ok(crate::cluster::to_msgpack_sized(value, capacity)?)
 }
 
 pub(crate) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ClusterError> {

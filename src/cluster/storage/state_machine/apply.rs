@@ -149,33 +149,26 @@ pub(crate) fn apply_request(
             let last = chunks[chunks.len() - 1];
             let first_received = state.pending.get(&first).map_or(0, |c| c.received_unix_ms);
             let object_key = batch_key(&tag, first_received, first, last);
+            let mut batch = UnconfirmedBatch::new(BatchRecord {
+                tag,
+                chunks: chunks.clone(),
+                object_key,
+                key_relative: true,
+                sealed_at: index,
+                dead_letter: None,
+            });
             // Each chunk's record leaves memory: on disk it names the batch, in memory the
             // batch's totals stand for it.
-            let (mut bytes, mut count) = (0, 0);
-            for &chunk in &chunks {
+            for chunk in chunks {
                 if let Some(mut record) = state.pending.remove(&chunk) {
                     record.batch = Some(first);
-                    bytes += record.bytes;
-                    count += u64::from(record.count);
+                    batch.add(chunk, &record);
                     mutations.push(Mutation::PutChunkMeta {
                         index: chunk,
                         record,
                     });
                 }
             }
-            let batch = UnconfirmedBatch {
-                record: BatchRecord {
-                    tag,
-                    chunks,
-                    object_key,
-                    key_relative: true,
-                    sealed_at: index,
-                    dead_letter: None,
-                },
-                bytes,
-                count,
-                first_received_unix_ms: first_received,
-            };
             mutations.push(Mutation::PutBatch {
                 first,
                 record: batch.record.clone(),
