@@ -1,8 +1,9 @@
 //! The record nesting-depth limit shared by every input and output.
 //!
 //! Owns one constant, [`MAX_RECORD_DEPTH`], and a check, [`record_too_deep`], that tells without
-//! decoding whether a record would exceed it in the decoders that use it (in_http's parser and
-//! the outputs' formatters read records with rmpv's `read_value*_with_max_depth`). Inputs reject
+//! decoding whether a record would exceed it in the decoders that use it (in_http's parser reads
+//! records with rmpv's `read_value*_with_max_depth`; the outputs' JSON transcoder charges the
+//! same budget through [`depth_cost`]). Inputs reject
 //! such records before the ack, so no output meets one after it. Must not decode or allocate.
 //!
 //! rmpv spends its depth budget per value read: 1 for a scalar, 2 for bin, 3 for str and ext,
@@ -33,9 +34,10 @@ pub fn could_be_too_deep(containers: u64) -> bool {
     containers.saturating_mul(2).saturating_add(3) > MAX_RECORD_DEPTH as u64
 }
 
-/// What rmpv charges a value's marker against its depth budget: 2 for maps, arrays and bin,
-/// 3 for str and ext, 1 for everything else.
-fn rmpv_cost(marker: u8) -> usize {
+/// What a value's marker costs against the depth budget, as rmpv charges it (and the outputs'
+/// JSON transcoder in `output::format`, so both accept the same records): 2 for maps, arrays
+/// and bin, 3 for str and ext, 1 for everything else.
+pub fn depth_cost(marker: u8) -> usize {
     match marker {
         0x80..=0x9f | 0xdc..=0xdf | 0xc4..=0xc6 => 2,
         0xa0..=0xbf | 0xd9..=0xdb | 0xc7..=0xc9 | 0xd4..=0xd8 => 3,
@@ -55,7 +57,7 @@ fn too_deep(buf: &[u8], max: usize) -> bool {
         // (header, body, children, rmpv cost): the layout from the one marker table.
         let parsed = crate::msgpack::head(&buf[pos..])
             .ok()
-            .map(|h| (h.header as usize, h.body, h.children, rmpv_cost(m)));
+            .map(|h| (h.header as usize, h.body, h.children, depth_cost(m)));
         let Some((header, body, children, cost)) = parsed else {
             return true;
         };
@@ -112,10 +114,13 @@ mod tests {
         v
     }
 
+    /// Whether rmpv (in_http) refuses `v`; the outputs' JSON transcoder must agree.
     fn rmpv_refuses(v: &[u8]) -> bool {
         let by_ref = rmpv::decode::read_value_ref_with_max_depth(&mut &v[..], MAX_RECORD_DEPTH);
         let owned = rmpv::decode::read_value_with_max_depth(&mut &v[..], MAX_RECORD_DEPTH);
         assert_eq!(by_ref.is_err(), owned.is_err());
+        let transcoded = crate::output::format::write_record_json(&mut Vec::new(), v);
+        assert_eq!(by_ref.is_err(), transcoded.is_err(), "transcoder disagrees");
         by_ref.is_err()
     }
 

@@ -143,6 +143,28 @@ impl<'a> Cursor<'a> {
         Ok(Some(v))
     }
 
+    /// If the next value is a negative integer (negative fixint or int 8/16/32/64 below zero),
+    /// consume it. Non-negative integers are left in place (`None`): read them with
+    /// [`Cursor::uint`].
+    pub fn neg_int(&mut self) -> Result<Option<i64>, MsgpackError> {
+        let m = self.peek()?;
+        let (v, header) = match m {
+            0xe0..=0xff => (m as i8 as i64, 1),
+            0xd0..=0xd3 => {
+                let n = 1usize << (m - 0xd0);
+                let raw = self.field(1, n)?;
+                let shift = 64 - 8 * n as u32;
+                (((raw << shift) as i64) >> shift, 1 + n)
+            }
+            _ => return Ok(None),
+        };
+        if v >= 0 {
+            return Ok(None);
+        }
+        self.pos += header;
+        Ok(Some(v))
+    }
+
     /// If the next value is a float 32 or float 64, consume it.
     pub fn float(&mut self) -> Result<Option<f64>, MsgpackError> {
         let v = match self.peek()? {

@@ -17,12 +17,11 @@
 //!   float seconds since the epoch; any other ext becomes `{"type": N, "data": "<base64>"}`.
 
 use crate::event::{EntryError, EntryIter, EventTime};
+use crate::msgpack::{is_raw, Cursor, MsgpackError};
 use crate::output::OutputError;
+use crate::record_depth::depth_cost;
 use chrono::format::{Item, StrftimeItems};
 use chrono::{DateTime, FixedOffset, Local, TimeZone, Utc};
-use rmpv::ValueRef;
-use serde::ser::{SerializeMap, SerializeSeq};
-use serde::{Serialize, Serializer};
 use std::fmt::Write as _;
 
 /// Fluentd's stdout time layout (`2024-01-01 00:00:00.000000000 +0000`).
@@ -123,13 +122,118 @@ impl TimeFormatter {
     }
 }
 
-/// Decode one msgpack record (any value, normally a map) and append it to `out` as compact JSON.
+/// Append one msgpack record (any value, normally a map) to `out` as compact JSON, read straight
+/// from its bytes (no decoded tree). Values nested deeper than [`MAX_RECORD_DEPTH`] allows are an
+/// error, as are malformed bytes; on error `out` may hold part of the record.
 pub fn write_record_json(out: &mut Vec<u8>, record: &[u8]) -> Result<(), FormatError> {
-    let mut rd = record;
-    let value = rmpv::decode::read_value_ref_with_max_depth(&mut rd, MAX_RECORD_DEPTH)
-        .map_err(|e| FormatError::Record(e.to_string()))?;
-    serde_json::to_writer(&mut *out, &JsonValue(&value))
-        .map_err(|e| FormatError::Record(e.to_string()))
+    let mut cursor = Cursor::new(record);
+    write_json(out, &mut cursor, MAX_RECORD_DEPTH).map_err(|e| FormatError::Record(e.to_string()))
+}
+
+/// Why a record could not be transcoded.
+#[derive(Debug, thiserror::Error)]
+enum TranscodeError {
+    #[error(transparent)]
+    Msgpack(#[from] MsgpackError),
+    #[error("record nested deeper than the limit ({MAX_RECORD_DEPTH}) at byte {0}")]
+    TooDeep(usize),
+}
+
+/// Transcode the value at `c` to JSON; `budget` is what is left of the depth budget (charged
+/// per value as [`depth_cost`] says, the children of a container get 2 less).
+fn write_json(out: &mut Vec<u8>, c: &mut Cursor, budget: usize) -> Result<(), TranscodeError> {
+    let m = c.peek()?;
+    if depth_cost(m) > budget {
+        return Err(TranscodeError::TooDeep(c.pos()));
+    }
+    if let Some(n) = c.map_len()? {
+        out.push(b'{');
+        for i in 0..n {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_json_key(out, c, budget - 2)?;
+            out.push(b':');
+            write_json(out, c, budget - 2)?;
+        }
+        out.push(b'}');
+    } else if let Some(n) = c.array_len()? {
+        out.push(b'[');
+        for i in 0..n {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_json(out, c, budget - 2)?;
+        }
+        out.push(b']');
+    } else if let Some(raw) = c.raw_bytes()? {
+        write_json_str(out, raw);
+    } else if let Some(v) = c.uint()? {
+        out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+    } else if let Some(v) = c.neg_int()? {
+        out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+    } else if m == 0xca {
+        // f32 keeps its own shortest form (1.1, not 1.100000023841858).
+        let b = c.bytes(5)?;
+        write_json_float(out, f32::from_be_bytes([b[1], b[2], b[3], b[4]]));
+    } else if let Some(v) = c.float()? {
+        write_json_float(out, v);
+    } else if let Some(b) = c.bool()? {
+        out.extend_from_slice(if b { b"true" } else { b"false" });
+    } else if c.nil()? {
+        out.extend_from_slice(b"null");
+    } else if let Some((kind, len)) = c.ext_header()? {
+        let data = c.bytes(len as usize)?;
+        match ext_time_seconds(kind, data) {
+            Some(secs) => write_json_float(out, secs),
+            None => {
+                use base64::Engine;
+                out.extend_from_slice(b"{\"type\":");
+                out.extend_from_slice(itoa::Buffer::new().format(kind).as_bytes());
+                out.extend_from_slice(b",\"data\":\"");
+                let text = base64::engine::general_purpose::STANDARD.encode(data);
+                out.extend_from_slice(text.as_bytes());
+                out.extend_from_slice(b"\"}");
+            }
+        }
+    } else {
+        // Every marker but 0xc1 is one of the kinds above.
+        return Err(MsgpackError::BadMarker {
+            marker: m,
+            offset: c.pos(),
+        }
+        .into());
+    }
+    Ok(())
+}
+/// A map key as a JSON string: str and bin as text, any other value as its JSON text
+/// (`1` → `"1"`).
+fn write_json_key(out: &mut Vec<u8>, c: &mut Cursor, budget: usize) -> Result<(), TranscodeError> {
+    let m = c.peek()?;
+    if is_raw(m) {
+        return write_json(out, c, budget);
+    }
+    let mut text = Vec::new();
+    write_json(&mut text, c, budget)?;
+    // The transcoder writes UTF-8 only.
+    write_json_str(out, &text);
+    Ok(())
+}
+
+/// A str or bin as a JSON string; bytes that are not UTF-8 are replaced (U+FFFD).
+fn write_json_str(out: &mut Vec<u8>, raw: &[u8]) {
+    let text = String::from_utf8_lossy(raw);
+    // Writing to a Vec cannot fail, and a str always serializes.
+    let _ = serde_json::to_writer(&mut *out, text.as_ref());
+}
+
+/// A float as serde_json writes it (shortest round-trip digits); not finite → `null`.
+fn write_json_float<F: ryu::Float + Into<f64>>(out: &mut Vec<u8>, v: F) {
+    if v.into().is_finite() {
+        out.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes());
+    } else {
+        out.extend_from_slice(b"null");
+    }
 }
 
 /// [`write_record_json`] into a new string.
@@ -236,81 +340,6 @@ impl LineFormatter {
     }
 }
 
-/// Serializes a msgpack value as JSON (see the module doc for the mapping).
-struct JsonValue<'v, 'a>(&'v ValueRef<'a>);
-
-/// Serializes a msgpack value used as a map key as a JSON string.
-struct JsonKey<'v, 'a>(&'v ValueRef<'a>);
-
-impl Serialize for JsonValue<'_, '_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self.0 {
-            ValueRef::Nil => s.serialize_unit(),
-            ValueRef::Boolean(b) => s.serialize_bool(*b),
-            ValueRef::Integer(i) => {
-                if let Some(v) = i.as_i64() {
-                    s.serialize_i64(v)
-                } else if let Some(v) = i.as_u64() {
-                    s.serialize_u64(v)
-                } else {
-                    s.serialize_unit()
-                }
-            }
-            ValueRef::F32(f) => s.serialize_f32(*f),
-            ValueRef::F64(f) => s.serialize_f64(*f),
-            ValueRef::String(st) => match st.as_str() {
-                Some(text) => s.serialize_str(text),
-                None => s.serialize_str(&String::from_utf8_lossy(st.as_bytes())),
-            },
-            ValueRef::Binary(b) => s.serialize_str(&String::from_utf8_lossy(b)),
-            ValueRef::Array(items) => {
-                let mut seq = s.serialize_seq(Some(items.len()))?;
-                for item in items {
-                    seq.serialize_element(&JsonValue(item))?;
-                }
-                seq.end()
-            }
-            ValueRef::Map(pairs) => {
-                let mut map = s.serialize_map(Some(pairs.len()))?;
-                for (k, v) in pairs {
-                    map.serialize_entry(&JsonKey(k), &JsonValue(v))?;
-                }
-                map.end()
-            }
-            ValueRef::Ext(kind, data) => match ext_time_seconds(*kind, data) {
-                Some(secs) => s.serialize_f64(secs),
-                None => {
-                    use base64::Engine;
-                    let mut map = s.serialize_map(Some(2))?;
-                    map.serialize_entry("type", kind)?;
-                    map.serialize_entry(
-                        "data",
-                        &base64::engine::general_purpose::STANDARD.encode(data),
-                    )?;
-                    map.end()
-                }
-            },
-        }
-    }
-}
-
-impl Serialize for JsonKey<'_, '_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self.0 {
-            ValueRef::String(st) => match st.as_str() {
-                Some(text) => s.serialize_str(text),
-                None => s.serialize_str(&String::from_utf8_lossy(st.as_bytes())),
-            },
-            ValueRef::Binary(b) => s.serialize_str(&String::from_utf8_lossy(b)),
-            other => {
-                let text =
-                    serde_json::to_string(&JsonValue(other)).map_err(serde::ser::Error::custom)?;
-                s.serialize_str(&text)
-            }
-        }
-    }
-}
-
 /// Float seconds for Fluentd's EventTime (ext 0, 8 bytes) and the msgpack timestamp (ext -1).
 fn ext_time_seconds(kind: i8, data: &[u8]) -> Option<f64> {
     let u32_at = |i: usize| u32::from_be_bytes([data[i], data[i + 1], data[i + 2], data[i + 3]]);
@@ -381,6 +410,81 @@ mod tests {
             json,
             r#"{"z":1,"a":"hi�","7":null,"f":null,"big":18446744073709551615,"neg":-3,"t":10.5,"x":{"type":5,"data":"AQID"},"arr":[true,"s"]}"#
         );
+    }
+
+    #[test]
+    fn floats_keep_their_width_and_odd_keys_become_their_json_text() {
+        use rmpv::Value as V;
+        let rec = V::Map(vec![
+            (V::from("f32"), V::F32(1.1)),
+            (V::from("f64"), V::F64(1.1)),
+            (V::from("whole"), V::F64(10.0)),
+            (V::from("inf"), V::F32(f32::INFINITY)),
+            (V::Array(vec![V::from(1), V::from("q\"")]), V::from(-129)),
+            (V::F64(0.5), V::from(i64::MIN)),
+            (V::Binary(vec![b'k']), V::from("\u{1}\n\u{e9}")),
+            (V::Ext(-1, vec![0, 0, 0, 7]), V::Ext(-1, vec![0, 0, 0, 7])),
+        ]);
+        assert_eq!(
+            record_to_json(&msgpack(&rec)).unwrap(),
+            r#"{"f32":1.1,"f64":1.1,"whole":10.0,"inf":null,"[1,\"q\\\"\"]":-129,"0.5":-9223372036854775808,"k":"\u0001\né","7.0":7.0}"#
+        );
+    }
+
+    /// Records of nil, bool, integers, f64, strings (any text), arrays and maps with
+    /// string keys: the JSON written parses (serde_json) to the same value.
+    fn plain_value() -> impl proptest::strategy::Strategy<Value = rmpv::Value> {
+        use proptest::prelude::*;
+        use rmpv::Value as V;
+        let leaf = prop_oneof![
+            Just(V::Nil),
+            any::<bool>().prop_map(V::Boolean),
+            any::<i64>().prop_map(V::from),
+            any::<u64>().prop_map(V::from),
+            // Exactly representable in few digits: serde_json's default parser is exact there.
+            any::<i16>().prop_map(|i| V::F64(i as f64 / 16.0)),
+            ".*".prop_map(V::from),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..8).prop_map(V::Array),
+                proptest::collection::vec((".{0,6}", inner), 0..8).prop_map(|kv| {
+                    V::Map(kv.into_iter().map(|(k, v)| (V::from(k), v)).collect())
+                }),
+            ]
+        })
+    }
+
+    fn as_json(v: &rmpv::Value) -> serde_json::Value {
+        use rmpv::Value as V;
+        use serde_json::Value as J;
+        match v {
+            V::Nil => J::Null,
+            V::Boolean(b) => J::Bool(*b),
+            V::Integer(i) => match (i.as_i64(), i.as_u64()) {
+                (Some(n), _) => J::from(n),
+                (_, Some(n)) => J::from(n),
+                _ => unreachable!("rmpv integers are i64 or u64"),
+            },
+            V::F64(f) => J::from(*f),
+            V::String(s) => J::from(s.as_str().unwrap()),
+            V::Array(items) => J::Array(items.iter().map(as_json).collect()),
+            V::Map(kv) => J::Object(
+                kv.iter()
+                    .map(|(k, v)| (k.as_str().unwrap().to_string(), as_json(v)))
+                    .collect(),
+            ),
+            other => unreachable!("not generated: {other:?}"),
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn transcoded_json_parses_to_the_same_value(v in plain_value()) {
+            let json = record_to_json(&msgpack(&v)).unwrap();
+            let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
+            proptest::prop_assert_eq!(parsed, as_json(&v), "{}", json);
+        }
     }
 
     #[test]
