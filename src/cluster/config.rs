@@ -6,6 +6,7 @@
 //! not start anything (that is `cluster::bootstrap`) nor load certificates (that is
 //! `cluster::tls`).
 
+use crate::cluster::coalesce::DEFAULT_PROPOSALS_IN_FLIGHT;
 use crate::cluster::storage::{DEFAULT_BLOCK_CACHE, DEFAULT_MEMTABLE_LIMIT};
 use crate::config::diag::Diag;
 use crate::config::element::Element;
@@ -41,6 +42,9 @@ pub struct ClusterConfig {
     pub memtable_limit: u64,
     /// RocksDB's block cache, shared by all column families (`block_cache_size`). Default 4 MiB.
     pub block_cache_size: u64,
+    /// Appends an aggregator proposes at once; chunks arriving meanwhile wait and go to the log
+    /// together as one entry (`proposals_in_flight`, at least 1). Default 2.
+    pub proposals_in_flight: u64,
     /// Leader heartbeat. Default 100 ms.
     pub heartbeat_interval: Duration,
     /// Election timeout (the lower bound; the upper is twice it). Default 500 ms.
@@ -205,6 +209,10 @@ pub(crate) fn build_cluster(el: &Element, d: &mut Diag) -> Option<ClusterConfig>
         block_cache_size: sec
             .size(d, "block_cache_size")
             .unwrap_or(DEFAULT_BLOCK_CACHE as u64),
+        proposals_in_flight: sec
+            .integer::<u64>(d, "proposals_in_flight")
+            .unwrap_or(DEFAULT_PROPOSALS_IN_FLIGHT as u64)
+            .clamp(1, 1024),
         heartbeat_interval: sec
             .duration(d, "heartbeat_interval")
             .unwrap_or(Duration::from_millis(100)),

@@ -16,7 +16,8 @@
 //! unavailable" warning (one line per interval, not one per chunk). It must not store data
 //! itself nor talk to peers directly: `node::propose` does both.
 
-use super::node::{self, NodeShared, ProposeError};
+use super::coalesce::Coalescer;
+use super::node::{NodeShared, ProposeError};
 use super::{ClusterRequest, ClusterResponse};
 use crate::event::{entry_runs, EventBatch};
 use crate::log_limit::WarnLimiter;
@@ -37,6 +38,8 @@ pub const MAX_ENTRY_BYTES: usize = 4 * 1024 * 1024;
 /// Stores batches through the cluster's Raft log.
 pub struct ClusterIngest {
     shared: Arc<NodeShared>,
+    /// Appends go through it: those waiting while others are in flight share a log entry.
+    coalescer: Coalescer,
     routes: Arc<TagRoutes>,
     unavailable: WarnLimiter,
     /// Propose latency, dedup hits, failures.
@@ -47,8 +50,10 @@ impl ClusterIngest {
     /// `routes` decides which tags are kept (a tag no `<match>` matches is dropped with a
     /// warning, as on a single node); the uploader of the matching `<match>` uploads them.
     pub(crate) fn new(shared: Arc<NodeShared>, routes: Arc<TagRoutes>) -> Self {
+        let coalescer = Coalescer::start(shared.clone(), shared.proposals_in_flight);
         ClusterIngest {
             shared,
+            coalescer,
             routes,
             unavailable: WarnLimiter::default(),
             metrics: ClusterMetrics::detached(),
@@ -177,7 +182,7 @@ impl ClusterIngest {
     /// Commit one `AppendChunk` or `AppendSegments` entry and map the answer.
     async fn commit(&self, request: ClusterRequest) -> Result<(), EmitError> {
         let started = std::time::Instant::now();
-        let answer = node::propose(&self.shared, request).await;
+        let answer = self.coalescer.propose(&self.shared, request).await;
         match &answer {
             Ok(ClusterResponse::Duplicate { .. }) => {
                 self.metrics.dedup_hits.inc();

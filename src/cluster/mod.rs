@@ -27,7 +27,8 @@
 //! - [`server`]: a running node ([`server::ClusterNode`]: storage + Raft + gRPC).
 //! - [`bootstrap`]: forming or joining a cluster, and refusing to rejoin after a disk loss.
 //! - [`ingest`]: the inputs' [`crate::pipeline::Emit`] on an aggregator: a batch is acked once its
-//!   `AppendChunk` is committed and applied.
+//!   `AppendChunk` is committed and applied; [`coalesce`]: appends that wait while earlier
+//!   proposals are in flight go to the log together, as one entry.
 //! - [`upload`]: the leader's uploader (seal → upload → confirm) and the object-store target.
 //!
 //! On disk, under the node's data directory:
@@ -50,6 +51,7 @@
 
 pub mod admin;
 pub(crate) mod bootstrap;
+pub(crate) mod coalesce;
 pub mod config;
 pub(crate) mod ingest;
 #[cfg(test)]

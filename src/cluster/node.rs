@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use tracing::warn;
 
 /// Why a proposal has no answer.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ProposeError {
     /// No leader was known for the whole wait: the cluster has no quorum or is electing.
     #[error("no leader elected within {waited:?} (no quorum, or an election in progress)")]
@@ -58,6 +58,9 @@ pub(crate) struct NodeShared {
     pub(crate) gate: Gate,
     /// How long [`propose`] may take, waiting for a leader included.
     pub(crate) propose_timeout: Duration,
+    /// Appends proposed at once by ingest; those waiting meanwhile share an entry
+    /// (`<cluster> proposals_in_flight`, see [`super::coalesce`]).
+    pub(crate) proposals_in_flight: usize,
     /// The leader lease (openraft's `election_timeout_max`), for leader transfers.
     pub(crate) election_timeout_max: Duration,
 }

@@ -52,6 +52,8 @@ pub(crate) struct ClusterNodeConfig {
     pub(crate) max_payload_entries: u64,
     /// How long [`ClusterNode::propose`] may take, waiting for a leader included.
     pub(crate) propose_timeout: Duration,
+    /// Appends ingest proposes at once (see `cluster::coalesce`).
+    pub(crate) proposals_in_flight: usize,
     /// Mutual TLS on the cluster port and to the peers; `None`: plaintext.
     pub(crate) tls: Option<Arc<ClusterTls>>,
 }
@@ -72,6 +74,7 @@ impl ClusterNodeConfig {
             max_in_snapshot_log_to_keep: 100,
             max_payload_entries: 16,
             propose_timeout: Duration::from_secs(5),
+            proposals_in_flight: super::coalesce::DEFAULT_PROPOSALS_IN_FLIGHT,
             tls: None,
         }
     }
@@ -156,6 +159,7 @@ impl ClusterNode {
             tls: config.tls.clone(),
             gate: Gate::new(config.tls.is_some()),
             propose_timeout: config.propose_timeout,
+            proposals_in_flight: config.proposals_in_flight,
             election_timeout_max: config.election_timeout_max,
         });
 
