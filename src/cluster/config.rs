@@ -277,6 +277,12 @@ mod tests {
         );
         assert_eq!(c.members.len(), 2);
         assert_eq!(c.dedup_window, 100_000);
+        assert_eq!(c.proposals_in_flight, 2);
+        let join = "<cluster>\n  node_id 1\n  address 127.0.0.1:7001\n  join 127.0.0.1:7002\n";
+        let c = ok(&format!("{join}  proposals_in_flight 8\n</cluster>\n"));
+        assert_eq!(c.config.cluster.unwrap().proposals_in_flight, 8);
+        let e = errors(&format!("{join}  proposals_in_flight many\n</cluster>\n"));
+        assert!(e.contains("proposals_in_flight"), "{e}");
 
         let e = errors("<cluster>\n  node_id 3\n  address 127.0.0.1:7003\n  <member>\n    id 1\n    address 127.0.0.1:7001\n  </member>\n</cluster>\n");
         assert!(
