@@ -14,7 +14,9 @@
 # Env: MODE (both|direct|forwarder), EVENTS_PER_CHUNK (1000), RECORD_SIZE (170),
 #      FORWARDER_CHUNK (2m), BATCH (8m: the uploads' chunk_limit_size),
 #      TLS (1: mutual TLS between the nodes, certificates from `lograft cluster certs`; 0: the
-#      plaintext loopback transport; compare the two for the cost of TLS).
+#      plaintext loopback transport; compare the two for the cost of TLS),
+#      CLUSTER_EXTRA (more lines for each node's <cluster> section, e.g. "proposals_in_flight 4";
+#      empty by default: the defaults of the binary under test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EVENTS=${1:-3000000}
@@ -76,6 +78,7 @@ start_cluster() {
   address 127.0.0.1:${RAFT[$i]}
   data_dir $dir/node$i
   snapshot_every 5000
+${CLUSTER_EXTRA:-}
 $members$(transport "$i")
 </cluster>
 CONF
