@@ -20,7 +20,7 @@ use openraft::{
     Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader, StorageError,
     Vote,
 };
-use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
+use rocksdb::{IteratorMode, ReadOptions, WriteBatch, WriteOptions, DB};
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
@@ -103,18 +103,20 @@ impl LogStore {
         if end.is_some_and(|end| end <= start) {
             return Ok(entries);
         }
-        let from = index_key(start);
-        let iter = db.iterator_cf(
-            cf(db, CF_LOG)?,
-            IteratorMode::From(&from, Direction::Forward),
-        );
-        for item in iter {
-            let (key, value) = item?;
-            let index = decode_index_key(&key)?;
+        // A raw iterator lends each value (the plain one copies it into a box first), and the
+        // upper bound keeps it from loading the entry after the range (often a blob read).
+        let mut opts = ReadOptions::default();
+        if let Some(end) = end {
+            opts.set_iterate_upper_bound(index_key(end));
+        }
+        let mut iter = db.raw_iterator_cf_opt(cf(db, CF_LOG)?, opts);
+        iter.seek(index_key(start));
+        while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
+            let index = decode_index_key(key)?;
             if end.is_some_and(|end| index >= end) {
                 break;
             }
-            let entry: Entry<TypeConfig> = decode(&value)?;
+            let entry: Entry<TypeConfig> = decode(value)?;
             if entry.log_id.index != index {
                 return Err(ClusterError::Corrupt(format!(
                     "log key {index} holds entry {}",
@@ -122,7 +124,9 @@ impl LogStore {
                 )));
             }
             entries.push(entry);
+            iter.next();
         }
+        iter.status()?;
         Ok(entries)
     }
 }
