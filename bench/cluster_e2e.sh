@@ -112,6 +112,20 @@ print(f"{label}: wall_s={wall:.2f} events_per_s={float(ev)/wall:.0f}")
 PY
 }
 
+# cpu_per_million LABEL EVENTS "TICKS_BEFORE..." "TICKS_AFTER..." NAMES...: CPU seconds each
+# process spent per million events between the two snapshots (taken with cpu_ticks).
+cpu_ticks() { local p out=""; for p in "$@"; do out+="$(cpu "$p") "; done; echo "$out"; }
+cpu_per_million() {
+  python3 - "$TICK" "$@" <<'PY'
+import sys
+tick, label, ev, before, after, *names = sys.argv[1:]
+m = float(ev) / 1e6
+used = [(float(a) - float(b)) / float(tick) for b, a in zip(before.split(), after.split())]
+parts = " ".join(f"{n}={u / m:.3f}" for n, u in zip(names, used))
+print(f"{label}: cpu_s_per_million {parts} total={sum(used) / m:.3f}")
+PY
+}
+
 machine() {
   echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r), fs $(df -T "$WORK" | awk 'NR==2 {print $2}')"
 }
@@ -122,8 +136,9 @@ if [ "$MODE" = both ] || [ "$MODE" = direct ]; then
   start_cluster "$D"
   L=$(leader_id)
   echo "direct: bench-load -> leader (node $L) in_forward, $EVENTS events, $CONNECTIONS connections x $PIPELINE in flight"
+  c0=$(cpu_ticks "${NPID[@]}")
   start=$(date +%s.%N)
-  "$BIN" bench-load --target "127.0.0.1:${FWD[$L]}" --tag bench.direct --events "$EVENTS" \
+  /usr/bin/time -f "%U %S" -o "$D/load.time" "$BIN" bench-load --target "127.0.0.1:${FWD[$L]}" --tag bench.direct --events "$EVENTS" \
     --events-per-chunk "$EVENTS_PER_CHUNK" --record-size "$RECORD_SIZE" \
     --connections "$CONNECTIONS" --pipeline "$PIPELINE"
   acked=$(date +%s.%N)
@@ -131,6 +146,10 @@ if [ "$MODE" = both ] || [ "$MODE" = direct ]; then
   end=$(date +%s.%N)
   report "direct, until every chunk was acked (committed)" "$start" "$acked" "$EVENTS"
   report "direct, until every chunk was uploaded" "$start" "$end" "$EVENTS"
+  c1=$(cpu_ticks "${NPID[@]}")
+  read -r lu ls < <(tail -1 "$D/load.time")
+  names=(); for i in 1 2 3; do if [ "$i" = "$L" ]; then names+=("node$i(leader)"); else names+=("node$i"); fi; done
+  cpu_per_million "direct" "$EVENTS" "$c0 0" "$c1 $(python3 -c "print(($lu+$ls)*$TICK)")" "${names[@]}" load
   lines=$(bucket_lines "$D"); echo "direct: bucket lines=$lines (expected $EVENTS)"
   for i in 1 2 3; do echo "direct: node$i peak_rss_mb=$(awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/${NPID[$i]}/status")"; done
   grep -hE "WARN|ERROR" "$D"/node*.log | grep -v "openraft" | head -5 || true
@@ -175,9 +194,11 @@ if [ "$MODE" = both ] || [ "$MODE" = forwarder ]; then
 CONF
   "$BIN" run -c "$F/forwarder.conf" --data-dir "$F/fdata" --log-level warn 2>"$F/forwarder.log" &
   FPID=$!; PIDS+=("$FPID"); wait_port "$FPORT"
-  echo "forwarder: bench-load -> forwarder -> 3-node cluster (leader node $(leader_id)) -> bucket, $EVENTS events"
+  L=$(leader_id)
+  echo "forwarder: bench-load -> forwarder -> 3-node cluster (leader node $L) -> bucket, $EVENTS events"
+  c0=$(cpu_ticks "${NPID[@]}" "$FPID")
   start=$(date +%s.%N)
-  "$BIN" bench-load --target "127.0.0.1:$FPORT" --tag bench.e2e --events "$EVENTS" \
+  /usr/bin/time -f "%U %S" -o "$F/load.time" "$BIN" bench-load --target "127.0.0.1:$FPORT" --tag bench.e2e --events "$EVENTS" \
     --events-per-chunk "$EVENTS_PER_CHUNK" --record-size "$RECORD_SIZE" \
     --connections "$CONNECTIONS" --pipeline "$PIPELINE"
   chunks_left() { find "$F/forwarder-buffer" -maxdepth 1 -name 'buffer.*.log' 2>/dev/null | wc -l; }
@@ -187,6 +208,10 @@ CONF
   end=$(date +%s.%N)
   report "forwarder, until the forwarder's buffer was empty (all committed in the cluster)" "$start" "$committed" "$EVENTS"
   report "forwarder, until every chunk was uploaded" "$start" "$end" "$EVENTS"
+  c1=$(cpu_ticks "${NPID[@]}" "$FPID")
+  read -r lu ls < <(tail -1 "$F/load.time")
+  names=(); for i in 1 2 3; do if [ "$i" = "$L" ]; then names+=("node$i(leader)"); else names+=("node$i"); fi; done
+  cpu_per_million "forwarder" "$EVENTS" "$c0 0" "$c1 $(python3 -c "print(($lu+$ls)*$TICK)")" "${names[@]}" forwarder load
   lines=$(bucket_lines "$F"); echo "forwarder: bucket lines=$lines (expected $EVENTS)"
   echo "forwarder: peak_rss_mb=$(awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$FPID/status")"
   grep -hE "WARN|ERROR" "$F"/*.log | grep -v "openraft" | head -5 || true
