@@ -152,6 +152,7 @@ if [ "$MODE" = both ] || [ "$MODE" = direct ]; then
   cpu_per_million "direct" "$EVENTS" "$c0 0" "$c1 $(python3 -c "print(($lu+$ls)*$TICK)")" "${names[@]}" load
   lines=$(bucket_lines "$D"); echo "direct: bucket lines=$lines (expected $EVENTS)"
   for i in 1 2 3; do echo "direct: node$i peak_rss_mb=$(awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/${NPID[$i]}/status")"; done
+  echo "direct: AppendEntries past openraft's timeout (heartbeat_interval): $(cat "$D"/node*.log | grep -c "timeout.*AppendEntries\|AppendEntries.*[Tt]imeout" || true)"
   grep -hE "WARN|ERROR" "$D"/node*.log | grep -v "openraft" | head -5 || true
   stop_all
 fi

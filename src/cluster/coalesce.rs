@@ -4,8 +4,10 @@
 //! Why: openraft 0.9 writes (and fsyncs) the leader's log once per proposed entry, one entry at
 //! a time, so with one entry per chunk the leader's fsyncs bound the cluster's rate. Here at
 //! most `in_flight` proposals are outstanding; the appends that arrive meanwhile wait and then
-//! go as one entry (of at most [`MAX_ENTRY_BYTES`], one tag), each keeping its dedup id as a
-//! segment, so the state machine still stores a resent client chunk once. Every waiting emit
+//! go as one entry (of at most [`MAX_MERGED_BYTES`], one tag; a larger chunk goes alone), each
+//! keeping its dedup id as a segment, so the state machine still stores a resent client chunk
+//! once. Once merged, the appends' own copies of their events are dropped (a refused entry is
+//! cut back into them), so a merge does not hold the events twice. Every waiting emit
 //! gets the combined entry's answer (`Appended` or `Duplicate`: both mean committed). An
 //! entry the state machine refuses is proposed again chunk by chunk, so one bad chunk never
 //! fails the others; an append that waited longer than the propose timeout is answered with a
@@ -14,7 +16,6 @@
 //! Owns the queue, the in-flight limit and the merging. It must not decide what a chunk's
 //! segments are (that is `ingest`) nor talk to the leader itself (that is `node::propose`).
 
-use super::ingest::MAX_ENTRY_BYTES;
 use super::node::{self, NodeShared, ProposeError};
 use super::{ClusterRequest, ClusterResponse};
 use crate::origin::{push_run, Segment};
@@ -25,6 +26,12 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 /// Default of `<cluster> proposals_in_flight`.
 pub const DEFAULT_PROPOSALS_IN_FLIGHT: usize = 2;
+
+/// Largest merged entry. Merging pays by sparing fsyncs, and a few chunks per entry spare most
+/// of them; larger entries would only make every copy on the way (log, AppendEntries, each
+/// follower's log) larger, and the nodes' memory with it. A chunk this large or larger is
+/// proposed alone, as it came (ingest keeps it within `MAX_ENTRY_BYTES`).
+pub const MAX_MERGED_BYTES: usize = 1024 * 1024;
 
 /// One append waiting to be proposed.
 struct Waiting {
@@ -98,10 +105,10 @@ async fn run(
         let tag = tag_of(&first.request).to_string();
         let mut bytes = payload_len(&first.request);
         let mut group = vec![first];
-        while bytes < MAX_ENTRY_BYTES {
+        while bytes < MAX_MERGED_BYTES {
             let Ok(next) = waiting.try_recv() else { break };
             let len = payload_len(&next.request);
-            if tag_of(&next.request) != tag || bytes + len > MAX_ENTRY_BYTES {
+            if tag_of(&next.request) != tag || bytes + len > MAX_MERGED_BYTES {
                 carried = Some(next);
                 break;
             }
@@ -135,12 +142,22 @@ async fn commit_group(shared: &NodeShared, group: Vec<Waiting>) {
         }
         return;
     }
-    let answer = node::propose(shared, merge(&group)).await;
+    let mut group = group;
+    let (merged, ranges) = merge(&mut group);
+    let ClusterRequest::AppendSegments { entries, .. } = &merged else {
+        unreachable!("merge builds an AppendSegments")
+    };
+    let events = entries.clone();
+    let answer = node::propose(shared, merged).await;
     if let Ok(ClusterResponse::Rejected(_)) = answer {
-        // Refused as a whole: find out which chunk it is, each alone (concurrently).
-        let alone = group.into_iter().map(|w| async move {
-            let answer = node::propose(shared, w.request).await;
-            let _ = w.answer.send(answer);
+        // Refused as a whole: find out which chunk it is, each alone (concurrently), with its
+        // events cut back out of the merged ones.
+        let alone = group.into_iter().zip(ranges).map(|(mut w, range)| {
+            set_payload(&mut w.request, events.slice(range));
+            async move {
+                let answer = node::propose(shared, w.request).await;
+                let _ = w.answer.send(answer);
+            }
         });
         futures_util::future::join_all(alone).await;
         return;
@@ -150,15 +167,18 @@ async fn commit_group(shared: &NodeShared, group: Vec<Waiting>) {
     }
 }
 
-/// One `AppendSegments` carrying every request of `group` (same tag) in order; received at the
-/// earliest of their times.
-fn merge(group: &[Waiting]) -> ClusterRequest {
+/// One `AppendSegments` carrying every request of `group` (same tag) in order, received at the
+/// earliest of their times, and where each request's events lie in it. The requests keep no
+/// events of their own afterwards (see [`set_payload`]).
+fn merge(group: &mut [Waiting]) -> (ClusterRequest, Vec<std::ops::Range<usize>>) {
     let len: usize = group.iter().map(|w| payload_len(&w.request)).sum();
     let mut entries = BytesMut::with_capacity(len);
     let mut segments: Vec<Segment> = Vec::new();
+    let mut ranges = Vec::with_capacity(group.len());
     let mut received = u64::MAX;
-    for w in group {
-        match &w.request {
+    for w in group.iter_mut() {
+        let start = entries.len();
+        match &mut w.request {
             ClusterRequest::AppendChunk {
                 origin,
                 entries: e,
@@ -169,6 +189,7 @@ fn merge(group: &[Waiting]) -> ClusterRequest {
                 entries.extend_from_slice(e);
                 push_run(&mut segments, origin.clone(), e.len(), *count);
                 received = received.min(*received_unix_ms);
+                *e = Bytes::new();
             }
             ClusterRequest::AppendSegments {
                 entries: e,
@@ -177,7 +198,7 @@ fn merge(group: &[Waiting]) -> ClusterRequest {
                 ..
             } => {
                 entries.extend_from_slice(e);
-                for segment in s {
+                for segment in s.iter() {
                     push_run(
                         &mut segments,
                         segment.origin.clone(),
@@ -186,16 +207,28 @@ fn merge(group: &[Waiting]) -> ClusterRequest {
                     );
                 }
                 received = received.min(*received_unix_ms);
+                *e = Bytes::new();
             }
             // `propose` queues appends only.
             _ => unreachable!("only appends are queued"),
         }
+        ranges.push(start..entries.len());
     }
-    ClusterRequest::AppendSegments {
+    let merged = ClusterRequest::AppendSegments {
         tag: tag_of(&group[0].request).to_string(),
         entries: entries.freeze(),
         segments,
         received_unix_ms: received,
+    };
+    (merged, ranges)
+}
+
+/// Give an append its events back (after [`merge`] took them).
+fn set_payload(request: &mut ClusterRequest, events: Bytes) {
+    if let ClusterRequest::AppendChunk { entries, .. }
+    | ClusterRequest::AppendSegments { entries, .. } = request
+    {
+        *entries = events;
     }
 }
 
