@@ -334,6 +334,37 @@ mod tests {
         for i in 0..40u8 {
             assert!(shared.reader.remembered_origin(&[b'o', i]).is_some());
         }
+        // Ingest answers a resend from the state machine before queueing it: only when every
+        // chunk of it is already stored.
+        use crate::cluster::ingest::stored_already;
+        let stored = shared.reader.remembered_origin(b"o\x07").unwrap();
+        assert_eq!(
+            stored_already(&shared.reader, &chunk("a", Some(b"o\x07"), 1)),
+            Some(stored)
+        );
+        assert_eq!(
+            stored_already(&shared.reader, &chunk("a", Some(b"new"), 1)),
+            None
+        );
+        assert_eq!(stored_already(&shared.reader, &chunk("a", None, 1)), None);
+        let segments = |ids: &[&[u8]]| ClusterRequest::AppendSegments {
+            tag: "a".into(),
+            entries: Bytes::from(ENTRY.repeat(ids.len())),
+            segments: ids
+                .iter()
+                .map(|id| Segment {
+                    origin: Some(Bytes::copy_from_slice(id)),
+                    len: ENTRY.len(),
+                    count: 1,
+                })
+                .collect(),
+            received_unix_ms: 1_000,
+        };
+        assert!(stored_already(&shared.reader, &segments(&[b"o\x01", b"o\x02"])).is_some());
+        assert_eq!(
+            stored_already(&shared.reader, &segments(&[b"o\x01", b"new"])),
+            None
+        );
         node.shutdown().await;
     }
 }

@@ -12,12 +12,17 @@
 //! one) is stored once. A single segment larger than an entry is committed as the parts of a
 //! plain chunk, under part ids of its own id.
 //!
+//! A resend whose chunk ids this node's state machine already holds is acknowledged at once
+//! ([`stored_already`]); every other append goes through [`super::coalesce`], which may commit
+//! it in one entry with others.
+//!
 //! Owns the mapping of proposal outcomes to [`EmitError`]s and the rate-limited "cluster
 //! unavailable" warning (one line per interval, not one per chunk). It must not store data
 //! itself nor talk to peers directly: `node::propose` does both.
 
 use super::coalesce::Coalescer;
 use super::node::{NodeShared, ProposeError};
+use super::storage::ChunkReader;
 use super::{ClusterRequest, ClusterResponse};
 use crate::event::{entry_runs, EventBatch};
 use crate::log_limit::WarnLimiter;
@@ -182,7 +187,10 @@ impl ClusterIngest {
     /// Commit one `AppendChunk` or `AppendSegments` entry and map the answer.
     async fn commit(&self, request: ClusterRequest) -> Result<(), EmitError> {
         let started = std::time::Instant::now();
-        let answer = self.coalescer.propose(&self.shared, request).await;
+        let answer = match stored_already(&self.shared.reader, &request) {
+            Some(index) => Ok(ClusterResponse::Duplicate { index }),
+            None => self.coalescer.propose(&self.shared, request).await,
+        };
         match &answer {
             Ok(ClusterResponse::Duplicate { .. }) => {
                 self.metrics.dedup_hits.inc();
@@ -216,6 +224,28 @@ impl ClusterIngest {
                 })
             }
         }
+    }
+}
+
+/// The index of an earlier entry that holds every chunk of an append, when this node's state
+/// machine already remembers all their ids. It holds only applied — hence committed — entries,
+/// so such a resend is acknowledged at once, without a Raft round trip, and counted as a dedup
+/// hit (merged into an entry with new chunks, it would be left out silently).
+pub(crate) fn stored_already(reader: &ChunkReader, request: &ClusterRequest) -> Option<u64> {
+    match request {
+        ClusterRequest::AppendChunk {
+            origin: Some(origin),
+            ..
+        } => reader.remembered_origin(origin),
+        ClusterRequest::AppendSegments { segments, .. } => {
+            let mut first: Option<u64> = None;
+            for segment in segments {
+                let index = reader.remembered_origin(segment.origin.as_ref()?)?;
+                first = Some(first.map_or(index, |f| f.min(index)));
+            }
+            first
+        }
+        _ => None,
     }
 }
 
