@@ -126,7 +126,7 @@ async fn run(
 /// Propose `group` as one entry (or its only request as it is) and answer every member.
 async fn commit_group(shared: &NodeShared, group: Vec<Waiting>) {
     let timeout = shared.propose_timeout;
-    let (late, group): (Vec<_>, Vec<_>) = group
+    let (late, mut group): (Vec<_>, Vec<_>) = group
         .into_iter()
         .partition(|w| w.queued.elapsed() >= timeout);
     for w in late {
@@ -142,12 +142,7 @@ async fn commit_group(shared: &NodeShared, group: Vec<Waiting>) {
         }
         return;
     }
-    let mut group = group;
-    let (merged, ranges) = merge(&mut group);
-    let ClusterRequest::AppendSegments { entries, .. } = &merged else {
-        unreachable!("merge builds an AppendSegments")
-    };
-    let events = entries.clone();
+    let (merged, events, ranges) = merge(&mut group);
     let answer = node::propose(shared, merged).await;
     if let Ok(ClusterResponse::Rejected(_)) = answer {
         // Refused as a whole: find out which chunk it is, each alone (concurrently), with its
@@ -168,9 +163,9 @@ async fn commit_group(shared: &NodeShared, group: Vec<Waiting>) {
 }
 
 /// One `AppendSegments` carrying every request of `group` (same tag) in order, received at the
-/// earliest of their times, and where each request's events lie in it. The requests keep no
-/// events of their own afterwards (see [`set_payload`]).
-fn merge(group: &mut [Waiting]) -> (ClusterRequest, Vec<std::ops::Range<usize>>) {
+/// earliest of their times; its events; and where each request's events lie in them. The
+/// requests keep no events of their own afterwards (see [`set_payload`]).
+fn merge(group: &mut [Waiting]) -> (ClusterRequest, Bytes, Vec<std::ops::Range<usize>>) {
     let len: usize = group.iter().map(|w| payload_len(&w.request)).sum();
     let mut entries = BytesMut::with_capacity(len);
     let mut segments: Vec<Segment> = Vec::new();
@@ -214,13 +209,14 @@ fn merge(group: &mut [Waiting]) -> (ClusterRequest, Vec<std::ops::Range<usize>>)
         }
         ranges.push(start..entries.len());
     }
+    let entries = entries.freeze();
     let merged = ClusterRequest::AppendSegments {
         tag: tag_of(&group[0].request).to_string(),
-        entries: entries.freeze(),
+        entries: entries.clone(),
         segments,
         received_unix_ms: received,
     };
-    (merged, ranges)
+    (merged, entries, ranges)
 }
 
 /// Give an append its events back (after [`merge`] took them).

@@ -128,14 +128,11 @@ impl<'a> Cursor<'a> {
             0xce => (self.field(1, 4)?, 5),
             0xcf => (self.field(1, 8)?, 9),
             0xd0..=0xd3 => {
-                let n = 1usize << (m - 0xd0);
-                let raw = self.field(1, n)?;
-                let shift = 64 - 8 * n as u32;
-                let v = ((raw << shift) as i64) >> shift;
+                let (v, header) = self.signed(m)?;
                 if v < 0 {
                     return Ok(None);
                 }
-                (v as u64, 1 + n)
+                (v as u64, header)
             }
             _ => return Ok(None),
         };
@@ -150,12 +147,7 @@ impl<'a> Cursor<'a> {
         let m = self.peek()?;
         let (v, header) = match m {
             0xe0..=0xff => (m as i8 as i64, 1),
-            0xd0..=0xd3 => {
-                let n = 1usize << (m - 0xd0);
-                let raw = self.field(1, n)?;
-                let shift = 64 - 8 * n as u32;
-                (((raw << shift) as i64) >> shift, 1 + n)
-            }
+            0xd0..=0xd3 => self.signed(m)?,
             _ => return Ok(None),
         };
         if v >= 0 {
@@ -163,6 +155,15 @@ impl<'a> Cursor<'a> {
         }
         self.pos += header;
         Ok(Some(v))
+    }
+
+    /// The value and header size of the int 8/16/32/64 (marker `m`, 0xd0..=0xd3) at the cursor,
+    /// not consumed.
+    fn signed(&self, m: u8) -> Result<(i64, usize), MsgpackError> {
+        let n = 1usize << (m - 0xd0);
+        let raw = self.field(1, n)?;
+        let shift = 64 - 8 * n as u32;
+        Ok((((raw << shift) as i64) >> shift, 1 + n))
     }
 
     /// If the next value is a float 32 or float 64, consume it.
