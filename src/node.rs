@@ -426,6 +426,7 @@ async fn run_cluster(
     node_cfg.store.dedup_window = c.dedup_window as usize;
     node_cfg.store.memtable_limit = c.memtable_limit as usize;
     node_cfg.store.block_cache = c.block_cache_size as usize;
+    node_cfg.store.log_cache = c.log_cache_size as usize;
     node_cfg.proposals_in_flight = c.proposals_in_flight as usize;
     node_cfg.heartbeat_interval = c.heartbeat_interval;
     node_cfg.election_timeout_min = c.election_timeout;

@@ -7,7 +7,7 @@
 //! `cluster::tls`).
 
 use crate::cluster::coalesce::DEFAULT_PROPOSALS_IN_FLIGHT;
-use crate::cluster::storage::{DEFAULT_BLOCK_CACHE, DEFAULT_MEMTABLE_LIMIT};
+use crate::cluster::storage::{DEFAULT_BLOCK_CACHE, DEFAULT_LOG_CACHE, DEFAULT_MEMTABLE_LIMIT};
 use crate::config::diag::Diag;
 use crate::config::element::Element;
 use crate::config::section::Section;
@@ -42,6 +42,9 @@ pub struct ClusterConfig {
     pub memtable_limit: u64,
     /// RocksDB's block cache, shared by all column families (`block_cache_size`). Default 4 MiB.
     pub block_cache_size: u64,
+    /// The Raft log's recent entries kept in memory for replication and apply
+    /// (`log_cache_size`; 0: none). Default 4 MiB.
+    pub log_cache_size: u64,
     /// Appends an aggregator proposes at once; chunks arriving meanwhile wait and go to the log
     /// together as one entry (`proposals_in_flight`, at least 1). Default 2.
     pub proposals_in_flight: u64,
@@ -209,6 +212,9 @@ pub(crate) fn build_cluster(el: &Element, d: &mut Diag) -> Option<ClusterConfig>
         block_cache_size: sec
             .size(d, "block_cache_size")
             .unwrap_or(DEFAULT_BLOCK_CACHE as u64),
+        log_cache_size: sec
+            .size(d, "log_cache_size")
+            .unwrap_or(DEFAULT_LOG_CACHE as u64),
         proposals_in_flight: sec
             .integer::<u64>(d, "proposals_in_flight")
             .unwrap_or(DEFAULT_PROPOSALS_IN_FLIGHT as u64)
@@ -278,9 +284,14 @@ mod tests {
         assert_eq!(c.members.len(), 2);
         assert_eq!(c.dedup_window, 100_000);
         assert_eq!(c.proposals_in_flight, 2);
+        assert_eq!(c.log_cache_size, 4 << 20);
         let join = "<cluster>\n  node_id 1\n  address 127.0.0.1:7001\n  join 127.0.0.1:7002\n";
         let c = ok(&format!("{join}  proposals_in_flight 8\n</cluster>\n"));
         assert_eq!(c.config.cluster.unwrap().proposals_in_flight, 8);
+        let c = ok(&format!("{join}  log_cache_size 0\n</cluster>\n"));
+        assert_eq!(c.config.cluster.unwrap().log_cache_size, 0);
+        let e = errors(&format!("{join}  log_cache_size lots\n</cluster>\n"));
+        assert!(e.contains("log_cache_size"), "{e}");
         let e = errors(&format!("{join}  proposals_in_flight many\n</cluster>\n"));
         assert!(e.contains("proposals_in_flight"), "{e}");
 

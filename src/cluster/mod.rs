@@ -17,7 +17,8 @@
 //!   rules are a pure function, and the read-only [`storage::ChunkReader`]), plus the snapshot
 //!   file format. Knows nothing of the network.
 //! - [`network`] and [`proto`]: the Raft RPCs over tonic gRPC; [`raft_guard`]: what Raft input
-//!   is refused before openraft sees it (unreachable terms, malformed appends, non-members).
+//!   is refused before openraft sees it (unreachable terms, malformed appends, non-members);
+//!   [`shared_bytes`]: decoding an AppendEntries whose payloads stay slices of the message.
 //! - [`node`]: what a running node's parts share ([`node::NodeShared`]) and
 //!   [`node::propose`], which commits a request from any node.
 //! - [`admin`]: the admin operations, their gRPC service, the client (the `lograft cluster`
@@ -61,6 +62,7 @@ pub(crate) mod node;
 pub mod proto;
 pub(crate) mod raft_guard;
 pub(crate) mod server;
+pub(crate) mod shared_bytes;
 pub(crate) mod storage;
 #[cfg(test)]
 mod tests;
@@ -105,6 +107,7 @@ pub enum ClusterRequest {
         origin: Option<Bytes>,
         tag: String,
         /// Concatenated msgpack `[time, record]` entries, as received.
+        #[serde(deserialize_with = "shared_bytes::deserialize")]
         entries: Bytes,
         count: u32,
         /// When the proposing node received the chunk (in the log, so deterministic).
@@ -149,6 +152,7 @@ pub enum ClusterRequest {
     AppendSegments {
         tag: String,
         /// Concatenated msgpack `[time, record]` entries, as received.
+        #[serde(deserialize_with = "shared_bytes::deserialize")]
         entries: Bytes,
         /// Consecutive runs covering `entries`, each with its client chunk's id.
         segments: Vec<crate::origin::Segment>,

@@ -14,6 +14,7 @@ use super::proto::raft_pb::{
     StartElectionRequest,
 };
 use super::raft_guard::{self, Refusal};
+use super::shared_bytes;
 use super::tls::transport::{self, Dial};
 use super::tls::{ClusterTls, Gate};
 use super::{to_msgpack_sized, ClusterRaft, ClusterRequest, ClusterResponse, NodeId, TypeConfig};
@@ -588,7 +589,9 @@ impl RaftService for RaftGrpc {
         self.check_addressed(&request)?;
         let (_, ext, message) = request.into_parts();
         let rpc: AppendEntriesRequest<TypeConfig> =
-            decode(&message.data).map_err(|e| bad_request("AppendEntries", e))?;
+            // Payloads stay slices of the message (no copy per entry).
+            shared_bytes::decode_sharing(&message.data)
+                .map_err(|e| bad_request("AppendEntries", e))?;
         let sender =
             raft_guard::append_entries(&rpc, &self.membership(), self.node_id).map_err(refused)?;
         self.gate.node(&ext, sender)?;

@@ -65,6 +65,9 @@ pub(crate) struct StoreOptions {
     pub(crate) memtable_limit: usize,
     /// Bytes of the one block cache all column families share (`<cluster> block_cache_size`).
     pub(crate) block_cache: usize,
+    /// Bytes of recent log entries kept in memory (`<cluster> log_cache_size`; see
+    /// `entry_cache`). Not RocksDB's, but the store's all the same.
+    pub(crate) log_cache: usize,
 }
 
 /// Default of [`StoreOptions::memtable_limit`].
@@ -78,6 +81,7 @@ impl Default for StoreOptions {
             dedup_window: 100_000,
             memtable_limit: DEFAULT_MEMTABLE_LIMIT,
             block_cache: DEFAULT_BLOCK_CACHE,
+            log_cache: super::entry_cache::DEFAULT_LOG_CACHE,
         }
     }
 }

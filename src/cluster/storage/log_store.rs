@@ -8,11 +8,16 @@
 //! hold the payloads ([`PayloadStore::purge_log`]); the log openraft sees starts after the
 //! purge point all the same. It must not look inside application requests: that is the state
 //! machine's job (and the payload rule's).
+//!
+//! Reads are served from the [`EntryCache`] of recent entries where it holds them (what
+//! replication and apply read is almost always what was just appended), from RocksDB
+//! otherwise; an entry enters the cache only after its synced write returned.
 
 use super::db::{
     blocking, cf, decode, decode_index_key, encode, encode_sized, index_key, storage_error, CF_LOG,
     CF_RAFT_META,
 };
+use super::entry_cache::EntryCache;
 use super::payload::PayloadStore;
 use crate::cluster::{ClusterError, NodeId, TypeConfig};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
@@ -35,11 +40,17 @@ const KEY_LAST_PURGED: &[u8] = b"last_purged";
 pub(crate) struct LogStore {
     db: Arc<DB>,
     payloads: Arc<PayloadStore>,
+    cache: Arc<EntryCache>,
 }
 
 impl LogStore {
-    pub(crate) fn new(db: Arc<DB>, payloads: Arc<PayloadStore>) -> Self {
-        LogStore { db, payloads }
+    /// `cache_bytes`: the budget of the recent-entries cache (0: none).
+    pub(crate) fn new(db: Arc<DB>, payloads: Arc<PayloadStore>, cache_bytes: usize) -> Self {
+        LogStore {
+            db,
+            payloads,
+            cache: Arc::new(EntryCache::new(cache_bytes)),
+        }
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(
@@ -152,10 +163,32 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
         let (start, end) = index_range(&range);
+        let cached = self.cache.tail_of(start, end);
+        if let Some((from, _)) = &cached {
+            if *from <= start {
+                return Ok(cached.map(|(_, entries)| entries).unwrap_or_default());
+            }
+        }
         let db = self.db.clone();
-        blocking(move || Self::entries_blocking(&db, start, end))
-            .await
-            .map_err(|e| storage_error(ErrorSubject::Logs, ErrorVerb::Read, e))
+        blocking(move || match cached {
+            // The range begins before the cache: read that part, then take the cached rest
+            // if the two meet (a purge in between may have raised the log's start).
+            Some((from, mut tail)) => {
+                let mut entries = Self::entries_blocking(&db, start, Some(from))?;
+                let meets = entries.last().map(|e| e.log_id.index + 1) == Some(from)
+                    || (entries.is_empty()
+                        && Self::purged_index_blocking(&db)? == from.checked_sub(1));
+                if meets {
+                    entries.append(&mut tail);
+                    Ok(entries)
+                } else {
+                    Self::entries_blocking(&db, start, end)
+                }
+            }
+            None => Self::entries_blocking(&db, start, end),
+        })
+        .await
+        .map_err(|e| storage_error(ErrorSubject::Logs, ErrorVerb::Read, e))
     }
 }
 
@@ -218,6 +251,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let db = self.db.clone();
         let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
+        let cache = self.cache.clone();
         let result = blocking(move || {
             let log_cf = cf(&db, CF_LOG)?;
             let mut batch = WriteBatch::default();
@@ -237,6 +271,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 entries = entries.len(),
                 bytes, "raft log appended and synced"
             );
+            // Durable now: readers may have them without reading them back.
+            cache.put(&entries);
             Ok(())
         })
         .await;
@@ -254,6 +290,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        // Before the delete: from now on no reader gets the truncated entries from the cache
+        // (only appends fill it).
+        self.cache.truncate(log_id.index);
         let db = self.db.clone();
         blocking(move || {
             let mut batch = WriteBatch::default();
@@ -274,6 +313,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        self.cache.purge(log_id.index);
         let db = self.db.clone();
         let payloads = self.payloads.clone();
         blocking(move || {

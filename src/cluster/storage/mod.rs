@@ -6,6 +6,7 @@
 //! cluster: it must not know about the network, the admin API or the uploader.
 //!
 //! - [`db`]: opening RocksDB, column families, key encodings, error mapping (a leaf).
+//! - [`entry_cache`]: the log's most recent entries in memory, for replication and apply.
 //! - [`log_store`]: the Raft log, vote, committed and last-purged ids
 //!   ([`openraft::storage::RaftLogStorage`]); each `append` is one synced `WriteBatch`.
 //! - [`state_machine`]: the chunk state machine ([`openraft::storage::RaftStateMachine`]):
@@ -20,12 +21,14 @@
 //! earlier write durable — the state machine applies without syncing and relies on that.
 
 pub(crate) mod db;
+pub(crate) mod entry_cache;
 pub(crate) mod log_store;
 pub(crate) mod payload;
 pub(crate) mod snapshot_file;
 pub(crate) mod state_machine;
 
 pub(crate) use self::db::{StoreOptions, DEFAULT_BLOCK_CACHE, DEFAULT_MEMTABLE_LIMIT};
+pub(crate) use self::entry_cache::DEFAULT_LOG_CACHE;
 pub(crate) use self::log_store::LogStore;
 pub(crate) use self::state_machine::apply::batch_key;
 pub(crate) use self::state_machine::queries::{ChunkReader, PendingChunk, SealedBatch};
@@ -57,7 +60,7 @@ pub(crate) fn open_storage_blocking(
     crate::durable_fs::create_dir_all_durably(&dir.join("db"))?;
     let db = Arc::new(open_db(&dir.join("db"), &options)?);
     let payloads = PayloadStore::new(db.clone(), LogStore::purged_index_blocking(&db)?);
-    let log = LogStore::new(db.clone(), payloads.clone());
+    let log = LogStore::new(db.clone(), payloads.clone(), options.log_cache);
     let sm = StateMachineStore::open(db, payloads, snapshot_dir(dir), options)?;
     Ok((log, sm))
 }

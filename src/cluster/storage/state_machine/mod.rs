@@ -108,7 +108,11 @@ impl StateMachineStore {
     /// (they must append them first, as openraft does: payloads are read from the log).
     #[cfg(test)]
     pub(crate) fn log_store_for_test(&self) -> crate::cluster::storage::LogStore {
-        crate::cluster::storage::LogStore::new(self.shared.db.clone(), self.shared.payloads.clone())
+        crate::cluster::storage::LogStore::new(
+            self.shared.db.clone(),
+            self.shared.payloads.clone(),
+            0,
+        )
     }
 
     /// The indexes of every entry physically in the log, kept ones below the purge point
