@@ -221,9 +221,7 @@ fn merge(group: &mut [Waiting]) -> (ClusterRequest, Bytes, Vec<std::ops::Range<u
 
 /// Give an append its events back (after [`merge`] took them).
 fn set_payload(request: &mut ClusterRequest, events: Bytes) {
-    if let ClusterRequest::AppendChunk { entries, .. }
-    | ClusterRequest::AppendSegments { entries, .. } = request
-    {
+    if let Some(entries) = request.payload_mut() {
         *entries = events;
     }
 }

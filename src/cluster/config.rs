@@ -43,7 +43,7 @@ pub struct ClusterConfig {
     /// RocksDB's block cache, shared by all column families (`block_cache_size`). Default 4 MiB.
     pub block_cache_size: u64,
     /// The Raft log's recent entries kept in memory for replication and apply
-    /// (`log_cache_size`; 0: none). Default 4 MiB.
+    /// (`log_cache_size`; 0: none). Default 2 MiB.
     pub log_cache_size: u64,
     /// Appends an aggregator proposes at once; chunks arriving meanwhile wait and go to the log
     /// together as one entry (`proposals_in_flight`, at least 1). Default 2.
@@ -284,7 +284,7 @@ mod tests {
         assert_eq!(c.members.len(), 2);
         assert_eq!(c.dedup_window, 100_000);
         assert_eq!(c.proposals_in_flight, 2);
-        assert_eq!(c.log_cache_size, 4 << 20);
+        assert_eq!(c.log_cache_size, 2 << 20);
         let join = "<cluster>\n  node_id 1\n  address 127.0.0.1:7001\n  join 127.0.0.1:7002\n";
         let c = ok(&format!("{join}  proposals_in_flight 8\n</cluster>\n"));
         assert_eq!(c.config.cluster.unwrap().proposals_in_flight, 8);

@@ -170,6 +170,15 @@ impl ClusterRequest {
             _ => None,
         }
     }
+
+    /// [`ClusterRequest::payload`], to replace it.
+    pub(crate) fn payload_mut(&mut self) -> Option<&mut Bytes> {
+        match self {
+            ClusterRequest::AppendChunk { entries, .. }
+            | ClusterRequest::AppendSegments { entries, .. } => Some(entries),
+            _ => None,
+        }
+    }
 }
 
 /// msgpack of `value` (the cluster's records, entries and RPC bodies), written into a buffer of
