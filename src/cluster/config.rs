@@ -43,7 +43,7 @@ pub struct ClusterConfig {
     /// RocksDB's block cache, shared by all column families (`block_cache_size`). Default 4 MiB.
     pub block_cache_size: u64,
     /// The Raft log's recent entries kept in memory for replication and apply
-    /// (`log_cache_size`; 0: none). Default 2 MiB.
+    /// (`log_cache_size`; 0: none). Default 0 (opt-in).
     pub log_cache_size: u64,
     /// Appends an aggregator proposes at once; chunks arriving meanwhile wait and go to the log
     /// together as one entry (`proposals_in_flight`, at least 1). Default 2.
@@ -284,12 +284,12 @@ mod tests {
         assert_eq!(c.members.len(), 2);
         assert_eq!(c.dedup_window, 100_000);
         assert_eq!(c.proposals_in_flight, 2);
-        assert_eq!(c.log_cache_size, 2 << 20);
+        assert_eq!(c.log_cache_size, 0);
         let join = "<cluster>\n  node_id 1\n  address 127.0.0.1:7001\n  join 127.0.0.1:7002\n";
         let c = ok(&format!("{join}  proposals_in_flight 8\n</cluster>\n"));
         assert_eq!(c.config.cluster.unwrap().proposals_in_flight, 8);
-        let c = ok(&format!("{join}  log_cache_size 0\n</cluster>\n"));
-        assert_eq!(c.config.cluster.unwrap().log_cache_size, 0);
+        let c = ok(&format!("{join}  log_cache_size 2m\n</cluster>\n"));
+        assert_eq!(c.config.cluster.unwrap().log_cache_size, 2 << 20);
         let e = errors(&format!("{join}  log_cache_size lots\n</cluster>\n"));
         assert!(e.contains("log_cache_size"), "{e}");
         let e = errors(&format!("{join}  proposals_in_flight many\n</cluster>\n"));

@@ -15,12 +15,14 @@ use std::path::Path;
 use tempfile::TempDir;
 use tokio::io::AsyncReadExt;
 
-struct TempStoreBuilder;
+/// Stores with these options (default: the node's defaults).
+#[derive(Default)]
+struct TempStoreBuilder(StoreOptions);
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for TempStoreBuilder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachineStore), StorageError<NodeId>> {
         let dir = tempfile::tempdir().map_err(|e| StorageIOError::write(AnyError::new(&e)))?;
-        let (log, sm) = open_storage(dir.path(), StoreOptions::default())
+        let (log, sm) = open_storage(dir.path(), self.0.clone())
             .await
             .map_err(|e| StorageIOError::write(AnyError::new(&e)))?;
         Ok((dir, log, sm))
@@ -29,7 +31,18 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for TempStor
 
 #[test]
 fn openraft_storage_suite() {
-    Suite::test_all(TempStoreBuilder).expect("openraft storage suite");
+    Suite::test_all(TempStoreBuilder::default()).expect("openraft storage suite");
+}
+
+/// The suite again with the recent-entries cache on (`log_cache_size`, off by default): reads
+/// served from it must agree with the log through appends, truncations and purges.
+#[test]
+fn openraft_storage_suite_with_the_log_cache() {
+    let options = StoreOptions {
+        log_cache: 1 << 20,
+        ..StoreOptions::default()
+    };
+    Suite::test_all(TempStoreBuilder(options)).expect("openraft storage suite, log cache on");
 }
 
 fn log_id(term: u64, index: u64) -> LogId<NodeId> {
