@@ -14,7 +14,8 @@ loopback, behind jepsen/s3proxy.py's fault proxy (jepsen/s3bucket.py starts both
 
 Every node's RSS (VmRSS) is sampled every second from start to end into a CSV beside the
 report, with RocksDB's share of it (lograft_cluster_storage_memory_bytes from each node's
-/metrics: memtables, table readers, block cache). Exit status 1 if a sample is above --rss-limit-mb or the bucket check fails.
+/metrics: memtables, table readers, block cache) and the allocator's count of the heap
+(lograft_process_heap_bytes: allocated, active, resident). Exit status 1 if a sample is above --rss-limit-mb or the bucket check fails.
 
 Usage (moto and boto3 come from the test venv that .ci/run makes):
     target/test-venv/bin/python bench/cluster_backlog.py [--gb 5] [--bin target/release/lograft]
@@ -174,11 +175,13 @@ class Sampler(threading.Thread):
                 self.stop_event.wait(1.0)
 
 
-STORAGE_PARTS = ("memtables", "table_readers", "block_cache")
+# RocksDB's parts (lograft_cluster_storage_memory_bytes) and the allocator's count of the heap
+# (lograft_process_heap_bytes, as heap_<part>): live bytes against the pages jemalloc holds.
+STORAGE_PARTS = ("memtables", "table_readers", "block_cache", "heap_allocated", "heap_active", "heap_resident")
 
 
 def storage_mb(port):
-    """RocksDB's memory by part (MB) from a node's /metrics; zeros if it does not answer."""
+    """RocksDB's memory by part and the heap's (MB) from a node's /metrics; zeros if it does not answer."""
     parts = dict.fromkeys(STORAGE_PARTS, 0.0)
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=2) as c:
@@ -186,9 +189,10 @@ def storage_mb(port):
             text = b"".join(iter(lambda: c.recv(65536), b"")).decode(errors="replace")
     except OSError:
         return parts
-    for m in re.finditer(r'^lograft_cluster_storage_memory_bytes\{part="(\w+)"\} (\S+)$', text, re.M):
-        if m.group(1) in parts:
-            parts[m.group(1)] = float(m.group(2)) / 1e6
+    for m in re.finditer(r'^lograft_(cluster_storage_memory|process_heap)_bytes\{part="(\w+)"\} (\S+)$', text, re.M):
+        key = ("heap_" if m.group(1) == "process_heap" else "") + m.group(2)
+        if key in parts:
+            parts[key] = float(m.group(3)) / 1e6
     return parts
 
 

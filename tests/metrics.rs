@@ -344,6 +344,18 @@ fn prometheus_scrapes_a_cluster_upload_lag_rises_and_falls_and_ready_follows_the
         &|v| v == 3.0,
         "3 nodes with a plausible RSS",
     );
+    // The allocator's count: live bytes within the pages that hold them, within what it holds.
+    expect(
+        r#"count(lograft_process_heap_bytes{part="allocated"} > 1e5)"#,
+        &|v| v == 3.0,
+        "3 nodes with a live heap",
+    );
+    expect(
+        r#"count((lograft_process_heap_bytes{part="active"} - ignoring(part) lograft_process_heap_bytes{part="allocated"}) >= 0
+            and (lograft_process_heap_bytes{part="resident"} - ignoring(part) lograft_process_heap_bytes{part="active"}) >= 0)"#,
+        &|v| v == 3.0,
+        "allocated <= active <= resident on every node",
+    );
     expect(
         r#"min(lograft_cluster_storage_memory_bytes{part="memtables"})"#,
         &|v| v > 0.0,

@@ -1,8 +1,9 @@
 //! Values read at scrape time: buffers (chunks and bytes by stage, oldest chunk age, the file
 //! writer's fsync histograms), out_forward's servers (up, phi, standby active), and the
 //! cluster (Raft role, term, leader, indexes, follower lag; pending and unconfirmed chunks,
-//! upload lag; RocksDB's memory by part), and the process's RSS (`/proc/self/status`, a
-//! procfs read that never waits on a disk).
+//! upload lag; RocksDB's memory by part), the process's RSS (`/proc/self/status`, a
+//! procfs read that never waits on a disk) and its heap as the allocator counts it (jemalloc's
+//! statistics: live bytes against the pages it holds).
 //!
 //! Owns the names of those series and [`ClusterView::can_commit`] (the cluster half of
 //! `/ready`). Reading costs the scrape, never the hot path: one lock of each buffer's state, a
@@ -105,6 +106,16 @@ impl Collector for Live {
                 &[(NO_LABELS, bytes as i64)],
             )?;
         }
+        if let Some(heap) = heap_bytes() {
+            gauges(
+                &mut enc,
+                "process_heap_bytes",
+                "The heap as jemalloc counts it: allocated (live), active (pages holding live \
+                 allocations), resident (pages it holds in RAM, freed but not yet returned ones \
+                 included), metadata, retained (address space kept, not in RAM)",
+                &heap.map(|(part, v)| (PartLabels { part }, v as i64)),
+            )?;
+        }
         let cluster = metrics
             .cluster
             .lock()
@@ -115,6 +126,21 @@ impl Collector for Live {
         }
         Ok(())
     }
+}
+
+/// jemalloc's statistics (refreshed by advancing its epoch), by part; `None` if it cannot
+/// answer. jemalloc is linked in as the process's `malloc` (`main.rs`), so it serves Rust's
+/// and RocksDB's allocations alike.
+fn heap_bytes() -> Option<[(&'static str, usize); 5]> {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    epoch::advance().ok()?;
+    Some([
+        ("allocated", stats::allocated::read().ok()?),
+        ("active", stats::active::read().ok()?),
+        ("resident", stats::resident::read().ok()?),
+        ("metadata", stats::metadata::read().ok()?),
+        ("retained", stats::retained::read().ok()?),
+    ])
 }
 
 /// This process's resident set size, from `/proc/self/status` (Linux; `None` elsewhere).

@@ -163,12 +163,11 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
         let (start, end) = index_range(&range);
-        let cached = self.cache.tail_of(start, end);
-        if let Some((from, _)) = &cached {
-            if *from <= start {
-                return Ok(cached.map(|(_, entries)| entries).unwrap_or_default());
-            }
-        }
+        let cached = match self.cache.tail_of(start, end) {
+            // The whole range is in the window (as far as the log holds it).
+            Some((from, entries)) if from <= start => return Ok(entries),
+            other => other,
+        };
         let db = self.db.clone();
         blocking(move || match cached {
             // The range begins before the cache: read that part, then take the cached rest
