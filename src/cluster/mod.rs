@@ -179,6 +179,32 @@ impl ClusterRequest {
             _ => None,
         }
     }
+
+    /// Put every byte field (payload, chunk ids) into an allocation of its own. A request's
+    /// fields are often slices of a larger buffer (the frame a chunk arrived in, an
+    /// AppendEntries message); whatever keeps the request for long must not keep that
+    /// buffer alive with it. Costs one copy of the payload.
+    pub(crate) fn detach(&mut self) {
+        let own = |bytes: &mut Bytes| *bytes = Bytes::copy_from_slice(bytes);
+        match self {
+            ClusterRequest::AppendChunk {
+                entries, origin, ..
+            } => {
+                own(entries);
+                origin.iter_mut().for_each(own);
+            }
+            ClusterRequest::AppendSegments {
+                entries, segments, ..
+            } => {
+                own(entries);
+                segments
+                    .iter_mut()
+                    .filter_map(|segment| segment.origin.as_mut())
+                    .for_each(own);
+            }
+            _ => {}
+        }
+    }
 }
 
 /// msgpack of `value` (the cluster's records, entries and RPC bodies), written into a buffer of

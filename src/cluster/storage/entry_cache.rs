@@ -20,7 +20,6 @@
 //! a RocksDB read and a decode each, three per entry on the leader.
 
 use crate::cluster::TypeConfig;
-use bytes::Bytes;
 use openraft::{Entry, EntryPayload};
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -54,13 +53,11 @@ fn weight(entry: &Entry<TypeConfig>) -> usize {
     payload + 128
 }
 
-/// `entry` with its payload in an allocation of its own (see the module doc).
+/// `entry` with its payload and chunk ids in allocations of their own (see the module doc).
 fn compact(entry: &Entry<TypeConfig>) -> Entry<TypeConfig> {
     let mut kept = entry.clone();
     if let EntryPayload::Normal(request) = &mut kept.payload {
-        if let Some(payload) = request.payload_mut() {
-            *payload = Bytes::copy_from_slice(payload);
-        }
+        request.detach();
     }
     kept
 }
@@ -167,6 +164,7 @@ impl EntryCache {
 mod tests {
     use super::*;
     use crate::cluster::ClusterRequest;
+    use bytes::Bytes;
     use openraft::{CommittedLeaderId, LogId};
 
     fn entry(index: u64, payload: usize) -> Entry<TypeConfig> {
@@ -238,25 +236,37 @@ mod tests {
     }
 
     #[test]
-    fn keeps_its_own_copy_of_a_payload() {
+    fn keeps_its_own_copy_of_a_payload_and_chunk_id() {
         let cache = EntryCache::new(1 << 20);
-        let big = Bytes::from(vec![7u8; 64 * 1024]);
+        // As on a leader: payload and chunk id are slices of the frame the chunk arrived in.
+        let frame = Bytes::from(vec![7u8; 64 * 1024]);
         let mut e = entry(1, 0);
-        if let EntryPayload::Normal(request) = &mut e.payload {
-            *request.payload_mut().unwrap() = big.slice(100..200);
+        if let EntryPayload::Normal(ClusterRequest::AppendChunk {
+            entries, origin, ..
+        }) = &mut e.payload
+        {
+            *entries = frame.slice(100..200);
+            *origin = Some(frame.slice(10..26));
         }
         cache.put(&[e]);
         let (_, got) = cache.tail_of(0, None).unwrap();
-        let EntryPayload::Normal(request) = &got[0].payload else {
-            panic!("not a normal entry");
+        let EntryPayload::Normal(ClusterRequest::AppendChunk {
+            entries, origin, ..
+        }) = &got[0].payload
+        else {
+            panic!("not an append");
         };
-        let payload = request.payload().unwrap();
-        assert_eq!(&payload[..], &big[100..200]);
-        let (at, base) = (payload.as_ptr() as usize, big.as_ptr() as usize);
-        assert!(
-            at < base || at >= base + big.len(),
-            "the cache pins the appended buffer"
+        let origin = origin.as_ref().unwrap();
+        assert_eq!(
+            (&entries[..], &origin[..]),
+            (&frame[100..200], &frame[10..26])
         );
+        let inside = |b: &Bytes| {
+            let (at, base) = (b.as_ptr() as usize, frame.as_ptr() as usize);
+            at >= base && at < base + frame.len()
+        };
+        assert!(!inside(entries), "the cache pins the frame by the payload");
+        assert!(!inside(origin), "the cache pins the frame by the chunk id");
     }
 
     #[test]
