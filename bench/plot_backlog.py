@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Plot bench/cluster_backlog.py RSS CSVs as one SVG: a panel per run, each node's RSS over time
-(solid) and, when the CSV has it, its anonymous part (dotted; the rest is the program text
-mapped from the page cache), the phases (load: bucket unreachable while the backlog is
+(solid) and, when the CSV has them, its anonymous part (dotted; the rest is the program text
+mapped from the page cache) and the heap's live bytes as jemalloc counts them (dash-dot), the phases (load: bucket unreachable while the backlog is
 committed; held; drain: bucket back) shaded, and the 64 MB goal of issue 14 as a dashed line.
 Stdlib only (SVG written by hand).
 
@@ -67,7 +67,8 @@ def panel(x0, title, rows, ymax):
     # Series.
     for n in range(3):
         color = COLORS[n]
-        for key, dash in (("node%d_rss_mb" % (n + 1), ""), ("node%d_rss_anon_mb" % (n + 1), ' stroke-dasharray="2,2"')):
+        for key, dash in (("node%d_rss_mb" % (n + 1), ""), ("node%d_rss_anon_mb" % (n + 1), ' stroke-dasharray="2,2"'),
+                          ("node%d_heap_allocated_mb" % (n + 1), ' stroke-dasharray="7,2,2,2"')):
             pts = [(t, float(r[key])) for t, r in rows if r.get(key) not in (None, "")]
             if not pts:
                 continue
@@ -90,7 +91,7 @@ def main():
         parts += panel(i * W, label, rows, ymax)
     svg = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif">' % (W * len(data), H + 10),
            '<rect width="100%" height="100%" fill="white"/>'] + parts + [
-           '<text x="8" y="%d" font-size="10" fill="#444">solid: RSS; dotted: its anonymous part (the rest is program text mapped from the page cache)</text>' % (H + 6),
+           '<text x="8" y="%d" font-size="10" fill="#444">solid: RSS; dotted: its anonymous part (the rest is program text mapped from the page cache); dash-dot: live heap (jemalloc allocated)</text>' % (H + 6),
            "</svg>"]
     with open(out, "w") as f:
         f.write("\n".join(svg) + "\n")

@@ -12,22 +12,24 @@
 //! contiguous and ends at the last appended entry; it is bounded by its payload bytes.
 //! It must not be the only copy of anything: whatever it holds is also in RocksDB.
 //!
-//! An entry enters the window with its payload copied into an allocation of its own: a
-//! payload is often a slice of a larger buffer (a connection's read buffer on the leader, the
-//! whole AppendEntries message on a follower), which a cached slice would keep alive whole —
-//! measured before the copy: the leader at 97–117 MB RSS while a backlog was held, against
-//! 47 MB without the cache. The copy costs one pass over the payload; the reads it saves cost
-//! a RocksDB read and a decode each, three per entry on the leader.
+//! An entry enters the window with its payload and chunk ids copied into allocations of their
+//! own ([`ClusterRequest::detach`]): they are often slices of a larger buffer (the frame a
+//! chunk arrived in on the leader, the whole AppendEntries message on a follower), which a
+//! cached slice would keep alive whole. The copy costs one pass over the payload; the reads it
+//! saves cost a RocksDB read and a decode each, three per entry on the leader.
+//!
+//! [`ClusterRequest::detach`]: crate::cluster::ClusterRequest::detach
 
 use crate::cluster::TypeConfig;
 use openraft::{Entry, EntryPayload};
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
-/// Default of the byte budget: none, the cache is opt-in. Measured (docs/benchmarks.md,
-/// session 13): with 2 MiB the cluster spends 10–18 % less CPU per event at 8 connections, but
-/// the leader's RSS rose from ~47 to ~100 MB while a backlog was loaded at 4 connections, not
-/// explained yet; with the cache off the node stays within its 64 MB.
+/// Default of the byte budget: none, the cache is opt-in. Measured (docs/benchmarks.md): in
+/// session 13 it saved 10–18 % CPU per event at 8 connections, in session 15 (after other
+/// changes) nothing measurable (3.69 against 3.73 CPU s per million events over four rounds
+/// each). The leader's memory with it, once taken for the cache's cost, was the state machine
+/// pinning frames by chunk ids (fixed in session 15); with 2 MiB a 5 GB backlog stays < 64 MB.
 pub const DEFAULT_LOG_CACHE: usize = 0;
 
 /// The window of recent entries (see the module doc). Shared by the log store and its readers.
