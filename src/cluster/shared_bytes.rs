@@ -81,12 +81,16 @@ fn slice_of_source(v: &[u8]) -> Option<Bytes> {
     SOURCE.with(|s| {
         let source = s.borrow();
         let source = source.as_ref()?;
-        let start = v.as_ptr() as usize;
-        let base = source.as_ptr() as usize;
-        let inside = start >= base && start + v.len() <= base + source.len();
-        // `slice_ref` panics for bytes outside; checked above.
-        inside.then(|| source.slice_ref(v))
+        // `slice_ref` panics for bytes outside; checked first.
+        lies_within(v, source).then(|| source.slice_ref(v))
     })
+}
+
+/// Whether `v` is part of `buffer`'s memory (a slice of it, not a copy): then whatever holds
+/// `v` as a `Bytes` keeps all of `buffer` alive.
+pub(crate) fn lies_within(v: &[u8], buffer: &[u8]) -> bool {
+    let (start, base) = (v.as_ptr() as usize, buffer.as_ptr() as usize);
+    start >= base && start + v.len() <= base + buffer.len()
 }
 
 #[cfg(test)]
@@ -114,18 +118,15 @@ mod tests {
         let source = encoded(b"0123456789");
         let value: Carrier = decode_sharing(&source).unwrap();
         assert_eq!(&value.payload[..], b"0123456789");
-        let base = source.as_ptr() as usize;
-        let at = value.payload.as_ptr() as usize;
         assert!(
-            at > base && at + 10 <= base + source.len(),
+            lies_within(&value.payload, &source),
             "not a slice of the source"
         );
         // The source is forgotten after the decode: a plain decode copies.
         let plain: Carrier = rmp_serde::from_slice(&source).unwrap();
         assert_eq!(plain, value);
-        let at = plain.payload.as_ptr() as usize;
         assert!(
-            at < base || at >= base + source.len(),
+            !lies_within(&plain.payload, &source),
             "a plain decode shared the buffer"
         );
     }

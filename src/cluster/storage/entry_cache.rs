@@ -165,6 +165,7 @@ impl EntryCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::shared_bytes::lies_within;
     use crate::cluster::ClusterRequest;
     use bytes::Bytes;
     use openraft::{CommittedLeaderId, LogId};
@@ -263,12 +264,14 @@ mod tests {
             (&entries[..], &origin[..]),
             (&frame[100..200], &frame[10..26])
         );
-        let inside = |b: &Bytes| {
-            let (at, base) = (b.as_ptr() as usize, frame.as_ptr() as usize);
-            at >= base && at < base + frame.len()
-        };
-        assert!(!inside(entries), "the cache pins the frame by the payload");
-        assert!(!inside(origin), "the cache pins the frame by the chunk id");
+        assert!(
+            !lies_within(entries, &frame),
+            "the cache pins the frame by the payload"
+        );
+        assert!(
+            !lies_within(origin, &frame),
+            "the cache pins the frame by the chunk id"
+        );
     }
 
     #[test]
