@@ -218,6 +218,8 @@ def main():
     ap.add_argument("--gb", type=float, default=5.0, help="bytes of events committed while the bucket is down (GB)")
     ap.add_argument("--connections", type=int, default=4)
     ap.add_argument("--pipeline", type=int, default=1)
+    ap.add_argument("--content", default="logs", choices=["logs", "padded", "random"],
+                    help="what the records hold (bench-load --content): how well chunks compress")
     ap.add_argument("--rss-limit-mb", type=float, default=64.0)
     ap.add_argument("--cluster-extra", default="  snapshot_every 5000\n",
                     help="lines added to every <cluster> section")
@@ -249,6 +251,7 @@ def main():
         subprocess.run([args.bin, "bench-load", "--target", "127.0.0.1:%d" % cluster.fwd[leader - 1],
                         "--tag", "test.backlog", "--events", str(events),
                         "--events-per-chunk", str(EVENTS_PER_CHUNK), "--record-size", str(RECORD_SIZE),
+                        "--content", args.content,
                         "--connections", str(args.connections), "--pipeline", str(args.pipeline)],
                        check=True, timeout=max(600, events / 20_000))
         loaded = time.monotonic() - t0

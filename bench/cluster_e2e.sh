@@ -11,7 +11,8 @@
 #              the leader has nothing pending or unconfirmed; the bucket's line count is checked.
 #
 # Usage: bench/cluster_e2e.sh [EVENTS] [CONNECTIONS] [PIPELINE]
-# Env: MODE (both|direct|forwarder), EVENTS_PER_CHUNK (1000), RECORD_SIZE (170),
+# Env: MODE (both|direct|forwarder), EVENTS_PER_CHUNK (1000), RECORD_SIZE (170), RECORD_CONTENT (logs|padded|random: what
+#      the records hold, see `lograft bench-load --help`),
 #      FORWARDER_CHUNK (2m), BATCH (8m: the uploads' chunk_limit_size),
 #      TLS (1: mutual TLS between the nodes, certificates from `lograft cluster certs`; 0: the
 #      plaintext loopback transport; compare the two for the cost of TLS),
@@ -25,6 +26,7 @@ PIPELINE=${3:-2}
 MODE=${MODE:-both}
 EVENTS_PER_CHUNK=${EVENTS_PER_CHUNK:-1000}
 RECORD_SIZE=${RECORD_SIZE:-170}
+RECORD_CONTENT=${RECORD_CONTENT:-logs}
 
 # LOGRAFT_BIN=PATH benchmarks that binary (e.g. an older build, to compare in one session).
 if [ -z "${LOGRAFT_BIN:-}" ]; then cargo build --release --quiet; fi
@@ -139,7 +141,7 @@ if [ "$MODE" = both ] || [ "$MODE" = direct ]; then
   c0=$(cpu_ticks "${NPID[@]}")
   start=$(date +%s.%N)
   /usr/bin/time -f "%U %S" -o "$D/load.time" "$BIN" bench-load --target "127.0.0.1:${FWD[$L]}" --tag bench.direct --events "$EVENTS" \
-    --events-per-chunk "$EVENTS_PER_CHUNK" --record-size "$RECORD_SIZE" \
+    --events-per-chunk "$EVENTS_PER_CHUNK" --record-size "$RECORD_SIZE" --content "$RECORD_CONTENT" \
     --connections "$CONNECTIONS" --pipeline "$PIPELINE"
   acked=$(date +%s.%N)
   while ! uploads_done; do sleep 0.1; done
@@ -200,7 +202,7 @@ CONF
   c0=$(cpu_ticks "${NPID[@]}" "$FPID")
   start=$(date +%s.%N)
   /usr/bin/time -f "%U %S" -o "$F/load.time" "$BIN" bench-load --target "127.0.0.1:$FPORT" --tag bench.e2e --events "$EVENTS" \
-    --events-per-chunk "$EVENTS_PER_CHUNK" --record-size "$RECORD_SIZE" \
+    --events-per-chunk "$EVENTS_PER_CHUNK" --record-size "$RECORD_SIZE" --content "$RECORD_CONTENT" \
     --connections "$CONNECTIONS" --pipeline "$PIPELINE"
   chunks_left() { find "$F/forwarder-buffer" -maxdepth 1 -name 'buffer.*.log' 2>/dev/null | wc -l; }
   while [ "$(chunks_left)" -gt 0 ]; do sleep 0.05; done

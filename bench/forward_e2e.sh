@@ -13,6 +13,7 @@ CONNECTIONS=${2:-8}
 PIPELINE=${3:-1}
 EVENTS_PER_CHUNK=${EVENTS_PER_CHUNK:-1000}
 RECORD_SIZE=${RECORD_SIZE:-170}
+RECORD_CONTENT=${RECORD_CONTENT:-logs}
 
 # LOGRAFT_BIN=PATH benchmarks that binary (e.g. an older build, to compare in one session).
 if [ -z "${LOGRAFT_BIN:-}" ]; then cargo build --release --quiet; fi
@@ -83,7 +84,7 @@ f0=$(cpu $FPID); r0=$(cpu $RPID)
 start=$(date +%s.%N)
 /usr/bin/time -f "%e %U %S" -o "$WORK/client.time" \
   "$BIN" bench-load --target 127.0.0.1:$FPORT --events "$EVENTS" \
-  --events-per-chunk "$EVENTS_PER_CHUNK" --record-size "$RECORD_SIZE" \
+  --events-per-chunk "$EVENTS_PER_CHUNK" --record-size "$RECORD_SIZE" --content "$RECORD_CONTENT" \
   --connections "$CONNECTIONS" --pipeline "$PIPELINE" | tee "$WORK/load.out"
 # Wait until both buffers hold no chunk files: everything reached the receiver's output.
 chunks_left() { find "$WORK/forwarder-buffer" "$WORK/receiver-buffer" -maxdepth 1 -name 'buffer.*.log' 2>/dev/null | wc -l; }

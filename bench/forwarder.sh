@@ -11,6 +11,7 @@ CONNECTIONS=${2:-8}
 PIPELINE=${3:-4}
 EVENTS_PER_CHUNK=${EVENTS_PER_CHUNK:-1000}
 RECORD_SIZE=${RECORD_SIZE:-200}
+RECORD_CONTENT=${RECORD_CONTENT:-logs}
 
 # LOGRAFT_BIN=PATH benchmarks that binary (e.g. an older build, to compare in one session).
 if [ -z "${LOGRAFT_BIN:-}" ]; then cargo build --release --quiet; fi
@@ -58,7 +59,7 @@ TICK=$(getconf CLK_TCK)
 before=$(cpu $PID)
 /usr/bin/time -f "%e %U %S" -o "$WORK/client.time" \
   "$BIN" bench-load --target 127.0.0.1:$PORT --events "$EVENTS" \
-  --events-per-chunk "$EVENTS_PER_CHUNK" --record-size "$RECORD_SIZE" \
+  --events-per-chunk "$EVENTS_PER_CHUNK" --record-size "$RECORD_SIZE" --content "$RECORD_CONTENT" \
   --connections "$CONNECTIONS" --pipeline "$PIPELINE" | tee "$WORK/load.out"
 after=$(cpu $PID)
 rss_kb=$(awk '/VmHWM/ {print $2}' /proc/$PID/status)

@@ -85,6 +85,10 @@ enum Command {
         /// Chunks in flight per connection.
         #[arg(long, default_value_t = 4)]
         pipeline: usize,
+        /// What the records' `msg` holds: access-log lines, one repeated letter, or random
+        /// alphanumerics (decides how well chunks compress).
+        #[arg(long, value_enum, default_value_t = lograft::loadgen::RecordContent::Logs)]
+        content: lograft::loadgen::RecordContent,
     },
     /// Administer an aggregator cluster through one node's admin API.
     Cluster {
@@ -252,6 +256,7 @@ fn main() -> ExitCode {
             record_size,
             connections,
             pipeline,
+            content,
         } => bench_load(lograft::loadgen::LoadSpec {
             addr: target,
             tag,
@@ -260,6 +265,7 @@ fn main() -> ExitCode {
             record_size,
             connections,
             pipeline,
+            content,
         }),
         Command::Cluster { command } => cluster_admin(command),
         Command::Run {

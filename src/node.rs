@@ -428,6 +428,7 @@ async fn run_cluster(
     node_cfg.store.block_cache = c.block_cache_size as usize;
     node_cfg.store.log_cache = c.log_cache_size as usize;
     node_cfg.proposals_in_flight = c.proposals_in_flight as usize;
+    node_cfg.log_compression = c.log_compression;
     node_cfg.heartbeat_interval = c.heartbeat_interval;
     node_cfg.election_timeout_min = c.election_timeout;
     node_cfg.election_timeout_max = c.election_timeout * 2;

@@ -7,6 +7,7 @@
 //! `cluster::tls`).
 
 use crate::cluster::coalesce::DEFAULT_PROPOSALS_IN_FLIGHT;
+use crate::cluster::compression::LogCompression;
 use crate::cluster::storage::{DEFAULT_BLOCK_CACHE, DEFAULT_LOG_CACHE, DEFAULT_MEMTABLE_LIMIT};
 use crate::config::diag::Diag;
 use crate::config::element::Element;
@@ -48,6 +49,9 @@ pub struct ClusterConfig {
     /// Appends an aggregator proposes at once; chunks arriving meanwhile wait and go to the log
     /// together as one entry (`proposals_in_flight`, at least 1). Default 2.
     pub proposals_in_flight: u64,
+    /// How the leader writes chunk payloads into the Raft log (`log_compression lz4|none`).
+    /// Default lz4.
+    pub log_compression: LogCompression,
     /// Leader heartbeat. Default 100 ms.
     pub heartbeat_interval: Duration,
     /// Election timeout (the lower bound; the upper is twice it). Default 500 ms.
@@ -219,6 +223,7 @@ pub(crate) fn build_cluster(el: &Element, d: &mut Diag) -> Option<ClusterConfig>
             .integer::<u64>(d, "proposals_in_flight")
             .unwrap_or(DEFAULT_PROPOSALS_IN_FLIGHT as u64)
             .clamp(1, 1024),
+        log_compression: log_compression(&mut sec, d),
         heartbeat_interval: sec
             .duration(d, "heartbeat_interval")
             .unwrap_or(Duration::from_millis(100)),
@@ -237,6 +242,13 @@ pub(crate) fn build_cluster(el: &Element, d: &mut Diag) -> Option<ClusterConfig>
     }
     sec.finish(d, &[], &[]);
     (node_id.is_some() && address.is_some()).then_some(cfg)
+}
+
+/// `log_compression`: `lz4` (default) or `none`; anything else is an error naming the key.
+fn log_compression(sec: &mut Section, d: &mut Diag) -> LogCompression {
+    sec.enumerated(d, "log_compression", &["lz4", "none"])
+        .and_then(LogCompression::parse)
+        .unwrap_or_default()
 }
 
 /// `<transport tls>` of `<cluster>` (the only transport: `tcp` is what `insecure` is for).
@@ -270,7 +282,7 @@ fn is_host_port(s: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{ClusterConfig, Exposure};
+    use super::{ClusterConfig, Exposure, LogCompression};
     use crate::config::test_support::{errors, ok, TWO_OF_TWO_MEMBERS};
 
     #[test]
@@ -284,10 +296,18 @@ mod tests {
         assert_eq!(c.members.len(), 2);
         assert_eq!(c.dedup_window, 100_000);
         assert_eq!(c.proposals_in_flight, 2);
+        assert_eq!(c.log_compression, LogCompression::Lz4);
         assert_eq!(c.log_cache_size, 0);
         let join = "<cluster>\n  node_id 1\n  address 127.0.0.1:7001\n  join 127.0.0.1:7002\n";
         let c = ok(&format!("{join}  proposals_in_flight 8\n</cluster>\n"));
         assert_eq!(c.config.cluster.unwrap().proposals_in_flight, 8);
+        let c = ok(&format!("{join}  log_compression none\n</cluster>\n"));
+        assert_eq!(
+            c.config.cluster.unwrap().log_compression,
+            LogCompression::None
+        );
+        let e = errors(&format!("{join}  log_compression zstd\n</cluster>\n"));
+        assert!(e.contains("log_compression"), "{e}");
         let c = ok(&format!("{join}  log_cache_size 2m\n</cluster>\n"));
         assert_eq!(c.config.cluster.unwrap().log_cache_size, 2 << 20);
         let e = errors(&format!("{join}  log_cache_size lots\n</cluster>\n"));

@@ -29,7 +29,8 @@
 //! - [`bootstrap`]: forming or joining a cluster, and refusing to rejoin after a disk loss.
 //! - [`ingest`]: the inputs' [`crate::pipeline::Emit`] on an aggregator: a batch is acked once its
 //!   `AppendChunk` is committed and applied; [`coalesce`]: appends that wait while earlier
-//!   proposals are in flight go to the log together, as one entry.
+//!   proposals are in flight go to the log together, as one entry; [`compression`]: the
+//!   leader LZ4-compresses an append's events once, before proposing it.
 //! - [`upload`]: the leader's uploader (seal → upload → confirm) and the object-store target.
 //!
 //! On disk, under the node's data directory:
@@ -53,6 +54,7 @@
 pub mod admin;
 pub(crate) mod bootstrap;
 pub(crate) mod coalesce;
+pub mod compression;
 pub mod config;
 pub(crate) mod ingest;
 #[cfg(test)]
@@ -148,7 +150,7 @@ pub enum ClusterRequest {
     /// chunk: a segment whose id the dedup window holds, or that an earlier segment of the
     /// same request carries, is left out; the rest is stored under this entry's index and
     /// their ids are remembered. Answers `Duplicate` when every segment was left out.
-    /// (Last variant: older log entries still decode.)
+    /// (New variants go after the existing ones, so older log entries still decode.)
     AppendSegments {
         tag: String,
         /// Concatenated msgpack `[time, record]` entries, as received.
@@ -159,14 +161,31 @@ pub enum ClusterRequest {
         /// When the proposing node received the frame (in the log, so deterministic).
         received_unix_ms: u64,
     },
+    /// An `AppendSegments` whose events are LZ4-compressed: how the leader proposes every
+    /// append unless `log_compression none` (see [`compression`]). Applied like
+    /// `AppendSegments`. (Last variant: older log entries still decode.)
+    AppendCompressed {
+        tag: String,
+        /// The concatenated msgpack `[time, record]` entries, LZ4 block format.
+        #[serde(deserialize_with = "shared_bytes::deserialize")]
+        lz4: Bytes,
+        /// Bytes of the entries uncompressed (what the segments cover).
+        len: u64,
+        /// Consecutive runs covering the uncompressed entries, each with its client chunk's id.
+        segments: Vec<crate::origin::Segment>,
+        /// When the proposing node received the frame (in the log, so deterministic).
+        received_unix_ms: u64,
+    },
 }
 
 impl ClusterRequest {
-    /// The chunk payload it carries (the entries of an append), if any.
+    /// The chunk payload it carries as it is in the log (the entries of an append; compressed
+    /// for `AppendCompressed`), if any: what a copy of the entry costs.
     pub(crate) fn payload(&self) -> Option<&Bytes> {
         match self {
             ClusterRequest::AppendChunk { entries, .. }
-            | ClusterRequest::AppendSegments { entries, .. } => Some(entries),
+            | ClusterRequest::AppendSegments { entries, .. }
+            | ClusterRequest::AppendCompressed { lz4: entries, .. } => Some(entries),
             _ => None,
         }
     }
@@ -175,8 +194,19 @@ impl ClusterRequest {
     pub(crate) fn payload_mut(&mut self) -> Option<&mut Bytes> {
         match self {
             ClusterRequest::AppendChunk { entries, .. }
-            | ClusterRequest::AppendSegments { entries, .. } => Some(entries),
+            | ClusterRequest::AppendSegments { entries, .. }
+            | ClusterRequest::AppendCompressed { lz4: entries, .. } => Some(entries),
             _ => None,
+        }
+    }
+
+    /// The events an append carries (decompressed), if it is one.
+    pub(crate) fn events(&self) -> Result<Option<Bytes>, ClusterError> {
+        match self {
+            ClusterRequest::AppendCompressed { lz4, len, .. } => {
+                compression::decompress(lz4, *len).map(Some)
+            }
+            other => Ok(other.payload().cloned()),
         }
     }
 
@@ -195,6 +225,11 @@ impl ClusterRequest {
             }
             ClusterRequest::AppendSegments {
                 entries, segments, ..
+            }
+            | ClusterRequest::AppendCompressed {
+                lz4: entries,
+                segments,
+                ..
             } => {
                 own(entries);
                 segments
@@ -266,6 +301,20 @@ impl fmt::Debug for ClusterRequest {
                 .debug_struct("AppendSegments")
                 .field("tag", tag)
                 .field("bytes", &entries.len())
+                .field("segments", &segments.len())
+                .field("received_unix_ms", received_unix_ms)
+                .finish(),
+            ClusterRequest::AppendCompressed {
+                tag,
+                lz4,
+                len,
+                segments,
+                received_unix_ms,
+            } => f
+                .debug_struct("AppendCompressed")
+                .field("tag", tag)
+                .field("bytes", len)
+                .field("compressed", &lz4.len())
                 .field("segments", &segments.len())
                 .field("received_unix_ms", received_unix_ms)
                 .finish(),

@@ -8,6 +8,7 @@
 //! `NetworkError` / `Timeout`, so openraft retries them. It must not decide anything about
 //! membership or leadership: that is openraft's, and the admin operations' ([`super::admin`]).
 
+use super::compression::LogCompression;
 use super::proto::raft_pb::{
     raft_reply, raft_service_client::RaftServiceClient, raft_service_server::RaftService,
     ForwardedChunk, RaftMessage, RaftReply, SnapshotChunk, StartElectionReply,
@@ -500,14 +501,22 @@ pub struct RaftGrpc {
     node_id: NodeId,
     raft: ClusterRaft,
     gate: Gate,
+    /// How a chunk forwarded to this node (as leader) goes into the log.
+    log_compression: LogCompression,
 }
 
 impl RaftGrpc {
-    pub(crate) fn new(node_id: NodeId, raft: ClusterRaft, gate: Gate) -> Self {
+    pub(crate) fn new(
+        node_id: NodeId,
+        raft: ClusterRaft,
+        gate: Gate,
+        log_compression: LogCompression,
+    ) -> Self {
         RaftGrpc {
             node_id,
             raft,
             gate,
+            log_compression,
         }
     }
 }
@@ -658,6 +667,7 @@ impl RaftService for RaftGrpc {
             }
         };
         debug!(request = ?app, "forwarded chunk");
+        let app = self.log_compression.compress(app);
         reply(self.raft.client_write(app).await.map(|r| r.data))
     }
 

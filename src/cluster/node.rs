@@ -7,6 +7,7 @@
 //! uses none of them. It must not start or stop anything (that is [`super::server`]) nor
 //! implement admin operations (that is [`super::admin`]).
 
+use super::compression::LogCompression;
 use super::network::{CallError, ClientWriteRaftError, PeerChannels};
 use super::proto::raft_pb::{ForwardedChunk, ForwardedSegment};
 use super::storage::ChunkReader;
@@ -61,6 +62,9 @@ pub(crate) struct NodeShared {
     /// Appends proposed at once by ingest; those waiting meanwhile share an entry
     /// (`<cluster> proposals_in_flight`, see [`super::coalesce`]).
     pub(crate) proposals_in_flight: usize,
+    /// How this node, as leader, writes chunk payloads into the log (see
+    /// [`super::compression`]).
+    pub(crate) log_compression: LogCompression,
     /// The leader lease (openraft's `election_timeout_max`), for leader transfers.
     pub(crate) election_timeout_max: Duration,
 }
@@ -166,7 +170,14 @@ pub(crate) async fn propose(
         last_leader = Some(leader);
 
         let answer: Result<ClusterResponse, ClientWriteRaftError> = if leader == shared.id {
-            match tokio::time::timeout(remaining, shared.raft.client_write(request.clone())).await {
+            match tokio::time::timeout(
+                remaining,
+                shared
+                    .raft
+                    .client_write(shared.log_compression.compress(request.clone())),
+            )
+            .await
+            {
                 Ok(answer) => answer.map(|r| r.data),
                 Err(_) => {
                     return Err(ProposeError::Timeout {

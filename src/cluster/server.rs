@@ -9,6 +9,7 @@
 
 use super::admin::grpc::AdminGrpc;
 use super::admin::ops::{self, AdminError};
+use super::compression::LogCompression;
 use super::network::{NetworkFactory, PeerChannels, RaftGrpc, MAX_MESSAGE_BYTES};
 use super::node::NodeShared;
 use super::proto::admin_pb::cluster_admin_server::ClusterAdminServer;
@@ -54,6 +55,8 @@ pub(crate) struct ClusterNodeConfig {
     pub(crate) propose_timeout: Duration,
     /// Appends ingest proposes at once (see `cluster::coalesce`).
     pub(crate) proposals_in_flight: usize,
+    /// How the leader writes chunk payloads into the log (`<cluster> log_compression`).
+    pub(crate) log_compression: LogCompression,
     /// Mutual TLS on the cluster port and to the peers; `None`: plaintext.
     pub(crate) tls: Option<Arc<ClusterTls>>,
 }
@@ -75,6 +78,7 @@ impl ClusterNodeConfig {
             max_payload_entries: 16,
             propose_timeout: Duration::from_secs(5),
             proposals_in_flight: super::coalesce::DEFAULT_PROPOSALS_IN_FLIGHT,
+            log_compression: LogCompression::default(),
             tls: None,
         }
     }
@@ -160,12 +164,18 @@ impl ClusterNode {
             gate: Gate::new(config.tls.is_some()),
             propose_timeout: config.propose_timeout,
             proposals_in_flight: config.proposals_in_flight,
+            log_compression: config.log_compression,
             election_timeout_max: config.election_timeout_max,
         });
 
-        let raft_service = RaftServiceServer::new(RaftGrpc::new(shared.id, raft, shared.gate))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let raft_service = RaftServiceServer::new(RaftGrpc::new(
+            shared.id,
+            raft,
+            shared.gate,
+            config.log_compression,
+        ))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let admin_service = ClusterAdminServer::new(AdminGrpc::new(shared.clone()));
         let stop_serving = CancellationToken::new();
         let stop = stop_serving.clone();

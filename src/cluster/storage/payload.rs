@@ -180,11 +180,12 @@ fn delete_log_range(batch: &mut WriteBatch, log_cf: &rocksdb::ColumnFamily, star
     }
 }
 
-/// The payload a log entry carries: the entries of its `AppendChunk` or `AppendSegments`.
+/// The payload a log entry carries: the entries of its `AppendChunk`, `AppendSegments` or
+/// `AppendCompressed` (decompressed).
 fn payload_of_entry(stored_entry: &[u8], index: u64) -> Result<Bytes, ClusterError> {
     let entry: Entry<TypeConfig> = decode(stored_entry)?;
     match &entry.payload {
-        EntryPayload::Normal(request) => request.payload().cloned(),
+        EntryPayload::Normal(request) => request.events()?,
         _ => None,
     }
     .ok_or_else(|| ClusterError::Corrupt(format!("chunk {index}: its log entry carries no chunk")))

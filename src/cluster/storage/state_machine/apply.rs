@@ -3,7 +3,9 @@
 //! the column families match it.
 //!
 //! Owns the meaning of `AppendChunk` (size limit of chunk ids, dedup within the window),
-//! `AppendSegments` (the same per segment; duplicate segments left out of the stored chunk),
+//! `AppendSegments` and `AppendCompressed` (the same per segment; duplicate segments left out of
+//! the stored chunk; the only rule that reads compressed events, so a follower rarely
+//! decompresses),
 //! `SealBatch` (only pending chunks of the batch's tag and, with a period, of the first chunk's
 //! period, strictly ascending; the object key is derived here from the batch by [`batch_key`],
 //! never taken from the request), `ConfirmUpload` (drops a sealed batch's chunks; anything else
@@ -18,6 +20,7 @@ use super::records::{
     BatchRecord, ChunkRecord, DeadLetter, DedupRecord, SmState, UnconfirmedBatch,
     MAX_DEAD_LETTER_REASON,
 };
+use crate::cluster::compression;
 use crate::cluster::{ClusterRequest, ClusterResponse, TypeConfig, MAX_ORIGIN_LEN};
 use crate::origin::Segment;
 use bytes::Bytes;
@@ -132,7 +135,25 @@ pub(crate) fn apply_request(
             index,
             Segments {
                 tag,
-                entries,
+                events: Events::Plain(entries),
+                segments,
+                received_unix_ms,
+            },
+            dedup_window,
+            mutations,
+        ),
+        ClusterRequest::AppendCompressed {
+            tag,
+            lz4,
+            len,
+            segments,
+            received_unix_ms,
+        } => append_segments(
+            state,
+            index,
+            Segments {
+                tag,
+                events: Events::Lz4 { lz4, len },
                 segments,
                 received_unix_ms,
             },
@@ -295,15 +316,41 @@ fn seal_refusal(
     None
 }
 
-/// The fields of an `AppendSegments` request.
+/// The fields of an `AppendSegments` or `AppendCompressed` request.
 struct Segments {
     tag: String,
-    entries: Bytes,
+    events: Events,
     segments: Vec<Segment>,
     received_unix_ms: u64,
 }
 
-/// `AppendSegments` (see [`ClusterRequest::AppendSegments`]).
+/// An append's events as its log entry carries them.
+enum Events {
+    Plain(Bytes),
+    Lz4 { lz4: Bytes, len: u64 },
+}
+
+impl Events {
+    /// Bytes of the events uncompressed.
+    fn len(&self) -> u64 {
+        match self {
+            Events::Plain(entries) => entries.len() as u64,
+            Events::Lz4 { len, .. } => *len,
+        }
+    }
+
+    /// The events, decompressed if need be; the error says why they cannot be read.
+    fn bytes(&self) -> Result<Bytes, String> {
+        match self {
+            Events::Plain(entries) => Ok(entries.clone()),
+            Events::Lz4 { lz4, len } => {
+                compression::decompress(lz4, *len).map_err(|e| e.to_string())
+            }
+        }
+    }
+}
+
+/// `AppendSegments` and `AppendCompressed` (see [`ClusterRequest::AppendSegments`]).
 fn append_segments(
     state: &mut SmState,
     index: u64,
@@ -313,16 +360,16 @@ fn append_segments(
 ) -> ClusterResponse {
     let Segments {
         tag,
-        entries,
+        events,
         segments,
         received_unix_ms,
     } = request;
-    let covered: usize = segments.iter().map(|s| s.len).sum();
-    if segments.is_empty() || covered != entries.len() {
+    let covered: u64 = segments.iter().map(|s| s.len as u64).sum();
+    if segments.is_empty() || covered != events.len() {
         return ClusterResponse::Rejected(format!(
             "{} segments cover {covered} of {} bytes",
             segments.len(),
-            entries.len()
+            events.len()
         ));
     }
     if let Some(long) = segments
@@ -363,28 +410,34 @@ fn append_segments(
     // The whole request's entries are read from its log entry; only a subset is stored apart.
     let apart = kept.len() != segments.len();
     let stored = if !apart {
-        entries
+        None
     } else {
+        let entries = match events.bytes() {
+            Ok(entries) => entries,
+            Err(reason) => return ClusterResponse::Rejected(reason),
+        };
         let mut joined = bytes::BytesMut::with_capacity(kept.iter().map(|(r, _)| r.len()).sum());
         for (range, _) in &kept {
             joined.extend_from_slice(&entries[range.clone()]);
         }
-        joined.freeze()
+        Some(joined.freeze())
     };
     let origins: Vec<Bytes> = kept.iter().filter_map(|(_, s)| s.origin.clone()).collect();
     let record = ChunkRecord {
         tag,
-        bytes: stored.len() as u64,
+        bytes: stored.as_ref().map_or(events.len(), |s| s.len() as u64),
         count,
         received_unix_ms,
-        origin: None,
+        // A chunk of one sender's chunk shows its id (like `AppendChunk`); its own copy, as
+        // there (the id may be a slice of a frame).
+        origin: match kept.as_slice() {
+            [(_, only)] => only.origin.as_deref().map(Bytes::copy_from_slice),
+            _ => None,
+        },
         batch: None,
     };
-    if apart {
-        mutations.push(Mutation::PutChunkData {
-            index,
-            entries: stored,
-        });
+    if let Some(entries) = stored {
+        mutations.push(Mutation::PutChunkData { index, entries });
     }
     mutations.push(Mutation::PutChunkMeta {
         index,

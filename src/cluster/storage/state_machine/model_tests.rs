@@ -35,6 +35,8 @@ enum Step {
         tag: usize,
         len: u8,
         day: u8,
+        /// Proposed as the leader does by default: LZ4-compressed (`AppendCompressed`).
+        compressed: bool,
     },
     /// Append a forwarder frame of segments: each `(origin, len)` picks an id from the same
     /// pool (or none); `long` makes the first id one byte over the limit; `miscover` makes the
@@ -45,6 +47,7 @@ enum Step {
         miscover: bool,
         tag: usize,
         day: u8,
+        compressed: bool,
     },
     /// Seal up to `take` pending chunks of a tag, with a one-day period if `daily` (refused
     /// when they arrived on different days).
@@ -79,14 +82,16 @@ fn step() -> impl Strategy<Value = Step> {
             proptest::bool::weighted(0.05),
             0..TAGS.len(),
             0u8..40,
-            0u8..3
+            0u8..3,
+            proptest::bool::ANY
         )
-            .prop_map(|(origin, long, tag, len, day)| Step::Append {
+            .prop_map(|(origin, long, tag, len, day, compressed)| Step::Append {
                 origin,
                 long,
                 tag,
                 len,
-                day
+                day,
+                compressed
             }),
         3 => (
             proptest::collection::vec(
@@ -96,14 +101,16 @@ fn step() -> impl Strategy<Value = Step> {
             proptest::bool::weighted(0.05),
             proptest::bool::weighted(0.05),
             0..TAGS.len(),
-            0u8..3
+            0u8..3,
+            proptest::bool::ANY
         )
-            .prop_map(|(segments, long, miscover, tag, day)| Step::AppendSegments {
+            .prop_map(|(segments, long, miscover, tag, day, compressed)| Step::AppendSegments {
                 segments,
                 long,
                 miscover,
                 tag,
-                day
+                day,
+                compressed
             }),
         2 => (0..TAGS.len(), 1usize..5, 0usize..3, proptest::bool::weighted(0.3))
             .prop_map(|(tag, take, skip, daily)| Step::SealPending { tag, take, skip, daily }),
@@ -182,6 +189,25 @@ impl Model {
     }
 
     fn apply(&mut self, index: u64, request: &ClusterRequest) -> ClusterResponse {
+        // A compressed append means what its plain `AppendSegments` means.
+        let plain;
+        let request = match request {
+            ClusterRequest::AppendCompressed {
+                tag,
+                segments,
+                received_unix_ms,
+                ..
+            } => {
+                plain = ClusterRequest::AppendSegments {
+                    tag: tag.clone(),
+                    entries: request.events().expect("decompresses").expect("an append"),
+                    segments: segments.clone(),
+                    received_unix_ms: *received_unix_ms,
+                };
+                &plain
+            }
+            other => other,
+        };
         match request {
             ClusterRequest::AppendChunk {
                 origin,
@@ -262,7 +288,11 @@ impl Model {
                         bytes: kept.iter().map(|s| s.len as u64).sum(),
                         count: kept.iter().map(|s| u64::from(s.count)).sum(),
                         received_unix_ms: *received_unix_ms,
-                        origin: None,
+                        // One sender's chunk kept alone shows its id.
+                        origin: match kept.as_slice() {
+                            [only] => only.origin.clone(),
+                            _ => None,
+                        },
                         batch: None,
                     },
                 );
@@ -344,6 +374,7 @@ impl Model {
                     object_key: key,
                 }
             }
+            ClusterRequest::AppendCompressed { .. } => unreachable!("made plain above"),
         }
     }
 }
@@ -357,22 +388,27 @@ fn request(step: &Step, model: &Model) -> ClusterRequest {
             tag,
             len,
             day,
-        } => ClusterRequest::AppendChunk {
-            origin: origin.map(|o| {
-                let n = if *long { MAX_ORIGIN_LEN + 1 } else { 16 };
-                Bytes::from(vec![o; n])
-            }),
-            tag: TAGS[*tag].to_string(),
-            entries: Bytes::from(vec![0x90; *len as usize]),
-            count: 1,
-            received_unix_ms: 1_795_568_523_000 + u64::from(*day) * DAY_MS,
-        },
+            compressed,
+        } => compressed_if(
+            *compressed,
+            ClusterRequest::AppendChunk {
+                origin: origin.map(|o| {
+                    let n = if *long { MAX_ORIGIN_LEN + 1 } else { 16 };
+                    Bytes::from(vec![o; n])
+                }),
+                tag: TAGS[*tag].to_string(),
+                entries: Bytes::from(vec![0x90; *len as usize]),
+                count: 1,
+                received_unix_ms: 1_795_568_523_000 + u64::from(*day) * DAY_MS,
+            },
+        ),
         Step::AppendSegments {
             segments,
             long,
             miscover,
             tag,
             day,
+            compressed,
         } => {
             let segments: Vec<crate::origin::Segment> = segments
                 .iter()
@@ -392,12 +428,15 @@ fn request(step: &Step, model: &Model) -> ClusterRequest {
                 .collect();
             let covered: usize = segments.iter().map(|s| s.len).sum();
             let len = if *miscover { covered + 1 } else { covered };
-            ClusterRequest::AppendSegments {
-                tag: TAGS[*tag].to_string(),
-                entries: Bytes::from(vec![0x90; len]),
-                segments,
-                received_unix_ms: 1_795_568_523_000 + u64::from(*day) * DAY_MS,
-            }
+            compressed_if(
+                *compressed,
+                ClusterRequest::AppendSegments {
+                    tag: TAGS[*tag].to_string(),
+                    entries: Bytes::from(vec![0x90; len]),
+                    segments,
+                    received_unix_ms: 1_795_568_523_000 + u64::from(*day) * DAY_MS,
+                },
+            )
         }
         Step::SealPending {
             tag,
@@ -708,7 +747,9 @@ fn run_pure(
         for (index, record) in &columns.chunk_meta {
             let payload = match columns.chunk_data.get(index) {
                 Some(apart) => Some(apart.clone()),
-                None => requests[*index as usize - 1].payload().cloned(),
+                None => requests[*index as usize - 1]
+                    .events()
+                    .expect("decompresses"),
             };
             prop_assert_eq!(payload.map(|p| p.len() as u64), Some(record.bytes));
         }
@@ -803,4 +844,13 @@ fn a_pending_record_does_not_keep_the_frame_alive() {
         !lies_within(&origin, &frame),
         "the pending record pins the frame"
     );
+}
+
+/// `request` as the leader proposes it with `log_compression lz4` when `compressed`.
+fn compressed_if(compressed: bool, request: ClusterRequest) -> ClusterRequest {
+    if compressed {
+        crate::cluster::compression::LogCompression::Lz4.compress(request)
+    } else {
+        request
+    }
 }
