@@ -459,6 +459,15 @@ async fn run_cluster(
     }
 
     let cluster_metrics = metrics.cluster(node.shared().clone());
+    // Rendered batches wait here for their upload (anonymous files, nothing left after a crash).
+    let spool_dir = data_dir.join("upload-spool");
+    if let Err(e) = std::fs::create_dir_all(&spool_dir) {
+        node.shutdown().await;
+        return Err(cluster_err(format!(
+            "upload spool directory {}: {e}",
+            spool_dir.display()
+        )));
+    }
     let stop_uploaders = CancellationToken::new();
     let mut uploaders = JoinSet::new();
     for (match_index, (target, policy, name)) in uploads.into_iter().enumerate() {
@@ -469,6 +478,7 @@ async fn run_cluster(
             match_index,
             routes: routes.clone(),
             target,
+            spool_dir: spool_dir.clone(),
             policy,
             name,
             metrics: cluster_metrics.clone(),

@@ -133,6 +133,7 @@ async fn a_failing_batch_waits_alone_and_a_permanent_failure_is_dead_lettered() 
             MatchPattern::parse("**").expect("pattern")
         ]])),
         target: target.clone(),
+        spool_dir: std::env::temp_dir(),
         policy: BatchPolicy {
             flush_interval: Duration::from_millis(100),
             batch_bytes: 1 << 20,

@@ -7,7 +7,10 @@
 //! 2. **seal** the batch: commit `SealBatch` with its exact chunk list; the state machine
 //!    derives the object key (`<path>/<tag>/<YYYY>/<MM>/<DD>/<first>-<last>.log.gz`, date of the
 //!    first chunk's arrival, UTC), so every node agrees what the object holds and where;
-//! 3. upload the object (gzip out_file lines, times in UTC: the same bytes whoever renders it);
+//! 3. upload the object (gzip out_file lines, times in UTC: the same bytes whoever renders it),
+//!    rendered into an anonymous spool file under the node's data directory and sent in
+//!    parts of [`UPLOAD_PART_BYTES`] (one put when smaller), so the leader's memory does not
+//!    depend on the batch size or how well its events compress;
 //! 4. **confirm**: commit `ConfirmUpload`, which drops the chunks.
 //!
 //! A new leader first re-uploads every sealed, unconfirmed batch under its recorded key — an
@@ -42,6 +45,7 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::task::JoinSet;
@@ -49,7 +53,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 mod target;
-pub use target::{render_batch, UploadError, UploadTarget};
+pub use target::{render_batch, SpooledBody, UploadError, UploadTarget, UPLOAD_PART_BYTES};
+
+/// What an upload sends.
+#[derive(Clone)]
+enum Body {
+    /// The rendered batch, in a spool file.
+    Spooled(SpooledBody),
+    /// Content that cannot be rendered: its chunks' stored msgpack, gzipped in memory.
+    Raw(Bytes),
+}
 
 /// Largest batch, whatever `chunk_limit_size` says: a batch is rendered in memory.
 pub const MAX_BATCH_BYTES: u64 = 64 * 1024 * 1024;
@@ -98,6 +111,8 @@ pub struct Uploader {
     pub(crate) match_index: usize,
     pub(crate) routes: Arc<TagRoutes>,
     pub(crate) target: UploadTarget,
+    /// Where rendered batches wait for their upload (anonymous files; see [`SpooledBody`]).
+    pub(crate) spool_dir: PathBuf,
     pub(crate) policy: BatchPolicy,
     /// For logs: the match's patterns.
     pub(crate) name: String,
@@ -338,11 +353,14 @@ impl Uploader {
     async fn upload_and_confirm(&self, batch: &SealedBatch) -> Result<(), UploadError> {
         let reader = self.shared.reader.clone();
         let (tag, chunks) = (batch.tag.clone(), batch.chunks.clone());
-        let body = tokio::task::spawn_blocking(move || render_batch(&reader, &tag, &chunks))
-            .await
-            .map_err(|e| UploadError::Task(format!("rendering batch {}: {e}", batch.first)))?;
+        let spool = self.spool_dir.clone();
+        let body = tokio::task::spawn_blocking(move || {
+            SpooledBody::render(&spool, &reader, &tag, &chunks)
+        })
+        .await
+        .map_err(|e| UploadError::Task(format!("rendering batch {}: {e}", batch.first)))?;
         let body = match body {
-            Ok(body) => Some(body),
+            Ok(body) => Some(Body::Spooled(body)),
             Err(e) if e.is_permanent() => {
                 // Content that cannot be rendered goes to the dead-letter area as stored.
                 let key = match &batch.dead_letter {
@@ -403,14 +421,23 @@ impl Uploader {
         &self,
         batch: &SealedBatch,
         key: &str,
-        body: Option<Bytes>,
+        body: Option<Body>,
     ) -> Result<(), UploadError> {
         let body = match body {
             Some(body) => body,
-            None => self.raw_batch(batch).await?,
+            None => Body::Raw(self.raw_batch(batch).await?),
         };
-        let size = body.len();
-        self.target.put(key, body).await?;
+        let size = match body {
+            Body::Spooled(spooled) => {
+                self.target.put_spooled(key, &spooled).await?;
+                spooled.len()
+            }
+            Body::Raw(bytes) => {
+                let size = bytes.len() as u64;
+                self.target.put(key, bytes).await?;
+                size
+            }
+        };
         fault_point("after-upload", self.shared.id, key);
         match node::propose(
             &self.shared,
@@ -420,7 +447,7 @@ impl Uploader {
         {
             Ok(_) => {
                 self.metrics.uploaded_objects.inc();
-                self.metrics.uploaded_bytes.inc_by(size as u64);
+                self.metrics.uploaded_bytes.inc_by(size);
                 self.metrics.uploaded_events.inc_by(batch.count);
                 info!(r#match = %self.name, key = %key, batch = batch.first, chunks = batch.chunks.len(),
                     bytes = size, dead_letter = key != self.target.batch_object_key(batch),

@@ -1,7 +1,9 @@
 //! The upload target and what goes to it: [`UploadTarget`] (a local directory, fsynced with
 //! its parents, or an S3-compatible bucket through `object_store`), [`render_batch`] (a sealed
-//! batch as gzip out_file lines in UTC, the same bytes whoever renders them) and
-//! [`UploadError`] with its permanent/transient classification.
+//! batch as gzip out_file lines in UTC, the same bytes whoever renders them), [`SpooledBody`]
+//! (a rendered batch in a spool file, uploaded in parts, so a batch of any size and content
+//! costs the leader a bounded amount of memory) and [`UploadError`] with its
+//! permanent/transient classification.
 //!
 //! It must not decide what to upload or when (the [`super::Uploader`] does) nor touch the Raft
 //! log.
@@ -17,7 +19,7 @@ use flate2::Compression;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, PutPayload};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,6 +56,13 @@ pub enum UploadError {
     },
     #[error("upload task: {0}")]
     Task(String),
+    #[error("writing a rendered batch: {0}")]
+    RenderOutput(std::io::Error),
+    #[error("spool file of a rendered batch in {dir}: {source}")]
+    Spool {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
     #[error("dead-lettering batch {first} was not applied: {answer}")]
     DeadLetterNotApplied { first: u64, answer: String },
 }
@@ -78,6 +87,9 @@ impl UploadError {
             | UploadError::Sync { .. }
             | UploadError::Propose { .. }
             | UploadError::Task(_)
+            // Where the rendered batch is written (a full disk): retrying can fix it.
+            | UploadError::RenderOutput(_)
+            | UploadError::Spool { .. }
             | UploadError::DeadLetterNotApplied { .. } => false,
         }
     }
@@ -247,6 +259,46 @@ impl UploadTarget {
     pub async fn put(&self, key: &str, body: Bytes) -> Result<(), UploadError> {
         let path = ObjectPath::parse(key).map_err(object_store::Error::from)?;
         self.store.put(&path, PutPayload::from(body)).await?;
+        self.sync_local(key).await
+    }
+
+    /// Store a spooled body under `key`, durably: one put when it is at most one part
+    /// ([`UPLOAD_PART_BYTES`]), else a multipart upload of such parts, one after the other
+    /// (the object appears only when complete; a failed one is aborted). Memory: about one
+    /// part, whatever the body's size.
+    pub async fn put_spooled(&self, key: &str, body: &SpooledBody) -> Result<(), UploadError> {
+        if body.len <= UPLOAD_PART_BYTES as u64 {
+            let bytes = body.read_part(0, body.len as usize).await?;
+            return self.put(key, bytes).await;
+        }
+        let path = ObjectPath::parse(key).map_err(object_store::Error::from)?;
+        let upload = self.store.put_multipart(&path).await?;
+        let mut writer =
+            object_store::WriteMultipart::new_with_chunk_size(upload, UPLOAD_PART_BYTES);
+        let mut at = 0u64;
+        let sent: Result<(), UploadError> = async {
+            while at < body.len {
+                let n = (body.len - at).min(UPLOAD_PART_BYTES as u64) as usize;
+                // The previous part is sent before the next is read: one part in memory.
+                writer.wait_for_capacity(1).await?;
+                let part = body.read_part(at, n).await?;
+                writer.put(part);
+                at += n as u64;
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = sent {
+            // Best effort: the parts of an unfinished upload are only storage until cleaned up.
+            let _ = writer.abort().await;
+            return Err(e);
+        }
+        writer.finish().await?;
+        self.sync_local(key).await
+    }
+
+    /// For a local directory target: fsync the file `key` and its directories.
+    async fn sync_local(&self, key: &str) -> Result<(), UploadError> {
         if let Some(root) = &self.local_root {
             let (file, root) = (root.join(key), root.clone());
             tokio::task::spawn_blocking(move || sync_with_parents(&file, &root))
@@ -287,11 +339,83 @@ fn sync_with_parents(file: &std::path::Path, root: &std::path::Path) -> Result<(
     Ok(())
 }
 
+/// Parts of a multipart upload (and the largest body sent in one put): S3's smallest part.
+pub const UPLOAD_PART_BYTES: usize = 5 * 1024 * 1024;
+
+/// A rendered batch in an anonymous file of the spool directory (gone when dropped, and after
+/// a crash: nothing to clean up). Read back part by part for the upload.
+#[derive(Debug, Clone)]
+pub struct SpooledBody {
+    file: Arc<std::fs::File>,
+    len: u64,
+    dir: PathBuf,
+}
+
+impl SpooledBody {
+    /// Render `chunks` of `tag` ([`render_batch`]'s bytes) into a new file in `dir`. Blocking.
+    pub fn render(
+        dir: &Path,
+        reader: &ChunkReader,
+        tag: &str,
+        chunks: &[u64],
+    ) -> Result<Self, UploadError> {
+        let spool_err = |source| UploadError::Spool {
+            dir: dir.to_path_buf(),
+            source,
+        };
+        let file = tempfile::tempfile_in(dir).map_err(spool_err)?;
+        let out = std::io::BufWriter::with_capacity(256 * 1024, file);
+        let out = render_batch_into(reader, tag, chunks, out)?;
+        let file = out.into_inner().map_err(|e| spool_err(e.into_error()))?;
+        let len = file.metadata().map_err(spool_err)?.len();
+        Ok(SpooledBody {
+            file: Arc::new(file),
+            len,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Bytes of the rendered batch.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether nothing was rendered (never for a batch: gzip has a header).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// `n` bytes from offset `at`, read on a blocking thread.
+    async fn read_part(&self, at: u64, n: usize) -> Result<Bytes, UploadError> {
+        let (file, dir) = (self.file.clone(), self.dir.clone());
+        tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::FileExt;
+            let mut part = vec![0u8; n];
+            file.read_exact_at(&mut part, at)
+                .map(|()| Bytes::from(part))
+                .map_err(|source| UploadError::Spool { dir, source })
+        })
+        .await
+        .map_err(|e| UploadError::Task(format!("reading a spooled batch: {e}")))?
+    }
+}
+
 /// Render a batch: gzip of out_file lines (`time<TAB>tag<TAB>json`, UTC), chunk by chunk in
-/// index order. Deterministic: any node renders the same bytes from the same chunks.
+/// index order. Deterministic: any node renders the same bytes from the same chunks. In
+/// memory: for tests and small batches; the uploader spools ([`SpooledBody::render`]).
 pub fn render_batch(reader: &ChunkReader, tag: &str, chunks: &[u64]) -> Result<Bytes, UploadError> {
+    render_batch_into(reader, tag, chunks, Vec::new()).map(Bytes::from)
+}
+
+/// [`render_batch`] into `out`, which is returned once the gzip stream is finished.
+fn render_batch_into<W: Write>(
+    reader: &ChunkReader,
+    tag: &str,
+    chunks: &[u64],
+    out: W,
+) -> Result<W, UploadError> {
     let formatter = LineFormatter::out_file(Zone::Utc);
-    let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
+    let mut gz = GzEncoder::new(out, Compression::fast());
     let mut lines = Vec::new();
     for &index in chunks {
         let entries = reader
@@ -304,16 +428,11 @@ pub fn render_batch(reader: &ChunkReader, tag: &str, chunks: &[u64]) -> Result<B
                 index,
                 reason: e.to_string(),
             })?;
-        gz.write_all(&lines).map_err(|e| UploadError::Render {
-            index,
-            reason: e.to_string(),
-        })?;
+        gz.write_all(&lines).map_err(UploadError::RenderOutput)?;
     }
-    let body = gz.finish().map_err(|e| UploadError::Render {
-        index: chunks.first().copied().unwrap_or(0),
-        reason: e.to_string(),
-    })?;
-    Ok(Bytes::from(body))
+    let mut out = gz.finish().map_err(UploadError::RenderOutput)?;
+    out.flush().map_err(UploadError::RenderOutput)?;
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -425,6 +544,55 @@ mod tests {
             source: "non-2xx status code: 403 Forbidden".into(),
         };
         assert!(!UploadError::Store(denied).is_permanent());
+    }
+
+    /// A spool file holding `content`, as `SpooledBody::render` leaves one.
+    fn spooled(dir: &Path, content: &[u8]) -> SpooledBody {
+        let mut file = tempfile::tempfile_in(dir).unwrap();
+        file.write_all(content).unwrap();
+        SpooledBody {
+            file: Arc::new(file),
+            len: content.len() as u64,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_spooled_body_uploads_whole_in_one_put_or_in_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path().join("spool");
+        std::fs::create_dir_all(&spool).unwrap();
+        let target = UploadTarget::local_dir(dir.path().join("bucket")).unwrap();
+        // Not a multiple of the part size, and every part different.
+        let large: Vec<u8> = (0..2 * UPLOAD_PART_BYTES + 12_345)
+            .map(|i| (i / 997 % 251) as u8)
+            .collect();
+        for (key, content) in [
+            ("t/small.log.gz", &b"small body"[..]),
+            ("t/large.log.gz", &large),
+        ] {
+            let body = spooled(&spool, content);
+            target.put_spooled(key, &body).await.unwrap();
+            assert_eq!(
+                std::fs::read(dir.path().join("bucket").join(key)).unwrap(),
+                content
+            );
+            // The same body uploads again (a retry reads the spool file from its start).
+            target.put_spooled(key, &body).await.unwrap();
+            assert_eq!(
+                std::fs::read(dir.path().join("bucket").join(key)).unwrap(),
+                content
+            );
+        }
+        // Nothing but the two objects in the bucket (no staging files left by the parts).
+        let mut names: Vec<_> = std::fs::read_dir(dir.path().join("bucket/t"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["large.log.gz", "small.log.gz"]);
+        // Anonymous spool files: the directory stays empty.
+        assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 0);
     }
 
     #[tokio::test]
