@@ -459,9 +459,13 @@ async fn run_cluster(
     }
 
     let cluster_metrics = metrics.cluster(node.shared().clone());
-    // Rendered batches wait here for their upload (anonymous files, nothing left after a crash).
+    // Rendered batches wait here for their upload; what a crash left is removed first.
     let spool_dir = data_dir.join("upload-spool");
-    if let Err(e) = std::fs::create_dir_all(&spool_dir) {
+    let cleared = {
+        let dir = spool_dir.clone();
+        tokio::task::spawn_blocking(move || crate::cluster::upload::clear_spool(&dir)).await
+    };
+    if let Err(e) = cleared.map_err(std::io::Error::other).and_then(|r| r) {
         node.shutdown().await;
         return Err(cluster_err(format!(
             "upload spool directory {}: {e}",

@@ -40,6 +40,8 @@
 //!                    sm_batches, sm_dedup, sm_meta (one WAL shared by all of them)
 //! <dir>/snapshots/   snap-<index>-<nanos>-<n>.bin (the current snapshot), tmp-* (being
 //!                    written or received; removed at open)
+//! <dir>/upload-spool/ batch-* : the leader's rendered batches while they upload (deleted
+//!                    once sent; leftovers of a crash removed at start)
 //! ```
 //!
 //! # Life of a chunk

@@ -8,7 +8,7 @@
 //!    derives the object key (`<path>/<tag>/<YYYY>/<MM>/<DD>/<first>-<last>.log.gz`, date of the
 //!    first chunk's arrival, UTC), so every node agrees what the object holds and where;
 //! 3. upload the object (gzip out_file lines, times in UTC: the same bytes whoever renders it),
-//!    rendered into an anonymous spool file under the node's data directory and sent in
+//!    rendered into a temporary spool file under the node's data directory and sent in
 //!    parts of [`UPLOAD_PART_BYTES`] (one put when smaller), so the leader's memory does not
 //!    depend on the batch size or how well its events compress;
 //! 4. **confirm**: commit `ConfirmUpload`, which drops the chunks.
@@ -53,7 +53,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 mod target;
-pub use target::{render_batch, SpooledBody, UploadError, UploadTarget, UPLOAD_PART_BYTES};
+pub use target::{
+    clear_spool, render_batch, SpooledBody, UploadError, UploadTarget, UPLOAD_PART_BYTES,
+};
 
 /// What an upload sends.
 #[derive(Clone)]
@@ -111,7 +113,8 @@ pub struct Uploader {
     pub(crate) match_index: usize,
     pub(crate) routes: Arc<TagRoutes>,
     pub(crate) target: UploadTarget,
-    /// Where rendered batches wait for their upload (anonymous files; see [`SpooledBody`]).
+    /// Where rendered batches wait for their upload (see [`SpooledBody`]; cleared at start by
+    /// [`clear_spool`]).
     pub(crate) spool_dir: PathBuf,
     pub(crate) policy: BatchPolicy,
     /// For logs: the match's patterns.

@@ -342,14 +342,36 @@ fn sync_with_parents(file: &std::path::Path, root: &std::path::Path) -> Result<(
 /// Parts of a multipart upload (and the largest body sent in one put): S3's smallest part.
 pub const UPLOAD_PART_BYTES: usize = 5 * 1024 * 1024;
 
-/// A rendered batch in an anonymous file of the spool directory (gone when dropped, and after
-/// a crash: nothing to clean up). Read back part by part for the upload.
+/// A rendered batch in a temporary file of the spool directory (`batch-*`, deleted when the
+/// last clone is dropped; [`clear_spool`] removes what a crash left). A named file, not an
+/// unlinked one: FUSE and network file systems need not support reading an unlinked file (the
+/// jepsen lazyfs disks do not). Read back part by part for the upload.
 #[derive(Debug, Clone)]
 pub struct SpooledBody {
-    file: Arc<std::fs::File>,
+    file: Arc<tempfile::NamedTempFile>,
     len: u64,
     dir: PathBuf,
 }
+
+/// Remove the spool files a stopped process left in `dir` (creating `dir` if missing). Call
+/// before any uploader of this node runs. Blocking.
+pub fn clear_spool(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(SPOOL_PREFIX)
+        {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// Name prefix of spool files.
+const SPOOL_PREFIX: &str = "batch-";
 
 impl SpooledBody {
     /// Render `chunks` of `tag` ([`render_batch`]'s bytes) into a new file in `dir`. Blocking.
@@ -363,11 +385,14 @@ impl SpooledBody {
             dir: dir.to_path_buf(),
             source,
         };
-        let file = tempfile::tempfile_in(dir).map_err(spool_err)?;
+        let file = tempfile::Builder::new()
+            .prefix(SPOOL_PREFIX)
+            .tempfile_in(dir)
+            .map_err(spool_err)?;
         let out = std::io::BufWriter::with_capacity(256 * 1024, file);
         let out = render_batch_into(reader, tag, chunks, out)?;
         let file = out.into_inner().map_err(|e| spool_err(e.into_error()))?;
-        let len = file.metadata().map_err(spool_err)?.len();
+        let len = file.as_file().metadata().map_err(spool_err)?.len();
         Ok(SpooledBody {
             file: Arc::new(file),
             len,
@@ -391,7 +416,8 @@ impl SpooledBody {
         tokio::task::spawn_blocking(move || {
             use std::os::unix::fs::FileExt;
             let mut part = vec![0u8; n];
-            file.read_exact_at(&mut part, at)
+            file.as_file()
+                .read_exact_at(&mut part, at)
                 .map(|()| Bytes::from(part))
                 .map_err(|source| UploadError::Spool { dir, source })
         })
@@ -548,7 +574,10 @@ mod tests {
 
     /// A spool file holding `content`, as `SpooledBody::render` leaves one.
     fn spooled(dir: &Path, content: &[u8]) -> SpooledBody {
-        let mut file = tempfile::tempfile_in(dir).unwrap();
+        let mut file = tempfile::Builder::new()
+            .prefix(SPOOL_PREFIX)
+            .tempfile_in(dir)
+            .unwrap();
         file.write_all(content).unwrap();
         SpooledBody {
             file: Arc::new(file),
@@ -591,8 +620,19 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, ["large.log.gz", "small.log.gz"]);
-        // Anonymous spool files: the directory stays empty.
+        // The spool files are gone once their bodies are dropped.
         assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 0);
+        // What a crash leaves behind is removed at start; nothing else is touched.
+        std::fs::write(spool.join("batch-leftover"), b"x").unwrap();
+        std::fs::write(spool.join("operator-notes"), b"x").unwrap();
+        clear_spool(&spool).unwrap();
+        let left: Vec<_> = std::fs::read_dir(&spool)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(left, ["operator-notes"]);
+        clear_spool(&dir.path().join("new-spool")).unwrap();
+        assert!(dir.path().join("new-spool").is_dir());
     }
 
     #[tokio::test]
