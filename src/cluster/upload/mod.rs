@@ -8,10 +8,9 @@
 //!    derives the object key (`<path>/<tag>/<YYYY>/<MM>/<DD>/<first>-<last>.log.gz`, date of the
 //!    first chunk's arrival, UTC), so every node agrees what the object holds and where;
 //! 3. upload the object (gzip out_file lines, times in UTC: the same bytes whoever renders it),
-//!    rendered in memory up to [`UPLOAD_PART_BYTES`] and sent in one put, or, when larger,
-//!    spilled into a temporary spool file under the node's data directory and sent in parts
-//!    of that size, so the leader's memory does not depend on the batch size or how well its
-//!    events compress;
+//!    rendered into a temporary spool file under the node's data directory and sent in
+//!    parts of [`UPLOAD_PART_BYTES`] (one put when smaller), so the leader's memory does not
+//!    depend on the batch size or how well its events compress;
 //! 4. **confirm**: commit `ConfirmUpload`, which drops the chunks.
 //!
 //! A new leader first re-uploads every sealed, unconfirmed batch under its recorded key — an

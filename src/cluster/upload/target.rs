@@ -342,90 +342,15 @@ fn sync_with_parents(file: &std::path::Path, root: &std::path::Path) -> Result<(
 /// Parts of a multipart upload (and the largest body sent in one put): S3's smallest part.
 pub const UPLOAD_PART_BYTES: usize = 5 * 1024 * 1024;
 
-/// A rendered batch: in memory while it fits one part ([`UPLOAD_PART_BYTES`]), else in a
-/// temporary file of the spool directory (`batch-*`, deleted when the last clone is dropped;
-/// [`clear_spool`] removes what a crash left). A named file, not an unlinked one: FUSE and
-/// network file systems need not support reading an unlinked file (the jepsen lazyfs disks do
-/// not). Read back part by part for the upload.
+/// A rendered batch in a temporary file of the spool directory (`batch-*`, deleted when the
+/// last clone is dropped; [`clear_spool`] removes what a crash left). A named file, not an
+/// unlinked one: FUSE and network file systems need not support reading an unlinked file (the
+/// jepsen lazyfs disks do not). Read back part by part for the upload.
 #[derive(Debug, Clone)]
 pub struct SpooledBody {
-    content: Spooled,
+    file: Arc<tempfile::NamedTempFile>,
     len: u64,
     dir: PathBuf,
-}
-
-#[derive(Debug, Clone)]
-enum Spooled {
-    Memory(Bytes),
-    File(Arc<tempfile::NamedTempFile>),
-}
-
-/// Where a batch is rendered: memory until it outgrows one part, then a new spool file (the
-/// memory written to it first).
-struct SpillWriter<'a> {
-    dir: &'a Path,
-    memory: Vec<u8>,
-    file: Option<std::io::BufWriter<tempfile::NamedTempFile>>,
-}
-
-impl<'a> SpillWriter<'a> {
-    fn new(dir: &'a Path) -> Self {
-        SpillWriter {
-            dir,
-            memory: Vec::new(),
-            file: None,
-        }
-    }
-
-    /// What was written, and its length.
-    fn finish(self) -> std::io::Result<(Spooled, u64)> {
-        match self.file {
-            None => {
-                let len = self.memory.len() as u64;
-                Ok((Spooled::Memory(Bytes::from(self.memory)), len))
-            }
-            Some(out) => {
-                let file = out.into_inner().map_err(|e| e.into_error())?;
-                let len = file.as_file().metadata()?.len();
-                Ok((Spooled::File(Arc::new(file)), len))
-            }
-        }
-    }
-}
-
-impl Write for SpillWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if let Some(file) = &mut self.file {
-            return file.write(buf);
-        }
-        let needed = self.memory.len() + buf.len();
-        if needed <= UPLOAD_PART_BYTES {
-            if needed > self.memory.capacity() {
-                // Grow by doubling, but never past one part.
-                let target = (self.memory.capacity() * 2).clamp(64 * 1024, UPLOAD_PART_BYTES);
-                self.memory
-                    .reserve_exact(target.max(needed) - self.memory.len());
-            }
-            self.memory.extend_from_slice(buf);
-            return Ok(buf.len());
-        }
-        let spool = tempfile::Builder::new()
-            .prefix(SPOOL_PREFIX)
-            .tempfile_in(self.dir)?;
-        let mut file = std::io::BufWriter::with_capacity(256 * 1024, spool);
-        file.write_all(&self.memory)?;
-        self.memory = Vec::new();
-        file.write_all(buf)?;
-        self.file = Some(file);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        match &mut self.file {
-            Some(file) => file.flush(),
-            None => Ok(()),
-        }
-    }
 }
 
 /// Remove the spool files a stopped process left in `dir` (creating `dir` if missing). Call
@@ -449,26 +374,31 @@ pub fn clear_spool(dir: &Path) -> std::io::Result<()> {
 const SPOOL_PREFIX: &str = "batch-";
 
 impl SpooledBody {
-    /// Render `chunks` of `tag` ([`render_batch`]'s bytes), spilling to a new file in `dir`
-    /// past one part. Blocking.
+    /// Render `chunks` of `tag` ([`render_batch`]'s bytes) into a new file in `dir`. Blocking.
     pub fn render(
         dir: &Path,
         reader: &ChunkReader,
         tag: &str,
         chunks: &[u64],
     ) -> Result<Self, UploadError> {
-        let out = render_batch_into(reader, tag, chunks, SpillWriter::new(dir))?;
-        let (content, len) = out.finish().map_err(|source| UploadError::Spool {
+        let spool_err = |source| UploadError::Spool {
             dir: dir.to_path_buf(),
             source,
-        })?;
+        };
+        let file = tempfile::Builder::new()
+            .prefix(SPOOL_PREFIX)
+            .tempfile_in(dir)
+            .map_err(spool_err)?;
+        let out = std::io::BufWriter::with_capacity(256 * 1024, file);
+        let out = render_batch_into(reader, tag, chunks, out)?;
+        let file = out.into_inner().map_err(|e| spool_err(e.into_error()))?;
+        let len = file.as_file().metadata().map_err(spool_err)?.len();
         Ok(SpooledBody {
-            content,
+            file: Arc::new(file),
             len,
             dir: dir.to_path_buf(),
         })
     }
-
 
     /// Bytes of the rendered batch.
     pub fn len(&self) -> u64 {
@@ -482,11 +412,7 @@ impl SpooledBody {
 
     /// `n` bytes from offset `at`, read on a blocking thread.
     async fn read_part(&self, at: u64, n: usize) -> Result<Bytes, UploadError> {
-        let file = match &self.content {
-            Spooled::Memory(bytes) => return Ok(bytes.slice(at as usize..at as usize + n)),
-            Spooled::File(file) => file.clone(),
-        };
-        let dir = self.dir.clone();
+        let (file, dir) = (self.file.clone(), self.dir.clone());
         tokio::task::spawn_blocking(move || {
             use std::os::unix::fs::FileExt;
             let mut part = vec![0u8; n];
@@ -654,7 +580,7 @@ mod tests {
             .unwrap();
         file.write_all(content).unwrap();
         SpooledBody {
-            content: Spooled::File(Arc::new(file)),
+            file: Arc::new(file),
             len: content.len() as u64,
             dir: dir.to_path_buf(),
         }
@@ -707,38 +633,6 @@ mod tests {
         assert_eq!(left, ["operator-notes"]);
         clear_spool(&dir.path().join("new-spool")).unwrap();
         assert!(dir.path().join("new-spool").is_dir());
-    }
-
-    #[test]
-    fn a_rendered_batch_stays_in_memory_up_to_one_part_then_spills_to_a_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let files = || std::fs::read_dir(dir.path()).unwrap().count();
-        let mut small = SpillWriter::new(dir.path());
-        small.write_all(&[7u8; 1000]).unwrap();
-        small.write_all(&[8u8; UPLOAD_PART_BYTES - 1000]).unwrap();
-        assert_eq!(files(), 0);
-        let (content, len) = small.finish().unwrap();
-        assert!(matches!(content, Spooled::Memory(ref b) if b.len() == UPLOAD_PART_BYTES));
-        assert_eq!(len, UPLOAD_PART_BYTES as u64);
-
-        let mut large = SpillWriter::new(dir.path());
-        large.write_all(&[1u8; 4 << 20]).unwrap();
-        assert!(large.memory.capacity() <= UPLOAD_PART_BYTES);
-        large.write_all(&[2u8; 2 << 20]).unwrap();
-        large.write_all(&[3u8; 10]).unwrap();
-        large.flush().unwrap();
-        assert_eq!(files(), 1);
-        let (content, len) = large.finish().unwrap();
-        assert_eq!(len, (6 << 20) + 10);
-        let Spooled::File(file) = content else {
-            panic!("not spilled")
-        };
-        let written = std::fs::read(file.path()).unwrap();
-        assert_eq!(&written[..4 << 20], &[1u8; 4 << 20][..]);
-        assert_eq!(&written[4 << 20..6 << 20], &[2u8; 2 << 20][..]);
-        assert_eq!(&written[6 << 20..], &[3u8; 10]);
-        drop(file);
-        assert_eq!(files(), 0);
     }
 
     #[tokio::test]
