@@ -201,11 +201,11 @@ def check_bucket(bucket, dest, events):
     lines, ranges = 0, []
     for dirpath, _, files in os.walk(dest):
         for name in files:
-            m = re.match(r"(\d+)-(\d+)\.log\.gz$", name)
+            m = re.match(r"(\d+)-(\d+)\.log(\.gz)?$", name)
             if not m or "dead-letter" in dirpath:
                 raise RuntimeError("unexpected object %s" % os.path.join(dirpath, name))
             ranges.append((int(m.group(1)), int(m.group(2))))
-            with gzip.open(os.path.join(dirpath, name), "rb") as f:
+            with (gzip.open if m.group(3) else open)(os.path.join(dirpath, name), "rb") as f:
                 lines += sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
     ranges.sort()
     overlaps = [(a, b) for a, b in zip(ranges, ranges[1:]) if b[0] <= a[1]]

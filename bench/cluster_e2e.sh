@@ -14,6 +14,7 @@
 # Env: MODE (both|direct|forwarder), EVENTS_PER_CHUNK (1000), RECORD_SIZE (170), RECORD_CONTENT (logs|padded|random: what
 #      the records hold, see `lograft bench-load --help`),
 #      FORWARDER_CHUNK (2m), BATCH (8m: the uploads' chunk_limit_size),
+#      OUTPUT_COMPRESS (text, out_file's default: `.log` objects; gzip: `.log.gz`),
 #      TLS (1: mutual TLS between the nodes, certificates from `lograft cluster certs`; 0: the
 #      plaintext loopback transport; compare the two for the cost of TLS),
 #      CLUSTER_EXTRA (more lines for each node's <cluster> section, e.g. "proposals_in_flight 4";
@@ -70,6 +71,7 @@ start_cluster() {
 <match bench.**>
   @type file
   path $dir/bucket
+  compress ${OUTPUT_COMPRESS:-text}
   <buffer tag>
     flush_interval 1s
     chunk_limit_size ${BATCH:-8m}
@@ -100,7 +102,7 @@ leader_id() { leader_status | python3 -c 'import json,sys; print(json.load(sys.s
 uploads_done() {
   leader_status | python3 -c 'import json,sys; s=json.load(sys.stdin); sys.exit(0 if s["pending_chunks"]==0 and s["unconfirmed_batches"]==0 else 1)'
 }
-bucket_lines() { find "$1/bucket" -name '*.log.gz' -print0 | xargs -0 -r zcat | wc -l; }
+bucket_lines() { find "$1/bucket" -type f \( -name '*.log' -o -name '*.log.gz' \) -print0 | xargs -0 -r zcat -f | wc -l; }
 
 report() { # label start end events pids...
   local label=$1 s=$2 e=$3 ev=$4; shift 4

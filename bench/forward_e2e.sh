@@ -5,7 +5,8 @@
 # the receiver's output files); the output's line count is checked at the end.
 #
 # Usage: bench/forward_e2e.sh [EVENTS] [CONNECTIONS] [PIPELINE]
-# Env: FORWARDER_CHUNK (2m), RECEIVER_CHUNK (8m) set chunk_limit_size at each hop.
+# Env: FORWARDER_CHUNK (2m), RECEIVER_CHUNK (8m) set chunk_limit_size at each hop;
+#      OUTPUT_COMPRESS (text, out_file's default; gzip) the receiver's out_file `compress`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EVENTS=${1:-3000000}
@@ -38,6 +39,7 @@ $(metrics_source $RMPORT)
 <match bench.**>
   @type file
   path $WORK/out/events
+  compress ${OUTPUT_COMPRESS:-text}
   <buffer tag>
     @type file
     path $WORK/receiver-buffer
@@ -92,7 +94,7 @@ while [ "$(chunks_left)" -gt 0 ]; do sleep 0.02; done
 end=$(date +%s.%N)
 f1=$(cpu $FPID); r1=$(cpu $RPID)
 frss=$(awk '/VmHWM/ {print $2}' /proc/$FPID/status); rrss=$(awk '/VmHWM/ {print $2}' /proc/$RPID/status)
-lines=$(cat "$WORK"/out/* | wc -l)
+lines=$(zcat -f "$WORK"/out/* | wc -l)
 read -r _ cu cs < <(tail -1 "$WORK/client.time")
 python3 - "$start" "$end" "$f0" "$f1" "$r0" "$r1" "$TICK" "$EVENTS" "$cu" "$cs" "$frss" "$rrss" "$lines" <<'PY'
 import sys

@@ -129,7 +129,7 @@ def local_name(rel):
             seg = "%" + seg.encode().hex()
         if len(seg.encode()) > 240:
             seg = "%long-" + hashlib.sha256(seg.encode()).hexdigest()[:16] + (
-                ".log.gz" if seg.endswith(".log.gz") else "")
+                ".log.gz" if seg.endswith(".log.gz") else ".log" if seg.endswith(".log") else "")
         parts.append(seg)
     return os.path.join(*parts)
 

@@ -427,6 +427,8 @@ async fn run_cluster(
     node_cfg.store.memtable_limit = c.memtable_limit as usize;
     node_cfg.store.block_cache = c.block_cache_size as usize;
     node_cfg.store.log_cache = c.log_cache_size as usize;
+    node_cfg.store.compress_log_blobs =
+        c.log_compression == crate::cluster::compression::LogCompression::None;
     node_cfg.proposals_in_flight = c.proposals_in_flight as usize;
     node_cfg.log_compression = c.log_compression;
     node_cfg.heartbeat_interval = c.heartbeat_interval;

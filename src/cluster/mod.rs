@@ -132,6 +132,12 @@ pub enum ClusterRequest {
         /// in the first chunk's period (`received_unix_ms / period_ms`). `None`: no check.
         #[serde(default)]
         period_ms: Option<u64>,
+        /// Store the object as plain out_file lines (`.log`) instead of gzip (`.log.gz`): the
+        /// proposer's output config (`compress` of `@type file`, `store_as` of `@type s3`).
+        /// Recorded in the object key, so every leader renders the batch the same way. Absent
+        /// (gzip) in entries written before it existed, and not written when false.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        uncompressed: bool,
     },
     /// The batch was uploaded: drop its chunks. Refused for anything but a sealed batch.
     ConfirmUpload {
@@ -278,12 +284,14 @@ impl fmt::Debug for ClusterRequest {
                 tag,
                 chunks,
                 period_ms,
+                uncompressed,
                 ..
             } => f
                 .debug_struct("SealBatch")
                 .field("tag", tag)
                 .field("chunks", chunks)
                 .field("period_ms", period_ms)
+                .field("uncompressed", uncompressed)
                 .finish(),
             ClusterRequest::ConfirmUpload { first } => f
                 .debug_struct("ConfirmUpload")

@@ -73,6 +73,7 @@ fn seal(tag: &str, chunks: &[u64], key: &str) -> ClusterRequest {
         chunks: chunks.to_vec(),
         ignored_key: key.to_owned(),
         period_ms: None,
+        uncompressed: false,
     }
 }
 
@@ -789,5 +790,58 @@ async fn an_old_seal_entry_decodes_and_its_key_is_ignored() {
     assert_eq!(
         sm.reader().unconfirmed_batches()[0].object_key,
         derived_key("t", 1, 1)
+    );
+}
+
+/// A gzip seal is written exactly as before `uncompressed` existed (so older nodes still read
+/// it); a plain one round-trips, and its batch's object and dead-letter keys end in `.log`.
+#[tokio::test]
+async fn a_plain_seal_gives_log_keys_and_a_gzip_seal_is_encoded_as_before() {
+    #[derive(serde::Serialize)]
+    enum Before {
+        #[allow(dead_code)]
+        AppendChunk,
+        SealBatch {
+            tag: String,
+            chunks: Vec<u64>,
+            ignored_key: String,
+            period_ms: Option<u64>,
+        },
+    }
+    let before = rmp_serde::to_vec(&Before::SealBatch {
+        tag: "t".into(),
+        chunks: vec![1],
+        ignored_key: String::new(),
+        period_ms: None,
+    })
+    .unwrap();
+    assert_eq!(rmp_serde::to_vec(&seal("t", &[1], "")).unwrap(), before);
+
+    let mut plain = seal("t", &[1], "");
+    if let ClusterRequest::SealBatch { uncompressed, .. } = &mut plain {
+        *uncompressed = true;
+    }
+    let bytes = rmp_serde::to_vec(&plain).unwrap();
+    assert_eq!(
+        rmp_serde::from_slice::<ClusterRequest>(&bytes).unwrap(),
+        plain
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, mut sm) = open(dir.path()).await;
+    let dead = ClusterRequest::DeadLetterBatch {
+        first: 1,
+        reason: "refused".into(),
+    };
+    let answers = apply_at(&mut sm, 1, vec![append_chunk(None, "t", b"1"), plain, dead]).await;
+    let plain_key = derived_key("t", 1, 1).replace(".log.gz", ".log");
+    assert!(plain_key.ends_with("-00000000000000000001.log"));
+    assert_eq!(sm.reader().unconfirmed_batches()[0].object_key, plain_key);
+    assert!(!sm.reader().unconfirmed_batches()[0].gzip());
+    assert_eq!(
+        answers[2],
+        ClusterResponse::DeadLettered {
+            first: 1,
+            object_key: "dead-letter/00000000000000000001-00000000000000000001.log".into()
+        }
     );
 }

@@ -100,6 +100,33 @@ fn gunzip(path: &Path) -> String {
     text
 }
 
+/// The uploader of a match `**` to `target` (spooling in `$TMPDIR`): seals after 100 ms,
+/// retries every 100–300 ms.
+fn uploader(node: &ClusterNode, target: &UploadTarget) -> Uploader {
+    Uploader {
+        metrics: crate::observe::ClusterMetrics::detached(),
+        shared: node.shared().clone(),
+        match_index: 0,
+        routes: Arc::new(TagRoutes::new(vec![vec![
+            MatchPattern::parse("**").expect("pattern")
+        ]])),
+        target: target.clone(),
+        spool_dir: std::env::temp_dir(),
+        policy: BatchPolicy {
+            flush_interval: Duration::from_millis(100),
+            batch_bytes: 1 << 20,
+            timekey: None,
+            retry: RetryConfig {
+                wait: Duration::from_millis(100),
+                max_interval: Some(Duration::from_millis(300)),
+                randomize: false,
+                ..RetryConfig::default()
+            },
+        },
+        name: "**".into(),
+    }
+}
+
 fn unconfirmed_tags(node: &ClusterNode) -> Vec<String> {
     node.reader()
         .unconfirmed_batches()
@@ -125,30 +152,8 @@ async fn a_failing_batch_waits_alone_and_a_permanent_failure_is_dead_lettered() 
     let bad = append_entries(&node, "bad", ms, BAD_ENTRY).await;
     let good = append(&node, "good", ms).await;
 
-    let uploader = Uploader {
-        metrics: crate::observe::ClusterMetrics::detached(),
-        shared: node.shared().clone(),
-        match_index: 0,
-        routes: Arc::new(TagRoutes::new(vec![vec![
-            MatchPattern::parse("**").expect("pattern")
-        ]])),
-        target: target.clone(),
-        spool_dir: std::env::temp_dir(),
-        policy: BatchPolicy {
-            flush_interval: Duration::from_millis(100),
-            batch_bytes: 1 << 20,
-            timekey: None,
-            retry: RetryConfig {
-                wait: Duration::from_millis(100),
-                max_interval: Some(Duration::from_millis(300)),
-                randomize: false,
-                ..RetryConfig::default()
-            },
-        },
-        name: "**".into(),
-    };
     let stop = CancellationToken::new();
-    let running = tokio::spawn(uploader.run(stop.clone()));
+    let running = tokio::spawn(uploader(&node, &target).run(stop.clone()));
 
     // "good" is uploaded and "bad" dead-lettered while "stuck" keeps failing.
     let good_key = target.object_key("good", ms, &[good]);
@@ -192,6 +197,44 @@ async fn a_failing_batch_waits_alone_and_a_permanent_failure_is_dead_lettered() 
     .await;
     assert!(gunzip(&bucket.join(&stuck_key)).contains("\tstuck\t"));
     assert_eq!(node.reader().upload_stats().dead_lettered_batches, 1);
+
+    stop.cancel();
+    running.await.expect("uploader stops");
+    node.shutdown().await;
+}
+
+/// An output that does not compress (`@type file` without `compress gzip`, Fluentd's default;
+/// `store_as text` for s3) gets plain out_file lines under `.log` keys, and a batch that cannot
+/// be rendered is set aside as stored, not compressed either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_output_without_compression_gets_plain_objects() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bucket = dir.path().join("bucket");
+    let node = single_node(dir.path()).await;
+    let target = UploadTarget::local_dir(bucket.clone())
+        .expect("target")
+        .with_gzip(false);
+    let ms = now_ms();
+    let good = append(&node, "good", ms).await;
+    let bad = append_entries(&node, "bad", ms, BAD_ENTRY).await;
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(uploader(&node, &target).run(stop.clone()));
+
+    let good_key = target.object_key("good", ms, &[good]);
+    assert!(good_key.ends_with(&format!("{good:020}-{good:020}.log")));
+    let dead_key = format!("dead-letter/{bad:020}-{bad:020}.log");
+    wait_until("both uploaded", Duration::from_secs(20), || {
+        bucket.join(&dead_key).is_file() && unconfirmed_tags(&node).is_empty()
+    })
+    .await;
+    assert_eq!(
+        std::fs::read_to_string(bucket.join(&good_key)).expect("plain object"),
+        "1970-01-01T00:00:01+0000\tgood\t{\"k\":\"v\"}\n"
+    );
+    assert_eq!(
+        std::fs::read(bucket.join(&dead_key)).expect("dead"),
+        BAD_ENTRY
+    );
 
     stop.cancel();
     running.await.expect("uploader stops");
@@ -261,6 +304,7 @@ async fn put_to_fake_s3(status: &'static str, body: &'static str) -> UploadError
         force_path_style: true,
         request_timeout: crate::output::s3::config::DEFAULT_REQUEST_TIMEOUT,
         connect_timeout: crate::output::s3::config::DEFAULT_CONNECT_TIMEOUT,
+        store_as_gzip: true,
     })
     .expect("s3 target");
     assert_eq!(
@@ -299,6 +343,7 @@ async fn a_hung_object_store_request_gives_up_after_request_timeout() {
         force_path_style: true,
         request_timeout: Duration::from_millis(300),
         connect_timeout: Duration::from_secs(1),
+        store_as_gzip: true,
     })
     .expect("s3 target");
     let started = std::time::Instant::now();

@@ -6,10 +6,13 @@
 //!    `flush_interval` or the group is full;
 //! 2. **seal** the batch: commit `SealBatch` with its exact chunk list; the state machine
 //!    derives the object key (`<path>/<tag>/<YYYY>/<MM>/<DD>/<first>-<last>.log.gz`, date of the
-//!    first chunk's arrival, UTC), so every node agrees what the object holds and where;
-//! 3. upload the object (gzip out_file lines, times in UTC: the same bytes whoever renders it),
-//!    rendered into a temporary spool file under the node's data directory and sent in
-//!    parts of [`UPLOAD_PART_BYTES`] (one put when smaller), so the leader's memory does not
+//!    first chunk's arrival, UTC; `.log` when the output stores plain text: `compress` of
+//!    `@type file`, default text as in Fluentd, `store_as` of `@type s3`, default gzip — the
+//!    seal carries the choice), so every node agrees what the object holds and where;
+//! 3. upload the object (out_file lines, times in UTC, gzip if its key ends in `.gz`: the same
+//!    bytes whoever renders it), rendered into a temporary spool file under the node's data
+//!    directory and sent in parts of [`UPLOAD_PART_BYTES`] (one put when smaller; a local
+//!    directory on the same file system hard-links the file), so the leader's memory does not
 //!    depend on the batch size or how well its events compress;
 //! 4. **confirm**: commit `ConfirmUpload`, which drops the chunks.
 //!
@@ -25,7 +28,7 @@
 //! object store other than 401/403/404/408/409/429, a name the file system refuses,
 //! undecodable content) sets the batch aside: `DeadLetterBatch` is committed (so every leader
 //! agrees), the state machine derives its dead-letter key
-//! (`<prefix>/dead-letter/<first>-<last>.log.gz`), an error line names the batch, its tag, the
+//! (`<prefix>/dead-letter/<first>-<last>.log.gz`, `.log` for plain batches), an error line names the batch, its tag, the
 //! reason and its event count, and the batch is uploaded there and confirmed like any other.
 //!
 //! Owns batching, the seal/upload/confirm cycle and its retries. The upload target
@@ -40,11 +43,7 @@ use crate::buffer::config::BufferConfig;
 use crate::retry::RetryConfig;
 use crate::retry::{Backoff, RetryDecision};
 use crate::router::TagRoutes;
-use bytes::Bytes;
-use flate2::write::GzEncoder;
-use flate2::Compression;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -53,23 +52,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 mod target;
-pub use target::{
-    clear_spool, render_batch, SpooledBody, UploadError, UploadTarget, UPLOAD_PART_BYTES,
-};
+pub use target::{clear_spool, SpooledBody, UploadError, UploadTarget, UPLOAD_PART_BYTES};
 
-/// What an upload sends.
-#[derive(Clone)]
-enum Body {
-    /// The rendered batch, in a spool file.
-    Spooled(SpooledBody),
-    /// Content that cannot be rendered: its chunks' stored msgpack, gzipped in memory.
-    Raw(Bytes),
-}
-
-/// Largest batch, whatever `chunk_limit_size` says: a batch is rendered in memory.
+/// Largest batch, whatever `chunk_limit_size` says.
 pub const MAX_BATCH_BYTES: u64 = 64 * 1024 * 1024;
 
-/// Uploads of one `<match>` in flight at once (each holds its rendered batch in memory).
+/// Uploads of one `<match>` in flight at once (each holds a part of its spooled batch in
+/// memory).
 pub const MAX_CONCURRENT_UPLOADS: usize = 2;
 
 /// Test hook, only in builds with the `fault-injection` feature: `LOGRAFT_FAULT_POINT=after-seal`
@@ -337,6 +326,7 @@ impl Uploader {
             chunks,
             ignored_key: String::new(),
             period_ms,
+            uncompressed: !self.target.gzip(),
         };
         match node::propose(&self.shared, request).await {
             Ok(ClusterResponse::Sealed { .. }) => Ok(true),
@@ -355,15 +345,15 @@ impl Uploader {
     /// A permanent failure under the batch's own key dead-letters it and uploads it there.
     async fn upload_and_confirm(&self, batch: &SealedBatch) -> Result<(), UploadError> {
         let reader = self.shared.reader.clone();
-        let (tag, chunks) = (batch.tag.clone(), batch.chunks.clone());
+        let (tag, chunks, gzip) = (batch.tag.clone(), batch.chunks.clone(), batch.gzip());
         let spool = self.spool_dir.clone();
         let body = tokio::task::spawn_blocking(move || {
-            SpooledBody::render(&spool, &reader, &tag, &chunks)
+            SpooledBody::render(&spool, &reader, &tag, &chunks, gzip)
         })
         .await
         .map_err(|e| UploadError::Task(format!("rendering batch {}: {e}", batch.first)))?;
         let body = match body {
-            Ok(body) => Some(Body::Spooled(body)),
+            Ok(body) => Some(body),
             Err(e) if e.is_permanent() => {
                 // Content that cannot be rendered goes to the dead-letter area as stored.
                 let key = match &batch.dead_letter {
@@ -418,29 +408,20 @@ impl Uploader {
         }
     }
 
-    /// Upload `body` (rendered again if `None`: content that cannot be rendered is uploaded
-    /// as it is stored, one chunk's raw msgpack after the other) under `key`, then confirm.
+    /// Upload `body` (if `None`, the content cannot be rendered and is uploaded as it is
+    /// stored: [`SpooledBody::raw`]) under `key`, then confirm.
     async fn put_and_confirm(
         &self,
         batch: &SealedBatch,
         key: &str,
-        body: Option<Body>,
+        body: Option<SpooledBody>,
     ) -> Result<(), UploadError> {
         let body = match body {
             Some(body) => body,
-            None => Body::Raw(self.raw_batch(batch).await?),
+            None => self.raw_batch(batch).await?,
         };
-        let size = match body {
-            Body::Spooled(spooled) => {
-                self.target.put_spooled(key, &spooled).await?;
-                spooled.len()
-            }
-            Body::Raw(bytes) => {
-                let size = bytes.len() as u64;
-                self.target.put(key, bytes).await?;
-                size
-            }
-        };
+        self.target.put_spooled(key, &body).await?;
+        let size = body.len();
         fault_point("after-upload", self.shared.id, key);
         match node::propose(
             &self.shared,
@@ -465,27 +446,16 @@ impl Uploader {
         }
     }
 
-    /// A batch whose content cannot be rendered, for the dead-letter area: gzip of its chunks'
-    /// stored msgpack entries, in index order (nothing is lost; tools can decode what is valid).
-    async fn raw_batch(&self, batch: &SealedBatch) -> Result<Bytes, UploadError> {
+    /// A batch whose content cannot be rendered, for the dead-letter area: its chunks' stored
+    /// msgpack entries, in index order, gzip if the batch is (nothing is lost; tools can
+    /// decode what is valid). Spooled like a rendered batch.
+    async fn raw_batch(&self, batch: &SealedBatch) -> Result<SpooledBody, UploadError> {
         let reader = self.shared.reader.clone();
-        let chunks = batch.chunks.clone();
-        tokio::task::spawn_blocking(move || -> Result<Bytes, UploadError> {
-            let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
-            for &index in &chunks {
-                let entries = reader
-                    .chunk_entries_blocking(index)?
-                    .ok_or(UploadError::MissingChunk(index))?;
-                gz.write_all(&entries)
-                    .map_err(|e| UploadError::Task(format!("compressing chunk {index}: {e}")))?;
-            }
-            let body = gz
-                .finish()
-                .map_err(|e| UploadError::Task(format!("compressing a batch: {e}")))?;
-            Ok(Bytes::from(body))
-        })
-        .await
-        .map_err(|e| UploadError::Task(format!("raw batch {}: {e}", batch.first)))?
+        let (chunks, gzip) = (batch.chunks.clone(), batch.gzip());
+        let spool = self.spool_dir.clone();
+        tokio::task::spawn_blocking(move || SpooledBody::raw(&spool, &reader, &chunks, gzip))
+            .await
+            .map_err(|e| UploadError::Task(format!("raw batch {}: {e}", batch.first)))?
     }
 }
 

@@ -1,9 +1,11 @@
 //! The upload target and what goes to it: [`UploadTarget`] (a local directory, fsynced with
-//! its parents, or an S3-compatible bucket through `object_store`), [`render_batch`] (a sealed
-//! batch as gzip out_file lines in UTC, the same bytes whoever renders them), [`SpooledBody`]
-//! (a rendered batch in a spool file, uploaded in parts, so a batch of any size and content
-//! costs the leader a bounded amount of memory) and [`UploadError`] with its
-//! permanent/transient classification.
+//! its parents, or an S3-compatible bucket through `object_store`; whether its objects are
+//! gzip, from the output's `compress` / `store_as`), [`render_batch`] (a sealed batch as
+//! out_file lines in UTC, gzip or plain as its key says, the same bytes whoever renders them),
+//! [`SpooledBody`] (a rendered batch in a spool file, uploaded in parts — or, for a directory
+//! on the same file system, hard-linked into place — so a batch of any size and content costs
+//! the leader a bounded amount of memory) and [`UploadError`] with its permanent/transient
+//! classification.
 //!
 //! It must not decide what to upload or when (the [`super::Uploader`] does) nor touch the Raft
 //! log.
@@ -143,6 +145,10 @@ pub struct UploadTarget {
     prefix: String,
     /// A local directory target: files are fsynced after the upload.
     local_root: Option<PathBuf>,
+    /// The same directory's store, to map keys to file paths (for hard-linking a spool file).
+    local_store: Option<Arc<object_store::local::LocalFileSystem>>,
+    /// New batches are stored as gzip (`.log.gz`), else as plain lines (`.log`).
+    gzip: bool,
     describe: String,
 }
 
@@ -152,7 +158,8 @@ impl UploadTarget {
         Self::check_output(cfg)?;
         match cfg {
             OutputConfig::S3(s3) => Self::s3(s3),
-            OutputConfig::File(f) => Self::local_dir(PathBuf::from(&f.path)),
+            OutputConfig::File(f) => Ok(Self::local_dir(PathBuf::from(&f.path))?
+                .with_gzip(f.compress == crate::config::Compression::Gzip)),
             other => Err(UploadError::Unsupported(other.type_name())),
         }
     }
@@ -168,18 +175,33 @@ impl UploadTarget {
         }
     }
 
+    /// Whether new batches are stored as gzip (the default of [`Self::local_dir`]).
+    pub fn with_gzip(mut self, gzip: bool) -> Self {
+        self.gzip = gzip;
+        self
+    }
+
+    /// Whether new batches are stored as gzip (`.log.gz`) rather than plain lines (`.log`).
+    pub fn gzip(&self) -> bool {
+        self.gzip
+    }
+
     /// A directory on this machine used as a bucket (created if missing).
     pub fn local_dir(root: PathBuf) -> Result<Self, UploadError> {
         std::fs::create_dir_all(&root).map_err(|source| UploadError::LocalDir {
             path: root.clone(),
             source,
         })?;
-        let store = object_store::local::LocalFileSystem::new_with_prefix(&root)?;
+        let store = Arc::new(object_store::local::LocalFileSystem::new_with_prefix(
+            &root,
+        )?);
         Ok(UploadTarget {
-            store: Arc::new(store),
+            store: store.clone(),
             prefix: String::new(),
             describe: format!("directory {}", root.display()),
             local_root: Some(root),
+            local_store: Some(store),
+            gzip: true,
         })
     }
 
@@ -219,11 +241,14 @@ impl UploadTarget {
             prefix: cfg.prefix.trim_matches('/').to_string(),
             describe: format!("s3 bucket {}", cfg.bucket),
             local_root: None,
+            local_store: None,
+            gzip: cfg.store_as_gzip,
         })
     }
 
-    /// The full object key of a batch: `<prefix>/` + the state machine's key
-    /// ([`batch_key`](crate::cluster::storage::batch_key): `<tag>/<YYYY>/<MM>/<DD>/<first>-<last>.log.gz`).
+    /// The full object key of a new batch: `<prefix>/` + the state machine's key
+    /// ([`batch_key`](crate::cluster::storage::batch_key): `<tag>/<YYYY>/<MM>/<DD>/<first>-<last>.log.gz`,
+    /// `.log` without gzip).
     pub fn object_key(&self, tag: &str, first_received_unix_ms: u64, chunks: &[u64]) -> String {
         let first = chunks.first().copied().unwrap_or(0);
         let last = chunks.last().copied().unwrap_or(0);
@@ -232,6 +257,7 @@ impl UploadTarget {
             first_received_unix_ms,
             first,
             last,
+            self.gzip,
         ))
     }
 
@@ -265,8 +291,12 @@ impl UploadTarget {
     /// Store a spooled body under `key`, durably: one put when it is at most one part
     /// ([`UPLOAD_PART_BYTES`]), else a multipart upload of such parts, one after the other
     /// (the object appears only when complete; a failed one is aborted). Memory: about one
-    /// part, whatever the body's size.
+    /// part, whatever the body's size. A local directory on the spool's file system gets a
+    /// hard link to the spool file instead (no copy; the object appears complete at once).
     pub async fn put_spooled(&self, key: &str, body: &SpooledBody) -> Result<(), UploadError> {
+        if self.link_spooled(key, body).await {
+            return self.sync_local(key).await;
+        }
         if body.len <= UPLOAD_PART_BYTES as u64 {
             let bytes = body.read_part(0, body.len as usize).await?;
             return self.put(key, bytes).await;
@@ -295,6 +325,31 @@ impl UploadTarget {
         }
         writer.finish().await?;
         self.sync_local(key).await
+    }
+
+    /// For a local directory target: hard-link the spool file as `key`; whether it was. Not
+    /// when the object exists (a repeated upload: the copy path replaces it atomically), the
+    /// spool is on another file system or the file system has no hard links; then, and for
+    /// any other failure (whose error the copy path reports and classifies), `false`.
+    async fn link_spooled(&self, key: &str, body: &SpooledBody) -> bool {
+        let Some(store) = &self.local_store else {
+            return false;
+        };
+        let Ok(dest) = ObjectPath::parse(key)
+            .map_err(object_store::Error::from)
+            .and_then(|path| store.path_to_filesystem(&path))
+        else {
+            return false;
+        };
+        let file = body.file.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Some(parent) = dest.parent() {
+                let _ = std::fs::create_dir_all(parent);
+            }
+            std::fs::hard_link(file.path(), &dest).is_ok()
+        })
+        .await
+        .unwrap_or(false)
     }
 
     /// For a local directory target: fsync the file `key` and its directories.
@@ -345,7 +400,9 @@ pub const UPLOAD_PART_BYTES: usize = 5 * 1024 * 1024;
 /// A rendered batch in a temporary file of the spool directory (`batch-*`, deleted when the
 /// last clone is dropped; [`clear_spool`] removes what a crash left). A named file, not an
 /// unlinked one: FUSE and network file systems need not support reading an unlinked file (the
-/// jepsen lazyfs disks do not). Read back part by part for the upload.
+/// jepsen lazyfs disks do not), and a local bucket directory can hard-link it. Read back part
+/// by part for the upload. Created readable by all (less the umask), like object_store's
+/// files: a hard link makes it the object.
 #[derive(Debug, Clone)]
 pub struct SpooledBody {
     file: Arc<tempfile::NamedTempFile>,
@@ -373,24 +430,58 @@ pub fn clear_spool(dir: &Path) -> std::io::Result<()> {
 /// Name prefix of spool files.
 const SPOOL_PREFIX: &str = "batch-";
 
+type SpoolWriter = std::io::BufWriter<tempfile::NamedTempFile>;
+
 impl SpooledBody {
-    /// Render `chunks` of `tag` ([`render_batch`]'s bytes) into a new file in `dir`. Blocking.
+    /// Render `chunks` of `tag` (out_file lines in UTC, gzip if `gzip`) into a new file in
+    /// `dir`. Blocking.
     pub fn render(
         dir: &Path,
         reader: &ChunkReader,
         tag: &str,
         chunks: &[u64],
+        gzip: bool,
     ) -> Result<Self, UploadError> {
+        Self::write(dir, |out| render_batch(reader, tag, chunks, out, gzip))
+    }
+
+    /// Content that cannot be rendered, for the dead-letter area: its chunks' stored msgpack
+    /// entries one after the other, in index order (gzip if `gzip`), into a new file in `dir`.
+    /// Blocking.
+    pub fn raw(
+        dir: &Path,
+        reader: &ChunkReader,
+        chunks: &[u64],
+        gzip: bool,
+    ) -> Result<Self, UploadError> {
+        Self::write(dir, |out| {
+            let mut out = ObjectWriter::new(out, gzip);
+            for &index in chunks {
+                let entries = reader
+                    .chunk_entries_blocking(index)?
+                    .ok_or(UploadError::MissingChunk(index))?;
+                out.write_all(&entries).map_err(UploadError::RenderOutput)?;
+            }
+            out.finish()
+        })
+    }
+
+    /// A new spool file in `dir`, filled by `fill`. Blocking.
+    fn write(
+        dir: &Path,
+        fill: impl FnOnce(SpoolWriter) -> Result<SpoolWriter, UploadError>,
+    ) -> Result<Self, UploadError> {
+        use std::os::unix::fs::PermissionsExt;
         let spool_err = |source| UploadError::Spool {
             dir: dir.to_path_buf(),
             source,
         };
         let file = tempfile::Builder::new()
             .prefix(SPOOL_PREFIX)
+            .permissions(std::fs::Permissions::from_mode(0o666))
             .tempfile_in(dir)
             .map_err(spool_err)?;
-        let out = std::io::BufWriter::with_capacity(256 * 1024, file);
-        let out = render_batch_into(reader, tag, chunks, out)?;
+        let out = fill(std::io::BufWriter::with_capacity(256 * 1024, file))?;
         let file = out.into_inner().map_err(|e| spool_err(e.into_error()))?;
         let len = file.as_file().metadata().map_err(spool_err)?.len();
         Ok(SpooledBody {
@@ -405,7 +496,7 @@ impl SpooledBody {
         self.len
     }
 
-    /// Whether nothing was rendered (never for a batch: gzip has a header).
+    /// Whether nothing was rendered.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -426,22 +517,51 @@ impl SpooledBody {
     }
 }
 
-/// Render a batch: gzip of out_file lines (`time<TAB>tag<TAB>json`, UTC), chunk by chunk in
-/// index order. Deterministic: any node renders the same bytes from the same chunks. In
-/// memory: for tests and small batches; the uploader spools ([`SpooledBody::render`]).
-pub fn render_batch(reader: &ChunkReader, tag: &str, chunks: &[u64]) -> Result<Bytes, UploadError> {
-    render_batch_into(reader, tag, chunks, Vec::new()).map(Bytes::from)
+/// What an object's bytes go through on their way to `W`: gzip, or nothing.
+enum ObjectWriter<W: Write> {
+    Gzip(GzEncoder<W>),
+    Plain(W),
 }
 
-/// [`render_batch`] into `out`, which is returned once the gzip stream is finished.
-fn render_batch_into<W: Write>(
+impl<W: Write> ObjectWriter<W> {
+    fn new(out: W, gzip: bool) -> Self {
+        if gzip {
+            ObjectWriter::Gzip(GzEncoder::new(out, Compression::fast()))
+        } else {
+            ObjectWriter::Plain(out)
+        }
+    }
+
+    /// End the gzip stream (if any) and flush: the finished object's writer.
+    fn finish(self) -> Result<W, UploadError> {
+        let mut out = match self {
+            ObjectWriter::Gzip(gz) => gz.finish().map_err(UploadError::RenderOutput)?,
+            ObjectWriter::Plain(out) => out,
+        };
+        out.flush().map_err(UploadError::RenderOutput)?;
+        Ok(out)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        match self {
+            ObjectWriter::Gzip(gz) => gz.write_all(buf),
+            ObjectWriter::Plain(out) => out.write_all(buf),
+        }
+    }
+}
+
+/// Render a batch into `out`, returned once the object is finished: out_file lines
+/// (`time<TAB>tag<TAB>json`, UTC), chunk by chunk in index order, gzip if `gzip`.
+/// Deterministic: any node renders the same bytes from the same chunks.
+fn render_batch<W: Write>(
     reader: &ChunkReader,
     tag: &str,
     chunks: &[u64],
     out: W,
+    gzip: bool,
 ) -> Result<W, UploadError> {
     let formatter = LineFormatter::out_file(Zone::Utc);
-    let mut gz = GzEncoder::new(out, Compression::fast());
+    let mut out = ObjectWriter::new(out, gzip);
     let mut lines = Vec::new();
     for &index in chunks {
         let entries = reader
@@ -454,11 +574,9 @@ fn render_batch_into<W: Write>(
                 index,
                 reason: e.to_string(),
             })?;
-        gz.write_all(&lines).map_err(UploadError::RenderOutput)?;
+        out.write_all(&lines).map_err(UploadError::RenderOutput)?;
     }
-    let mut out = gz.finish().map_err(UploadError::RenderOutput)?;
-    out.flush().map_err(UploadError::RenderOutput)?;
-    Ok(out)
+    out.finish()
 }
 
 #[cfg(test)]
@@ -574,16 +692,52 @@ mod tests {
 
     /// A spool file holding `content`, as `SpooledBody::render` leaves one.
     fn spooled(dir: &Path, content: &[u8]) -> SpooledBody {
-        let mut file = tempfile::Builder::new()
-            .prefix(SPOOL_PREFIX)
-            .tempfile_in(dir)
-            .unwrap();
-        file.write_all(content).unwrap();
-        SpooledBody {
-            file: Arc::new(file),
-            len: content.len() as u64,
-            dir: dir.to_path_buf(),
-        }
+        SpooledBody::write(dir, |mut out| {
+            out.write_all(content).unwrap();
+            Ok(out)
+        })
+        .unwrap()
+    }
+
+    /// The file system's identity of a file: (device, inode).
+    fn file_id(path: &Path) -> (u64, u64) {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).unwrap();
+        (meta.dev(), meta.ino())
+    }
+
+    /// A local directory on the spool's file system gets the spool file itself (a hard link,
+    /// no copy), readable like any object; an object that exists already (a repeated upload)
+    /// is replaced through the copy path; dropping the body leaves the object.
+    #[tokio::test]
+    async fn a_spooled_body_is_hard_linked_into_a_local_directory() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path().join("spool");
+        std::fs::create_dir_all(&spool).unwrap();
+        let bucket = dir.path().join("bucket");
+        let target = UploadTarget::local_dir(bucket.clone()).unwrap();
+        let key = "t/2026/11/29/1-2.log";
+        let body = spooled(&spool, b"first\n");
+        target.put_spooled(key, &body).await.unwrap();
+        let object = bucket.join(key);
+        assert_eq!(std::fs::read(&object).unwrap(), b"first\n");
+        assert_eq!(file_id(&object), file_id(body.file.path()), "hard-linked");
+        let mode = std::fs::metadata(&object).unwrap().permissions().mode();
+        assert_eq!(mode & 0o600, 0o600, "{mode:o}");
+        drop(body);
+        assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 0);
+        assert_eq!(std::fs::read(&object).unwrap(), b"first\n");
+
+        let again = spooled(&spool, b"second\n");
+        target.put_spooled(key, &again).await.unwrap();
+        assert_eq!(std::fs::read(&object).unwrap(), b"second\n");
+        assert_ne!(file_id(&object), file_id(again.file.path()), "copied");
+        let names: Vec<_> = std::fs::read_dir(object.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, ["1-2.log"]);
     }
 
     #[tokio::test]
@@ -591,7 +745,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = dir.path().join("spool");
         std::fs::create_dir_all(&spool).unwrap();
-        let target = UploadTarget::local_dir(dir.path().join("bucket")).unwrap();
+        let mut target = UploadTarget::local_dir(dir.path().join("bucket")).unwrap();
+        // The copy path, as for S3 or a spool on another file system: no hard link.
+        target.local_store = None;
         // Not a multiple of the part size, and every part different.
         let large: Vec<u8> = (0..2 * UPLOAD_PART_BYTES + 12_345)
             .map(|i| (i / 997 % 251) as u8)

@@ -17,7 +17,6 @@ pub(crate) const PLUGIN: OutputPlugin = OutputPlugin {
     build: |sec, d| build(sec, d).map(OutputConfig::S3),
     unimplemented_params: &[
         "s3_object_key_format",
-        "store_as",
         "use_server_side_encryption",
         "ssekms_key_id",
         "storage_class",
@@ -64,6 +63,9 @@ pub struct S3OutputConfig {
     pub request_timeout: Duration,
     /// `connect_timeout` (lograft; default 5s).
     pub connect_timeout: Duration,
+    /// `store_as`: `gzip` (the default: `.log.gz` objects) or `text` (plain out_file lines,
+    /// `.log`). fluent-plugin-s3's other formats (json, lzo, lzma2, zstd, parquet) are refused.
+    pub store_as_gzip: bool,
 }
 
 /// Default `request_timeout` (object_store's own default).
@@ -83,6 +85,7 @@ impl std::fmt::Debug for S3OutputConfig {
             .field("force_path_style", &self.force_path_style)
             .field("request_timeout", &self.request_timeout)
             .field("connect_timeout", &self.connect_timeout)
+            .field("store_as_gzip", &self.store_as_gzip)
             .finish_non_exhaustive()
     }
 }
@@ -105,6 +108,7 @@ pub(crate) fn build(sec: &mut Section<'_>, d: &mut Diag) -> Option<S3OutputConfi
         connect_timeout: sec
             .duration(d, "connect_timeout")
             .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+        store_as_gzip: sec.enumerated(d, "store_as", &["gzip", "text"]) != Some("text"),
     };
     bucket.map(|_| cfg)
 }

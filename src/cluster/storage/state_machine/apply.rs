@@ -164,6 +164,7 @@ pub(crate) fn apply_request(
             tag,
             chunks,
             period_ms,
+            uncompressed,
             ..
         } => {
             if let Some(reason) = seal_refusal(state, &tag, &chunks, period_ms) {
@@ -173,7 +174,7 @@ pub(crate) fn apply_request(
             let first = chunks[0];
             let last = chunks[chunks.len() - 1];
             let first_received = state.pending.get(&first).map_or(0, |c| c.received_unix_ms);
-            let object_key = batch_key(&tag, first_received, first, last);
+            let object_key = batch_key(&tag, first_received, first, last, !uncompressed);
             let mut batch = UnconfirmedBatch::new(BatchRecord {
                 tag,
                 chunks: chunks.clone(),
@@ -231,7 +232,7 @@ pub(crate) fn apply_request(
                 ));
             }
             let last = record.chunks.last().copied().unwrap_or(first);
-            let object_key = dead_letter_key(first, last);
+            let object_key = dead_letter_key(first, last, key_is_gzip(&record.object_key));
             record.dead_letter = Some(DeadLetter {
                 reason: truncate_reason(reason),
                 object_key: object_key.clone(),
@@ -249,24 +250,48 @@ pub(crate) fn apply_request(
 
 /// The object key of the batch `first..=last` of `tag` whose first chunk arrived at
 /// `first_received_unix_ms`, relative to the upload target's prefix:
-/// `<tag>/<YYYY>/<MM>/<DD>/<first>-<last>.log.gz` (UTC date, the tag made one safe segment of
-/// at most 200 bytes by [`safe_segment`](crate::output::safe_name::safe_segment)). Unique
-/// because batch ids are log indexes and a chunk is sealed once.
-pub(crate) fn batch_key(tag: &str, first_received_unix_ms: u64, first: u64, last: u64) -> String {
+/// `<tag>/<YYYY>/<MM>/<DD>/<first>-<last>.log.gz` (`.log` when not `gzip`; UTC date, the tag
+/// made one safe segment of at most 200 bytes by
+/// [`safe_segment`](crate::output::safe_name::safe_segment)). Unique because batch ids are log
+/// indexes and a chunk is sealed once. The suffix is how every leader knows how to render the
+/// batch ([`key_is_gzip`]).
+pub(crate) fn batch_key(
+    tag: &str,
+    first_received_unix_ms: u64,
+    first: u64,
+    last: u64,
+    gzip: bool,
+) -> String {
     let day = DateTime::<Utc>::from(UNIX_EPOCH + Duration::from_millis(first_received_unix_ms));
     format!(
-        "{}/{:04}/{:02}/{:02}/{first:020}-{last:020}.log.gz",
+        "{}/{:04}/{:02}/{:02}/{first:020}-{last:020}{}",
         crate::output::safe_name::safe_segment(tag),
         day.year(),
         day.month(),
-        day.day()
+        day.day(),
+        key_suffix(gzip)
     )
 }
 
 /// The dead-letter key of the batch `first..=last`, relative to the upload target's prefix:
 /// short and safe whatever the tag (no tag in it), unique because batch ids are log indexes.
-pub(crate) fn dead_letter_key(first: u64, last: u64) -> String {
-    format!("dead-letter/{first:020}-{last:020}.log.gz")
+/// Compressed like the batch's own object (`gzip`).
+pub(crate) fn dead_letter_key(first: u64, last: u64, gzip: bool) -> String {
+    format!("dead-letter/{first:020}-{last:020}{}", key_suffix(gzip))
+}
+
+fn key_suffix(gzip: bool) -> &'static str {
+    if gzip {
+        ".log.gz"
+    } else {
+        ".log"
+    }
+}
+
+/// Whether the object under `key` (a batch's or dead-letter key, also one recorded by an older
+/// version) holds gzip: its name ends in `.gz`.
+pub(crate) fn key_is_gzip(key: &str) -> bool {
+    key.ends_with(".gz")
 }
 
 /// At most [`MAX_DEAD_LETTER_REASON`] bytes, cut at a character boundary.

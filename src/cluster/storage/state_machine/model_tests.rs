@@ -50,12 +50,13 @@ enum Step {
         compressed: bool,
     },
     /// Seal up to `take` pending chunks of a tag, with a one-day period if `daily` (refused
-    /// when they arrived on different days).
+    /// when they arrived on different days), as plain text if `plain`.
     SealPending {
         tag: usize,
         take: usize,
         skip: usize,
         daily: bool,
+        plain: bool,
     },
     /// Seal an arbitrary index list (mostly refused), sending a key of the proposer's choice
     /// (which must be ignored) when `evil_key`.
@@ -112,8 +113,20 @@ fn step() -> impl Strategy<Value = Step> {
                 day,
                 compressed
             }),
-        2 => (0..TAGS.len(), 1usize..5, 0usize..3, proptest::bool::weighted(0.3))
-            .prop_map(|(tag, take, skip, daily)| Step::SealPending { tag, take, skip, daily }),
+        2 => (
+            0..TAGS.len(),
+            1usize..5,
+            0usize..3,
+            proptest::bool::weighted(0.3),
+            proptest::bool::weighted(0.3)
+        )
+            .prop_map(|(tag, take, skip, daily, plain)| Step::SealPending {
+                tag,
+                take,
+                skip,
+                daily,
+                plain
+            }),
         1 => (
             0..TAGS.len(),
             proptest::collection::vec(0u64..40, 0..4),
@@ -302,6 +315,7 @@ impl Model {
                 tag,
                 chunks,
                 period_ms,
+                uncompressed,
                 ..
             } => {
                 let pending = self.pending_of(tag);
@@ -325,7 +339,8 @@ impl Model {
                 )
                 .expect("valid time")
                 .format("%Y/%m/%d");
-                let object_key = format!("{tag}/{day}/{first:020}-{last:020}.log.gz");
+                let suffix = if *uncompressed { ".log" } else { ".log.gz" };
+                let object_key = format!("{tag}/{day}/{first:020}-{last:020}{suffix}");
                 for c in chunks {
                     self.chunks.get_mut(c).expect("pending").batch = Some(first);
                 }
@@ -358,7 +373,13 @@ impl Model {
                     return ClusterResponse::Rejected(String::new());
                 }
                 let last = *batch.chunks.last().expect("batches are not empty");
-                let key = format!("dead-letter/{first:020}-{last:020}.log.gz");
+                // Stored like the batch: gzip if its key says so.
+                let suffix = if batch.object_key.ends_with(".gz") {
+                    ".log.gz"
+                } else {
+                    ".log"
+                };
+                let key = format!("dead-letter/{first:020}-{last:020}{suffix}");
                 // Keep whole characters up to 512 bytes.
                 let mut kept = String::new();
                 for c in reason.chars() {
@@ -443,6 +464,7 @@ fn request(step: &Step, model: &Model) -> ClusterRequest {
             take,
             skip,
             daily,
+            plain,
         } => {
             let tag = TAGS[*tag];
             let chunks: Vec<u64> = model
@@ -456,6 +478,7 @@ fn request(step: &Step, model: &Model) -> ClusterRequest {
                 chunks,
                 ignored_key: String::new(),
                 period_ms: daily.then_some(DAY_MS),
+                uncompressed: *plain,
             }
         }
         Step::SealArbitrary {
@@ -472,6 +495,7 @@ fn request(step: &Step, model: &Model) -> ClusterRequest {
                 String::new()
             },
             period_ms: None,
+            uncompressed: false,
         },
         Step::Confirm { pick, arbitrary } => {
             let first = match arbitrary {

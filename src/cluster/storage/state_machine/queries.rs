@@ -48,6 +48,13 @@ pub struct SealedBatch {
     pub dead_letter: Option<DeadLetter>,
 }
 
+impl SealedBatch {
+    /// Whether the batch's object (and its dead-letter object) is gzip, as its key says.
+    pub fn gzip(&self) -> bool {
+        super::apply::key_is_gzip(&self.object_key)
+    }
+}
+
 /// Totals of what waits for upload.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct UploadStats {
