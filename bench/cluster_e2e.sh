@@ -15,6 +15,7 @@
 #      the records hold, see `lograft bench-load --help`),
 #      FORWARDER_CHUNK (2m), BATCH (8m: the uploads' chunk_limit_size),
 #      OUTPUT_COMPRESS (text, out_file's default: `.log` objects; gzip: `.log.gz`),
+#      FLUSH_INTERVAL (0.1s, as bench/forward_e2e.sh's receiver; was 1s before session 17),
 #      TLS (1: mutual TLS between the nodes, certificates from `lograft cluster certs`; 0: the
 #      plaintext loopback transport; compare the two for the cost of TLS),
 #      CLUSTER_EXTRA (more lines for each node's <cluster> section, e.g. "proposals_in_flight 4";
@@ -73,7 +74,7 @@ start_cluster() {
   path $dir/bucket
   compress ${OUTPUT_COMPRESS:-text}
   <buffer tag>
-    flush_interval 1s
+    flush_interval ${FLUSH_INTERVAL:-0.1s}
     chunk_limit_size ${BATCH:-8m}
   </buffer>
 </match>
