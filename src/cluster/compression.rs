@@ -82,6 +82,18 @@ impl LogCompression {
 
 /// The events of an `AppendCompressed`: `lz4` decompressed, exactly `len` bytes.
 pub(crate) fn decompress(lz4: &[u8], len: u64) -> Result<Bytes, ClusterError> {
+    let mut events = Vec::new();
+    decompress_into(lz4, len, &mut events)?;
+    Ok(Bytes::from(events))
+}
+
+/// [`decompress`] into `events` (replacing what it held), reusing its allocation: a caller
+/// that decompresses one payload after another (the upload's renderer) touches no fresh memory.
+pub(crate) fn decompress_into(
+    lz4: &[u8],
+    len: u64,
+    events: &mut Vec<u8>,
+) -> Result<(), ClusterError> {
     let corrupt = |why: String| ClusterError::Corrupt(format!("compressed chunk payload: {why}"));
     let len = usize::try_from(len).map_err(|_| corrupt(format!("length {len}")))?;
     // A block of LZ4 expands at most ~255×; a larger claim is not a real payload (and must not
@@ -89,13 +101,14 @@ pub(crate) fn decompress(lz4: &[u8], len: u64) -> Result<Bytes, ClusterError> {
     if len > lz4.len().saturating_mul(255).saturating_add(16) {
         return Err(corrupt(format!("{len} bytes claimed from {}", lz4.len())));
     }
-    let mut events = vec![0u8; len];
+    events.clear();
+    events.resize(len, 0);
     let written =
-        lz4_flex::block::decompress_into(lz4, &mut events).map_err(|e| corrupt(e.to_string()))?;
+        lz4_flex::block::decompress_into(lz4, events).map_err(|e| corrupt(e.to_string()))?;
     if written != len {
         return Err(corrupt(format!("{written} bytes, {len} expected")));
     }
-    Ok(Bytes::from(events))
+    Ok(())
 }
 
 #[cfg(test)]

@@ -218,6 +218,21 @@ impl ClusterRequest {
         }
     }
 
+    /// [`ClusterRequest::events`] into `out` (replacing what it held, reusing its
+    /// allocation); `false` when this is not an append.
+    pub(crate) fn events_into(&self, out: &mut Vec<u8>) -> Result<bool, ClusterError> {
+        match self {
+            ClusterRequest::AppendCompressed { lz4, len, .. } => {
+                compression::decompress_into(lz4, *len, out).map(|()| true)
+            }
+            other => Ok(other.payload().is_some_and(|payload| {
+                out.clear();
+                out.extend_from_slice(payload);
+                true
+            })),
+        }
+    }
+
     /// Put every byte field (payload, chunk ids) into an allocation of its own. A request's
     /// fields are often slices of a larger buffer (the frame a chunk arrived in, an
     /// AppendEntries message); whatever keeps the request for long must not keep that

@@ -103,6 +103,25 @@ impl PayloadStore {
         }
     }
 
+    /// [`PayloadStore::read`] into `out` (replacing what it held, reusing its allocation);
+    /// `false` if there is no such chunk. Blocking.
+    pub(crate) fn read_into(&self, index: u64, out: &mut Vec<u8>) -> Result<bool, ClusterError> {
+        let db = &*self.db;
+        let key = index_key(index);
+        if let Some(data) = db.get_pinned_cf(cf(db, CF_CHUNK_DATA)?, key)? {
+            out.clear();
+            out.extend_from_slice(&data);
+            return Ok(true);
+        }
+        if db.get_pinned_cf(cf(db, CF_CHUNK_META)?, key)?.is_none() {
+            return Ok(false);
+        }
+        match db.get_pinned_cf(cf(db, CF_LOG)?, key)? {
+            Some(entry) => payload_of_entry_into(&entry, index, out).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
     /// [`PayloadStore::read`] in a consistent view of the database (the snapshot builder's),
     /// for a chunk the view holds.
     pub(crate) fn read_at(
@@ -182,11 +201,32 @@ fn delete_log_range(batch: &mut WriteBatch, log_cf: &rocksdb::ColumnFamily, star
 
 /// The payload a log entry carries: the entries of its `AppendChunk`, `AppendSegments` or
 /// `AppendCompressed` (decompressed).
+fn payload_of_entry_into(
+    stored_entry: &[u8],
+    index: u64,
+    out: &mut Vec<u8>,
+) -> Result<(), ClusterError> {
+    let entry: Entry<TypeConfig> = decode(stored_entry)?;
+    let found = match &entry.payload {
+        EntryPayload::Normal(request) => request.events_into(out)?,
+        _ => false,
+    };
+    if found {
+        Ok(())
+    } else {
+        Err(no_chunk_in_entry(index))
+    }
+}
+
+fn no_chunk_in_entry(index: u64) -> ClusterError {
+    ClusterError::Corrupt(format!("chunk {index}: its log entry carries no chunk"))
+}
+
 fn payload_of_entry(stored_entry: &[u8], index: u64) -> Result<Bytes, ClusterError> {
     let entry: Entry<TypeConfig> = decode(stored_entry)?;
     match &entry.payload {
         EntryPayload::Normal(request) => request.events()?,
         _ => None,
     }
-    .ok_or_else(|| ClusterError::Corrupt(format!("chunk {index}: its log entry carries no chunk")))
+    .ok_or_else(|| no_chunk_in_entry(index))
 }

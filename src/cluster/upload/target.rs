@@ -456,12 +456,9 @@ impl SpooledBody {
     ) -> Result<Self, UploadError> {
         Self::write(dir, |out| {
             let mut out = ObjectWriter::new(out, gzip);
-            for &index in chunks {
-                let entries = reader
-                    .chunk_entries_blocking(index)?
-                    .ok_or(UploadError::MissingChunk(index))?;
-                out.write_all(&entries).map_err(UploadError::RenderOutput)?;
-            }
+            for_each_chunk(reader, chunks, |_, entries| {
+                out.write_all(entries).map_err(UploadError::RenderOutput)
+            })?;
             out.finish()
         })
     }
@@ -563,20 +560,34 @@ fn render_batch<W: Write>(
     let formatter = LineFormatter::out_file(Zone::Utc);
     let mut out = ObjectWriter::new(out, gzip);
     let mut lines = Vec::new();
-    for &index in chunks {
-        let entries = reader
-            .chunk_entries_blocking(index)?
-            .ok_or(UploadError::MissingChunk(index))?;
+    for_each_chunk(reader, chunks, |index, entries| {
         lines.clear();
         formatter
-            .write_entries(&mut lines, tag, &entries)
+            .write_entries(&mut lines, tag, entries)
             .map_err(|e| UploadError::Render {
                 index,
                 reason: e.to_string(),
             })?;
-        out.write_all(&lines).map_err(UploadError::RenderOutput)?;
-    }
+        out.write_all(&lines).map_err(UploadError::RenderOutput)
+    })?;
     out.finish()
+}
+
+/// Call `f` with each of `chunks`' index and stored events, in order, read into one buffer
+/// reused from chunk to chunk (so a batch touches no fresh memory per chunk).
+fn for_each_chunk(
+    reader: &ChunkReader,
+    chunks: &[u64],
+    mut f: impl FnMut(u64, &[u8]) -> Result<(), UploadError>,
+) -> Result<(), UploadError> {
+    let mut entries = Vec::new();
+    for &index in chunks {
+        if !reader.chunk_entries_into_blocking(index, &mut entries)? {
+            return Err(UploadError::MissingChunk(index));
+        }
+        f(index, &entries)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -231,4 +231,14 @@ impl ChunkReader {
     pub fn chunk_entries_blocking(&self, index: u64) -> Result<Option<Bytes>, ClusterError> {
         self.shared.payloads.read(index)
     }
+
+    /// [`ChunkReader::chunk_entries_blocking`] into `out` (replacing what it held, reusing its
+    /// allocation: for a caller reading chunk after chunk); `false` if there is no such chunk.
+    pub fn chunk_entries_into_blocking(
+        &self,
+        index: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, ClusterError> {
+        self.shared.payloads.read_into(index, out)
+    }
 }
