@@ -569,7 +569,7 @@ fn a_failing_batch_is_isolated_and_a_permanent_failure_is_dead_lettered() {
         .collect();
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert!(
-        dead[0].ends_with(".log.gz") && dead[0].len() < 60,
+        dead[0].ends_with(".log") && dead[0].len() < 60,
         "{dead:?}"
     );
     let logs: String = cluster.nodes.values().map(|n| n.log_text()).collect();
