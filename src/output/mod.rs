@@ -67,6 +67,12 @@ impl OutputError {
     }
 }
 
+/// The deflate level of the gzip an output writes: out_file's `compress gzip` and the cluster's
+/// upload objects. 1, deflate's fastest: on log lines level 6 (zlib's default, Fluentd's) cost
+/// out_file ~10× the CPU per event and made it the pipeline's bound (docs/benchmarks.md,
+/// session 17).
+pub const GZIP_LEVEL: flate2::Compression = flate2::Compression::new(1);
+
 /// Whether the OS refused the name or the request itself (ENAMETOOLONG, EINVAL, EILSEQ): the
 /// same item gets the same name and the same refusal every time, so retrying cannot help.
 /// Shared by [`OutputError::is_permanent`] and the cluster uploader.

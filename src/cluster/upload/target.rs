@@ -17,7 +17,6 @@ use crate::output::format::{LineFormatter, Zone};
 use crate::output::s3::config::S3OutputConfig;
 use bytes::Bytes;
 use flate2::write::GzEncoder;
-use flate2::Compression;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, PutPayload};
 use std::io::Write;
@@ -523,7 +522,7 @@ enum ObjectWriter<W: Write> {
 impl<W: Write> ObjectWriter<W> {
     fn new(out: W, gzip: bool) -> Self {
         if gzip {
-            ObjectWriter::Gzip(GzEncoder::new(out, Compression::fast()))
+            ObjectWriter::Gzip(GzEncoder::new(out, crate::output::GZIP_LEVEL))
         } else {
             ObjectWriter::Plain(out)
         }

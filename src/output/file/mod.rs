@@ -232,7 +232,7 @@ impl Inner {
         match self.compress {
             Compression::Text => self.stream_lines(chunk, out, &io_err),
             Compression::Gzip => {
-                let mut gz = flate2::write::GzEncoder::new(out, flate2::Compression::default());
+                let mut gz = flate2::write::GzEncoder::new(out, crate::output::GZIP_LEVEL);
                 self.stream_lines(chunk, &mut gz, &io_err)?;
                 gz.finish().map(drop).map_err(io_err)
             }
