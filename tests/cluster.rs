@@ -568,10 +568,7 @@ fn a_failing_batch_is_isolated_and_a_permanent_failure_is_dead_lettered() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(dead.len(), 1, "{dead:?}");
-    assert!(
-        dead[0].ends_with(".log") && dead[0].len() < 60,
-        "{dead:?}"
-    );
+    assert!(dead[0].ends_with(".log") && dead[0].len() < 60, "{dead:?}");
     let logs: String = cluster.nodes.values().map(|n| n.log_text()).collect();
     assert!(
         logs.contains("dead-letter area") && logs.contains("events=100"),
