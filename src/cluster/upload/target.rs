@@ -709,6 +709,31 @@ mod tests {
         .unwrap()
     }
 
+    /// A `@type file` bucket stores plain objects unless `compress gzip` (out_file's default is
+    /// text); `@type s3` stores gzip unless `store_as text`.
+    #[test]
+    fn objects_are_gzip_as_the_output_config_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().display();
+        for (lines, gzip) in [
+            (format!("@type file\n  path {path}"), false),
+            (format!("@type file\n  path {path}\n  compress gzip"), true),
+            ("@type s3\n  s3_bucket b".to_string(), true),
+            (
+                "@type s3\n  s3_bucket b\n  store_as text".to_string(),
+                false,
+            ),
+        ] {
+            let loaded =
+                crate::config::test_support::ok(&format!("<match **>\n  {lines}\n</match>\n"));
+            let target = UploadTarget::from_output(&loaded.config.matches[0].output).unwrap();
+            assert_eq!(target.gzip(), gzip, "{lines}");
+            let key = target.object_key("t", 0, &[1]);
+            assert_eq!(key.ends_with(".log.gz"), gzip, "{key}");
+            assert!(key.ends_with(".log") || key.ends_with(".log.gz"), "{key}");
+        }
+    }
+
     /// The file system's identity of a file: (device, inode).
     fn file_id(path: &Path) -> (u64, u64) {
         use std::os::unix::fs::MetadataExt;

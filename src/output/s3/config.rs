@@ -140,3 +140,35 @@ impl OutputSpec for S3OutputConfig {
         format!("s3 bucket={}{endpoint}{path}", self.bucket)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::test_support::{errors, ok};
+    use crate::config::OutputConfig;
+
+    fn s3_match(store_as: &str) -> String {
+        format!("<match app.**>\n  @type s3\n  s3_bucket logs\n{store_as}</match>\n")
+    }
+
+    /// `store_as` as fluent-plugin-s3: gzip by default, `text` for plain objects; its other
+    /// formats are refused with the file, line and key rather than silently gzipped.
+    #[test]
+    fn store_as_is_gzip_or_text_and_other_formats_are_refused() {
+        for (line, gzip) in [
+            ("", true),
+            ("  store_as gzip\n", true),
+            ("  store_as text\n", false),
+        ] {
+            let loaded = ok(&s3_match(line));
+            match &loaded.config.matches[0].output {
+                OutputConfig::S3(s3) => assert_eq!(s3.store_as_gzip, gzip, "{line:?}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        let err = errors(&s3_match("  store_as json\n"));
+        assert!(
+            err.contains("test.conf:4") && err.contains("store_as"),
+            "{err}"
+        );
+    }
+}
