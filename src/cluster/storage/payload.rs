@@ -24,7 +24,7 @@
 //! does) nor when the log is purged (openraft does, through the log store).
 
 use super::db::{cf, decode, decode_index_key, index_key, CF_CHUNK_DATA, CF_CHUNK_META, CF_LOG};
-use crate::cluster::{ClusterError, TypeConfig};
+use crate::cluster::{ClusterError, ClusterRequest, TypeConfig};
 use bytes::Bytes;
 use openraft::{Entry, EntryPayload};
 use rocksdb::{Direction, IteratorMode, ReadOptions, SnapshotWithThreadMode, WriteBatch, DB};
@@ -86,25 +86,15 @@ impl PayloadStore {
         }
     }
 
-    /// The payload of the chunk stored at `index`, `None` if there is none (unknown or
-    /// confirmed). Blocking.
+    /// [`PayloadStore::read_into`] into a new buffer: `None` if there is no such chunk.
+    /// Blocking.
     pub(crate) fn read(&self, index: u64) -> Result<Option<Bytes>, ClusterError> {
-        let db = &*self.db;
-        let key = index_key(index);
-        if let Some(data) = db.get_cf(cf(db, CF_CHUNK_DATA)?, key)? {
-            return Ok(Some(Bytes::from(data)));
-        }
-        if db.get_pinned_cf(cf(db, CF_CHUNK_META)?, key)?.is_none() {
-            return Ok(None);
-        }
-        match db.get_pinned_cf(cf(db, CF_LOG)?, key)? {
-            Some(entry) => payload_of_entry(&entry, index).map(Some),
-            None => Ok(None),
-        }
+        let mut out = Vec::new();
+        Ok(self.read_into(index, &mut out)?.then(|| Bytes::from(out)))
     }
 
-    /// [`PayloadStore::read`] into `out` (replacing what it held, reusing its allocation);
-    /// `false` if there is no such chunk. Blocking.
+    /// The payload of the chunk stored at `index` into `out` (replacing what it held, reusing
+    /// its allocation); `false` if there is none (unknown or confirmed). Blocking.
     pub(crate) fn read_into(&self, index: u64, out: &mut Vec<u8>) -> Result<bool, ClusterError> {
         let db = &*self.db;
         let key = index_key(index);
@@ -201,32 +191,32 @@ fn delete_log_range(batch: &mut WriteBatch, log_cf: &rocksdb::ColumnFamily, star
 
 /// The payload a log entry carries: the entries of its `AppendChunk`, `AppendSegments` or
 /// `AppendCompressed` (decompressed).
+fn payload_of_entry(stored_entry: &[u8], index: u64) -> Result<Bytes, ClusterError> {
+    append_of_entry(stored_entry, index)?
+        .events()?
+        .ok_or_else(|| no_chunk_in_entry(index))
+}
+
+/// [`payload_of_entry`] into `out` (replacing what it held, reusing its allocation).
 fn payload_of_entry_into(
     stored_entry: &[u8],
     index: u64,
     out: &mut Vec<u8>,
 ) -> Result<(), ClusterError> {
+    append_of_entry(stored_entry, index)?
+        .events_into(out)
+        .map(drop)
+}
+
+/// The append request a stored log entry carries (the chunk stored at `index`).
+fn append_of_entry(stored_entry: &[u8], index: u64) -> Result<ClusterRequest, ClusterError> {
     let entry: Entry<TypeConfig> = decode(stored_entry)?;
-    let found = match &entry.payload {
-        EntryPayload::Normal(request) => request.events_into(out)?,
-        _ => false,
-    };
-    if found {
-        Ok(())
-    } else {
-        Err(no_chunk_in_entry(index))
+    match entry.payload {
+        EntryPayload::Normal(request) if request.payload().is_some() => Ok(request),
+        _ => Err(no_chunk_in_entry(index)),
     }
 }
 
 fn no_chunk_in_entry(index: u64) -> ClusterError {
     ClusterError::Corrupt(format!("chunk {index}: its log entry carries no chunk"))
-}
-
-fn payload_of_entry(stored_entry: &[u8], index: u64) -> Result<Bytes, ClusterError> {
-    let entry: Entry<TypeConfig> = decode(stored_entry)?;
-    match &entry.payload {
-        EntryPayload::Normal(request) => request.events()?,
-        _ => None,
-    }
-    .ok_or_else(|| no_chunk_in_entry(index))
 }

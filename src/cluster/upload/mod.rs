@@ -28,8 +28,9 @@
 //! object store other than 401/403/404/408/409/429, a name the file system refuses,
 //! undecodable content) sets the batch aside: `DeadLetterBatch` is committed (so every leader
 //! agrees), the state machine derives its dead-letter key
-//! (`<prefix>/dead-letter/<first>-<last>.log.gz`, `.log` for plain batches), an error line names the batch, its tag, the
-//! reason and its event count, and the batch is uploaded there and confirmed like any other.
+//! (`<prefix>/dead-letter/<first>-<last>.log.gz`, `.log` for plain batches), an error line
+//! names the batch, its tag, the reason and its event count, and the batch is uploaded there
+//! and confirmed like any other.
 //!
 //! Owns batching, the seal/upload/confirm cycle and its retries. The upload target
 //! ([`UploadTarget`]: a local directory or an S3-compatible bucket through `object_store`),
